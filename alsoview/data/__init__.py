@@ -1,0 +1,1 @@
+"""Raw Amazon data: parsing (pure), generation, text embedding and the prepare pipeline."""

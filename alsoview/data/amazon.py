@@ -1,0 +1,436 @@
+"""Parse raw Amazon records into typed rows: pure functions, no Ray.
+
+Formats read:
+- `reviews_json`: 2018 review JSON lines (`reviewerID`, `asin`, `overall`, `unixReviewTime`);
+- `ratings_csv`: the ratings-only CSV `asin,reviewerID,rating,unixTime` (no header);
+- `combined_csv`: the original design's `combined_samples.csv` (reviewerID, asin, brand, price,
+  description, also_view, label), label 1 = interaction, label 0 = a logged negative;
+- `meta_json`: 2018 metadata JSON lines; `meta_literal`: 2014 Python-literal lines with
+  `related.also_viewed` (detected per line, so a file may mix them).
+
+Every record yields a row: either parsed values, or a `drop_reason` with a short detail, so
+the prepare step can account for every raw line.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import datetime as dt
+import html
+import io
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+# Drop reasons of the parse stage: malformed input (fatal with --strict).
+MALFORMED_REASONS = ("malformed_record", "missing_field", "bad_rating", "bad_time", "bad_label")
+BLANK = "blank_line"  # an empty line: counted, never fatal
+
+REVIEW_FORMATS = ("reviews_json", "ratings_csv", "combined_csv")
+META_FORMATS = ("meta_json",)  # meta_json lines may be 2018 JSON or 2014 Python literals
+
+COMBINED_COLUMNS = ("reviewerID", "asin", "brand", "price", "description", "also_view", "label")
+
+_TAG = re.compile(r"<[^>]*(?:>|$)")  # an unclosed tag at the end is cut too
+_SPACE = re.compile(r"\s+")
+_NUMBER = r"(\d[\d,]*(?:\.\d+)?|\.\d+)"
+_PRICE_ONE = re.compile(rf"^\$?\s*{_NUMBER}$")
+_PRICE_RANGE = re.compile(rf"^\$?\s*{_NUMBER}\s*(?:-|–|to)\s*\$?\s*{_NUMBER}$")
+_MAX_PRICE = 100_000.0
+_UNKNOWN_BRANDS = {"", "unknown", "n/a", "na", "none", "null", "-", ".", "not applicable"}
+
+
+class RecordError(ValueError):
+    """One record that cannot be used; `reason` is the manifest's drop-reason key."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+# ---------------------------------------------------------------- field cleaning
+
+
+def strip_html(text: Any) -> str:
+    """Plain text from scraped HTML: entities decoded, tags removed, whitespace collapsed."""
+    if text is None:
+        return ""
+    if isinstance(text, (list, tuple)):
+        text = " ".join(str(t) for t in text if t is not None)
+    text = html.unescape(_TAG.sub(" ", str(text)))
+    # Unescaping can reveal tags that were escaped twice (&lt;b&gt;).
+    if "<" in text:
+        text = _TAG.sub(" ", text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def parse_price(value: Any) -> tuple[float | None, str]:
+    """A price string to (dollars, status); status is ok | range | missing | junk.
+
+    Ranges ("$9.99 - $19.99") become their midpoint; empty means missing; anything else that
+    is not a plain dollar amount (scraped CSS, HTML, words) is junk and also missing.
+    """
+    if value is None:
+        return None, "missing"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        price = float(value)
+        return (price, "ok") if 0 <= price < _MAX_PRICE and math.isfinite(price) else (None, "junk")
+    text = str(value).strip()
+    if not text:
+        return None, "missing"
+    match = _PRICE_ONE.match(text)
+    if match:
+        return _checked(_to_float(match.group(1)), "ok")
+    match = _PRICE_RANGE.match(text)
+    if match:
+        low, high = _to_float(match.group(1)), _to_float(match.group(2))
+        return _checked((low + high) / 2, "range")
+    return None, "junk"
+
+
+def _to_float(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def _checked(price: float, status: str) -> tuple[float | None, str]:
+    return (price, status) if 0 <= price < _MAX_PRICE else (None, "junk")
+
+
+def normalize_brand(value: Any) -> str:
+    """The brand as displayed, cleaned; "" means unknown (vocabulary id 0).
+
+    Scraped brands come as "by\\n    \\n    Nintendo", with HTML, or as placeholders like
+    "Unknown"; these all normalise so the same publisher gets one id (see `brand_key`).
+    """
+    text = strip_html(value)
+    if text.lower().startswith("by "):
+        text = text[3:].strip()
+    return "" if text.casefold() in _UNKNOWN_BRANDS else text
+
+
+def brand_key(brand: str) -> str:
+    """Vocabulary key: case and spacing differences of one publisher map to one id."""
+    return brand.casefold()
+
+
+def clean_asin_list(value: Any) -> list[str]:
+    """A list of asins from a JSON list, a Python-literal string, or a delimited string."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = re.findall(r"[A-Za-z0-9]{10}", text)
+        else:
+            value = re.split(r"[\s,;|]+", text)
+    if not isinstance(value, (list, tuple)):
+        return []
+    return [str(a).strip() for a in value if isinstance(a, (str, int)) and str(a).strip()]
+
+
+# ---------------------------------------------------------------- review records
+
+
+@dataclass(frozen=True)
+class Review:
+    user: str
+    item: str
+    rating: float
+    time: int  # unix seconds; the line number for files without timestamps
+    label: int = 1  # 0: a logged negative (combined_samples.csv only)
+    brand: str = ""
+    price: float | None = None
+    price_status: str = "missing"
+    description: str = ""
+    also_view: tuple[str, ...] = ()
+
+
+def parse_review_json(text: str) -> Review:
+    """One 2018 review JSON line."""
+    record = _load_json_object(text)
+    user = _required_str(record, "reviewerID")
+    item = _required_str(record, "asin")
+    rating = _rating(record.get("overall"))
+    return Review(user=user, item=item, rating=rating, time=_review_time(record))
+
+
+def parse_ratings_csv(fields: Sequence[str]) -> Review:
+    """One ratings-only CSV row: asin, reviewerID, rating, unixTime."""
+    if len(fields) != 4:
+        raise RecordError("malformed_record", f"expected 4 comma-separated fields, got {len(fields)}")
+    item, user, rating, time = (f.strip() for f in fields)
+    if not item or not user:
+        raise RecordError("missing_field", "empty asin or reviewerID")
+    try:
+        timestamp = int(float(time))
+    except ValueError:
+        raise RecordError("bad_time", f"unixTime {time!r} is not a number") from None
+    return Review(user=user, item=item, rating=_rating(rating), time=timestamp)
+
+
+def parse_combined_csv(fields: Sequence[str], line: int) -> Review:
+    """One combined_samples.csv row (already split into the COMBINED_COLUMNS order).
+
+    The file has no timestamps: the line number stands in, so a user's later rows count as later.
+    """
+    if len(fields) != len(COMBINED_COLUMNS):
+        raise RecordError("malformed_record", f"expected {len(COMBINED_COLUMNS)} fields, got {len(fields)}")
+    user, item, brand, price, description, also_view, label = fields
+    if not user.strip() or not item.strip():
+        raise RecordError("missing_field", "empty reviewerID or asin")
+    try:
+        label_value = int(float(label))
+    except ValueError:
+        raise RecordError("bad_label", f"label {label!r} is not 0 or 1") from None
+    if label_value not in (0, 1):
+        raise RecordError("bad_label", f"label {label!r} is not 0 or 1")
+    price_value, price_status = parse_price(price)
+    return Review(
+        user=user.strip(), item=item.strip(), rating=math.nan, time=line, label=label_value,
+        brand=normalize_brand(brand), price=price_value, price_status=price_status,
+        description=strip_html(description), also_view=tuple(clean_asin_list(also_view)),
+    )
+
+
+def _load_json_object(text: str) -> dict[str, Any]:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError("malformed_record", f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise RecordError("malformed_record", f"expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def _required_str(record: dict[str, Any], key: str) -> str:
+    value = record.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RecordError("missing_field", f"no {key}")
+    if not isinstance(value, (str, int)):
+        raise RecordError("missing_field", f"{key} is not a string")
+    return str(value).strip()
+
+
+def _rating(value: Any) -> float:
+    try:
+        rating = float(value)
+    except (TypeError, ValueError):
+        raise RecordError("bad_rating", f"rating {value!r} is not a number") from None
+    if not 0 <= rating <= 5:
+        raise RecordError("bad_rating", f"rating {rating} is outside [0, 5]")
+    return rating
+
+
+def _review_time(record: dict[str, Any]) -> int:
+    """unixReviewTime, or reviewTime ("MM D, YYYY") when the number is absent."""
+    value = record.get("unixReviewTime")
+    if value is not None:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise RecordError("bad_time", f"unixReviewTime {value!r} is not an integer") from None
+    text = record.get("reviewTime")
+    if not text:
+        raise RecordError("bad_time", "no unixReviewTime or reviewTime")
+    try:
+        day = dt.datetime.strptime(str(text).strip(), "%m %d, %Y").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        raise RecordError("bad_time", f"reviewTime {text!r} is not 'MM D, YYYY'") from None
+    return int(day.timestamp())
+
+
+# ---------------------------------------------------------------- meta records
+
+
+@dataclass(frozen=True)
+class ItemMeta:
+    asin: str
+    title: str
+    brand: str
+    price: float | None
+    price_status: str
+    description: str
+    also_view: tuple[str, ...]
+
+
+def parse_meta_line(text: str) -> ItemMeta:
+    """One metadata line: 2018 JSON, or a 2014 Python-literal dict (detected per line)."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        record = _literal_or_none(text)
+        if record is None:
+            raise RecordError("malformed_record", f"neither JSON nor a Python literal ({exc.msg})") from None
+    if not isinstance(record, dict):
+        raise RecordError("malformed_record", f"expected an object, got {type(record).__name__}")
+    asin = _required_str(record, "asin")
+    also_view = record.get("also_view")
+    if also_view is None and isinstance(record.get("related"), dict):
+        also_view = record["related"].get("also_viewed")  # the 2014 layout
+    price, status = parse_price(record.get("price"))
+    return ItemMeta(
+        asin=asin, title=strip_html(record.get("title")), brand=normalize_brand(record.get("brand")),
+        price=price, price_status=status, description=strip_html(record.get("description")),
+        also_view=tuple(clean_asin_list(also_view)),
+    )
+
+
+def _literal_or_none(text: str) -> Any:
+    stripped = text.strip()
+    if not stripped.startswith("{"):
+        return None
+    try:
+        return ast.literal_eval(stripped)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+
+
+# ---------------------------------------------------------------- batches
+
+
+REVIEW_COLUMNS = ("user", "item", "rating", "time", "label", "brand", "price", "price_status",
+                  "description", "also_view")
+META_COLUMNS = ("asin", "title", "brand", "price", "price_status", "description", "also_view")
+
+
+def parse_review_records(formats: Sequence[str], texts: Sequence[str], lines: Sequence[int]) -> dict[str, list]:
+    """Parse a batch of raw review records into columns plus drop_reason/detail per record.
+
+    CSV records arrive as JSON-encoded field lists (the reader split them, quoted newlines
+    included), so this function never needs the file.
+    """
+    out: dict[str, list] = {name: [] for name in REVIEW_COLUMNS + ("drop_reason", "detail")}
+    empty = Review(user="", item="", rating=math.nan, time=0)
+    for fmt, text, line in zip(formats, texts, lines):
+        reason, detail, review = None, None, empty
+        if not text.strip():
+            reason, detail = BLANK, "empty line"
+        else:
+            try:
+                review = _parse_review(fmt, text, int(line))
+            except RecordError as exc:
+                reason, detail = exc.reason, exc.detail
+        _append_row(out, review, REVIEW_COLUMNS, reason, detail)
+    return out
+
+
+def _parse_review(fmt: str, text: str, line: int) -> Review:
+    if fmt == "reviews_json":
+        return parse_review_json(text)
+    fields = json.loads(text)
+    if fmt == "ratings_csv":
+        return parse_ratings_csv(fields)
+    if fmt == "combined_csv":
+        return parse_combined_csv(fields, line)
+    raise ValueError(f"unknown review format {fmt!r}")
+
+
+def parse_meta_records(texts: Sequence[str]) -> dict[str, list]:
+    """Parse a batch of raw meta lines into columns plus drop_reason/detail per line."""
+    out: dict[str, list] = {name: [] for name in META_COLUMNS + ("drop_reason", "detail")}
+    empty = ItemMeta("", "", "", None, "missing", "", ())
+    for text in texts:
+        reason, detail, meta = None, None, empty
+        if not text.strip():
+            reason, detail = BLANK, "empty line"
+        else:
+            try:
+                meta = parse_meta_line(text)
+            except RecordError as exc:
+                reason, detail = exc.reason, exc.detail
+        _append_row(out, meta, META_COLUMNS, reason, detail)
+    return out
+
+
+def _append_row(out: dict[str, list], record: Any, columns: Iterable[str], reason: str | None,
+                detail: str | None) -> None:
+    for name in columns:
+        value = getattr(record, name)
+        out[name].append(list(value) if isinstance(value, tuple) else value)
+    out["drop_reason"].append(reason)
+    out["detail"].append(detail)
+
+
+# ---------------------------------------------------------------- format sniffing
+
+
+def split_csv_records(lines: Iterable[str]) -> Iterable[tuple[int, list[str]]]:
+    """CSV records with the line number each starts on (quoted fields may span lines)."""
+    reader = csv.reader(lines)
+    start = 1
+    for fields in reader:
+        yield start, fields
+        start = reader.line_num + 1
+
+
+def sniff_review_format(path_name: str, first_lines: Sequence[str]) -> str:
+    """Which review format a file holds, judged from its name and first non-empty lines.
+
+    Raises ValueError with a user-facing reason when the file is not review data (for example
+    an item metadata file given as reviews).
+    """
+    sample = [line for line in first_lines if line.strip()]
+    if not sample:
+        raise ValueError("no data lines")
+    first = sample[0].lstrip("\ufeff").strip()
+    if first.startswith("{"):
+        try:
+            record = json.loads(first)
+        except json.JSONDecodeError:
+            if _literal_or_none(first) is not None:
+                raise ValueError("looks like 2014 item metadata (Python-literal lines), not reviews") from None
+            raise ValueError("first line is neither JSON nor CSV") from None
+        if isinstance(record, dict) and "reviewerID" in record:
+            return "reviews_json"
+        if isinstance(record, dict) and ({"also_view", "title", "related", "description"} & record.keys()):
+            raise ValueError("looks like item metadata (has title/also_view, no reviewerID), not reviews")
+        raise ValueError("JSON lines without reviewerID/asin: not Amazon review data")
+    fields = next(csv.reader(io.StringIO(first)))
+    header = [f.strip() for f in fields]
+    if "label" in header and "reviewerID" in header:
+        missing = [c for c in COMBINED_COLUMNS if c not in header]
+        if missing:
+            raise ValueError(f"combined samples CSV lacks columns {missing}")
+        return "combined_csv"
+    if len(fields) == 4:
+        try:
+            float(fields[2])
+            float(fields[3])
+        except ValueError:
+            raise ValueError("4-column CSV whose rating/time columns are not numbers") from None
+        return "ratings_csv"
+    raise ValueError(f"not a known review format (first line: {first[:80]!r})")
+
+
+def sniff_meta_format(first_lines: Sequence[str]) -> str:
+    """Check that a file holds item metadata; raises ValueError with a reason otherwise."""
+    sample = [line for line in first_lines if line.strip()]
+    if not sample:
+        raise ValueError("no data lines")
+    first = sample[0].lstrip("\ufeff").strip()
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:
+        record = _literal_or_none(first)
+    if not isinstance(record, dict):
+        raise ValueError(f"first line is not a JSON or Python-literal object: {first[:80]!r}")
+    if "reviewerID" in record:
+        raise ValueError("looks like reviews (has reviewerID), not item metadata")
+    if "asin" not in record:
+        raise ValueError("objects without an asin: not Amazon item metadata")
+    return "meta_json"
+
+
+def combined_header_index(header: Sequence[str]) -> list[int]:
+    """Positions of COMBINED_COLUMNS in a combined_samples.csv header (extra columns allowed)."""
+    names = [h.strip() for h in header]
+    return [names.index(c) for c in COMBINED_COLUMNS]
