@@ -66,10 +66,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from alsoview.data.prepare import prepare, with_default_inputs
-    from alsoview.runtime import init_ray
 
     config = with_default_inputs(_config_from(args))
-    log.info(init_ray())
     result = prepare(config)
     manifest = result.manifest
     print(f"prepared dataset: {result.out_dir}")

@@ -274,7 +274,7 @@ def _encode_brands(items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     items["brand_idx"] = keys.map(lambda k: index.get(k, 0)).astype(np.int32)
     display = items[known].drop_duplicates("brand_idx").set_index("brand_idx")["brand"]
     brands = pd.DataFrame({"brand_idx": np.arange(0, len(names) + 1, dtype=np.int32)})
-    brands["brand"] = brands["brand_idx"].map(display).fillna("")
+    brands["brand"] = [display.get(i, "") for i in brands["brand_idx"]]
     return items, brands
 
 

@@ -31,6 +31,7 @@ from alsoview.config import Config
 from alsoview.data import amazon
 from alsoview.data.clean import CleanDataset, CleanOptions, DropLog, clean
 from alsoview.errors import UserError
+from alsoview.runtime import init_ray
 
 log = logging.getLogger("alsoview")
 
@@ -366,6 +367,7 @@ def prepare(config: Config, out_dir: str | Path | None = None) -> PrepareResult:
     out = Path(out_dir or config.data.prepared_dir)
     reviews = resolve_inputs(config.data.reviews, "reviews")
     meta = resolve_inputs(config.data.meta, "meta", first_source=len(reviews)) if config.data.meta else []
+    log.info(init_ray())  # after the input checks: a typo in a path fails fast, without starting Ray
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()

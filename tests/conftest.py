@@ -1,0 +1,33 @@
+"""Shared fixtures: one local Ray instance per test session, and the real-data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REALWORLD = Path(os.environ.get("ALSOVIEW_REALWORLD_DIR", ROOT.parent / "shared" / "data" / "realworld"))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray bound to loopback, with the dashboard (Tune with ASHA needs its state API)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=True, dashboard_host="127.0.0.1",
+                 log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def realworld() -> Path:
+    """The real 2018-format Amazon files beside the checkout; required in CI, optional elsewhere."""
+    if not REALWORLD.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"real data folder missing in CI: {REALWORLD}")
+        pytest.skip(f"real data not found at {REALWORLD} (set ALSOVIEW_REALWORLD_DIR)")
+    return REALWORLD

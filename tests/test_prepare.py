@@ -1,0 +1,186 @@
+"""The prepare pipeline end to end on one local Ray: real files, other formats, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from alsoview.config import load_config
+from alsoview.data.prepare import prepare
+from alsoview.errors import UserError
+
+FAST_TEXT = ["text.encoder=hashing", "text.dim=32"]
+
+
+def run_prepare(reviews, meta, out, *overrides):
+    config = load_config(None, [*FAST_TEXT, *overrides])
+    config.data.reviews = [str(p) for p in reviews]
+    config.data.meta = [str(p) for p in meta]
+    return prepare(config, out)
+
+
+def assert_accounting(manifest):
+    for role in ("reviews", "meta"):
+        rows = manifest["rows"][role]
+        assert rows["read"] == rows["kept"] + sum(manifest["dropped"][role].values()), role
+
+
+def test_gift_cards_counts_match_the_data_readme(ray_session, realworld, tmp_path):
+    folder = realworld / "Gift_Cards"
+    result = run_prepare([folder / "Gift_Cards_5.json.gz"], [folder / "meta_Gift_Cards.json.gz"], tmp_path / "gift")
+    m = result.manifest
+    assert_accounting(m)
+    assert m["rows"]["reviews"]["read"] == 2972 and m["dropped"]["reviews"] == {"duplicate_interaction": 7}
+    assert (m["counts"]["users"], m["counts"]["items"], m["counts"]["interactions"]) == (458, 148, 2965)
+    assert m["rows"]["meta"] == {"read": 1547, "kept": 148, "dropped": 1399}
+    assert m["counts"]["items_with_also_view"] == 140  # README: 140 point at least once to another reviewed item
+    assert m["counts"]["valid"] == m["counts"]["test"] == 458  # 5-core: every user has valid and test
+    assert m["text_encoder"]["name"] == "hashing" and m["text_encoder"]["dim"] == 32
+
+    items = pq.read_table(result.out_dir / "items.parquet").to_pandas()
+    assert len(items) == 148 and items["item_idx"].tolist() == list(range(1, 149))
+    vectors = np.stack(items["text_vector"].to_numpy())
+    assert vectors.shape == (148, 32) and np.isfinite(vectors).all()
+    assert all(0 < v <= 148 and v != i for i, row in zip(items["item_idx"], items["also_view"]) for v in row)
+    interactions = pd.read_parquet(result.out_dir / "interactions.parquet")
+    assert set(interactions["split"].astype(str)) == {"train", "valid", "test"}
+    last = interactions.sort_values("time").groupby("user_idx").tail(1)
+    assert (interactions.groupby("user_idx")["time"].max().to_numpy() >= 0).all() and len(last) == 458
+
+
+def test_magazine_duplicate_meta_lines(ray_session, realworld, tmp_path):
+    folder = realworld / "Magazine_Subscriptions"
+    m = run_prepare([folder / "Magazine_Subscriptions_5.json.gz"], [folder / "meta_Magazine_Subscriptions.json.gz"],
+                    tmp_path / "mag").manifest
+    assert_accounting(m)
+    assert m["rows"]["meta"]["read"] == 3385
+    assert m["dropped"]["meta"]["duplicate_meta"] == 3385 - 2320  # 2,320 distinct asins
+    assert m["rows"]["meta"]["kept"] == 151 and m["counts"]["items"] == 157
+    assert m["stats"]["items_without_meta"] == 6
+    assert m["counts"]["items_with_also_view"] == 111
+    assert (m["counts"]["users"], m["dropped"]["reviews"]["duplicate_interaction"]) == (348, 73)
+    examples = m["drop_examples"]["meta"]["duplicate_meta"]
+    assert examples and examples[0].startswith(str(folder / "meta_Magazine_Subscriptions.json.gz") + ":")
+
+
+def test_generate_then_prepare_is_deterministic(ray_session, tmp_path):
+    from alsoview.data.synthetic import generate
+
+    generated = generate(tmp_path / "raw", users=150, items=60, seed=3)
+    reviews, meta = tmp_path / "raw" / "reviews.json.gz", tmp_path / "raw" / "meta.json.gz"
+    first = run_prepare([reviews], [meta], tmp_path / "a")
+    second = run_prepare([reviews], [meta], tmp_path / "b")
+    m = first.manifest
+    assert_accounting(m)
+    assert m["counts"]["users"] == 150 and m["counts"]["items"] <= 60
+    assert m["rows"]["reviews"]["read"] == generated.reviews
+    assert m["dropped"]["meta"]["duplicate_meta"] > 0 and m["stats"]["also_view_edges_outside_catalog"] > 0
+    assert m["counts"]["items_with_also_view"] > 0.5 * m["counts"]["items"]
+    for name in ("interactions", "items", "users", "brands", "logged_negatives"):
+        a = pq.read_table(first.out_dir / f"{name}.parquet")
+        b = pq.read_table(second.out_dir / f"{name}.parquet")
+        assert a.equals(b), name
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("timing_seconds", "config")}  # noqa: E731
+    assert strip(first.manifest) == strip(second.manifest)
+
+
+def test_other_formats_ratings_csv_2014_meta_and_combined(ray_session, tmp_path):
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("".join(f"B0{i % 4},A{u},{1 + (u + i) % 5}.0,{1400000000 + 86400 * i}\n"
+                               for u in range(5) for i in range(4)) + "B01,A1,notanumber,1\n")
+    meta = tmp_path / "meta_2014.json"
+    meta.write_text("\n".join([
+        "{'asin': 'B00', 'title': 'Zero', 'price': 3.5, 'related': {'also_viewed': ['B01', 'B02', 'X']}}",
+        '{"asin": "B01", "title": "One", "price": "$4.00", "also_view": ["B00"], "brand": "Acme"}',
+        "{'asin': 'B02', 'title': ",  # malformed
+    ]) + "\n")
+    m = run_prepare([ratings], [meta], tmp_path / "p").manifest
+    assert_accounting(m)
+    assert m["inputs"]["reviews"][0]["format"] == "ratings_csv"
+    assert m["dropped"]["reviews"] == {"bad_rating": 1}
+    assert m["dropped"]["meta"] == {"malformed_record": 1}
+    assert m["drop_examples"]["meta"]["malformed_record"][0].startswith(f"{meta}:3: ")
+    assert m["counts"]["also_view_edges"] == 3  # B00 -> B01, B02; B01 -> B00
+
+    combined = tmp_path / "combined_samples.csv"
+    combined.write_text("reviewerID,asin,brand,price,description,also_view,label\n"
+                        + "".join(f'A{u},B0{i},Acme,$5.00,"Fun, ""quoted""\nline",\"[\'B01\']\",1\n'
+                                  for u in range(3) for i in range(3))
+                        + "A1,B03,Acme,,,[],0\nA2,B01,Acme,,,[],0\n")
+    m = run_prepare([combined], [], tmp_path / "c").manifest
+    assert_accounting(m)
+    assert m["inputs"]["reviews"][0] == {"path": str(combined), "format": "combined_csv", "rows_read": 11,
+                                          "header_lines": 1}
+    assert m["counts"]["interactions"] == 9 and m["counts"]["logged_negatives"] == 0
+    assert m["dropped"]["reviews"] == {"logged_negative_is_positive": 1, "logged_negative_outside_catalog": 1}
+    assert m["stats"]["items_meta_from_combined"] == 3 and m["stats"]["time_source"].startswith("file order")
+
+
+def test_malformed_lines_are_counted_with_examples_and_fatal_when_strict(ray_session, tmp_path):
+    good = [json.dumps({"overall": 5.0, "reviewerID": f"A{u}", "asin": f"B{i}", "unixReviewTime": 100 * i})
+            for u in range(4) for i in range(3)]
+    lines = good[:5] + ['{"overall": 5.0, "reviewerID": "A9"', "", '{"overall": 5.0, "asin": "B1", "unixReviewTime": 1}'] + good[5:]
+    path = tmp_path / "reviews.json.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("\n".join(lines) + "\n")
+    m = run_prepare([path], [], tmp_path / "out").manifest
+    assert_accounting(m)
+    assert m["dropped"]["reviews"] == {"blank_line": 1, "malformed_record": 1, "missing_field": 1}
+    assert m["drop_examples"]["reviews"]["malformed_record"][0].startswith(f"{path}:6: not valid JSON")
+    assert m["drop_examples"]["reviews"]["missing_field"] == [f"{path}:8: no reviewerID"]
+    with pytest.raises(UserError, match=r"--strict: 1 malformed reviews record\(s\) \(malformed_record\); first: .*:6:"):
+        run_prepare([path], [], tmp_path / "strict", "data.strict=true")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "reviews file not found"),
+    ("empty", "reviews file is empty"),
+    ("corrupt_gzip", "cannot read"),
+    ("meta_as_reviews", "wrong format for reviews: looks like item metadata"),
+    ("reviews_as_meta", "wrong format for meta: looks like reviews"),
+    ("glob_without_match", "no file matches"),
+    ("directory", "not a file"),
+])
+def test_bad_files_end_with_one_clear_error(tmp_path, case, message):
+    review = json.dumps({"overall": 5.0, "reviewerID": "A", "asin": "B", "unixReviewTime": 1}) + "\n"
+    meta_line = json.dumps({"asin": "B", "title": "t", "also_view": []}) + "\n"
+    reviews, meta = tmp_path / "reviews.json", tmp_path / "meta.json"
+    reviews.write_text(review)
+    meta.write_text(meta_line)
+    if case == "missing":
+        reviews = tmp_path / "nope.json"
+    elif case == "empty":
+        reviews.write_text("\n\n")
+    elif case == "corrupt_gzip":
+        reviews = tmp_path / "broken.json.gz"
+        reviews.write_bytes(gzip.compress(review.encode() * 50)[:40])
+    elif case == "meta_as_reviews":
+        reviews = meta
+    elif case == "reviews_as_meta":
+        meta = reviews
+    elif case == "glob_without_match":
+        reviews = tmp_path / "*.jsonl"
+    elif case == "directory":
+        reviews = tmp_path
+    with pytest.raises(UserError, match=message):
+        run_prepare([reviews], [meta], tmp_path / "out")
+
+
+def test_cli_reports_user_errors_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "alsoview.cli", "prepare", "--reviews", str(tmp_path / "none.json.gz"),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert errors == [f"alsoview: error: reviews file not found: {tmp_path / 'none.json.gz'}"]
+    proc = subprocess.run([sys.executable, "-m", "alsoview.cli", "prepare", "data.kcor=3"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "did you mean data.kcore" in proc.stderr and "Traceback" not in proc.stderr
