@@ -74,11 +74,98 @@ class TextConfig:
 
 
 @dataclass
+class SamplingConfig:
+    """Negative mixing: k negatives per positive, a share of them from the item's also-view list."""
+
+    negatives_per_positive: int = 4
+    also_view_fraction: float = 0.5  # share of negatives drawn from the positive item's also-view list
+    random_pool: str = "uniform"  # uniform | popularity: where the other negatives come from
+    popularity_exponent: float = 0.75  # popularity pool weights: (train count + 1) ** exponent
+    # Positives per mixing block. Negatives are seeded by (seed, epoch, block), so for a given
+    # block size an epoch's samples are the same for any number of workers.
+    block_rows: int = 2048
+    cpus_per_task: float = 0.5  # CPUs each Ray Data mixing task asks for
+
+    def validate(self) -> None:
+        _check(self.negatives_per_positive >= 1, "sampling.negatives_per_positive", ">= 1", self.negatives_per_positive)
+        _check(0.0 <= self.also_view_fraction <= 1.0, "sampling.also_view_fraction", "in [0, 1]",
+               self.also_view_fraction)
+        pools = ("uniform", "popularity")
+        _check(self.random_pool in pools, "sampling.random_pool", f"one of {pools}", self.random_pool)
+        _check(self.popularity_exponent >= 0, "sampling.popularity_exponent", ">= 0", self.popularity_exponent)
+        _check(self.block_rows >= 16, "sampling.block_rows", ">= 16", self.block_rows)
+        _check(self.cpus_per_task > 0, "sampling.cpus_per_task", "> 0", self.cpus_per_task)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The MLP; the defaults are the original design's: dim 64, Dense(128) -> Dense(64) -> Dense(1), dropout 0.5."""
+
+    embedding_dim: int = 64
+    hidden_dims: tuple[int, ...] = (128, 64)
+    dropout: float = 0.5
+    text_projection_dim: int = 64  # the description vector goes through Linear(text_dim, this)
+    sparse_embeddings: bool = False  # sparse embedding gradients (paired with SparseAdam)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))  # YAML gives lists
+        self.validate()
+
+    def validate(self) -> None:
+        _check(self.embedding_dim >= 1, "model.embedding_dim", ">= 1", self.embedding_dim)
+        _check(self.text_projection_dim >= 1, "model.text_projection_dim", ">= 1", self.text_projection_dim)
+        _check(len(self.hidden_dims) >= 1 and all(h >= 1 for h in self.hidden_dims), "model.hidden_dims",
+               "a non-empty list of sizes >= 1", list(self.hidden_dims))
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", "in [0, 1)", self.dropout)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and the Ray Train run. Batch size is global: each of N workers takes batch_size / N."""
+
+    epochs: int = 50
+    batch_size: int = 512
+    learning_rate: float = 0.01
+    num_workers: int = 1
+    use_gpu: Union[bool, str] = "auto"  # auto: use GPUs when the cluster has them
+    # CPUs per training worker; None: leave a share of the cluster's CPUs to Ray Data (it hangs
+    # when training takes every CPU and the mixing tasks cannot be scheduled).
+    cpus_per_worker: Union[float, None] = None
+    runs_dir: str = "runs"
+    run_name: str = "default"  # the same name again resumes from the last checkpoint
+    num_to_keep: int = 2  # checkpoints kept (the latest ones; each also holds the best weights)
+    max_failures: int = 0  # worker-group restarts from the last checkpoint on failure
+    early_stopping_metric: str = "valid/auc"
+    patience: int = 10  # epochs without improvement before stopping; 0 turns early stopping off
+
+    def validate(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
+        _check(self.batch_size >= 1, "train.batch_size", ">= 1", self.batch_size)
+        _check(self.learning_rate > 0, "train.learning_rate", "> 0", self.learning_rate)
+        _check(self.num_workers >= 1, "train.num_workers", ">= 1", self.num_workers)
+        _check(self.batch_size >= self.num_workers, "train.batch_size", ">= train.num_workers", self.batch_size)
+        _check(self.use_gpu in (True, False, "auto"), "train.use_gpu", "true, false or auto", self.use_gpu)
+        if self.cpus_per_worker is not None:
+            _check(self.cpus_per_worker > 0, "train.cpus_per_worker", "> 0", self.cpus_per_worker)
+        _check(bool(self.run_name) and "/" not in self.run_name, "train.run_name", "a non-empty name without '/'",
+               self.run_name)
+        _check(self.num_to_keep >= 1, "train.num_to_keep", ">= 1", self.num_to_keep)
+        _check(self.max_failures >= -1, "train.max_failures", ">= -1", self.max_failures)
+        metrics = ("valid/auc", "valid/hard_auc", "valid/mean_auc")
+        _check(self.early_stopping_metric in metrics, "train.early_stopping_metric", f"one of {metrics}",
+               self.early_stopping_metric)
+        _check(self.patience >= 0, "train.patience", ">= 0", self.patience)
+
+
+@dataclass
 class Config:
     """The whole run configuration."""
 
     data: DataConfig = field(default_factory=DataConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
 
     def validate(self) -> None:

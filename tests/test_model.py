@@ -1,0 +1,155 @@
+"""Shapes, unknown ids, buffers, the sparse variant and the parameter count of AlsoViewMLP."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from alsoview.errors import UserError
+from alsoview.model import AlsoViewMLP, MixedOptimizer, ModelConfig, build_optimizer, count_parameters, to_known_ids
+
+N_USERS, N_ITEMS, N_BRANDS, TEXT_DIM = 5, 7, 3, 10
+
+
+def make_model(config: ModelConfig = ModelConfig(), text_dim: int = TEXT_DIM, seed: int = 0) -> AlsoViewMLP:
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    missing = (torch.rand(N_ITEMS, generator=gen) < 0.3).float()
+    price = torch.randn(N_ITEMS, generator=gen) * (1 - missing)
+    return AlsoViewMLP(
+        N_USERS, N_ITEMS, N_BRANDS, text_dim,
+        item_brand=torch.randint(0, N_BRANDS, (N_ITEMS,), generator=gen),
+        item_price=price,
+        item_price_missing=missing,
+        item_text=torch.randn(N_ITEMS, text_dim, generator=gen),
+        config=config,
+    )
+
+
+def batch(size: int = 16, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    users = torch.randint(1, N_USERS, (size,), generator=gen)
+    items = torch.randint(1, N_ITEMS, (size,), generator=gen)
+    labels = torch.randint(0, 2, (size,), generator=gen).float()
+    return users, items, labels
+
+
+@pytest.mark.parametrize("text_dim", [TEXT_DIM, 0])
+def test_forward_backward_shapes_and_finite_logits(text_dim: int) -> None:
+    model = make_model(text_dim=text_dim)
+    users, items, labels = batch()
+    logits = model(users, items)
+    assert logits.shape == (16,) and logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+    nn.functional.binary_cross_entropy_with_logits(logits, labels).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert (model.text_projection is None) == (text_dim == 0)
+    model.eval()
+    proba = model.predict_proba(users, items)
+    assert proba.shape == (16,) and ((proba > 0) & (proba < 1)).all()
+    torch.testing.assert_close(proba, torch.sigmoid(model(users, items)))
+
+
+def test_unknown_id_zero_works_and_out_of_range_raises_in_eval() -> None:
+    model = make_model().eval()
+    zeros = torch.zeros(3, dtype=torch.long)
+    assert torch.isfinite(model(zeros, zeros)).all()
+    with pytest.raises(ValueError, match="to_known_ids"):
+        model(torch.tensor([N_USERS]), torch.tensor([1]))
+    with pytest.raises(ValueError, match="item ids"):
+        model(torch.tensor([1]), torch.tensor([-1]))
+
+
+def test_to_known_ids_maps_out_of_range_to_zero() -> None:
+    ids = torch.tensor([-3, 0, 1, 6, 7, 100])
+    mapped = to_known_ids(ids, N_ITEMS)
+    assert mapped.tolist() == [0, 0, 1, 6, 0, 0] and mapped.dtype == ids.dtype
+    assert to_known_ids(np.array([7, 2, -1], dtype=np.int32), N_ITEMS).tolist() == [0, 2, 0]
+    model = make_model().eval()
+    users = torch.tensor([1, 99])
+    items = torch.tensor([123, 2])
+    out = model(to_known_ids(users, model.n_users), to_known_ids(items, model.n_items))
+    assert out.shape == (2,)
+
+
+def test_item_feature_buffers_in_state_dict_and_round_trip() -> None:
+    model = make_model(seed=0)
+    state = model.state_dict()
+    for name in ("item_brand", "item_price", "item_price_missing", "item_text"):
+        assert name in state
+        assert name not in dict(model.named_parameters())
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    other = make_model(seed=1)  # different weights and features
+    other.load_state_dict(torch.load(buffer))
+    model.eval(), other.eval()
+    users, items, _ = batch()
+    torch.testing.assert_close(model(users, items), other(users, items))
+    torch.testing.assert_close(other.item_text, model.item_text)
+
+
+def test_unknown_rows_start_at_zero() -> None:
+    model = make_model()
+    for emb in (model.user_embedding, model.item_embedding, model.brand_embedding):
+        assert torch.count_nonzero(emb.weight[0]) == 0
+        assert emb.weight[1:].abs().max() < 1.0
+
+
+def test_dense_optimizer_is_adam_and_rejects_sparse_model() -> None:
+    assert isinstance(build_optimizer(make_model(), 1e-3, sparse=False), torch.optim.Adam)
+    with pytest.raises(ValueError, match="sparse=True"):
+        build_optimizer(make_model(ModelConfig(sparse_embeddings=True)), 1e-3, sparse=False)
+    with pytest.raises(ValueError, match="sparse_embeddings=True"):
+        build_optimizer(make_model(), 1e-3, sparse=True)
+
+
+def test_sparse_variant_trains_one_step() -> None:
+    model = make_model(ModelConfig(sparse_embeddings=True))
+    opt = build_optimizer(model, 1e-2, sparse=True)
+    assert isinstance(opt, MixedOptimizer)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    users, items, labels = batch()
+    opt.zero_grad()
+    loss = nn.functional.binary_cross_entropy_with_logits(model(users, items), labels)
+    loss.backward()
+    assert model.user_embedding.weight.grad.is_sparse
+    assert not model.mlp[0].weight.grad.is_sparse
+    opt.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert {"user_embedding.weight", "item_embedding.weight", "mlp.0.weight", "text_projection.weight"} <= changed
+    untouched_user = sorted(set(range(N_USERS)) - set(users.tolist()))
+    torch.testing.assert_close(model.user_embedding.weight[untouched_user], before["user_embedding.weight"][untouched_user])
+
+    clone = build_optimizer(make_model(ModelConfig(sparse_embeddings=True)), 1e-2, sparse=True)
+    clone.load_state_dict(opt.state_dict())
+    assert clone.state_dict()["sparse"]["state"].keys() == opt.state_dict()["sparse"]["state"].keys()
+    assert {g["lr"] for g in opt.param_groups} == {1e-2}
+
+
+def test_parameter_count_of_default_config_by_hand() -> None:
+    d, t = 64, 64
+    embeddings = (N_USERS + N_ITEMS + N_BRANDS) * d
+    text_projection = TEXT_DIM * t + t
+    width = 3 * d + 2 + t  # user, item, brand embeddings + price, missing flag + projected text
+    mlp = (width * 128 + 128) + (128 * 64 + 64) + (64 * 1 + 1)
+    assert count_parameters(make_model()) == embeddings + text_projection + mlp == 43137
+    # without text, the projection and its share of the first layer disappear
+    no_text = (N_USERS + N_ITEMS + N_BRANDS) * d + ((3 * d + 2) * 128 + 128) + (128 * 64 + 64) + 65
+    assert count_parameters(make_model(text_dim=0)) == no_text
+
+
+def test_config_and_feature_validation() -> None:
+    assert ModelConfig(hidden_dims=[32, 16]).hidden_dims == (32, 16)  # YAML lists become tuples
+    with pytest.raises(UserError, match="model.dropout"):
+        ModelConfig(dropout=1.0)
+    with pytest.raises(UserError, match="model.hidden_dims"):
+        ModelConfig(hidden_dims=(0,))
+    with pytest.raises(ValueError, match="item_brand values"):
+        AlsoViewMLP(N_USERS, 3, 2, 0, torch.tensor([0, 1, 2]), torch.zeros(3), torch.zeros(3), None)
+    with pytest.raises(ValueError, match="item_text must have shape"):
+        AlsoViewMLP(N_USERS, 3, 2, 4, torch.zeros(3, dtype=torch.long), torch.zeros(3), torch.zeros(3), torch.zeros(3, 5))
