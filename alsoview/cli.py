@@ -37,6 +37,9 @@ def _build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", help="prepared dataset directory (default: data.prepared_dir)")
     prep.add_argument("--strict", action="store_true", help="a malformed input line is fatal")
     _add_config_args(prep)
+
+    tr = sub.add_parser("train", help="train the MLP with Ray Train (prepares the dataset first if needed)")
+    _add_config_args(tr)
     return parser
 
 
@@ -76,7 +79,18 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "prepare": cmd_prepare}
+def cmd_train(args: argparse.Namespace) -> int:
+    from alsoview.data.prepare import ensure_prepared
+    from alsoview.train import train
+
+    config = ensure_prepared(_config_from(args))
+    result = train(config)
+    print(f"run directory: {result.run_dir}")
+    print(json.dumps(result.metrics, indent=2))
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "prepare": cmd_prepare, "train": cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

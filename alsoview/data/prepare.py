@@ -440,3 +440,24 @@ def with_default_inputs(config: Config) -> Config:
                  seed=config.data.generate_seed)
     data = dataclasses.replace(config.data, reviews=[str(reviews)], meta=[str(meta)])
     return dataclasses.replace(config, data=data)
+
+
+def ensure_prepared(config: Config) -> Config:
+    """Prepare the configured dataset unless an up-to-date one is already on disk.
+
+    Up to date means its manifest records the same `data` and `text` settings; anything else is
+    prepared again (and the log says why), so a changed filter never trains on stale data.
+    Returns the config with its inputs resolved (the generated default when none are given).
+    """
+    config = with_default_inputs(config)
+    manifest_path = Path(config.data.prepared_dir) / MANIFEST
+    if manifest_path.is_file():
+        saved = json.loads(manifest_path.read_text()).get("config", {})
+        wanted = {"data": dataclasses.asdict(config.data), "text": dataclasses.asdict(config.text)}
+        if {k: saved.get(k) for k in wanted} == wanted:
+            log.info("using the prepared dataset in %s", config.data.prepared_dir)
+            return config
+        log.info("the prepared dataset in %s was made with other data/text settings: preparing it again",
+                 config.data.prepared_dir)
+    prepare(config)
+    return config

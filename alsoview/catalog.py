@@ -1,0 +1,127 @@
+"""The prepared dataset as compact arrays: what training, sampling and evaluation read.
+
+Loaded once on the driver and shared with workers through Ray's object store (numpy arrays
+are zero-copy there), so no worker needs the prepared directory on its own disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from alsoview.data.prepare import read_manifest
+from alsoview.sampling import SamplingTables
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """(user, item) id pairs of one split, aligned arrays."""
+
+    users: np.ndarray  # int64
+    items: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Vocabulary sizes include the reserved id 0 (unknown): real ids are 1..n-1."""
+
+    n_users: int
+    n_items: int
+    n_brands: int
+    item_brand: np.ndarray  # int64 [n_items]
+    item_price: np.ndarray  # float32 [n_items], standardised log price, 0 where missing
+    item_price_missing: np.ndarray  # float32 [n_items], 1.0 where the price is unknown
+    item_text: np.ndarray  # float32 [n_items, text_dim]
+    item_asin: np.ndarray  # object [n_items], "" for id 0
+    item_title: np.ndarray  # object [n_items]
+    user_reviewer_id: np.ndarray  # object [n_users], "" for id 0
+    train: Interactions
+    valid: Interactions
+    test: Interactions
+    logged_negatives: Interactions
+    sampling: SamplingTables  # also-view CSR, every user's items (all splits), train popularity
+    manifest: dict[str, Any]
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.item_text.shape[1])
+
+    def split(self, name: str) -> Interactions:
+        if name not in ("train", "valid", "test"):
+            raise ValueError(f"unknown split {name!r}")
+        return getattr(self, name)
+
+
+def load_catalog(prepared_dir: str | Path) -> Catalog:
+    """Read a prepared dataset directory (see ARCHITECTURE: the prepared dataset contract)."""
+    folder = Path(prepared_dir)
+    manifest = read_manifest(folder)
+    items = pq.read_table(folder / "items.parquet").to_pandas()
+    interactions = pd.read_parquet(folder / "interactions.parquet")
+    users = pd.read_parquet(folder / "users.parquet")
+    brands = pd.read_parquet(folder / "brands.parquet")
+    logged = pd.read_parquet(folder / "logged_negatives.parquet")
+
+    n_items = len(items) + 1
+    n_users = len(users) + 1
+    item_idx = items["item_idx"].to_numpy(np.int64)
+    if not np.array_equal(item_idx, np.arange(1, n_items)):
+        raise ValueError(f"{folder}/items.parquet: item ids are not 1..{n_items - 1}")
+    text = np.stack(items["text_vector"].to_numpy()).astype(np.float32) if len(items) else np.zeros((0, 0), np.float32)
+
+    splits = {name: _pairs(interactions[interactions["split"] == name]) for name in ("train", "valid", "test")}
+    return Catalog(
+        n_users=n_users,
+        n_items=n_items,
+        n_brands=len(brands),
+        item_brand=_with_unknown(items["brand_idx"].to_numpy(np.int64), 0),
+        item_price=_with_unknown(items["price_norm"].to_numpy(np.float32), 0.0),
+        item_price_missing=_with_unknown(items["price_missing"].to_numpy(np.float32), 1.0),
+        item_text=np.vstack([np.zeros((1, text.shape[1]), np.float32), text]),
+        item_asin=_with_unknown(items["asin"].to_numpy(object), ""),
+        item_title=_with_unknown(items["title"].to_numpy(object), ""),
+        user_reviewer_id=_with_unknown(users["reviewer_id"].to_numpy(object), ""),
+        train=splits["train"],
+        valid=splits["valid"],
+        test=splits["test"],
+        logged_negatives=_pairs(logged),
+        sampling=_sampling_tables(items, interactions, n_users, n_items, splits["train"]),
+        manifest=manifest,
+    )
+
+
+def _pairs(frame: pd.DataFrame) -> Interactions:
+    return Interactions(frame["user_idx"].to_numpy(np.int64), frame["item_idx"].to_numpy(np.int64))
+
+
+def _with_unknown(values: np.ndarray, unknown: Any) -> np.ndarray:
+    """Prepend row 0, the reserved unknown id."""
+    return np.concatenate([np.array([unknown], dtype=values.dtype), values])
+
+
+def _sampling_tables(items: pd.DataFrame, interactions: pd.DataFrame, n_users: int, n_items: int,
+                     train: Interactions) -> SamplingTables:
+    also_view_lengths = np.r_[0, items["also_view"].map(len).to_numpy(np.int64)]
+    also_view_indptr = np.concatenate([[0], np.cumsum(also_view_lengths)]).astype(np.int64)
+    flat = items["also_view"].explode().dropna().to_numpy(np.int64) if also_view_indptr[-1] else np.array([], np.int64)
+
+    pairs = interactions[["user_idx", "item_idx"]].drop_duplicates().sort_values(["user_idx", "item_idx"])
+    user_counts = np.bincount(pairs["user_idx"].to_numpy(np.int64), minlength=n_users)
+    user_indptr = np.concatenate([[0], np.cumsum(user_counts)]).astype(np.int64)
+    popularity = np.bincount(train.items, minlength=n_items).astype(np.float64)
+    return SamplingTables(
+        n_items=n_items,
+        also_view_indptr=also_view_indptr,
+        also_view_indices=flat.astype(np.int32),
+        user_items_indptr=user_indptr,
+        user_items_indices=pairs["item_idx"].to_numpy(np.int32),
+        item_popularity=popularity,
+    )
