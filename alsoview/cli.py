@@ -40,6 +40,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train the MLP with Ray Train (prepares the dataset first if needed)")
     _add_config_args(tr)
+
+    tu = sub.add_parser("tune", help="search the also-view / random balance with Ray Tune (prepares first if needed)")
+    _add_config_args(tu)
     return parser
 
 
@@ -90,7 +93,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "prepare": cmd_prepare, "train": cmd_train}
+def cmd_tune(args: argparse.Namespace) -> int:
+    from alsoview.data.prepare import ensure_prepared
+    from alsoview.tune import tune
+
+    config = ensure_prepared(_config_from(args))
+    result = tune(config)
+    best = result.best
+    print(f"tuning run: {result.run_dir}  (trials.csv, best.json, balance.png)")
+    print(f"trials: {best['trials']} ({best['trials_completed']} completed, {best['trials_stopped_early']} stopped "
+          f"early by ASHA, {best['trials_failed']} failed)")
+    print(f"best {best['metric']} = {best['value']:.4f} with:")
+    for key, value in best["params"].items():
+        print(f"  {key} = {value}")
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "prepare": cmd_prepare, "train": cmd_train, "tune": cmd_tune}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -157,6 +157,94 @@ class TrainConfig:
         _check(self.patience >= 0, "train.patience", ">= 0", self.patience)
 
 
+SEARCH_KINDS = ("uniform", "loguniform", "choice", "randint")
+
+
+def _default_search_space() -> dict[str, Any]:
+    return {
+        "sampling": {"also_view_fraction": {"uniform": [0.0, 1.0]}, "negatives_per_positive": {"choice": [1, 2, 4, 8]}},
+        "train": {"learning_rate": {"loguniform": [0.001, 0.03]}},
+        "model": {"dropout": {"uniform": [0.0, 0.6]}, "embedding_dim": {"choice": [16, 32, 64]}},
+    }
+
+
+@dataclass
+class TuneConfig:
+    """Ray Tune with Optuna (TPE) and ASHA over the search space; every trial is one Ray Train run."""
+
+    name: str = "tune"  # the same name again resumes an interrupted tuning run
+    num_samples: int = 8
+    max_concurrent_trials: Union[int, None] = None  # None: as many as the cluster's CPUs/GPUs fit
+    metric: str = "valid/mean_auc"  # the mean of valid/auc and valid/hard_auc
+    # Epochs per trial (ASHA's max_t): short trials to rank the settings; retrain the best one for
+    # train.epochs. None: train.epochs.
+    max_epochs: Union[int, None] = 10
+    grace_period: int = 2  # ASHA: epochs every trial runs before it can be stopped
+    reduction_factor: int = 2
+    # section -> key -> {kind: arguments}; kinds: uniform [lo, hi], loguniform [lo, hi],
+    # choice [values...], randint [lo, hi). A key set to null is left out of the search.
+    search_space: dict = field(default_factory=_default_search_space)
+
+    def validate(self) -> None:
+        _check(self.num_samples >= 1, "tune.num_samples", ">= 1", self.num_samples)
+        if self.max_concurrent_trials is not None:
+            _check(self.max_concurrent_trials >= 1, "tune.max_concurrent_trials", ">= 1", self.max_concurrent_trials)
+        metrics = ("valid/auc", "valid/hard_auc", "valid/mean_auc")
+        _check(self.metric in metrics, "tune.metric", f"one of {metrics}", self.metric)
+        if self.max_epochs is not None:
+            _check(self.max_epochs >= 1, "tune.max_epochs", ">= 1", self.max_epochs)
+        _check(self.grace_period >= 1, "tune.grace_period", ">= 1", self.grace_period)
+        _check(self.reduction_factor >= 2, "tune.reduction_factor", ">= 2", self.reduction_factor)
+        _check(bool(self.name) and "/" not in self.name, "tune.name", "a non-empty name without '/'", self.name)
+        _check(isinstance(self.search_space, dict), "tune.search_space", "a mapping", self.search_space)
+        for key, spec in flatten_search_space(self.search_space).items():
+            _check_search_spec(key, spec)
+
+
+def flatten_search_space(space: dict, prefix: str = "") -> dict[str, dict]:
+    """{"sampling": {"k": {"choice": [...]}}} -> {"sampling.k": {"choice": [...]}}; null entries dropped."""
+    flat: dict[str, dict] = {}
+    for key, value in space.items():
+        dotted = f"{prefix}{key}"
+        if value is None:
+            continue
+        if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SEARCH_KINDS:
+            flat[dotted] = value
+        elif isinstance(value, dict):
+            flat.update(flatten_search_space(value, dotted + "."))
+        else:
+            raise UserError(f"config: tune.search_space.{dotted} must be {{kind: arguments}} with kind one of "
+                            f"{SEARCH_KINDS}, got {value!r}")
+    return flat
+
+
+def _check_search_spec(key: str, spec: dict) -> None:
+    where = f"tune.search_space.{key}"
+    section, _, name = key.partition(".")
+    section_type = {f.name: f.type for f in dataclasses.fields(Config)}.get(section)
+    known = {f.name for f in dataclasses.fields(typing.get_type_hints(Config)[section])} if section_type else set()
+    if name not in known:
+        raise UserError(f"config: {where} names no config key")
+    kind, args = next(iter(spec.items()))
+    if kind == "choice":
+        _check(isinstance(args, list) and len(args) >= 1, where, "a non-empty list for choice", args)
+    else:
+        ok = isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)
+        _check(ok and args[0] < args[1], where, f"[low, high] with low < high for {kind}", args)
+        if kind == "loguniform":
+            _check(args[0] > 0, where, "positive bounds for loguniform", args)
+
+
+def with_overrides(config: "Config", values: dict[str, Any]) -> "Config":
+    """A copy of `config` with dotted keys set (a tuning trial's parameters), validated."""
+    raw = config.to_dict()
+    for key, value in values.items():
+        _set_dotted(raw, key, value)
+    result = _build(Config, raw, prefix="")
+    result.validate()
+    return result
+
+
 @dataclass
 class Config:
     """The whole run configuration."""
@@ -166,6 +254,7 @@ class Config:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     seed: int = 0
 
     def validate(self) -> None:
@@ -247,9 +336,24 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             suggestion = f"; did you mean {prefix}{hint[0]}?" if hint else f"; known keys: {', '.join(sorted(known))}"
             raise UserError(f"config: unknown key {prefix}{key}{suggestion}")
     kwargs = {}
+    defaults = {f.name: f.default_factory for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING}
     for name in known & raw.keys():
-        kwargs[name] = _coerce(hints[name], raw[name], f"{prefix}{name}")
+        value = raw[name]
+        if hints[name] is dict and isinstance(value, dict) and name in defaults:
+            value = _deep_merge(defaults[name](), value)  # a YAML mapping refines the default, key by key
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
     return cls(**kwargs)
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not (
+                len(value) == 1 and next(iter(value)) in SEARCH_KINDS):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:

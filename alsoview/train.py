@@ -405,13 +405,17 @@ def run_dir_of(config: Config) -> Path:
 
 
 def build_trainer(config: Config, catalog: Catalog, callbacks: list | None = None, run_name: str | None = None,
-                  storage_path: str | None = None) -> Any:
-    """The TorchTrainer for `config` (also used by Tune, which builds one per trial)."""
+                  storage_path: str | None = None, budget: dict[str, float] | None = None) -> Any:
+    """The TorchTrainer for `config` (also used by Tune, which builds one per trial).
+
+    `budget` is the share of the cluster this run may plan with (a Tune trial's share); by
+    default the whole cluster.
+    """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    use_gpu, cpus_per_worker, threads = resolve_resources(config, ray.cluster_resources())
+    use_gpu, cpus_per_worker, threads = resolve_resources(config, budget or ray.cluster_resources())
     blocks = block_sizes(len(catalog.train), config.sampling.block_rows)
     if len(blocks) < config.train.num_workers:
         raise UserError(f"{len(catalog.train)} training positives make {len(blocks)} blocks of "

@@ -31,3 +31,16 @@ def realworld() -> Path:
             pytest.fail(f"real data folder missing in CI: {REALWORLD}")
         pytest.skip(f"real data not found at {REALWORLD} (set ALSOVIEW_REALWORLD_DIR)")
     return REALWORLD
+
+
+@pytest.fixture(scope="session")
+def smoke_config(ray_session, tmp_path_factory):
+    """configs/smoke.yaml pointed at a temporary folder, its dataset generated and prepared once."""
+    from alsoview.config import load_config
+    from alsoview.data.prepare import ensure_prepared
+
+    root = tmp_path_factory.mktemp("smoke")
+    config = load_config(ROOT / "configs" / "smoke.yaml", [
+        f"data.generated_dir={root / 'raw'}", f"data.prepared_dir={root / 'prepared'}",
+        f"train.runs_dir={root / 'runs'}"])
+    return ensure_prepared(config)

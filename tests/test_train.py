@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +12,6 @@ from alsoview.errors import UserError
 from alsoview.train import (block_sizes, mix_block, resolve_resources, steps_per_epoch, validation_pairs,
                             worker_blocks)
 
-SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 
 def test_blocks_are_dealt_to_workers_without_loss_or_overlap():
@@ -35,15 +32,9 @@ def test_steps_per_epoch_never_exceed_any_workers_batches():
             assert steps <= -(-rows // 100)
 
 
-@pytest.fixture(scope="module")
-def prepared(ray_session, tmp_path_factory):
-    """The smoke dataset, generated and prepared once for this module."""
-    from alsoview.data.prepare import ensure_prepared
-
-    root = tmp_path_factory.mktemp("train")
-    config = load_config(SMOKE, [f"data.generated_dir={root / 'raw'}", f"data.prepared_dir={root / 'prepared'}",
-                                 f"train.runs_dir={root / 'runs'}"])
-    return ensure_prepared(config)
+@pytest.fixture()
+def prepared(smoke_config):
+    return smoke_config
 
 
 def test_an_epochs_samples_do_not_depend_on_the_number_of_workers(prepared):

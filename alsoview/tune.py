@@ -1,0 +1,230 @@
+"""Tuning: Ray Tune (Optuna TPE + ASHA) over a function that builds one TorchTrainer per trial.
+
+Ray Train V2 style: Tune does not wrap the trainer; each trial's function builds and fits a
+`TorchTrainer`, and Train's `TuneReportCallback` forwards every epoch's metrics to Tune so
+ASHA can stop weak trials early. The question users come with is the also-view / random
+balance, so the outputs put `sampling.also_view_fraction` first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from alsoview.catalog import Catalog, load_catalog
+from alsoview.config import Config, flatten_search_space, save_config, with_overrides
+from alsoview.errors import UserError
+
+log = logging.getLogger("alsoview")
+
+FRACTION_KEY = "sampling.also_view_fraction"
+TRIAL_CPU = 0.01  # the trial function itself only waits on its TorchTrainer
+
+
+def param_space(config: Config) -> dict[str, Any]:
+    """The configured search space as Tune distributions, keyed by dotted config keys."""
+    from ray import tune
+
+    makers = {
+        "uniform": lambda a: tune.uniform(*a),
+        "loguniform": lambda a: tune.loguniform(*a),
+        "choice": lambda a: tune.choice(list(a)),
+        "randint": lambda a: tune.randint(*a),
+    }
+    space = {}
+    for key, spec in flatten_search_space(config.tune.search_space).items():
+        kind, args = next(iter(spec.items()))
+        space[key] = makers[kind](args)
+    if not space:
+        raise UserError("config: tune.search_space is empty: nothing to tune")
+    return space
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    concurrency: int
+    budget: dict[str, float]  # resources each trial plans its TorchTrainer against
+
+
+def plan_trials(config: Config, cluster: dict[str, float]) -> TrialPlan:
+    """How many trials run at once so none waits for CPUs or GPUs, and each one's share.
+
+    A trial needs its workers plus one Ray Data mixing task; without a GPU each worker takes at
+    least half a CPU.
+    """
+    cpus, gpus = cluster.get("CPU", 1.0), cluster.get("GPU", 0.0)
+    workers = config.train.num_workers
+    use_gpu = gpus > 0 if config.train.use_gpu == "auto" else bool(config.train.use_gpu)
+    if use_gpu:
+        fit = int(gpus // workers)
+        if fit < 1:
+            raise UserError(f"a trial needs {workers} GPUs, the cluster has {gpus:g}")
+    else:
+        per_worker = config.train.cpus_per_worker or 0.5
+        # TRIAL_CPU is taken out of each trial's budget below, not counted here: it is tiny
+        fit = int(cpus // (workers * per_worker + config.sampling.cpus_per_task))
+    concurrency = max(1, min(fit, config.tune.num_samples, config.tune.max_concurrent_trials or fit))
+    budget = {"CPU": cpus / concurrency - TRIAL_CPU, "GPU": gpus / concurrency if use_gpu else 0.0}
+    return TrialPlan(concurrency, budget)
+
+
+def run_trial(params: dict[str, Any], base: Config, catalog: Catalog, budget: dict[str, float],
+              trainer_storage: str) -> None:
+    """One Tune trial: the base config with the trial's parameters, fitted by a TorchTrainer."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from alsoview.train import build_trainer
+
+    config = with_overrides(base, params)
+    trial_id = tune.get_context().get_trial_id()
+    # The Train run name is the trial id: a restored tuning run resumes each trial's checkpoint.
+    trainer = build_trainer(config, catalog, callbacks=[TuneReportCallback()], run_name=f"trial-{trial_id}",
+                            storage_path=trainer_storage, budget=budget)
+    trainer.fit()
+
+
+@dataclass
+class TuneResult:
+    run_dir: Path
+    best: dict[str, Any]
+    trials: pd.DataFrame
+
+
+def tune_config_of(config: Config) -> Config:
+    """Trials train for tune.max_epochs when set."""
+    if config.tune.max_epochs is None:
+        return config
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=config.tune.max_epochs))
+
+
+def tune(config: Config, catalog: Catalog | None = None) -> TuneResult:
+    """Run (or resume) the tuning experiment; write trials.csv, best.json and the balance plot."""
+    import ray
+    from ray import tune as ray_tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from alsoview.runtime import init_ray
+
+    config = tune_config_of(config)
+    catalog = catalog or load_catalog(config.data.prepared_dir)
+    log.info(init_ray())
+    storage = Path(config.train.runs_dir).resolve()
+    run_dir = storage / config.tune.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+
+    plan = plan_trials(config, ray.cluster_resources())
+    metric = config.tune.metric
+    trainable = ray_tune.with_resources(
+        ray_tune.with_parameters(run_trial, base=config, catalog=catalog, budget=plan.budget,
+                                 trainer_storage=str(run_dir / "train_runs")),
+        {"CPU": TRIAL_CPU},
+    )
+    if ray_tune.Tuner.can_restore(str(run_dir)):
+        log.info("resuming the tuning run in %s (unfinished trials continue from their checkpoints)", run_dir)
+        tuner = ray_tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True)
+    else:
+        log.info("tuning %d trials, %d at a time, each with %g CPUs%s; metric %s; epochs per trial %d",
+                 config.tune.num_samples, plan.concurrency, plan.budget["CPU"],
+                 f" and {plan.budget['GPU']:g} GPUs" if plan.budget["GPU"] else "", metric, config.train.epochs)
+        tuner = ray_tune.Tuner(
+            trainable,
+            param_space=param_space(config),
+            tune_config=ray_tune.TuneConfig(
+                search_alg=OptunaSearch(metric=metric, mode="max", seed=config.seed),
+                scheduler=ASHAScheduler(time_attr="training_iteration", metric=metric, mode="max",
+                                        max_t=config.train.epochs, grace_period=config.tune.grace_period,
+                                        reduction_factor=config.tune.reduction_factor),
+                num_samples=config.tune.num_samples,
+                max_concurrent_trials=plan.concurrency,
+            ),
+            run_config=ray_tune.RunConfig(name=config.tune.name, storage_path=str(storage)),
+        )
+    grid = tuner.fit()
+    return write_outputs(run_dir, grid, config)
+
+
+def write_outputs(run_dir: Path, grid: Any, config: Config) -> TuneResult:
+    """trials.csv (every trial's parameters and final metrics), best.json, the balance plot."""
+    metric = config.tune.metric
+    frame = grid.get_dataframe()
+    params = [c for c in frame.columns if c.startswith("config/")]
+    keep = ["trial_id", "status", *params, metric, "valid/auc", "valid/hard_auc", "valid/hit_share_hard",
+            "train/loss", "training_iteration", "best/epoch"]
+    status = {r.metrics.get("trial_id"): _status(r, config.train.epochs) for r in grid if r.metrics}
+    frame["status"] = frame["trial_id"].map(status).fillna("failed")
+    trials = frame[[c for c in keep if c in frame.columns]].rename(columns=lambda c: c.removeprefix("config/"))
+    trials = trials.sort_values(metric, ascending=False, na_position="last")
+    trials.to_csv(run_dir / "trials.csv", index=False)
+
+    best_result = grid.get_best_result(metric=metric, mode="max", scope="all")
+    best = {
+        "metric": metric,
+        "value": _best_value(best_result, metric),
+        "params": {k: _plain(v) for k, v in best_result.config.items()},
+        "last_metrics": {k: _plain(v) for k, v in (best_result.metrics or {}).items()
+                         if k.startswith(("valid/", "train/", "best/")) or k == "training_iteration"},
+        "trials": len(trials),
+        "trials_completed": int((trials["status"] == "completed").sum()),
+        "trials_stopped_early": int((trials["status"] == "stopped early").sum()),
+        "trials_failed": int((trials["status"] == "failed").sum()),
+    }
+    (run_dir / "best.json").write_text(json.dumps(best, indent=2) + "\n")
+    plot_balance(trials, metric, run_dir / "balance.png")
+    return TuneResult(run_dir, best, trials)
+
+
+def _status(result: Any, epochs: int) -> str:
+    """failed, completed (all epochs, or its own early stopping), or stopped early (by ASHA)."""
+    if result.error is not None:
+        return "failed"
+    metrics = result.metrics or {}
+    finished = metrics.get("early_stopped") or metrics.get("training_iteration") == epochs
+    return "completed" if finished else "stopped early"
+
+
+def _best_value(result: Any, metric: str) -> float:
+    history = result.metrics_dataframe
+    if history is not None and metric in history:
+        return float(history[metric].max())
+    return float((result.metrics or {}).get(metric, math.nan))
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def plot_balance(trials: pd.DataFrame, metric: str, path: Path) -> None:
+    """The tuning metric against the also-view share of negatives, one point per trial."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    if FRACTION_KEY in trials and metric in trials:
+        data = trials.dropna(subset=[metric])
+        colour = data["sampling.negatives_per_positive"] if "sampling.negatives_per_positive" in data else None
+        points = ax.scatter(data[FRACTION_KEY], data[metric], c=colour, cmap="viridis", s=40, edgecolors="black")
+        if colour is not None:
+            fig.colorbar(points, ax=ax, label="negatives per positive")
+        if len(data):
+            top = data.iloc[0]
+            ax.annotate("best", (top[FRACTION_KEY], top[metric]), textcoords="offset points", xytext=(6, 6))
+    ax.set_xlabel("also-view share of negatives (sampling.also_view_fraction)")
+    ax.set_ylabel(f"{metric} (last reported epoch)")
+    ax.set_title("Tuning: the also-view / random balance")
+    ax.set_xlim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

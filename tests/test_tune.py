@@ -1,0 +1,68 @@
+"""Tuning: trial planning, the search space, and one real Tune run with Optuna and ASHA."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+
+from alsoview.config import flatten_search_space, load_config
+from alsoview.errors import UserError
+from alsoview.tune import param_space, plan_trials
+
+
+def test_trials_are_planned_so_none_waits_for_cpus():
+    config = load_config(None, ["tune.num_samples=8"])
+    plan = plan_trials(config, {"CPU": 2.0})
+    assert plan.concurrency == 2
+    per_trial = plan.budget["CPU"] + 0.01
+    assert plan.concurrency * per_trial <= 2.0 + 1e-9
+    assert plan_trials(config, {"CPU": 16.0, "GPU": 4.0}).concurrency == 4  # one GPU worker per trial
+    two_gpu_workers = load_config(None, ["train.num_workers=2", "train.use_gpu=true"])
+    assert plan_trials(two_gpu_workers, {"CPU": 16.0, "GPU": 4.0}).concurrency == 2
+    assert plan_trials(load_config(None, ["tune.num_samples=1"]), {"CPU": 64.0}).concurrency == 1
+    with pytest.raises(UserError, match="GPUs"):
+        plan_trials(load_config(None, ["train.use_gpu=true", "train.num_workers=2"]), {"CPU": 8.0, "GPU": 1.0})
+
+
+def test_search_space_from_config():
+    config = load_config(None, ["tune.search_space.model.dropout=null",
+                                "tune.search_space.sampling.also_view_fraction={uniform: [0.1, 0.9]}"])
+    flat = flatten_search_space(config.tune.search_space)
+    assert "model.dropout" not in flat and flat["sampling.also_view_fraction"] == {"uniform": [0.1, 0.9]}
+    assert "train.learning_rate" in flat  # the rest of the default space is kept
+    space = param_space(config)
+    assert space["sampling.also_view_fraction"].lower == 0.1
+    with pytest.raises(UserError, match="names no config key"):
+        load_config(None, ["tune.search_space.model.dropuot={uniform: [0, 1]}"])
+    with pytest.raises(UserError, match="low < high"):
+        load_config(None, ["tune.search_space.model.dropout={uniform: [0.5, 0.1]}"])
+    with pytest.raises(UserError, match="kind"):
+        load_config(None, ["tune.search_space.model.dropout={gaussian: [0, 1]}"])
+
+
+def test_tuning_runs_every_trial_to_completion_or_asha_and_restores(smoke_config):
+    from alsoview.tune import tune
+
+    config = dataclasses.replace(smoke_config, train=dataclasses.replace(smoke_config.train, num_workers=1))
+    config = dataclasses.replace(config, tune=dataclasses.replace(config.tune, name="tune-test", num_samples=4,
+                                                                   max_epochs=3))
+    result = tune(config)
+    trials = pd.read_csv(result.run_dir / "trials.csv")
+    assert len(trials) == 4
+    assert set(trials["status"]) <= {"completed", "stopped early"}
+    assert trials["training_iteration"].between(1, 3).all()
+    best = json.loads((result.run_dir / "best.json").read_text())
+    space = flatten_search_space(config.tune.search_space)
+    assert set(best["params"]) == set(space)
+    for key, spec in space.items():
+        kind, args = next(iter(spec.items()))
+        value = best["params"][key]
+        assert value in args if kind == "choice" else args[0] <= value <= args[1], key
+    assert best["value"] == pytest.approx(trials[config.tune.metric].max(), abs=0.05)
+    assert (result.run_dir / "balance.png").stat().st_size > 10_000
+
+    again = tune(config)  # the same name: Tune restores the finished experiment, no new trials
+    assert sorted(again.trials["trial_id"]) == sorted(trials["trial_id"])
