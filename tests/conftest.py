@@ -11,6 +11,15 @@ ROOT = Path(__file__).resolve().parents[1]
 REALWORLD = Path(os.environ.get("ALSOVIEW_REALWORLD_DIR", ROOT.parent / "shared" / "data" / "realworld"))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "ray_cluster: starts its own Ray head with `ray start`; runs first")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that start a Ray head run before the suite's shared in-process Ray instance exists."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("ray_cluster") or "ray_head" in item.fixturenames else 1)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray bound to loopback, with the dashboard (Tune with ASHA needs its state API)."""

@@ -1,0 +1,94 @@
+"""`ray job submit` against a local head, exactly as the README describes (token auth on)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DASHBOARD = "http://127.0.0.1:8265"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, RAY_AUTH_MODE="token", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _ray(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, timeout=timeout, env=_env(),
+                          cwd=ROOT)
+
+
+def _wait_for_dashboard(deadline: float) -> None:
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(DASHBOARD, timeout=2)
+            return
+        except OSError as exc:
+            if "401" in str(exc) or "403" in str(exc):
+                return  # up, and asking for the token
+            time.sleep(1)
+    raise AssertionError("the Ray dashboard did not come up on 127.0.0.1:8265")
+
+
+@pytest.fixture()
+def ray_head():
+    """A head started the README's way; it must run before the suite's shared in-process Ray."""
+    import ray
+
+    assert not ray.is_initialized(), "the job test must run before any test that starts Ray in-process"
+    _ray("stop", "--force")
+    started = _ray("start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        _wait_for_dashboard(time.time() + 60)
+        yield
+    finally:
+        _ray("stop", "--force")
+
+
+@pytest.mark.ray_cluster
+def test_tune_job_submitted_to_a_local_head_succeeds(ray_head, tmp_path):
+    overrides = [f"data.generated_dir={tmp_path / 'raw'}", f"data.prepared_dir={tmp_path / 'prepared'}",
+                 f"train.runs_dir={tmp_path / 'runs'}", "train.num_workers=1", "tune.num_samples=2",
+                 "tune.max_epochs=2", "tune.name=job"]
+    submitted = _ray("job", "submit", "--address", DASHBOARD, "--working-dir", ".", "--no-wait",
+                     "--runtime-env-json", json.dumps({"excludes": [".venv", "data", "runs", ".git"]}),
+                     "--", "python", "rayjobs/tune.py", "--config", "configs/smoke.yaml", *overrides)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_id = re.search(r"raysubmit_\w+", submitted.stdout + submitted.stderr).group(0)
+
+    deadline, status = time.time() + 480, ""
+    while time.time() < deadline:
+        status = _ray("job", "status", "--address", DASHBOARD, job_id).stdout
+        if re.search(r"succeeded|failed|stopped", status, re.IGNORECASE):
+            break
+        time.sleep(5)
+    logs = _ray("job", "logs", "--address", DASHBOARD, job_id).stdout
+    assert "succeeded" in status.lower(), f"{status}\n--- job logs ---\n{logs[-4000:]}"
+    assert "best valid/mean_auc" in logs
+
+    run_dir = tmp_path / "runs" / "job"
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert len(trials) == 2
+    assert json.loads((run_dir / "best.json").read_text())["trials"] == 2
+
+
+def test_job_cli_without_token_mode_is_refused(ray_head):
+    """Token authentication stays on: without RAY_AUTH_MODE=token the CLI is turned away."""
+    env = {k: v for k, v in _env().items() if k != "RAY_AUTH_MODE"}
+    proc = subprocess.run([str(BIN / "ray"), "job", "list", "--address", DASHBOARD], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode != 0
+    assert re.search(r"[Aa]uthentication|token", proc.stdout + proc.stderr)
