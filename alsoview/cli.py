@@ -41,6 +41,19 @@ def _build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train the MLP with Ray Train (prepares the dataset first if needed)")
     _add_config_args(tr)
 
+    ev = sub.add_parser("evaluate", help="score a trained run and the baselines on the named protocols")
+    ev.add_argument("--run", required=True, help="run directory (runs/<name>)")
+    ev.add_argument("--split", default="test", choices=("test", "valid"))
+    ev.add_argument("--max-users", type=int, help="evaluate a seeded sample of this many users")
+    ev.add_argument("--actors", type=int, default=1, help="scoring actors in the Ray Data pool")
+
+    co = sub.add_parser("compare", help="train one model per also-view fraction and seed, evaluate, plot")
+    co.add_argument("--fractions", default="0,0.25,0.5,0.75,1", help="comma-separated also-view fractions")
+    co.add_argument("--seeds", type=int, default=3)
+    co.add_argument("--name", default="compare", help="run directory name under train.runs_dir (same name resumes)")
+    co.add_argument("--max-users", type=int, help="evaluate a seeded sample of this many test users")
+    _add_config_args(co)
+
     tu = sub.add_parser("tune", help="search the also-view / random balance with Ray Tune (prepares first if needed)")
     _add_config_args(tu)
     return parser
@@ -93,6 +106,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from alsoview.evaluate import evaluate_run, markdown_table
+
+    results = evaluate_run(args.run, args.split, args.max_users, actors=args.actors)
+    print(markdown_table(results, args.split))
+    print(f"written: {args.run}/metrics.json, evaluation.json, evaluation.md")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from alsoview.compare import compare, parse_fractions
+    from alsoview.data.prepare import ensure_prepared
+
+    fractions = parse_fractions(args.fractions)
+    config = ensure_prepared(_config_from(args))
+    result = compare(config, fractions, args.seeds, args.name, args.max_users)
+    print((result.run_dir / "comparison.md").read_text())
+    print(f"written: {result.run_dir}/comparison.md, comparison.json, comparison.png")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from alsoview.data.prepare import ensure_prepared
     from alsoview.tune import tune
@@ -109,7 +143,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "prepare": cmd_prepare, "train": cmd_train, "tune": cmd_tune}
+COMMANDS = {"generate": cmd_generate, "prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate,
+            "compare": cmd_compare, "tune": cmd_tune}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

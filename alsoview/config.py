@@ -106,6 +106,9 @@ class ModelConfig:
     dropout: float = 0.5
     text_projection_dim: int = 64  # the description vector goes through Linear(text_dim, this)
     sparse_embeddings: bool = False  # sparse embedding gradients (paired with SparseAdam)
+    # Also feed user * item (elementwise) to the MLP, as NeuMF's GMF branch does: an MLP over a
+    # plain concatenation learns user-item interactions slowly. Off by default (the design).
+    product_interaction: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))  # YAML gives lists
@@ -164,7 +167,8 @@ def _default_search_space() -> dict[str, Any]:
     return {
         "sampling": {"also_view_fraction": {"uniform": [0.0, 1.0]}, "negatives_per_positive": {"choice": [1, 2, 4, 8]}},
         "train": {"learning_rate": {"loguniform": [0.001, 0.03]}},
-        "model": {"dropout": {"uniform": [0.0, 0.6]}, "embedding_dim": {"choice": [16, 32, 64]}},
+        "model": {"dropout": {"uniform": [0.0, 0.6]}, "embedding_dim": {"choice": [16, 32, 64]},
+                  "product_interaction": {"choice": [False, True]}},
     }
 
 

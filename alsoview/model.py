@@ -67,7 +67,7 @@ class AlsoViewMLP(nn.Module):
             _init_embedding(emb)
         self.text_projection = nn.Linear(text_dim, config.text_projection_dim) if text_dim > 0 else None
 
-        width = 3 * d + 2 + (config.text_projection_dim if text_dim > 0 else 0)
+        width = 3 * d + 2 + (config.text_projection_dim if text_dim > 0 else 0) + (d if config.product_interaction else 0)
         layers: list[nn.Module] = []
         for hidden in config.hidden_dims:
             layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(config.dropout)]
@@ -110,14 +110,17 @@ class AlsoViewMLP(nn.Module):
         if not self.training:
             _check_ids("user", users, self.n_users)
             _check_ids("item", items, self.n_items)
+        user, item = self.user_embedding(users), self.item_embedding(items)
         parts = [
-            self.user_embedding(users),
-            self.item_embedding(items),
+            user,
+            item,
             self.brand_embedding(self.item_brand[items]),
             torch.stack([self.item_price[items], self.item_price_missing[items]], dim=-1),
         ]
         if self.text_projection is not None:
             parts.append(self.text_projection(self.item_text[items]))
+        if self.config.product_interaction:
+            parts.append(user * item)
         return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
 
     def predict_proba(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -400,6 +400,13 @@ def resolve_resources(config: Config, cluster: dict[str, float]) -> tuple[bool, 
     return use_gpu, round(per_worker, 3), max(1, int(per_worker))
 
 
+def with_absolute_paths(config: Config) -> Config:
+    """Paths as absolute ones, so a run's saved config still finds its dataset from anywhere."""
+    data = dataclasses.replace(config.data, prepared_dir=str(Path(config.data.prepared_dir).resolve()))
+    train = dataclasses.replace(config.train, runs_dir=str(Path(config.train.runs_dir).resolve()))
+    return dataclasses.replace(config, data=data, train=train)
+
+
 def run_dir_of(config: Config) -> Path:
     return Path(config.train.runs_dir).resolve() / config.train.run_name
 
@@ -449,6 +456,7 @@ def train(config: Config, catalog: Catalog | None = None) -> TrainResult:
     """Fit the model with Ray Train; writes config.yaml, metrics.json, history.csv and model.pt to the run dir."""
     from alsoview.runtime import init_ray
 
+    config = with_absolute_paths(config)
     catalog = catalog or load_catalog(config.data.prepared_dir)
     log.info(init_ray())
     run_dir = run_dir_of(config)
@@ -504,16 +512,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def load_trained_model(run_dir: str | Path, catalog: Catalog) -> torch.nn.Module:
-    """The best weights of a finished run, as an eval-mode model on the CPU."""
+def load_saved_model(run_dir: str | Path) -> dict[str, Any]:
+    """model.pt of a finished run: best weights, vocabulary, the run's config (as a dict)."""
     path = Path(run_dir) / "model.pt"
     if not path.is_file():
         raise UserError(f"no trained model in {run_dir} (missing model.pt); run `alsoview train` first")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_trained_model(run_dir: str | Path, catalog: Catalog) -> torch.nn.Module:
+    """The best weights of a finished run, as an eval-mode model on the CPU."""
+    saved = load_saved_model(run_dir)
     if saved["vocabulary"] != vocabulary(catalog):
-        raise UserError(f"{path} was trained on another prepared dataset")
-    config = _config_from_dict(saved["config"])
-    model = build_model(catalog, config)
+        raise UserError(f"{run_dir}/model.pt was trained on another prepared dataset")
+    model = build_model(catalog, _config_from_dict(saved["config"]))
     model.load_state_dict(saved["model"])
     return model.eval()
 

@@ -114,7 +114,9 @@ def tune(config: Config, catalog: Catalog | None = None) -> TuneResult:
 
     from alsoview.runtime import init_ray
 
-    config = tune_config_of(config)
+    from alsoview.train import with_absolute_paths
+
+    config = with_absolute_paths(tune_config_of(config))
     catalog = catalog or load_catalog(config.data.prepared_dir)
     log.info(init_ray())
     storage = Path(config.train.runs_dir).resolve()

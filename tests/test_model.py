@@ -153,3 +153,13 @@ def test_config_and_feature_validation() -> None:
         AlsoViewMLP(N_USERS, 3, 2, 0, torch.tensor([0, 1, 2]), torch.zeros(3), torch.zeros(3), None)
     with pytest.raises(ValueError, match="item_text must have shape"):
         AlsoViewMLP(N_USERS, 3, 2, 4, torch.zeros(3, dtype=torch.long), torch.zeros(3), torch.zeros(3), torch.zeros(3, 5))
+
+
+def test_product_interaction_adds_the_elementwise_term() -> None:
+    plain = make_model()
+    product = make_model(ModelConfig(product_interaction=True))
+    d = ModelConfig().embedding_dim
+    assert count_parameters(product) - count_parameters(plain) == d * ModelConfig().hidden_dims[0]
+    users, items = torch.tensor([1, 2]), torch.tensor([3, 4])
+    product.eval()
+    assert product(users, items).shape == (2,)
