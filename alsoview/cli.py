@@ -54,6 +54,15 @@ def _build_parser() -> argparse.ArgumentParser:
     co.add_argument("--max-users", type=int, help="evaluate a seeded sample of this many test users")
     _add_config_args(co)
 
+    rec = sub.add_parser("recommend", help="top-k items for a user (or many users) of a trained run")
+    rec.add_argument("--run", required=True, help="run directory (runs/<name>)")
+    who = rec.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="a raw reviewerID")
+    who.add_argument("--users-file", help="batch mode: a file with one reviewerID per line (Ray Data)")
+    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("--out", help="batch mode: output Parquet file (default: <run>/recommendations.parquet)")
+    rec.add_argument("--actors", type=int, default=1)
+
     tu = sub.add_parser("tune", help="search the also-view / random balance with Ray Tune (prepares first if needed)")
     _add_config_args(tu)
     return parser
@@ -127,6 +136,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from alsoview.recommend import Recommender, recommend_batch
+
+    if args.users_file:
+        path = Path(args.users_file)
+        if not path.is_file():
+            raise UserError(f"users file not found: {path}")
+        users = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        out = args.out or str(Path(args.run) / "recommendations.parquet")
+        rows = recommend_batch(args.run, users, out, args.k, args.actors)
+        print(f"{rows} recommendations for {len(users)} users written to {out}")
+        return 0
+    frame = Recommender.from_run(args.run).recommend([args.user], args.k)
+    if (frame["source"] != "model").any():
+        print(f"note: {args.user!r} is not a user of this run's data: showing the most popular items instead")
+    for row in frame.itertuples(index=False):
+        print(f"{row.rank:3d}. {row.asin}  {row.title[:70]}  (score {row.score:.3f})")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from alsoview.data.prepare import ensure_prepared
     from alsoview.tune import tune
@@ -144,7 +175,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"generate": cmd_generate, "prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate,
-            "compare": cmd_compare, "tune": cmd_tune}
+            "compare": cmd_compare, "recommend": cmd_recommend, "tune": cmd_tune}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -53,3 +53,15 @@ def smoke_config(ray_session, tmp_path_factory):
         f"data.generated_dir={root / 'raw'}", f"data.prepared_dir={root / 'prepared'}",
         f"train.runs_dir={root / 'runs'}"])
     return ensure_prepared(config)
+
+
+@pytest.fixture(scope="session")
+def trained_run(smoke_config):
+    """The smoke config trained once with 2 workers and the design's default model (30 epochs)."""
+    import dataclasses
+
+    from alsoview.train import train
+
+    config = dataclasses.replace(smoke_config, train=dataclasses.replace(smoke_config.train, epochs=30,
+                                                                       run_name="trained", patience=0))
+    return config, train(config)

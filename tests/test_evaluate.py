@@ -1,0 +1,122 @@
+"""Evaluation protocols, the trained model against baselines, recommendations and the comparison."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from alsoview.baselines import PopularityScorer
+from alsoview.catalog import load_catalog
+from alsoview.evaluate import (CUTOFFS, PROTOCOLS, build_cases, evaluate_run, full_candidates, score_rows,
+                               summarize)
+
+
+@pytest.fixture(scope="module")
+def catalog(smoke_config):
+    return load_catalog(smoke_config.data.prepared_dir)
+
+
+def test_protocol_negatives(catalog):
+    cases = build_cases(catalog, "test", seed=0)
+    tables = catalog.sampling
+    assert len(cases.users) == len(catalog.test)
+    sampled = cases.sampled
+    assert (sampled > 0).all()  # 200 items, < 100 interactions each: always 100 unseen items
+    assert all(len(set(row)) == 100 for row in sampled[:100])  # without replacement
+    flat_users = np.repeat(cases.users, sampled.shape[1])
+    assert not tables.interacted(flat_users, sampled.reshape(-1)).any()
+    hard_mask = cases.hard > 0
+    users = np.repeat(cases.users, cases.hard.shape[1]).reshape(cases.hard.shape)
+    assert not tables.interacted(users[hard_mask], cases.hard[hard_mask]).any()
+    for row in range(30):
+        also = tables.also_view_indices[tables.also_view_indptr[cases.positives[row]]:
+                                        tables.also_view_indptr[cases.positives[row] + 1]]
+        assert set(cases.hard[row][hard_mask[row]]) <= set(also)
+    items, mask = full_candidates(cases, np.arange(20))
+    history = catalog.train.items[catalog.train.users == cases.users[0]].tolist() + \
+        catalog.valid.items[catalog.valid.users == cases.users[0]].tolist()
+    assert not mask[0, history].any() and not mask[0, 0] and not mask[0, cases.positives[0]]
+    assert mask[0].sum() == catalog.n_items - 2 - len(set(history))
+
+
+def test_metrics_of_a_scorer_match_a_brute_force_computation(catalog):
+    cases = build_cases(catalog, "test", seed=0)
+    scorer = PopularityScorer(catalog.train.users, catalog.train.items, catalog.n_items)
+    rows = np.arange(len(cases.users))
+    metrics = summarize(score_rows(scorer, cases, rows), "test")
+    per_user_auc, hits, pairs_correct, pairs = [], [], 0.0, 0
+    for row in rows[:200]:
+        negatives = cases.sampled[row]
+        scores = scorer.score(cases.users[[row]], np.r_[cases.positives[row], negatives][None, :])[0]
+        labels = np.r_[1, np.zeros(len(negatives))]
+        per_user_auc.append(roc_auc_score(labels, scores))
+    counts = score_rows(scorer, cases, rows[:200])
+    small = summarize(counts, "test")
+    assert small["test/sampled100/gauc"] == pytest.approx(np.mean(per_user_auc))
+    for protocol in PROTOCOLS:
+        for name in ["auc", "gauc", "mrr", "users", *[f"{m}@{k}" for m in ("hr", "ndcg") for k in CUTOFFS]]:
+            assert f"test/{protocol}/{name}" in metrics
+
+
+def test_trained_model_beats_random_everywhere_and_popularity_on_full_ranking(trained_run):
+    _, run = trained_run
+    results = evaluate_run(run.run_dir, "test")
+    mlp, random, popularity = results["mlp"], results["random"], results["popularity"]
+    for protocol in PROTOCOLS:
+        for metric in ("auc", "gauc", "ndcg@10", "mrr"):
+            key = f"test/{protocol}/{metric}"
+            assert mlp[key] > random[key], (key, mlp[key], random[key])
+    assert mlp["test/full/ndcg@10"] > popularity["test/full/ndcg@10"]
+    saved = json.loads((run.run_dir / "metrics.json").read_text())
+    assert saved["test/full/ndcg@10"] == mlp["test/full/ndcg@10"] and "valid/auc" in saved
+    assert set(json.loads((run.run_dir / "evaluation.json").read_text())) == {"mlp", "popularity", "random",
+                                                                              "cooccurrence"}
+    assert "| mlp |" in (run.run_dir / "evaluation.md").read_text()
+    assert mlp["test/hard/users"] < mlp["test/full/users"]  # coverage of the hard protocol is reported
+
+
+def test_recommendations_never_repeat_what_the_user_has(trained_run, tmp_path):
+    from alsoview.recommend import Recommender, recommend_batch
+
+    _, run = trained_run
+    recommender = Recommender.from_run(run.run_dir)
+    catalog = recommender.catalog
+    users = list(catalog.user_reviewer_id[1:61]) + ["NOT-A-USER"]
+    frame = recommender.recommend(users, k=10)
+    assert len(frame) == 10 * len(users)
+    index = dict(zip(catalog.user_reviewer_id, range(len(catalog.user_reviewer_id))))
+    known = frame[frame["reviewer_id"] != "NOT-A-USER"]
+    asin_index = pd.Series(np.arange(catalog.n_items), index=catalog.item_asin)
+    user_ids = known["reviewer_id"].map(index).to_numpy()
+    item_ids = asin_index.reindex(known["asin"]).to_numpy()
+    assert (item_ids > 0).all()
+    assert not catalog.sampling.interacted(user_ids, item_ids).any()
+    assert (known["source"] == "model").all()
+    assert (frame[frame["reviewer_id"] == "NOT-A-USER"]["source"] == "popularity (unknown user)").all()
+    assert known.groupby("reviewer_id")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+
+    out = tmp_path / "recs.parquet"
+    assert recommend_batch(run.run_dir, users, out, k=10) == len(frame)
+    batch = pd.read_parquet(out)
+    merged = batch.merge(frame, on=["reviewer_id", "rank"], suffixes=("", "_single"))
+    assert len(merged) == len(frame) and (merged["asin"] == merged["asin_single"]).all()
+
+
+def test_compare_writes_the_table_and_the_plot(smoke_config):
+    from alsoview.compare import compare
+
+    config = dataclasses.replace(smoke_config, train=dataclasses.replace(smoke_config.train, epochs=2,
+                                                                       num_workers=1))
+    result = compare(config, [0.0, 1.0], seeds=1, name="compare-test")
+    assert result.table["fraction"].tolist() == [0.0, 1.0]
+    assert set(result.baselines) == {"popularity", "random", "cooccurrence"}
+    report = json.loads((result.run_dir / "comparison.json").read_text())
+    assert len(report["runs"]) == 2
+    text = (result.run_dir / "comparison.md").read_text()
+    assert "| 0 | 1 |" in text and "baseline: popularity" in text
+    assert (result.run_dir / "comparison.png").stat().st_size > 20_000
