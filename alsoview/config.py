@@ -152,6 +152,9 @@ class TrainConfig:
             _check(self.cpus_per_worker > 0, "train.cpus_per_worker", "> 0", self.cpus_per_worker)
         _check(bool(self.run_name) and "/" not in self.run_name, "train.run_name", "a non-empty name without '/'",
                self.run_name)
+        # Run outputs are written as files: on a cluster use a shared mount (EFS/NFS) at the same path on every node.
+        _check("://" not in self.runs_dir, "train.runs_dir", "a filesystem path (URIs such as s3:// are not supported "
+               "yet; use a shared mount on clusters)", self.runs_dir)
         _check(self.num_to_keep >= 1, "train.num_to_keep", ">= 1", self.num_to_keep)
         _check(self.max_failures >= -1, "train.max_failures", ">= -1", self.max_failures)
         metrics = ("valid/auc", "valid/hard_auc", "valid/mean_auc")

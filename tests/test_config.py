@@ -62,3 +62,8 @@ def test_saved_config_round_trips(tmp_path):
     config = load_config(None, ["data.kcore=3", "seed=7"])
     save_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
+
+
+def test_runs_dir_must_be_a_filesystem_path():
+    with pytest.raises(UserError, match="train.runs_dir must be a filesystem path"):
+        load_config(None, ["train.runs_dir=s3://bucket/runs"])

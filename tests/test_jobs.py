@@ -49,6 +49,9 @@ def ray_head():
 
     assert not ray.is_initialized(), "the job test must run before any test that starts Ray in-process"
     _ray("stop", "--force")
+    # Ray 2.60: `ray start` with token auth needs a token to exist; this makes one if there is none.
+    generated = _ray("get-auth-token", "--generate")
+    assert generated.returncode == 0, generated.stderr
     started = _ray("start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1")
     assert started.returncode == 0, started.stdout + started.stderr
     try:
