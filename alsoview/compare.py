@@ -54,7 +54,7 @@ def compare(config: Config, fractions: list[float], seeds: int, name: str = "com
 
     from alsoview.runtime import init_ray
     from alsoview.train import with_absolute_paths
-    from alsoview.tune import TRIAL_CPU, plan_trials, run_trial
+    from alsoview.tune import plan_trials, restore_or_start, trial_trainable
 
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
@@ -67,24 +67,20 @@ def compare(config: Config, fractions: list[float], seeds: int, name: str = "com
 
     grid_size = len(fractions) * seeds
     plan = plan_trials(_with_samples(config, grid_size), ray.cluster_resources())
-    trainable = ray_tune.with_resources(
-        ray_tune.with_parameters(run_trial, base=config, catalog=catalog, budget=plan.budget,
-                                 trainer_storage=str(run_dir / "train_runs")),
-        {"CPU": TRIAL_CPU},
-    )
-    if ray_tune.Tuner.can_restore(str(run_dir)):
-        log.info("resuming the comparison in %s", run_dir)
-        tuner = ray_tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True)
-    else:
+    trainable = trial_trainable(config, catalog, plan.budget, run_dir)
+
+    def start() -> Any:
         log.info("comparing also-view fractions %s x %d seeds: %d models of %d epochs, %d at a time", fractions,
                  seeds, grid_size, config.train.epochs, plan.concurrency)
-        tuner = ray_tune.Tuner(
+        return ray_tune.Tuner(
             trainable,
             param_space={"sampling.also_view_fraction": ray_tune.grid_search(fractions),
                          "seed": ray_tune.grid_search(list(range(config.seed, config.seed + seeds)))},
             tune_config=ray_tune.TuneConfig(max_concurrent_trials=plan.concurrency),
             run_config=ray_tune.RunConfig(name=name, storage_path=str(Path(config.train.runs_dir))),
         )
+
+    tuner = restore_or_start(run_dir, trainable, start)
     grid = tuner.fit()
 
     scorers: dict[str, Any] = {}

@@ -91,6 +91,27 @@ def run_trial(params: dict[str, Any], base: Config, catalog: Catalog, budget: di
     trainer.fit()
 
 
+def trial_trainable(config: Config, catalog: Catalog, budget: dict[str, float], run_dir: Path) -> Any:
+    """`run_trial` bound to its config and catalog (shipped once), asking Tune for almost no CPU itself."""
+    from ray import tune as ray_tune
+
+    return ray_tune.with_resources(
+        ray_tune.with_parameters(run_trial, base=config, catalog=catalog, budget=budget,
+                                 trainer_storage=str(run_dir / "train_runs")),
+        {"CPU": TRIAL_CPU},
+    )
+
+
+def restore_or_start(run_dir: Path, trainable: Any, start: Any) -> Any:
+    """The experiment in `run_dir` restored when it exists (unfinished trials resume), else `start()`."""
+    from ray import tune as ray_tune
+
+    if ray_tune.Tuner.can_restore(str(run_dir)):
+        log.info("resuming the experiment in %s (unfinished trials continue from their checkpoints)", run_dir)
+        return ray_tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True)
+    return start()
+
+
 @dataclass
 class TuneResult:
     run_dir: Path
@@ -126,19 +147,13 @@ def tune(config: Config, catalog: Catalog | None = None) -> TuneResult:
 
     plan = plan_trials(config, ray.cluster_resources())
     metric = config.tune.metric
-    trainable = ray_tune.with_resources(
-        ray_tune.with_parameters(run_trial, base=config, catalog=catalog, budget=plan.budget,
-                                 trainer_storage=str(run_dir / "train_runs")),
-        {"CPU": TRIAL_CPU},
-    )
-    if ray_tune.Tuner.can_restore(str(run_dir)):
-        log.info("resuming the tuning run in %s (unfinished trials continue from their checkpoints)", run_dir)
-        tuner = ray_tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True)
-    else:
+    trainable = trial_trainable(config, catalog, plan.budget, run_dir)
+
+    def start() -> Any:
         log.info("tuning %d trials, %d at a time, each with %g CPUs%s; metric %s; epochs per trial %d",
                  config.tune.num_samples, plan.concurrency, plan.budget["CPU"],
                  f" and {plan.budget['GPU']:g} GPUs" if plan.budget["GPU"] else "", metric, config.train.epochs)
-        tuner = ray_tune.Tuner(
+        return ray_tune.Tuner(
             trainable,
             param_space=param_space(config),
             tune_config=ray_tune.TuneConfig(
@@ -151,6 +166,8 @@ def tune(config: Config, catalog: Catalog | None = None) -> TuneResult:
             ),
             run_config=ray_tune.RunConfig(name=config.tune.name, storage_path=str(storage)),
         )
+
+    tuner = restore_or_start(run_dir, trainable, start)
     grid = tuner.fit()
     return write_outputs(run_dir, grid, config)
 
