@@ -232,10 +232,17 @@ def plot_balance(trials: pd.DataFrame, metric: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     if FRACTION_KEY in trials and metric in trials:
         data = trials.dropna(subset=[metric])
-        colour = data["sampling.negatives_per_positive"] if "sampling.negatives_per_positive" in data else None
-        points = ax.scatter(data[FRACTION_KEY], data[metric], c=colour, cmap="viridis", s=40, edgecolors="black")
-        if colour is not None:
+        k_key = "sampling.negatives_per_positive"
+        points = None
+        # Trials ASHA stopped are drawn hollow: their last value comes from fewer epochs.
+        for stopped, group in data.groupby(data["status"] == "stopped early"):
+            colour = group[k_key] if k_key in group else "tab:blue"
+            points = ax.scatter(group[FRACTION_KEY], group[metric], c=colour, cmap="viridis", s=46,
+                                marker="o" if not stopped else "X", edgecolors="black", vmin=1, vmax=8,
+                                label="stopped early by ASHA" if stopped else "ran to the end")
+        if points is not None and k_key in data:
             fig.colorbar(points, ax=ax, label="negatives per positive")
+        ax.legend(fontsize=8, loc="lower left")
         if len(data):
             top = data.iloc[0]
             ax.annotate("best", (top[FRACTION_KEY], top[metric]), textcoords="offset points", xytext=(6, 6))
