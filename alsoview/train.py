@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from alsoview.catalog import Catalog, load_catalog
 from alsoview.config import Config, save_config
 from alsoview.errors import UserError
 from alsoview.metrics import pairwise_auc
-from alsoview.sampling import MixStats, SamplingTables, epoch_rng, mix_negatives
+from alsoview.sampling import epoch_rng, mix_negatives
 
 log = logging.getLogger("alsoview")
 

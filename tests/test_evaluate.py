@@ -49,7 +49,7 @@ def test_metrics_of_a_scorer_match_a_brute_force_computation(catalog):
     scorer = PopularityScorer(catalog.train.users, catalog.train.items, catalog.n_items)
     rows = np.arange(len(cases.users))
     metrics = summarize(score_rows(scorer, cases, rows), "test")
-    per_user_auc, hits, pairs_correct, pairs = [], [], 0.0, 0
+    per_user_auc = []
     for row in rows[:200]:
         negatives = cases.sampled[row]
         scores = scorer.score(cases.users[[row]], np.r_[cases.positives[row], negatives][None, :])[0]
