@@ -180,7 +180,7 @@ class TuneConfig:
     """Ray Tune with Optuna (TPE) and ASHA over the search space; every trial is one Ray Train run."""
 
     name: str = "tune"  # the same name again resumes an interrupted tuning run
-    num_samples: int = 8
+    num_samples: Union[int, None] = None  # None: 4 per trial the cluster runs at once, at least 8
     max_concurrent_trials: Union[int, None] = None  # None: as many as the cluster's CPUs/GPUs fit
     metric: str = "valid/mean_auc"  # the mean of valid/auc and valid/hard_auc
     # Epochs per trial (ASHA's max_t): short trials to rank the settings; retrain the best one for
@@ -193,7 +193,8 @@ class TuneConfig:
     search_space: dict = field(default_factory=_default_search_space)
 
     def validate(self) -> None:
-        _check(self.num_samples >= 1, "tune.num_samples", ">= 1", self.num_samples)
+        if self.num_samples is not None:
+            _check(self.num_samples >= 1, "tune.num_samples", ">= 1", self.num_samples)
         if self.max_concurrent_trials is not None:
             _check(self.max_concurrent_trials >= 1, "tune.max_concurrent_trials", ">= 1", self.max_concurrent_trials)
         metrics = ("valid/auc", "valid/hard_auc", "valid/mean_auc")

@@ -51,6 +51,7 @@ def param_space(config: Config) -> dict[str, Any]:
 class TrialPlan:
     concurrency: int
     budget: dict[str, float]  # resources each trial plans its TorchTrainer against
+    num_samples: int
 
 
 def plan_trials(config: Config, cluster: dict[str, float]) -> TrialPlan:
@@ -70,9 +71,11 @@ def plan_trials(config: Config, cluster: dict[str, float]) -> TrialPlan:
         per_worker = config.train.cpus_per_worker or 0.5
         # TRIAL_CPU is taken out of each trial's budget below, not counted here: it is tiny
         fit = int(cpus // (workers * per_worker + config.sampling.cpus_per_task))
-    concurrency = max(1, min(fit, config.tune.num_samples, config.tune.max_concurrent_trials or fit))
+    fit = max(1, min(fit, config.tune.max_concurrent_trials or fit))
+    samples = config.tune.num_samples or max(8, 4 * fit)
+    concurrency = min(fit, samples)
     budget = {"CPU": cpus / concurrency - TRIAL_CPU, "GPU": gpus / concurrency if use_gpu else 0.0}
-    return TrialPlan(concurrency, budget)
+    return TrialPlan(concurrency, budget, samples)
 
 
 def run_trial(params: dict[str, Any], base: Config, catalog: Catalog, budget: dict[str, float],
@@ -151,7 +154,7 @@ def tune(config: Config, catalog: Catalog | None = None) -> TuneResult:
 
     def start() -> Any:
         log.info("tuning %d trials, %d at a time, each with %g CPUs%s; metric %s; epochs per trial %d",
-                 config.tune.num_samples, plan.concurrency, plan.budget["CPU"],
+                 plan.num_samples, plan.concurrency, plan.budget["CPU"],
                  f" and {plan.budget['GPU']:g} GPUs" if plan.budget["GPU"] else "", metric, config.train.epochs)
         return ray_tune.Tuner(
             trainable,
@@ -161,7 +164,7 @@ def tune(config: Config, catalog: Catalog | None = None) -> TuneResult:
                 scheduler=ASHAScheduler(time_attr="training_iteration", metric=metric, mode="max",
                                         max_t=config.train.epochs, grace_period=config.tune.grace_period,
                                         reduction_factor=config.tune.reduction_factor),
-                num_samples=config.tune.num_samples,
+                num_samples=plan.num_samples,
                 max_concurrent_trials=plan.concurrency,
             ),
             run_config=ray_tune.RunConfig(name=config.tune.name, storage_path=str(storage)),

@@ -23,6 +23,9 @@ def test_trials_are_planned_so_none_waits_for_cpus():
     two_gpu_workers = load_config(None, ["train.num_workers=2", "train.use_gpu=true"])
     assert plan_trials(two_gpu_workers, {"CPU": 16.0, "GPU": 4.0}).concurrency == 2
     assert plan_trials(load_config(None, ["tune.num_samples=1"]), {"CPU": 64.0}).concurrency == 1
+    # num_samples by default follows the cluster: 4 per concurrent trial, at least 8
+    assert plan_trials(load_config(None, []), {"CPU": 2.0}).num_samples == 8
+    assert plan_trials(load_config(None, []), {"CPU": 16.0, "GPU": 4.0}).num_samples == 16
     with pytest.raises(UserError, match="GPUs"):
         plan_trials(load_config(None, ["train.use_gpu=true", "train.num_workers=2"]), {"CPU": 8.0, "GPU": 1.0})
 
