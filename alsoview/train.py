@@ -298,9 +298,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     pairs: ValidationPairs = loop_config["validation"]
     metric = config.train.early_stopping_metric
 
-    if state.epoch + 1 >= config.train.epochs and rank == 0:
-        print(f"[alsoview] run already trained to epoch {state.epoch}: raise train.epochs to continue it, "
-              f"or use another train.run_name", flush=True)
+    if state.epoch + 1 >= config.train.epochs and state.history:
+        # Nothing left to train (e.g. the driver died after the last epoch): report the final
+        # state again, so a restored Tune experiment records this trial's result and checkpoint.
+        if rank == 0:
+            print(f"[alsoview] run already trained to epoch {state.epoch}: raise train.epochs to continue it, "
+                  f"or use another train.run_name", flush=True)
+        _report(dict(state.history[-1]), model, optimizer, state, config, vocab, rank)
+        return
     for epoch in range(state.epoch + 1, config.train.epochs):
         start = time.perf_counter()
         blocks = worker_blocks(len(sizes), config.seed, epoch, rank, world)
