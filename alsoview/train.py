@@ -221,14 +221,31 @@ class LoopState:
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # every epoch's metrics, resumes included
 
 
-def _load_checkpoint(model: torch.nn.Module, optimizer: Any, expected_vocab: dict[str, int]) -> LoopState:
+def latest_checkpoint_dir(run_storage: str) -> Path | None:
+    """The newest complete checkpoint Ray Train wrote for a run (its folders sort by time)."""
+    folder = Path(run_storage)
+    if not folder.is_dir():
+        return None
+    complete = [p for p in sorted(folder.glob("checkpoint_*")) if (p / CHECKPOINT_FILE).is_file()]
+    return complete[-1] if complete else None
+
+
+def _load_checkpoint(model: torch.nn.Module, optimizer: Any, expected_vocab: dict[str, int],
+                     run_storage: str) -> LoopState:
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return LoopState()
-    with checkpoint.as_directory() as folder:
-        saved = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            saved = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    else:
+        # Ray Train restores a run by name only when its controller recorded the run; after a
+        # killed driver it may not, so the newest complete checkpoint on disk is used instead.
+        folder = latest_checkpoint_dir(run_storage)
+        if folder is None:
+            return LoopState()
+        print(f"[alsoview] Ray Train did not restore this run; resuming from {folder}", flush=True)
+        saved = torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
     if saved["vocabulary"] != expected_vocab:
         raise UserError(f"the checkpoint was trained on another dataset ({saved['vocabulary']} vs {expected_vocab}); "
                         f"use another train.run_name")
@@ -286,7 +303,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     model = build_model(catalog, config)
     optimizer = build_optimizer(model, config.train.learning_rate, config.model.sparse_embeddings)
-    state = _load_checkpoint(model, optimizer, vocab)
+    state = _load_checkpoint(model, optimizer, vocab, loop_config["run_storage"])
     if state.resumed_from_epoch is not None and rank == 0:
         print(f"[alsoview] resumed from the checkpoint of epoch {state.resumed_from_epoch}", flush=True)
     model = ray.train.torch.prepare_model(model)
@@ -432,7 +449,10 @@ def build_trainer(config: Config, catalog: Catalog, callbacks: list | None = Non
         raise UserError(f"{len(catalog.train)} training positives make {len(blocks)} blocks of "
                         f"sampling.block_rows={config.sampling.block_rows}: fewer than train.num_workers="
                         f"{config.train.num_workers}; lower sampling.block_rows")
+    name = run_name or config.train.run_name
+    storage = storage_path or str(Path(config.train.runs_dir).resolve())
     loop_config = {
+        "run_storage": str(Path(storage) / name),
         "config": config,
         "catalog_ref": [ray.put(catalog)],
         "validation": validation_pairs(catalog, config.seed),
@@ -447,8 +467,8 @@ def build_trainer(config: Config, catalog: Catalog, callbacks: list | None = Non
         scaling_config=ScalingConfig(num_workers=config.train.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker}),
         run_config=RunConfig(
-            name=run_name or config.train.run_name,
-            storage_path=storage_path or str(Path(config.train.runs_dir).resolve()),
+            name=name,
+            storage_path=storage,
             checkpoint_config=CheckpointConfig(num_to_keep=config.train.num_to_keep),
             failure_config=FailureConfig(max_failures=config.train.max_failures),
             callbacks=callbacks,

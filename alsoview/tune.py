@@ -210,7 +210,8 @@ def _status(result: Any, epochs: int) -> str:
     if result.error is not None:
         return "failed"
     metrics = result.metrics or {}
-    finished = metrics.get("early_stopped") or metrics.get("training_iteration") == epochs
+    # Our own epoch counter, not Tune's training_iteration (which a restored trial may not continue).
+    finished = metrics.get("early_stopped") or metrics.get("epoch") == epochs - 1
     return "completed" if finished else "stopped early"
 
 

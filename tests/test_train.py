@@ -108,3 +108,16 @@ def test_a_second_run_with_the_same_name_resumes(trained_run):
     assert second.metrics["resumed_from_epoch"] == 29
     assert second.metrics["epochs_total"] == 31
     assert pd.read_csv(second.run_dir / "history.csv")["epoch"].tolist() == list(range(31))
+
+
+def test_the_newest_complete_checkpoint_is_found_on_disk(tmp_path):
+    from alsoview.train import CHECKPOINT_FILE, latest_checkpoint_dir
+
+    assert latest_checkpoint_dir(str(tmp_path / "none")) is None
+    for stamp, complete in (("2026-01-01_00-00-01", True), ("2026-01-01_00-00-02", True),
+                            ("2026-01-01_00-00-03", False)):  # the last one was cut off mid-write
+        folder = tmp_path / f"checkpoint_{stamp}"
+        folder.mkdir()
+        if complete:
+            (folder / CHECKPOINT_FILE).write_bytes(b"x")
+    assert latest_checkpoint_dir(str(tmp_path)) == tmp_path / "checkpoint_2026-01-01_00-00-02"
