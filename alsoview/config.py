@@ -84,6 +84,9 @@ class SamplingConfig:
     # Positives per mixing block. Negatives are seeded by (seed, epoch, block), so for a given
     # block size an epoch's samples are the same for any number of workers.
     block_rows: int = 2048
+    # Blocks each Ray Data mixing task draws, one after the other (a task's scheduling costs more
+    # than mixing a block; the results do not depend on this).
+    blocks_per_task: int = 16
     cpus_per_task: float = 0.5  # CPUs each Ray Data mixing task asks for
 
     def validate(self) -> None:
@@ -94,6 +97,7 @@ class SamplingConfig:
         _check(self.random_pool in pools, "sampling.random_pool", f"one of {pools}", self.random_pool)
         _check(self.popularity_exponent >= 0, "sampling.popularity_exponent", ">= 0", self.popularity_exponent)
         _check(self.block_rows >= 16, "sampling.block_rows", ">= 16", self.block_rows)
+        _check(self.blocks_per_task >= 1, "sampling.blocks_per_task", ">= 1", self.blocks_per_task)
         _check(self.cpus_per_task > 0, "sampling.cpus_per_task", "> 0", self.cpus_per_task)
 
 

@@ -1,10 +1,7 @@
 """Training: the per-worker loop and the TorchTrainer that runs it.
 
-Each epoch, every worker builds a Ray Data pipeline over its share of the training positives
-(fixed blocks, re-dealt to workers by a per-epoch permutation) whose `map_batches` mixes fresh
-negatives for that epoch. Negatives are seeded by (seed, epoch, block), so an epoch's samples
-do not depend on the number of workers; the catalog reaches every process once, through the
-object store.
+Each epoch, every worker iterates its Ray Data feed (`feed.py`: its share of the training
+positives with fresh negatives for that epoch) and cuts the mixed blocks into batches.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -26,25 +23,17 @@ import torch
 from alsoview.catalog import Catalog, load_catalog
 from alsoview.config import Config, save_config
 from alsoview.errors import UserError
+from alsoview.feed import EPOCH_ORDER_KEY, EpochFeeder, block_sizes, cached_catalog, steps_per_epoch
 from alsoview.metrics import pairwise_auc
 from alsoview.sampling import epoch_rng, mix_negatives
 
 log = logging.getLogger("alsoview")
 
 CHECKPOINT_FILE = "checkpoint.pt"
-SAMPLE_COLUMNS = ("user", "item", "label", "is_hard")
-# epoch_rng keys of streams that are not blocks (block ids are far below these)
-_EPOCH_ORDER_KEY = 2**40  # the per-epoch permutation of blocks
-_VALIDATION_KEY = 2**40 + 1  # the fixed validation negatives
+_VALIDATION_KEY = EPOCH_ORDER_KEY + 1  # epoch_rng key of the fixed validation negatives
 
 
 # ---------------------------------------------------------------- data: positives and validation
-
-
-def block_sizes(n_positives: int, block_rows: int) -> np.ndarray:
-    """Rows of each fixed block of training positives; block b covers [b * block_rows, ...)."""
-    full, rest = divmod(n_positives, block_rows)
-    return np.array([block_rows] * full + ([rest] if rest else []), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -78,79 +67,20 @@ def validation_pairs(catalog: Catalog, seed: int) -> ValidationPairs:
 # ---------------------------------------------------------------- the epoch pipeline (Ray Data)
 
 
-_CATALOG_CACHE: dict[str, Catalog] = {}
-
-
-def _cached_catalog(ref_holder: list) -> Catalog:
-    """One deserialisation of the shared catalog per process (its arrays are zero-copy views).
-
-    The holder is a one-item list, so Ray passes the ObjectRef through instead of resolving it
-    per task; it may hold the Catalog itself (unit tests, in-process use).
-    """
-    import ray
-
-    ref = ref_holder[0]
-    if isinstance(ref, Catalog):
-        return ref
-    key = ref.hex()
-    if key not in _CATALOG_CACHE:
-        _CATALOG_CACHE.clear()
-        _CATALOG_CACHE[key] = ray.get(ref)
-    return _CATALOG_CACHE[key]
-
-
-def mix_block(batch: dict[str, np.ndarray], catalog_ref: list, block_rows: int, seed: int, epoch: int,
-              negatives_per_positive: int, also_view_fraction: float, random_pool: str,
-              popularity_exponent: float) -> dict[str, np.ndarray]:
-    """Ray Data UDF: block ids -> each block's positives plus fresh negatives, rows shuffled per block.
-
-    The positives come from the shared catalog (no copy per epoch); the block id seeds the draw.
-    """
-    train = _cached_catalog(catalog_ref).train
-    tables = _cached_catalog(catalog_ref).sampling
-    parts = []
-    for block in batch["block"].tolist():  # one block per batch in practice; a loop over blocks, not rows
-        rows = slice(block * block_rows, (block + 1) * block_rows)
-        rng = epoch_rng(seed, epoch, block)
-        columns, _ = mix_negatives(train.users[rows], train.items[rows], tables,
-                                   negatives_per_positive=negatives_per_positive,
-                                   also_view_fraction=also_view_fraction, rng=rng, random_pool=random_pool,
-                                   popularity_exponent=popularity_exponent)
-        order = rng.permutation(len(columns["label"]))
-        parts.append({name: columns[name][order] for name in SAMPLE_COLUMNS})
-    return {name: np.concatenate([p[name] for p in parts]) for name in SAMPLE_COLUMNS}
-
-
-def worker_blocks(n_blocks: int, seed: int, epoch: int, rank: int, world: int) -> np.ndarray:
-    """This worker's blocks for the epoch: a seeded permutation dealt round-robin."""
-    order = epoch_rng(seed, epoch, _EPOCH_ORDER_KEY).permutation(n_blocks)
-    return order[rank::world]
-
-
-def steps_per_epoch(block_sizes: np.ndarray, seed: int, epoch: int, world: int, samples_per_positive: int,
-                    worker_batch: int) -> int:
-    """Batches every worker runs this epoch: the smallest share decides, so DDP ranks stay in step."""
-    shares = [block_sizes[worker_blocks(len(block_sizes), seed, epoch, r, world)].sum() for r in range(world)]
-    return int(math.ceil(min(shares) * samples_per_positive / worker_batch))
-
-
-def epoch_dataset(blocks: np.ndarray, config: Config, catalog_ref: list, epoch: int) -> Any:
-    """The Ray Data pipeline of one worker for one epoch: its block ids -> mixed samples."""
-    import ray.data
-
-    sampling = config.sampling
-    return ray.data.from_items([{"block": int(b)} for b in blocks], override_num_blocks=max(1, len(blocks))).map_batches(
-        mix_block,
-        batch_size=1,  # one block per call: its id seeds its negatives
-        batch_format="numpy",
-        num_cpus=sampling.cpus_per_task,
-        fn_kwargs={
-            "catalog_ref": catalog_ref, "block_rows": sampling.block_rows, "seed": config.seed, "epoch": epoch,
-            "negatives_per_positive": sampling.negatives_per_positive,
-            "also_view_fraction": sampling.also_view_fraction, "random_pool": sampling.random_pool,
-            "popularity_exponent": sampling.popularity_exponent,
-        },
-    )
+def fixed_size_batches(blocks: Iterable[dict[str, torch.Tensor]], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Cut a stream of column blocks into batches of exactly `batch_size` rows (the last may be
+    shorter), carrying a block's remainder into the next one. Slices are views: no copies."""
+    carry: dict[str, torch.Tensor] | None = None
+    for block in blocks:
+        if carry is not None:
+            block = {name: torch.cat([carry[name], column]) for name, column in block.items()}
+        rows = len(next(iter(block.values())))
+        full = rows - rows % batch_size
+        for start in range(0, full, batch_size):
+            yield {name: column[start:start + batch_size] for name, column in block.items()}
+        carry = {name: column[full:] for name, column in block.items()} if full < rows else None
+    if carry is not None:
+        yield carry
 
 
 # ---------------------------------------------------------------- model, validation, checkpoints
@@ -298,7 +228,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # reproducible batch order
     ray.data.DataContext.get_current().enable_progress_bars = False
 
-    catalog = _cached_catalog(loop_config["catalog_ref"])
+    catalog = cached_catalog(loop_config["catalog_ref"])
     vocab = vocabulary(catalog)
     device = ray.train.torch.get_device()
     model = build_model(catalog, config)
@@ -323,55 +253,75 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                   f"or use another train.run_name", flush=True)
         _report(dict(state.history[-1]), model, optimizer, state, config, vocab, rank)
         return
-    for epoch in range(state.epoch + 1, config.train.epochs):
-        start = time.perf_counter()
-        blocks = worker_blocks(len(sizes), config.seed, epoch, rank, world)
-        steps = steps_per_epoch(sizes, config.seed, epoch, world, samples_per_positive, worker_batch)
-        dataset = epoch_dataset(blocks, config, loop_config["catalog_ref"], epoch)
-        model.train()
-        loss_sum = seen = hard = negatives = 0.0
-        batches = dataset.iter_torch_batches(
-            batch_size=worker_batch, device=device,
-            dtypes={"user": torch.long, "item": torch.long, "label": torch.float32, "is_hard": torch.float32})
-        for step, batch in enumerate(batches):
-            if step >= steps:
-                break
-            logits = model(batch["user"], batch["item"])
-            loss = loss_fn(logits, batch["label"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            size = len(batch["label"])
-            loss_sum += loss.item() * size
-            seen += size
-            hard += float(batch["is_hard"].sum())
-            negatives += float(size - batch["label"].sum())
-        loss_sum, seen, hard, negatives = _all_reduce_sum([loss_sum, seen, hard, negatives], device)
+    # The feed runs one epoch ahead in its own actor (see EpochFeeder for why); "DEFAULT" keeps
+    # it and its Ray Data tasks out of this worker's placement group.
+    feeder = ray.remote(num_cpus=0, scheduling_strategy="DEFAULT")(EpochFeeder).remote(
+        config, loop_config["catalog_ref"], len(sizes), rank, world)
+    try:
+        next_epoch_samples = feeder.materialize.remote(state.epoch + 1)
+        for epoch in range(state.epoch + 1, config.train.epochs):
+            start = time.perf_counter()
+            steps = steps_per_epoch(sizes, config.seed, epoch, world, samples_per_positive, worker_batch)
+            dataset = ray.get(next_epoch_samples)
+            if epoch + 1 < config.train.epochs:
+                next_epoch_samples = feeder.materialize.remote(epoch + 1)
+            data_wait = time.perf_counter() - start  # time this worker waited for the feed
+            model.train()
+            loss_sum = seen = hard = negatives = 0.0
+            # Whole mixed blocks cross from Ray Data and are cut into batches here: the same rows in
+            # the same order as Ray's own batching, without its per-batch cost (measured in benchmarks/).
+            blocks_out = dataset.iter_torch_batches(
+                batch_size=None, device=device, prefetch_batches=2,
+                dtypes={"user": torch.long, "item": torch.long, "label": torch.float32, "is_hard": torch.float32})
+            batches = fixed_size_batches(blocks_out, worker_batch)
+            for _ in range(steps):
+                waited = time.perf_counter()
+                batch = next(batches, None)
+                data_wait += time.perf_counter() - waited
+                if batch is None:
+                    break
+                logits = model(batch["user"], batch["item"])
+                loss = loss_fn(logits, batch["label"])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                size = len(batch["label"])
+                loss_sum += loss.item() * size
+                seen += size
+                hard += float(batch["is_hard"].sum())
+                negatives += float(size - batch["label"].sum())
+            train_seconds = time.perf_counter() - start
+            loss_sum, seen, hard, negatives = _all_reduce_sum([loss_sum, seen, hard, negatives], device)
 
-        # Every rank validates on the whole (small) split: identical weights give identical
-        # numbers, so every rank takes the same early-stopping decision without a broadcast.
-        metrics = validate(_unwrap(model), pairs, device)
-        metrics.update({
-            "epoch": epoch,
-            "train/loss": loss_sum / max(seen, 1.0),
-            "train/samples": seen,
-            "valid/hit_share_hard": hard / max(negatives, 1.0),  # realised share of also-view negatives
-            "train/epoch_seconds": time.perf_counter() - start,
-        })
-        value = metrics[metric]
-        state.epoch = epoch
-        if value > state.best_value:
-            state.best_value, state.best_epoch, state.epochs_without_improvement = value, epoch, 0
-            state.best_model_state = _state_to_cpu(_unwrap(model).state_dict())
-        else:
-            state.epochs_without_improvement += 1
-        stop = 0 < config.train.patience <= state.epochs_without_improvement
-        metrics.update({"best/epoch": state.best_epoch, f"best/{metric}": state.best_value, "early_stopped": stop,
-                        "resumed_from_epoch": -1 if state.resumed_from_epoch is None else state.resumed_from_epoch})
-        state.history.append(dict(metrics))
-        _report(metrics, model, optimizer, state, config, vocab, rank)
-        if stop:
-            break
+            # Every rank validates on the whole (small) split: identical weights give identical
+            # numbers, so every rank takes the same early-stopping decision without a broadcast.
+            metrics = validate(_unwrap(model), pairs, device)
+            metrics.update({
+                "epoch": epoch,
+                "train/loss": loss_sum / max(seen, 1.0),
+                "train/samples": seen,
+                "valid/hit_share_hard": hard / max(negatives, 1.0),  # realised share of also-view negatives
+                "train/epoch_seconds": time.perf_counter() - start,  # training and validation
+                "train/seconds": train_seconds,  # this worker's data pipeline and steps
+                "train/samples_per_second": seen / train_seconds,  # all workers' samples
+                "train/data_wait_seconds": data_wait,  # this worker's; near 0 when the feed keeps up
+            })
+            value = metrics[metric]
+            state.epoch = epoch
+            if value > state.best_value:
+                state.best_value, state.best_epoch, state.epochs_without_improvement = value, epoch, 0
+                state.best_model_state = _state_to_cpu(_unwrap(model).state_dict())
+            else:
+                state.epochs_without_improvement += 1
+            stop = 0 < config.train.patience <= state.epochs_without_improvement
+            metrics.update({"best/epoch": state.best_epoch, f"best/{metric}": state.best_value, "early_stopped": stop,
+                            "resumed_from_epoch": -1 if state.resumed_from_epoch is None else state.resumed_from_epoch})
+            state.history.append(dict(metrics))
+            _report(metrics, model, optimizer, state, config, vocab, rank)
+            if stop:
+                break
+    finally:
+        ray.kill(feeder)  # frees the epoch it may have mixed ahead
 
 
 def _report(metrics: dict[str, Any], model: torch.nn.Module, optimizer: Any, state: LoopState, config: Config,

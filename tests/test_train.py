@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from alsoview.catalog import load_catalog
 from alsoview.config import load_config
 from alsoview.errors import UserError
-from alsoview.train import (block_sizes, mix_block, resolve_resources, steps_per_epoch, validation_pairs,
-                            worker_blocks)
+from alsoview.feed import block_sizes, mix_block, mix_blocks, steps_per_epoch, worker_blocks
+from alsoview.train import fixed_size_batches, resolve_resources, validation_pairs
 
 
 
@@ -37,26 +38,37 @@ def prepared(smoke_config):
     return smoke_config
 
 
-def test_an_epochs_samples_do_not_depend_on_the_number_of_workers(prepared):
+def test_an_epochs_samples_do_not_depend_on_the_number_of_workers_or_blocks_per_task(prepared):
     catalog = load_catalog(prepared.data.prepared_dir)
     sampling = prepared.sampling
-    kwargs = dict(catalog_ref=[catalog], block_rows=sampling.block_rows, seed=5, epoch=2,
-                  negatives_per_positive=sampling.negatives_per_positive,
-                  also_view_fraction=sampling.also_view_fraction, random_pool="uniform", popularity_exponent=0.75)
+    mix_args = dict(block_rows=sampling.block_rows, seed=5, epoch=2,
+                    negatives_per_positive=sampling.negatives_per_positive,
+                    also_view_fraction=sampling.also_view_fraction, random_pool="uniform", popularity_exponent=0.75)
     n_blocks = len(block_sizes(len(catalog.train), sampling.block_rows))
 
-    def epoch_samples(world):
+    def epoch_samples(world, per_task):
         frames = []
         for rank in range(world):
-            for block in worker_blocks(n_blocks, 5, 2, rank, world):
-                frames.append(pd.DataFrame(mix_block({"block": np.array([block])}, **kwargs)))
+            blocks = worker_blocks(n_blocks, 5, 2, rank, world)
+            for start in range(0, len(blocks), per_task):
+                batch = {"block": blocks[start:start + per_task]}
+                frames += [pd.DataFrame(part) for part in mix_blocks(batch, catalog_ref=[catalog], **mix_args)]
         return pd.concat(frames).sort_values(["user", "item", "label", "is_hard"]).reset_index(drop=True)
 
-    one, three = epoch_samples(1), epoch_samples(3)
-    pd.testing.assert_frame_equal(one, three)
+    one = epoch_samples(1, 1)
+    pd.testing.assert_frame_equal(one, epoch_samples(3, 1))
+    pd.testing.assert_frame_equal(one, epoch_samples(2, 3))
     assert len(one) == len(catalog.train) * (1 + sampling.negatives_per_positive)
-    other_epoch = pd.DataFrame(mix_block({"block": np.array([0])}, **{**kwargs, "epoch": 3}))
-    assert not other_epoch.equals(pd.DataFrame(mix_block({"block": np.array([0])}, **kwargs)))
+    other_epoch = pd.DataFrame(mix_block(0, catalog, **{**mix_args, "epoch": 3}))
+    assert not other_epoch.equals(pd.DataFrame(mix_block(0, catalog, **mix_args)))
+
+
+def test_fixed_size_batches_cut_a_block_stream_like_rays_batching():
+    blocks = [{"x": torch.arange(start, stop)} for start, stop in ((0, 5), (5, 6), (6, 17), (17, 20))]
+    batches = [b["x"].tolist() for b in fixed_size_batches(iter(blocks), 4)]
+    assert batches == [list(range(s, min(s + 4, 20))) for s in range(0, 20, 4)]
+    assert [b["x"].tolist() for b in fixed_size_batches(iter(blocks[:1]), 8)] == [[0, 1, 2, 3, 4]]
+    assert list(fixed_size_batches(iter([]), 4)) == []
 
 
 def test_validation_pairs_are_real_negatives(prepared):

@@ -1,0 +1,180 @@
+"""Shared pieces of the benchmark scripts: the Video-Games-scale dataset, the machine, tables, JSON.
+
+Benchmarks are scripts, not tests: they print a table and write JSON under
+``benchmarks/results/``. Nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))  # run as `python benchmarks/x.py` from a checkout
+
+# Video Games 5-core (2018) has about 55k reviewers and 17k games with about 500k reviews; the
+# generator at this size writes 489,923 reviews and 86,710 meta lines in the raw format.
+VG_USERS, VG_ITEMS, VG_SEED = 55_000, 17_000, 0
+BENCH_DATA = ROOT / "data" / "bench"
+
+
+def vg_raw_dir() -> Path:
+    return BENCH_DATA / "vg_raw"
+
+
+def vg_prepared_dir() -> Path:
+    return BENCH_DATA / "vg_prepared"
+
+
+def ensure_vg_raw() -> Path:
+    """The generated Video-Games-scale raw files (made once, about 30 s)."""
+    from alsoview.data.synthetic import generate
+
+    out = vg_raw_dir()
+    if not (out / "generation.json").is_file():
+        print(f"[bench] generating a Video-Games-scale dataset in {out} ({VG_USERS} users, {VG_ITEMS} items)...",
+              flush=True)
+        generate(out, users=VG_USERS, items=VG_ITEMS, seed=VG_SEED)
+    return out
+
+
+def ensure_vg_prepared() -> Path:
+    """The prepared Video-Games-scale dataset with the hashing text encoder (made once, about 40 s)."""
+    out = vg_prepared_dir()
+    if not (out / "manifest.json").is_file():
+        raw = ensure_vg_raw()
+        print(f"[bench] preparing {raw} -> {out} (hashing text encoder)...", flush=True)
+        subprocess.run([sys.executable, "-m", "alsoview.cli", "prepare", "--reviews", str(raw / "reviews.json.gz"),
+                        "--meta", str(raw / "meta.json.gz"), "--out", str(out), "text.encoder=hashing"],
+                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return out
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import torch
+
+    import ray
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
+            "torch": torch.__version__, "ray": ray.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A Markdown table (so the README can take it as printed)."""
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+        return "" if value is None else str(value)
+
+    lines = [f"### {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    text = "\n".join(lines)
+    print("\n" + text + "\n", flush=True)
+    return text
+
+
+def write_json(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=str) + "\n")
+    print(f"[bench] wrote {path.relative_to(ROOT)}", flush=True)
+    return path
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+
+
+# ---------------------------------------------------------------- memory of a process tree
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry))
+    return children
+
+
+def process_tree(root: int) -> list[int]:
+    children, out, stack = _children_map(), [], [root]
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack.extend(children.get(pid, []))
+    return out
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size: shared pages (Ray's object store) are split between their users, not double counted."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return 0
+
+
+@dataclass
+class PeakMemory:
+    """Samples the summed PSS of a process and all its descendants (Ray's raylet, GCS and workers
+    started by a local ``ray.init`` are descendants of the driver). Linux only (/proc)."""
+
+    root: int
+    interval: float = 0.25
+    peak_bytes: int = 0
+    samples: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            total = sum(pss_bytes(pid) for pid in process_tree(self.root))
+            self.peak_bytes = max(self.peak_bytes, total)
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread = threading.Thread(target=self.run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def ray_local(num_cpus: int | None = None) -> None:
+    """A fresh local Ray on loopback (the benchmarks never join a cluster by accident)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", include_dashboard=True,
+                 dashboard_host="127.0.0.1", log_to_driver=True)

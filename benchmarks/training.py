@@ -1,0 +1,189 @@
+"""Training throughput: the full pipeline (Ray Data mixing feed + TorchTrainer) beside a plain
+in-process PyTorch loop over pre-built tensors with the same model, optimiser, batch size and
+thread count: the limit on this machine.
+
+    python benchmarks/training.py                      # both embedding modes, 1 and 2 workers
+    python benchmarks/training.py --embeddings sparse --workers 1 --epochs 3
+    python benchmarks/training.py --gpu                # see benchmarks/gpu.sh
+
+Plain loop: one epoch's samples (the same mixing, k=4, f=0.5) as tensors on the device, shuffled
+once; after 50 warm-up steps, one full pass is timed, with ``loss.item()`` every step as in the
+pipeline. Pipeline: ``alsoview.train.train`` for ``--epochs`` epochs; the samples/s of every epoch
+after the first (warm-up: Ray start-up, worker start, first Ray Data plan) come from the run's
+history (``train/samples_per_second``: samples over the time of the data feed plus the steps,
+validation excluded). The ratio divides the pipeline's median by the plain loop with the same
+total number of torch threads. Prints a table, writes benchmarks/results/training[-gpu].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+from typing import Any
+
+from _common import ensure_vg_prepared, median, print_table, ray_local, write_json
+
+
+def _config(prepared: str, overrides: list[str]) -> Any:
+    from alsoview.config import load_config
+
+    return load_config(None, [f"data.prepared_dir={prepared}", *overrides])
+
+
+def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup_steps: int = 50) -> dict[str, Any]:
+    """Samples/s of a plain loop over pre-built tensors: no data pipeline, no Ray, no DDP."""
+    import torch
+
+    from alsoview.model import build_optimizer
+    from alsoview.sampling import epoch_rng, mix_negatives
+    from alsoview.train import build_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(config.seed)
+    sampling = config.sampling
+    rng = epoch_rng(config.seed, 0, 0)
+    columns, _ = mix_negatives(catalog.train.users, catalog.train.items, catalog.sampling,
+                               negatives_per_positive=sampling.negatives_per_positive,
+                               also_view_fraction=sampling.also_view_fraction, rng=rng)
+    order = rng.permutation(len(columns["label"]))
+    device = torch.device(device_name)
+    users = torch.as_tensor(columns["user"][order], dtype=torch.long, device=device)
+    items = torch.as_tensor(columns["item"][order], dtype=torch.long, device=device)
+    labels = torch.as_tensor(columns["label"][order], dtype=torch.float32, device=device)
+    model = build_model(catalog, config).to(device)
+    optimizer = build_optimizer(model, config.train.learning_rate, config.model.sparse_embeddings)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    batch = config.train.batch_size
+    n = len(labels)
+    model.train()
+
+    def step(start: int) -> float:
+        loss = loss_fn(model(users[start:start + batch], items[start:start + batch]), labels[start:start + batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    for s in range(warmup_steps):
+        step((s * batch) % (n - batch))
+    begin = time.perf_counter()
+    for start in range(0, n, batch):
+        step(start)
+    seconds = time.perf_counter() - begin
+    return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds}
+
+
+def pipeline(prepared: str, overrides: list[str], workers: int, epochs: int, runs_dir: str) -> dict[str, Any]:
+    """Samples/s of `alsoview train` (Ray Data feed + TorchTrainer) per epoch after the first."""
+    import pandas as pd
+
+    from alsoview.train import resolve_resources, train
+
+    import ray
+
+    name = f"bench-{workers}w-{int(time.time())}"
+    config = _config(prepared, [*overrides, f"train.num_workers={workers}", f"train.epochs={epochs}",
+                                "train.patience=0", f"train.runs_dir={runs_dir}", f"train.run_name={name}"])
+    _, cpus_per_worker, threads = resolve_resources(config, ray.cluster_resources())
+    begin = time.perf_counter()
+    result = train(config)
+    wall = time.perf_counter() - begin
+    history = pd.read_csv(result.run_dir / "history.csv")
+    timed = history[history["epoch"] >= 1]
+    return {
+        "workers": workers, "threads_per_worker": threads, "cpus_per_worker": cpus_per_worker,
+        "epochs": epochs, "fit_wall_seconds": wall,
+        "samples_per_epoch": float(history["train/samples"].iloc[0]),
+        "samples_per_s_by_epoch": [float(v) for v in timed["train/samples_per_second"]],
+        "samples_per_s": median(list(timed["train/samples_per_second"])),
+        "epoch_seconds_by_epoch": [float(v) for v in history["train/epoch_seconds"]],
+        "train_seconds_by_epoch": [float(v) for v in history["train/seconds"]],
+        "data_wait_seconds_by_epoch": [float(v) for v in history["train/data_wait_seconds"]],
+        "valid_auc_last": float(history["valid/auc"].iloc[-1]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prepared", help="a prepared dataset (default: the generated Video-Games-scale one)")
+    parser.add_argument("--embeddings", default="sparse,dense", help="comma list of sparse,dense")
+    parser.add_argument("--workers", default="1,2", help="comma list of pipeline worker counts")
+    parser.add_argument("--epochs", type=int, default=3, help="pipeline epochs (the first is warm-up)")
+    parser.add_argument("--gpu", action="store_true", help="run the plain loop and the pipeline on the GPU too")
+    parser.add_argument("--skip-pipeline", action="store_true", help="plain loops only")
+    parser.add_argument("--skip-plain", action="store_true", help="pipeline runs only (no ratio)")
+    args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be >= 2 (the first epoch is warm-up)")
+
+    import torch
+
+    from alsoview.catalog import load_catalog
+    from alsoview.train import resolve_resources
+
+    prepared = args.prepared or str(ensure_vg_prepared())
+    catalog = load_catalog(prepared)
+    cores = os.cpu_count() or 1
+    modes = [m for m in args.embeddings.split(",") if m]
+    worker_counts = [int(w) for w in args.workers.split(",") if w]
+    if args.gpu and not torch.cuda.is_available():
+        raise SystemExit("--gpu: torch sees no CUDA device")
+    print(f"[bench] {len(catalog.train):,} training positives, {catalog.n_users:,} users, {catalog.n_items:,} items, "
+          f"text dim {catalog.text_dim}; {cores} cores", flush=True)
+
+    rows: list[dict[str, Any]] = []
+    for mode in modes:
+        base = [f"model.sparse_embeddings={'true' if mode == 'sparse' else 'false'}"]
+        config = _config(prepared, base)
+        # The plain loop gets the torch threads the pipeline's workers get, in total.
+        threads_for = {}
+        for workers in worker_counts:
+            cfg = _config(prepared, [*base, f"train.num_workers={workers}"])
+            _, _, threads = resolve_resources(cfg, {"CPU": cores})
+            threads_for[workers] = threads * workers
+        for threads in [] if args.skip_plain else sorted(set(threads_for.values())):
+            result = plain_loop(catalog, config, threads, "cpu")
+            rows.append({"embeddings": mode, "run": "plain loop", "device": "cpu", "workers": "-",
+                         "torch threads": threads, **result})
+            print(f"[bench] plain {mode} cpu {threads} threads: {result['samples_per_s']:,.0f} samples/s", flush=True)
+        if args.gpu and not args.skip_plain:
+            result = plain_loop(catalog, config, 1, "cuda")
+            rows.append({"embeddings": mode, "run": "plain loop", "device": "cuda", "workers": "-",
+                         "torch threads": 1, **result})
+            print(f"[bench] plain {mode} cuda: {result['samples_per_s']:,.0f} samples/s", flush=True)
+
+    if not args.skip_pipeline:
+        ray_local()
+        with tempfile.TemporaryDirectory(prefix="alsoview-bench-") as runs_dir:
+            for mode in modes:
+                base = [f"model.sparse_embeddings={'true' if mode == 'sparse' else 'false'}"]
+                devices = [("cpu", ["train.use_gpu=false"])] + ([("cuda", ["train.use_gpu=true"])] if args.gpu else [])
+                for device, device_overrides in devices:
+                    for workers in worker_counts:
+                        if device == "cuda" and workers > torch.cuda.device_count():
+                            continue
+                        result = pipeline(prepared, [*base, *device_overrides], workers, args.epochs, runs_dir)
+                        total_threads = result["threads_per_worker"] * workers
+                        plain = next((r for r in rows if r["run"] == "plain loop" and r["embeddings"] == mode
+                                      and r["device"] == device
+                                      and (device == "cuda" or r["torch threads"] == total_threads)), None)
+                        ratio = result["samples_per_s"] / plain["samples_per_s"] if plain else math.nan
+                        rows.append({"embeddings": mode, "run": "pipeline", "device": device, "workers": workers,
+                                     "torch threads": total_threads, **result, "ratio_to_plain": ratio})
+                        print(f"[bench] pipeline {mode} {device} {workers} workers: {result['samples_per_s']:,.0f} "
+                              f"samples/s ({ratio:.2f}x plain)", flush=True)
+
+    table = print_table("Training samples/s (median of the timed epochs)", rows,
+                        ["embeddings", "run", "device", "workers", "torch threads", "samples_per_s", "ratio_to_plain"])
+    write_json("training-gpu" if args.gpu else "training",
+               {"dataset": prepared, "train_positives": len(catalog.train), "rows": rows, "table": table,
+                "command": "python benchmarks/training.py " + " ".join(
+                    a for a in [f"--embeddings {args.embeddings}", f"--workers {args.workers}",
+                                f"--epochs {args.epochs}", "--gpu" if args.gpu else ""] if a)})
+
+
+if __name__ == "__main__":
+    main()
