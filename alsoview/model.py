@@ -23,7 +23,8 @@ from torch import nn
 
 from alsoview.config import ModelConfig  # validated with the rest of the run config
 
-__all__ = ["ModelConfig", "AlsoViewMLP", "MixedOptimizer", "build_optimizer", "count_parameters", "to_known_ids"]
+__all__ = ["ModelConfig", "AlsoViewMLP", "FastDropout", "RowSparseAdam", "MixedOptimizer", "build_optimizer",
+           "count_parameters", "to_known_ids"]
 
 # Embedding rows start small (like Keras' uniform(-0.05, 0.05)); N(0, 1) rows would dwarf the
 # scalar price features in the first layer.
@@ -183,8 +184,9 @@ class RowSparseAdam(torch.optim.Optimizer):
     dense row operations instead of sparse tensors.
 
     The numbers are SparseAdam's (the tests compare them) and so is the state layout (``step``,
-    ``exp_avg``, ``exp_avg_sq``); a step costs about a quarter of SparseAdam's on the CPU, where
-    building sparse tensors and ``sparse_mask`` dominate for batches of a few hundred rows.
+    ``exp_avg``, ``exp_avg_sq``); a step costs about 60% of SparseAdam's on the CPU (500 vs 810 us
+    for 512 rows of a 55,000 x 64 table, one thread), where building sparse tensors and
+    ``sparse_mask`` dominate for batches of a few hundred rows.
     """
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),

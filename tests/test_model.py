@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from alsoview.errors import UserError
-from alsoview.model import AlsoViewMLP, MixedOptimizer, ModelConfig, build_optimizer, count_parameters, to_known_ids
+from alsoview.model import (AlsoViewMLP, FastDropout, MixedOptimizer, ModelConfig, RowSparseAdam, build_optimizer,
+                            count_parameters, to_known_ids)
 
 N_USERS, N_ITEMS, N_BRANDS, TEXT_DIM = 5, 7, 3, 10
 
@@ -163,3 +164,55 @@ def test_product_interaction_adds_the_elementwise_term() -> None:
     users, items = torch.tensor([1, 2]), torch.tensor([3, 4])
     product.eval()
     assert product(users, items).shape == (2,)
+
+
+def test_row_sparse_adam_matches_torch_sparse_adam_with_repeated_rows() -> None:
+    torch.manual_seed(0)
+    ours, theirs = nn.Embedding(50, 4, sparse=True), nn.Embedding(50, 4, sparse=True)
+    theirs.load_state_dict(ours.state_dict())
+    opt_ours, opt_theirs = RowSparseAdam(ours.parameters(), lr=0.01), torch.optim.SparseAdam(theirs.parameters(), lr=0.01)
+    for step in range(25):
+        ids = torch.randint(0, 12, (40,))  # many repeats: the duplicate rows' gradients must be summed
+        weight = torch.randn(40, 4)
+        for emb, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            opt.zero_grad()
+            (emb(ids) * weight).sum().backward()
+            opt.step()
+    torch.testing.assert_close(ours.weight, theirs.weight, rtol=1e-6, atol=1e-7)
+    for key in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(opt_ours.state[ours.weight][key], opt_theirs.state[theirs.weight][key])
+    assert opt_ours.state[ours.weight]["step"] == 25
+    assert torch.equal(ours.weight[12:], theirs.weight[12:])  # rows never in a batch never move
+
+
+def test_row_sparse_adam_refuses_dense_gradients() -> None:
+    layer = nn.Linear(3, 1)
+    opt = RowSparseAdam(layer.parameters(), lr=0.1)
+    layer(torch.ones(2, 3)).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        opt.step()
+
+
+@pytest.mark.parametrize("p", [0.5, 0.3, 0.0])
+def test_fast_dropout_has_nn_dropouts_distribution(p: float) -> None:
+    layer = FastDropout(p).train()
+    x = torch.ones(400, 1000, requires_grad=True)
+    torch.manual_seed(3)
+    out = layer(x)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.005
+    assert abs(out.mean().item() - 1.0) < 0.01  # inverted dropout keeps the expected value
+    assert torch.unique(out[kept]).numel() == 1  # one scale for every kept value
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, out.detach())  # the gradient is the same mask and scale
+    torch.manual_seed(3)
+    assert torch.equal(layer(x), out)  # seeded by torch's generator
+    assert torch.equal(layer.eval()(x), x)
+
+
+def test_fast_dropout_masks_are_independent_across_columns() -> None:
+    torch.manual_seed(0)
+    mask = (FastDropout(0.5).train()(torch.ones(20000, 8)) != 0).float()
+    correlation = torch.corrcoef(mask.T)
+    off_diagonal = correlation[~torch.eye(8, dtype=torch.bool)]
+    assert off_diagonal.abs().max() < 0.05

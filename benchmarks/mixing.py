@@ -1,0 +1,134 @@
+"""Negative mixing throughput: the Ray Data stage beside the same pure function in one process and
+a naive per-row Python sampler, on the generated Video-Games-scale dataset (k=4, f=0.5).
+
+    python benchmarks/mixing.py
+    python benchmarks/mixing.py --epochs 5 --naive-positives 20000
+
+- naive: a per-row loop (``random.sample`` from the also-view list minus the user's items, then
+  rejection draws for random items against a Python set), on the first ``--naive-positives``;
+- pure, one process: ``feed.mix_block`` over every block of an epoch (block_rows positives
+  each, as training uses), one after the other;
+- Ray Data: ``feed.epoch_dataset(...).materialize()`` for all blocks, the stage training runs
+  (tasks of ``sampling.blocks_per_task`` blocks, ``sampling.cpus_per_task`` CPUs each), with warm
+  workers: the median of the epochs after the first. Per core divides by the cores Ray has.
+
+Negatives counted are the rows with label 0. Writes benchmarks/results/mixing.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from typing import Any
+
+from _common import ensure_vg_prepared, median, print_table, ray_local, write_json
+
+
+def naive_sampler(catalog: Any, n_positives: int, k: int, fraction: float, seed: int) -> int:
+    """The obvious Python loop; returns the number of negatives drawn."""
+    rng = random.Random(seed)
+    tables = catalog.sampling
+    indptr, indices = tables.also_view_indptr, tables.also_view_indices
+    u_indptr, u_indices = tables.user_items_indptr, tables.user_items_indices
+    n_items = tables.n_items
+    drawn = 0
+    for user, item in zip(catalog.train.users[:n_positives].tolist(), catalog.train.items[:n_positives].tolist()):
+        seen = set(u_indices[u_indptr[user]:u_indptr[user + 1]].tolist())
+        hard_wanted = int(k * fraction) + (rng.random() < (k * fraction) % 1)
+        candidates = [i for i in indices[indptr[item]:indptr[item + 1]].tolist() if i not in seen]
+        negatives = rng.sample(candidates, min(hard_wanted, len(candidates)))
+        while len(negatives) < k:
+            candidate = rng.randrange(1, n_items)
+            if candidate not in seen:
+                negatives.append(candidate)
+        drawn += len(negatives)
+    return drawn
+
+
+def pure_epoch(catalog: Any, config: Any, epoch: int) -> tuple[int, float]:
+    from alsoview.feed import block_sizes, mix_block
+
+    s = config.sampling
+    args = dict(block_rows=s.block_rows, seed=config.seed, negatives_per_positive=s.negatives_per_positive,
+                also_view_fraction=s.also_view_fraction, random_pool=s.random_pool,
+                popularity_exponent=s.popularity_exponent)
+    begin = time.perf_counter()
+    negatives = 0
+    for block in range(len(block_sizes(len(catalog.train), s.block_rows))):
+        negatives += int((mix_block(block, catalog, epoch=epoch, **args)["label"] == 0).sum())
+    return negatives, time.perf_counter() - begin
+
+
+def ray_epoch(catalog_ref: list, config: Any, n_blocks: int, epoch: int) -> tuple[int, float]:
+    import numpy as np
+
+    from alsoview.feed import epoch_dataset
+
+    begin = time.perf_counter()
+    dataset = epoch_dataset(np.arange(n_blocks), config, catalog_ref, epoch).materialize()
+    seconds = time.perf_counter() - begin
+    negatives = dataset.count() - int(dataset.sum("label"))
+    return negatives, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prepared", help="a prepared dataset (default: the generated Video-Games-scale one)")
+    parser.add_argument("--epochs", type=int, default=4, help="Ray Data epochs (the first warms the workers up)")
+    parser.add_argument("--naive-positives", type=int, default=20_000)
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. sampling.block_rows=4096")
+    args = parser.parse_args()
+
+    import ray
+
+    from alsoview.catalog import load_catalog
+    from alsoview.config import load_config
+    from alsoview.feed import block_sizes
+
+    prepared = args.prepared or str(ensure_vg_prepared())
+    config = load_config(None, [f"data.prepared_dir={prepared}", *args.overrides])
+    s = config.sampling
+    catalog = load_catalog(prepared)
+    n_blocks = len(block_sizes(len(catalog.train), s.block_rows))
+    cores = os.cpu_count() or 1
+    print(f"[bench] {len(catalog.train):,} positives in {n_blocks} blocks of {s.block_rows}; k={s.negatives_per_positive}, "
+          f"f={s.also_view_fraction}; {cores} cores", flush=True)
+    rows: list[dict[str, Any]] = []
+
+    begin = time.perf_counter()
+    drawn = naive_sampler(catalog, args.naive_positives, s.negatives_per_positive, s.also_view_fraction, config.seed)
+    seconds = time.perf_counter() - begin
+    rows.append({"sampler": "naive per-row Python", "cores": 1, "negatives": drawn, "seconds": seconds,
+                 "negatives_per_s": drawn / seconds, "per_core": drawn / seconds})
+
+    results = [pure_epoch(catalog, config, epoch) for epoch in range(2)]
+    negatives, seconds = results[-1]
+    rows.append({"sampler": "pure mix_block, one process", "cores": 1, "negatives": negatives, "seconds": seconds,
+                 "negatives_per_s": negatives / seconds, "per_core": negatives / seconds})
+
+    ray_local()
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    catalog_ref = [ray.put(catalog)]
+    epochs = [ray_epoch(catalog_ref, config, n_blocks, epoch) for epoch in range(args.epochs)]
+    timed = epochs[1:] or epochs
+    seconds = median([t for _, t in timed])
+    negatives = timed[0][0]
+    ray_cores = ray.cluster_resources().get("CPU", cores)
+    rows.append({"sampler": f"Ray Data epoch ({s.blocks_per_task} blocks/task, {s.cpus_per_task:g} CPU/task)",
+                 "cores": ray_cores, "negatives": negatives, "seconds": seconds, "negatives_per_s": negatives / seconds,
+                 "per_core": negatives / seconds / ray_cores})
+    for row in rows:
+        print(f"[bench] {row['sampler']}: {row['negatives_per_s']:,.0f} negatives/s", flush=True)
+
+    table = print_table("Negative mixing (k=%d, f=%g)" % (s.negatives_per_positive, s.also_view_fraction), rows,
+                        ["sampler", "cores", "negatives", "seconds", "negatives_per_s", "per_core"])
+    write_json("mixing", {"dataset": prepared, "overrides": args.overrides, "rows": rows, "table": table,
+                          "ray_epoch_seconds": [t for _, t in epochs],
+                          "command": "python benchmarks/mixing.py " + " ".join(args.overrides)})
+
+
+if __name__ == "__main__":
+    main()

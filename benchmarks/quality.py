@@ -1,0 +1,129 @@
+"""Do the cheaper model ops change the results? Same data, same seeds, three implementations:
+
+- ``reference``: the model as first built: ``nn.Dropout`` and dense ``torch.optim.Adam`` (foreach);
+- ``dense``: ``FastDropout`` and fused Adam (``model.sparse_embeddings=false``);
+- ``sparse``: ``FastDropout``, sparse embedding gradients with RowSparseAdam (SparseAdam's
+  update) on the embeddings and fused Adam on the rest (``model.sparse_embeddings=true``).
+
+    python benchmarks/quality.py                    # the generated default dataset, 3 seeds, 15 epochs
+    python benchmarks/quality.py --prepared DIR --seeds 5 --epochs 20
+
+Each run trains in-process with the training pipeline's pure pieces (the same per-block
+mixing and batch order as ``alsoview train`` with one worker), keeps the epoch with the best
+``valid/auc``, and scores ``test`` with the evaluation protocols. Prints mean +- standard
+deviation over seeds per implementation; writes benchmarks/results/quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+from _common import ROOT, print_table, write_json
+
+METRICS = ("valid/auc", "test/full/ndcg@10", "test/full/auc", "test/hard/auc", "test/sampled100/ndcg@10")
+
+
+def train_in_process(catalog: Any, config: Any, variant: str) -> tuple[Any, dict[str, float]]:
+    import numpy as np
+    import torch
+
+    from alsoview.feed import block_sizes, mix_block, steps_per_epoch, worker_blocks
+    from alsoview.model import build_optimizer
+    from alsoview.train import build_model, fixed_size_batches, validate, validation_pairs
+
+    torch.manual_seed(config.seed)
+    model = build_model(catalog, config)
+    if variant == "reference":
+        for index, layer in enumerate(model.mlp):
+            if type(layer).__name__ == "FastDropout":
+                model.mlp[index] = torch.nn.Dropout(layer.p)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
+    else:
+        optimizer = build_optimizer(model, config.train.learning_rate, config.model.sparse_embeddings)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    pairs = validation_pairs(catalog, config.seed)
+    sampling = config.sampling
+    sizes = block_sizes(len(catalog.train), sampling.block_rows)
+    mix_args = dict(block_rows=sampling.block_rows, seed=config.seed, negatives_per_positive=sampling.negatives_per_positive,
+                    also_view_fraction=sampling.also_view_fraction, random_pool=sampling.random_pool,
+                    popularity_exponent=sampling.popularity_exponent)
+    best, best_state = -np.inf, None
+    for epoch in range(config.train.epochs):
+        blocks = ({k: torch.as_tensor(v) for k, v in mix_block(int(b), catalog, epoch=epoch, **mix_args).items()}
+                  for b in worker_blocks(len(sizes), config.seed, epoch, 0, 1))
+        steps = steps_per_epoch(sizes, config.seed, epoch, 1, 1 + sampling.negatives_per_positive,
+                                config.train.batch_size)
+        model.train()
+        for _, batch in zip(range(steps), fixed_size_batches(blocks, config.train.batch_size)):
+            loss = loss_fn(model(batch["user"].long(), batch["item"].long()), batch["label"].float())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        auc = validate(model, pairs, torch.device("cpu"))["valid/auc"]
+        if auc > best:
+            best, best_state = auc, {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    return model.eval(), {"valid/auc": float(best)}
+
+
+def evaluate_model(model: Any, catalog: Any, seed: int) -> dict[str, float]:
+    from alsoview.evaluate import ModelScorer, build_cases, score_rows, summarize
+
+    import numpy as np
+
+    cases = build_cases(catalog, "test", seed)
+    counts = score_rows(ModelScorer(model), cases, np.arange(len(cases.users)))
+    return summarize(counts, "test")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prepared", default=str(ROOT / "data" / "prepared" / "default"),
+                        help="a prepared dataset (default: the generated default one; `alsoview prepare` makes it)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--variants", default="reference,dense,sparse")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+
+    import torch
+
+    from alsoview.catalog import load_catalog
+    from alsoview.config import load_config
+
+    torch.set_num_threads(args.threads)
+    catalog = load_catalog(args.prepared)
+    runs: list[dict[str, Any]] = []
+    for variant in args.variants.split(","):
+        for seed in range(args.seeds):
+            config = load_config(None, [f"data.prepared_dir={args.prepared}", f"seed={seed}",
+                                        f"train.epochs={args.epochs}",
+                                        f"model.sparse_embeddings={'true' if variant == 'sparse' else 'false'}"])
+            begin = time.perf_counter()
+            model, valid = train_in_process(catalog, config, variant)
+            metrics = {**valid, **evaluate_model(model, catalog, seed)}
+            runs.append({"variant": variant, "seed": seed, "seconds": time.perf_counter() - begin,
+                         **{m: metrics[m] for m in METRICS}})
+            print(f"[bench] {variant} seed {seed}: " + "  ".join(f"{m} {metrics[m]:.4f}" for m in METRICS), flush=True)
+
+    rows = []
+    for variant in args.variants.split(","):
+        mine = [r for r in runs if r["variant"] == variant]
+        row: dict[str, Any] = {"variant": variant, "seeds": len(mine)}
+        for m in METRICS:
+            values = [r[m] for r in mine]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[m] = f"{statistics.mean(values):.4f} ± {spread:.4f}"
+        row["seconds/run"] = f"{statistics.mean(r['seconds'] for r in mine):.0f}"
+        rows.append(row)
+    table = print_table(f"Quality by implementation (mean ± std over {args.seeds} seeds, {args.epochs} epochs, "
+                        f"best valid/auc epoch)", rows, ["variant", "seeds", *METRICS, "seconds/run"])
+    write_json("quality", {"dataset": args.prepared, "epochs": args.epochs, "runs": runs, "table": table,
+                           "command": f"python benchmarks/quality.py --seeds {args.seeds} --epochs {args.epochs}"})
+
+
+if __name__ == "__main__":
+    main()
