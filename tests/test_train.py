@@ -52,7 +52,7 @@ def test_an_epochs_samples_do_not_depend_on_the_number_of_workers_or_blocks_per_
             blocks = worker_blocks(n_blocks, 5, 2, rank, world)
             for start in range(0, len(blocks), per_task):
                 batch = {"block": blocks[start:start + per_task]}
-                frames += [pd.DataFrame(part) for part in mix_blocks(batch, catalog_ref=[catalog], **mix_args)]
+                frames.append(pd.DataFrame(mix_blocks(batch, catalog_ref=[catalog], **mix_args)))
         return pd.concat(frames).sort_values(["user", "item", "label", "is_hard"]).reset_index(drop=True)
 
     one = epoch_samples(1, 1)
