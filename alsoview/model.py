@@ -220,11 +220,10 @@ class RowSparseAdam(torch.optim.Optimizer):
     @staticmethod
     def _update_rows(param: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], lr: float, beta1: float,
                      beta2: float, eps: float) -> None:
-        ids, values = grad._indices()[0], grad._values()  # uncoalesced: a row may appear several times
-        if values.numel() == 0:
+        grad = grad.coalesce()  # as SparseAdam does: repeated rows summed, rows sorted and unique
+        rows, g = grad._indices()[0], grad._values()
+        if g.numel() == 0:
             return
-        rows, position = torch.unique(ids, sorted=True, return_inverse=True)
-        g = values.new_zeros((len(rows),) + tuple(values.shape[1:])).index_add_(0, position, values)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         old_avg, old_sq = exp_avg.index_select(0, rows), exp_avg_sq.index_select(0, rows)
         new_avg = g.sub(old_avg).mul_(1 - beta1).add_(old_avg)

@@ -394,6 +394,13 @@ def build_trainer(config: Config, catalog: Catalog, callbacks: list | None = Non
     from ray.train.torch import TorchTrainer
 
     use_gpu, cpus_per_worker, threads = resolve_resources(config, budget or ray.cluster_resources())
+    if config.model.sparse_embeddings and config.train.num_workers > 1:
+        # DDP all-reduces sparse gradients with gloo only (not NCCL), and on torch 2.13 CPU this
+        # model's sparse all-reduce corrupted the heap within 2,000 steps (SIGSEGV in gloo's ring),
+        # reproduced without Ray and with torch's own SparseAdam: refused, not left to crash.
+        raise UserError("model.sparse_embeddings=true needs train.num_workers=1: multi-worker training "
+                        "all-reduces sparse gradients, which crashes in torch's gloo backend; use dense "
+                        "embeddings (the default) for several workers")
     blocks = block_sizes(len(catalog.train), config.sampling.block_rows)
     if len(blocks) < config.train.num_workers:
         raise UserError(f"{len(catalog.train)} training positives make {len(blocks)} blocks of "

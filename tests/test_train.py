@@ -133,3 +133,13 @@ def test_the_newest_complete_checkpoint_is_found_on_disk(tmp_path):
         if complete:
             (folder / CHECKPOINT_FILE).write_bytes(b"x")
     assert latest_checkpoint_dir(str(tmp_path)) == tmp_path / "checkpoint_2026-01-01_00-00-02"
+
+
+def test_sparse_embeddings_with_several_workers_are_refused_before_any_ray_work(prepared):
+    from alsoview.train import build_trainer
+
+    catalog = load_catalog(prepared.data.prepared_dir)
+    config = load_config(None, [f"data.prepared_dir={prepared.data.prepared_dir}", "model.sparse_embeddings=true",
+                                "train.num_workers=2", "sampling.block_rows=512"])
+    with pytest.raises(UserError, match="num_workers=1"):
+        build_trainer(config, catalog, budget={"CPU": 4})
