@@ -81,8 +81,7 @@ def evaluate_model(model: Any, catalog: Any, seed: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prepared", default=str(ROOT / "data" / "prepared" / "default"),
-                        help="a prepared dataset (default: the generated default one; `alsoview prepare` makes it)")
+    parser.add_argument("--prepared", help="a prepared dataset (default: the generated default one, made if missing)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--variants", default="reference,dense,sparse")
@@ -95,6 +94,12 @@ def main() -> None:
     from alsoview.config import load_config
 
     torch.set_num_threads(args.threads)
+    if args.prepared is None:  # the embedded default dataset, generated and prepared on first use
+        from alsoview.data.prepare import ensure_prepared
+
+        default = load_config(None, [f"data.generated_dir={ROOT / 'data' / 'generated' / 'default'}",
+                                     f"data.prepared_dir={ROOT / 'data' / 'prepared' / 'default'}"])
+        args.prepared = ensure_prepared(default).data.prepared_dir
     catalog = load_catalog(args.prepared)
     runs: list[dict[str, Any]] = []
     for variant in args.variants.split(","):
