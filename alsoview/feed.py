@@ -75,7 +75,7 @@ def mix_blocks(batch: dict[str, np.ndarray], catalog_ref: list, **mix_args: Any)
     One task mixes several blocks: a Ray Data task costs tens of milliseconds of scheduling,
     far more than mixing one block (about 3 ms for 2048 positives), and one output per task
     rather than one per block cut an epoch's materialisation from 7.3 s to 4.5 s at Video
-    Games scale (benchmarks/mixing.py). The positives come from the shared catalog.
+    Games scale (a scratch run beside benchmarks/mixing.py). The positives come from the shared catalog.
     """
     catalog = cached_catalog(catalog_ref)
     parts = [mix_block(block, catalog, **mix_args) for block in batch["block"].tolist()]
@@ -110,13 +110,16 @@ def epoch_dataset(blocks: np.ndarray, config: Config, catalog_ref: list, epoch: 
         batch_size=per_task,
         batch_format="numpy",
         num_cpus=sampling.cpus_per_task,
-        fn_kwargs={
-            "catalog_ref": catalog_ref, "block_rows": sampling.block_rows, "seed": config.seed, "epoch": epoch,
-            "negatives_per_positive": sampling.negatives_per_positive,
-            "also_view_fraction": sampling.also_view_fraction, "random_pool": sampling.random_pool,
-            "popularity_exponent": sampling.popularity_exponent,
-        },
+        fn_kwargs={"catalog_ref": catalog_ref, **mix_arguments(config, epoch)},
     )
+
+
+def mix_arguments(config: Config, epoch: int) -> dict[str, Any]:
+    """The keyword arguments of :func:`mix_block` (after the block and catalog) for `epoch`."""
+    s = config.sampling
+    return {"block_rows": s.block_rows, "seed": config.seed, "epoch": epoch,
+            "negatives_per_positive": s.negatives_per_positive, "also_view_fraction": s.also_view_fraction,
+            "random_pool": s.random_pool, "popularity_exponent": s.popularity_exponent}
 
 
 class EpochFeeder:

@@ -132,10 +132,11 @@ class AlsoViewMLP(nn.Module):
 
 
 class FastDropout(nn.Module):
-    """Inverted dropout with the same distribution as ``nn.Dropout``, at a third of its CPU cost.
+    """Inverted dropout with the same distribution as ``nn.Dropout``, at about half its CPU cost.
 
     On the CPU, ``torch.nn.functional.dropout`` draws one Bernoulli per element through a slow
-    path (about 1.2 ms for a 512 x 128 activation on one core, more than the layer's matmul).
+    path (about 1.2 ms for a 512 x 128 activation on one core, more than the layer's matmul;
+    forward plus backward here: 0.68 ms against 1.21 ms).
     Here each element gets 16 random bits from one 64-bit draw per four elements, and is kept
     when those bits are at or above ``p`` quantised to 1/65536; the kept values are scaled by the
     exact keep rate of that quantised ``p`` (unbiased). Seeded by torch's generator like
@@ -184,8 +185,8 @@ class RowSparseAdam(torch.optim.Optimizer):
     dense row operations instead of sparse tensors.
 
     The numbers are SparseAdam's (the tests compare them) and so is the state layout (``step``,
-    ``exp_avg``, ``exp_avg_sq``); a step costs about 60% of SparseAdam's on the CPU (500 vs 810 us
-    for 512 rows of a 55,000 x 64 table, one thread), where building sparse tensors and
+    ``exp_avg``, ``exp_avg_sq``); a step costs about two thirds of SparseAdam's on the CPU (330 vs
+    500 us for 512 rows of a 55,000 x 64 table, one thread), where building sparse tensors and
     ``sparse_mask`` dominate for batches of a few hundred rows.
     """
 
@@ -278,8 +279,8 @@ class MixedOptimizer:
 
 
 def build_optimizer(model: nn.Module, lr: float, sparse: bool) -> torch.optim.Optimizer | MixedOptimizer:
-    """Adam for a dense model; for ``sparse=True`` a :class:`MixedOptimizer` (RowSparseAdam, SparseAdam's update, on sparse
-    embeddings, Adam on the rest). Works on a DDP-wrapped model too. Raises ``ValueError`` when
+    """Adam for a dense model; for ``sparse=True`` a :class:`MixedOptimizer` (RowSparseAdam, with
+    SparseAdam's update, on sparse embeddings; Adam on the rest). Works on a DDP-wrapped model too. Raises ``ValueError`` when
     ``sparse`` does not match the model (plain Adam rejects sparse gradients, SparseAdam dense ones).
     """
     sparse_params = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
@@ -296,7 +297,8 @@ def build_optimizer(model: nn.Module, lr: float, sparse: bool) -> torch.optim.Op
 
 
 def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
-    """Adam with the fused kernel (one pass over all parameters; 2x faster than foreach on the CPU).
+    """Adam with the fused kernel: one pass over all parameters. On the CPU it took a plain dense
+    training step from 17k to 38k samples/s (one thread, Video Games scale) against foreach.
 
     Same update rule and state as the default implementation.
     """

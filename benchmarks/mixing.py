@@ -50,16 +50,13 @@ def naive_sampler(catalog: Any, n_positives: int, k: int, fraction: float, seed:
 
 
 def pure_epoch(catalog: Any, config: Any, epoch: int) -> tuple[int, float]:
-    from alsoview.feed import block_sizes, mix_block
+    from alsoview.feed import block_sizes, mix_arguments, mix_block
 
     s = config.sampling
-    args = dict(block_rows=s.block_rows, seed=config.seed, negatives_per_positive=s.negatives_per_positive,
-                also_view_fraction=s.also_view_fraction, random_pool=s.random_pool,
-                popularity_exponent=s.popularity_exponent)
     begin = time.perf_counter()
     negatives = 0
     for block in range(len(block_sizes(len(catalog.train), s.block_rows))):
-        negatives += int((mix_block(block, catalog, epoch=epoch, **args)["label"] == 0).sum())
+        negatives += int((mix_block(block, catalog, **mix_arguments(config, epoch))["label"] == 0).sum())
     return negatives, time.perf_counter() - begin
 
 

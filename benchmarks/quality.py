@@ -30,7 +30,7 @@ def train_in_process(catalog: Any, config: Any, variant: str) -> tuple[Any, dict
     import numpy as np
     import torch
 
-    from alsoview.feed import block_sizes, mix_block, steps_per_epoch, worker_blocks
+    from alsoview.feed import block_sizes, mix_arguments, mix_block, steps_per_epoch, worker_blocks
     from alsoview.model import build_optimizer
     from alsoview.train import build_model, fixed_size_batches, validate, validation_pairs
 
@@ -47,12 +47,9 @@ def train_in_process(catalog: Any, config: Any, variant: str) -> tuple[Any, dict
     pairs = validation_pairs(catalog, config.seed)
     sampling = config.sampling
     sizes = block_sizes(len(catalog.train), sampling.block_rows)
-    mix_args = dict(block_rows=sampling.block_rows, seed=config.seed, negatives_per_positive=sampling.negatives_per_positive,
-                    also_view_fraction=sampling.also_view_fraction, random_pool=sampling.random_pool,
-                    popularity_exponent=sampling.popularity_exponent)
     best, best_state = -np.inf, None
     for epoch in range(config.train.epochs):
-        blocks = ({k: torch.as_tensor(v) for k, v in mix_block(int(b), catalog, epoch=epoch, **mix_args).items()}
+        blocks = ({k: torch.as_tensor(v) for k, v in mix_block(int(b), catalog, **mix_arguments(config, epoch)).items()}
                   for b in worker_blocks(len(sizes), config.seed, epoch, 0, 1))
         steps = steps_per_epoch(sizes, config.seed, epoch, 1, 1 + sampling.negatives_per_positive,
                                 config.train.batch_size)

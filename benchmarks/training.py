@@ -38,7 +38,7 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
     import numpy as np
     import torch
 
-    from alsoview.feed import block_sizes, mix_block, worker_blocks
+    from alsoview.feed import block_sizes, mix_arguments, mix_block, worker_blocks
     from alsoview.model import build_optimizer
     from alsoview.train import build_model
 
@@ -47,10 +47,7 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
     s = config.sampling
     # Epoch 0's samples in the pipeline's order (its blocks, each shuffled), so both runs train
     # on the same batches: the order changes how many distinct embedding rows a batch touches.
-    args = dict(block_rows=s.block_rows, seed=config.seed, epoch=0, negatives_per_positive=s.negatives_per_positive,
-                also_view_fraction=s.also_view_fraction, random_pool=s.random_pool,
-                popularity_exponent=s.popularity_exponent)
-    blocks = [mix_block(int(b), catalog, **args)
+    blocks = [mix_block(int(b), catalog, **mix_arguments(config, 0))
               for b in worker_blocks(len(block_sizes(len(catalog.train), s.block_rows)), config.seed, 0, 0, 1)]
     device = torch.device(device_name)
     users = torch.as_tensor(np.concatenate([b["user"] for b in blocks]), dtype=torch.long, device=device)

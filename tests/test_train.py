@@ -10,7 +10,7 @@ import torch
 from alsoview.catalog import load_catalog
 from alsoview.config import load_config
 from alsoview.errors import UserError
-from alsoview.feed import block_sizes, mix_block, mix_blocks, steps_per_epoch, worker_blocks
+from alsoview.feed import block_sizes, mix_arguments, mix_block, mix_blocks, steps_per_epoch, worker_blocks
 from alsoview.train import fixed_size_batches, resolve_resources, validation_pairs
 
 
@@ -41,9 +41,9 @@ def prepared(smoke_config):
 def test_an_epochs_samples_do_not_depend_on_the_number_of_workers_or_blocks_per_task(prepared):
     catalog = load_catalog(prepared.data.prepared_dir)
     sampling = prepared.sampling
-    mix_args = dict(block_rows=sampling.block_rows, seed=5, epoch=2,
-                    negatives_per_positive=sampling.negatives_per_positive,
-                    also_view_fraction=sampling.also_view_fraction, random_pool="uniform", popularity_exponent=0.75)
+    config = load_config(None, [f"data.prepared_dir={prepared.data.prepared_dir}", "seed=5",
+                                f"sampling.block_rows={sampling.block_rows}"])
+    mix_args = mix_arguments(config, epoch=2)
     n_blocks = len(block_sizes(len(catalog.train), sampling.block_rows))
 
     def epoch_samples(world, per_task):
