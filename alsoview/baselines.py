@@ -1,4 +1,5 @@
-"""Non-learned scorers that every trained model must beat: popularity, random, item co-occurrence.
+"""The references every trained model must beat: popularity, random, item co-occurrence, and the
+matrix-factorisation peers ALS and BPR (from the `implicit` library).
 
 All share the `Scorer` interface: `score(users [B], items [B, C]) -> [B, C]`, higher = more
 recommended. Scores are deterministic and depend only on (user, item), never on which other rows
@@ -80,6 +81,9 @@ class PopularityScorer:
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         _, items = _check_batch(users, items, None, self.n_items)
         return self.counts[items]
+
+    def score_all(self, users: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.counts, (len(users), self.n_items))
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -209,6 +213,9 @@ class CooccurrenceScorer:
                 rows[r] = self._cooc[hist].sum(axis=0)
         return rows
 
+    def score_all(self, users: np.ndarray) -> np.ndarray:
+        return self.user_rows(users)
+
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         users, items = _check_batch(users, items, self.n_users, self.n_items)
         out = np.zeros(items.shape)
@@ -219,6 +226,54 @@ class CooccurrenceScorer:
             sel = np.flatnonzero((inverse >= lo) & (inverse < lo + chunk))
             out[sel] = rows[(inverse[sel] - lo)[:, None], items[sel]]
         return out
+
+
+class FactorScorer:
+    """A matrix-factorisation model as a scorer: score(u, i) = user_factors[u] . item_factors[i]."""
+
+    def __init__(self, name: str, user_factors: np.ndarray, item_factors: np.ndarray) -> None:
+        self.name = name
+        self.user_factors = np.ascontiguousarray(user_factors, dtype=np.float32)
+        self.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        users, items = _check_batch(users, items, len(self.user_factors), len(self.item_factors))
+        return np.einsum("bd,bcd->bc", self.user_factors[users], self.item_factors[items])
+
+    def score_all(self, users: np.ndarray) -> np.ndarray:
+        users = _check_ids(users, len(self.user_factors), "user")
+        return self.user_factors[users] @ self.item_factors.T
+
+
+# The peers' settings: the `implicit` library's usual ones, untuned, as in the real-data README.
+ALS_SETTINGS = {"factors": 64, "regularization": 0.05, "iterations": 20}
+BPR_SETTINGS = {"factors": 64, "learning_rate": 0.05, "regularization": 0.01, "iterations": 100}
+
+
+def matrix_factorisation_peers(train_users: np.ndarray, train_items: np.ndarray, n_users: int, n_items: int,
+                               seed: int) -> tuple[dict[str, Scorer], dict[str, str]]:
+    """ALS and BPR fitted on the binary training matrix with `implicit` (CPU), and the peers that
+    could not be fitted with the reason (e.g. `implicit` not installed)."""
+    try:
+        import implicit
+        import scipy.sparse as sparse
+        from threadpoolctl import threadpool_limits
+    except ImportError as exc:
+        reason = f"not installed ({exc.name}; pip install implicit)"
+        return {}, {"als": reason, "bpr": reason}
+    users, items = _interactions(train_users, train_items, n_users, n_items)
+    matrix = sparse.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
+    matrix.data[:] = 1.0  # repeats count once, as for co-occurrence
+    scorers: dict[str, Scorer] = {}
+    with threadpool_limits(1, "blas"):  # implicit runs its own threads; BLAS threads on top slow it down
+        models = {
+            "als": implicit.als.AlternatingLeastSquares(**ALS_SETTINGS, random_state=seed, use_gpu=False),
+            "bpr": implicit.bpr.BayesianPersonalizedRanking(**BPR_SETTINGS, random_state=seed, use_gpu=False),
+        }
+        for name, model in models.items():
+            model.fit(matrix, show_progress=False)
+            scorers[name] = FactorScorer(name, model.user_factors, model.item_factors)
+    return scorers, {}
 
 
 def build_baselines(train_users: np.ndarray, train_items: np.ndarray, n_users: int, n_items: int,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from alsoview.data.prepare import read_manifest
+from alsoview.data import layout
 from alsoview.sampling import SamplingTables
 
 
@@ -54,6 +54,10 @@ class Catalog:
     def text_dim(self) -> int:
         return int(self.item_text.shape[1])
 
+    def vocabulary(self) -> dict[str, int]:
+        """The sizes a trained model depends on: a run and a dataset fit each other when these agree."""
+        return {"n_users": self.n_users, "n_items": self.n_items, "n_brands": self.n_brands, "text_dim": self.text_dim}
+
     def split(self, name: str) -> Interactions:
         if name not in ("train", "valid", "test"):
             raise ValueError(f"unknown split {name!r}")
@@ -63,12 +67,12 @@ class Catalog:
 def load_catalog(prepared_dir: str | Path) -> Catalog:
     """Read a prepared dataset directory (see ARCHITECTURE: the prepared dataset contract)."""
     folder = Path(prepared_dir)
-    manifest = read_manifest(folder)
-    items = pq.read_table(folder / "items.parquet").to_pandas()
-    interactions = pd.read_parquet(folder / "interactions.parquet")
-    users = pd.read_parquet(folder / "users.parquet")
-    brands = pd.read_parquet(folder / "brands.parquet")
-    logged = pd.read_parquet(folder / "logged_negatives.parquet")
+    manifest = layout.read_manifest(folder)
+    items = pq.read_table(folder / layout.ITEMS).to_pandas()
+    interactions = pd.read_parquet(folder / layout.INTERACTIONS)
+    users = pd.read_parquet(folder / layout.USERS)
+    brands = pd.read_parquet(folder / layout.BRANDS)
+    logged = pd.read_parquet(folder / layout.LOGGED_NEGATIVES)
 
     n_items = len(items) + 1
     n_users = len(users) + 1

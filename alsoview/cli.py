@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from alsoview.config import Config, load_config
@@ -119,7 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from alsoview.evaluate import evaluate_run, markdown_table
 
     results = evaluate_run(args.run, args.split, args.max_users, actors=args.actors)
-    print(markdown_table(results, args.split))
+    print((Path(args.run) / "evaluation.md").read_text())
     print(f"written: {args.run}/metrics.json, evaluation.json, evaluation.md")
     return 0
 

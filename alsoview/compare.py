@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
+from alsoview import checkpoint as runs
 from alsoview.catalog import load_catalog
-from alsoview.config import Config, save_config
+from alsoview.config import Config, with_absolute_paths
 from alsoview.errors import UserError
-from alsoview.evaluate import PROTOCOLS, ModelFactory, baseline_scorers, build_cases, evaluate_scorers
+from alsoview.evaluate import PROTOCOLS, ModelFactory, build_cases, evaluate_scorers, reference_scorers, skipped_note
 
 log = logging.getLogger("alsoview")
 
@@ -53,7 +53,6 @@ def compare(config: Config, fractions: list[float], seeds: int, name: str = "com
     from ray import tune as ray_tune
 
     from alsoview.runtime import init_ray
-    from alsoview.train import with_absolute_paths
     from alsoview.tune import plan_trials, restore_or_start, trial_trainable
 
     if seeds < 1:
@@ -61,9 +60,7 @@ def compare(config: Config, fractions: list[float], seeds: int, name: str = "com
     config = with_absolute_paths(config)
     catalog = load_catalog(config.data.prepared_dir)
     log.info(init_ray())
-    run_dir = Path(config.train.runs_dir) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    run_dir = runs.start_run_dir(config, Path(config.train.runs_dir) / name)
 
     grid_size = len(fractions) * seeds
     plan = plan_trials(_with_samples(config, grid_size), ray.cluster_resources())
@@ -84,22 +81,22 @@ def compare(config: Config, fractions: list[float], seeds: int, name: str = "com
     grid = tuner.fit()
 
     scorers: dict[str, Any] = {}
-    runs: dict[str, dict[str, Any]] = {}
+    trained: dict[str, dict[str, Any]] = {}
     for result in grid:
         # Train's TuneReportCallback passes the trial's latest Train checkpoint as a path in the metrics.
         path = (result.metrics or {}).get("checkpoint_path")
         if result.error is not None or path is None:
             raise UserError(f"comparison trial {result.config} failed: {result.error or 'no checkpoint reported'}")
         with ray.train.Checkpoint(path).as_directory() as folder:
-            saved = torch.load(Path(folder) / "checkpoint.pt", map_location="cpu", weights_only=False)
-        key = f"mlp f={result.config['sampling.also_view_fraction']:g} seed={result.config['seed']}"
-        scorers[key] = ModelFactory(saved["best_model"], saved["config"], catalog)
-        runs[key] = {"fraction": result.config["sampling.also_view_fraction"], "seed": result.config["seed"],
-                     "best_epoch": saved["loop"]["best_epoch"], "epochs": len(saved["history"])}
-    baselines = baseline_scorers(catalog, config.seed)
+            saved = runs.load_checkpoint(folder)
+        key = f"model f={result.config['sampling.also_view_fraction']:g} seed={result.config['seed']}"
+        scorers[key] = ModelFactory(saved.state.best_model_state, saved.config, catalog)
+        trained[key] = {"fraction": result.config["sampling.also_view_fraction"], "seed": result.config["seed"],
+                        "best_epoch": saved.state.best_epoch, "epochs": len(saved.state.history)}
+    references = reference_scorers(catalog, config.seed)
     cases = build_cases(catalog, "test", config.seed, max_users)
-    results = evaluate_scorers({**scorers, **baselines}, cases)
-    return write_report(run_dir, runs, results, list(baselines), cases.split)
+    results = evaluate_scorers({**scorers, **references.scorers}, cases)
+    return write_report(run_dir, trained, results, list(references.scorers), cases.split, references.skipped)
 
 
 def _with_samples(config: Config, samples: int) -> Config:
@@ -109,32 +106,29 @@ def _with_samples(config: Config, samples: int) -> Config:
     return dataclasses.replace(config, tune=dataclasses.replace(config.tune, num_samples=samples))
 
 
-def write_report(run_dir: Path, runs: dict[str, dict[str, Any]], results: dict[str, dict[str, float]],
-                 baseline_names: list[str], split: str) -> CompareResult:
-    """comparison.json (every model and baseline), comparison.md (mean +- std per fraction), comparison.png."""
-    per_run = pd.DataFrame([{**runs[k], **results[k]} for k in runs])
+def write_report(run_dir: Path, trained: dict[str, dict[str, Any]], results: dict[str, dict[str, float]],
+                 baseline_names: list[str], split: str, skipped: dict[str, str] | None = None) -> CompareResult:
+    """comparison.json (every model, baseline and peer), comparison.md (mean +- std per fraction), comparison.png."""
+    per_run = pd.DataFrame([{**trained[k], **results[k]} for k in trained])
     metric_columns = [c for c in per_run.columns if c.startswith(f"{split}/")]
     grouped = per_run.groupby("fraction")[metric_columns]
     table = grouped.mean().add_suffix(" mean").join(grouped.std(ddof=0).add_suffix(" std")).reset_index()
     table.insert(1, "seeds", per_run.groupby("fraction").size().to_numpy())
     baselines = {name: results[name] for name in baseline_names}
-    report = {"split": split, "runs": {k: {**runs[k], "metrics": results[k]} for k in runs}, "baselines": baselines,
-              "by_fraction": table.to_dict(orient="records")}
-    (run_dir / "comparison.json").write_text(json.dumps(report, indent=2, default=_plain) + "\n")
-    (run_dir / "comparison.md").write_text(_markdown(table, baselines, split))
+    report = {"split": split, "runs": {k: {**trained[k], "metrics": results[k]} for k in trained},
+              "baselines": baselines, "skipped_peers": skipped or {}, "by_fraction": table.to_dict(orient="records")}
+    (run_dir / "comparison.json").write_text(json.dumps(runs.plain(report), indent=2, default=str) + "\n")
+    (run_dir / "comparison.md").write_text(_markdown(table, baselines, split) + skipped_note(skipped))
     _plot(table, baselines, split, run_dir / "comparison.png")
     return CompareResult(run_dir, table, baselines)
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else str(value)
 
 
 def _markdown(table: pd.DataFrame, baselines: dict[str, dict[str, float]], split: str) -> str:
     columns = [f"{p}/{m}" for p in PROTOCOLS for m in ("auc", "gauc", "ndcg@10", "hr@10", "mrr")]
     head = "| also-view fraction | seeds | " + " | ".join(columns) + " |"
     lines = [f"# Also-view vs random negatives ({split} split)", "",
-             "MLP rows: mean ± std over seeds (same config and epoch budget); baselines need no training.", "",
+             "Model rows: mean ± std over seeds (same config and epoch budget); baselines and peers (ALS, BPR) "
+             "are fitted once on the same train split.", "",
              head, "|" + "---|" * (len(columns) + 2)]
     for _, row in table.iterrows():
         cells = [f"{row[f'{split}/{c} mean']:.4f} ± {row[f'{split}/{c} std']:.4f}" for c in columns]
@@ -153,13 +147,13 @@ def _plot(table: pd.DataFrame, baselines: dict[str, dict[str, float]], split: st
 
     fig, axes = plt.subplots(len(PLOTTED), len(PROTOCOLS), figsize=(4.2 * len(PROTOCOLS), 3.4 * len(PLOTTED)),
                              squeeze=False)
-    styles = {"popularity": "--", "random": ":", "cooccurrence": "-."}
+    styles = {"popularity": "--", "random": ":", "cooccurrence": "-.", "als": (0, (5, 1)), "bpr": (0, (1, 2))}
     for r, metric in enumerate(PLOTTED):
         for c, protocol in enumerate(PROTOCOLS):
             ax = axes[r][c]
             key = f"{split}/{protocol}/{metric}"
             ax.errorbar(table["fraction"], table[f"{key} mean"], yerr=table[f"{key} std"], marker="o", capsize=3,
-                        label="MLP (mean ± std over seeds)")
+                        label="model (mean ± std over seeds)")
             for name, metrics in baselines.items():
                 value = metrics.get(key, math.nan)
                 if np.isfinite(value):

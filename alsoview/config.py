@@ -117,6 +117,15 @@ class ModelConfig:
     # Also feed user * item (elementwise) to the MLP, as NeuMF's GMF branch does: an MLP over a
     # plain concatenation learns user-item interactions slowly. Off by default (the design).
     product_interaction: bool = False
+    # The user vector adds the 1/sqrt(n)-scaled sum of embeddings of the user's n training items
+    # (FISM / SVD++): users with few interactions are described by their items. Off by default.
+    user_history: bool = False
+    # The logit adds user . item + item bias (NeuMF's GMF branch): a dot product learns affinity
+    # that an MLP over a concatenation learns slowly. Off by default (the design).
+    dot_product: bool = False
+    mlp: bool = True  # the design's MLP over the concatenation; false leaves the dot product alone
+    item_features: bool = True  # brand, price and description vector in the MLP's input
+    user_id: bool = True  # a learned embedding per user; false: users are their history (needs user_history)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))  # YAML gives lists
@@ -128,6 +137,15 @@ class ModelConfig:
         _check(len(self.hidden_dims) >= 1 and all(h >= 1 for h in self.hidden_dims), "model.hidden_dims",
                "a non-empty list of sizes >= 1", list(self.hidden_dims))
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "in [0, 1)", self.dropout)
+        _check(self.user_id or self.user_history, "model.user_id", "true when model.user_history is false (users "
+               "would have no vector)", self.user_id)
+        _check(self.mlp or self.dot_product, "model.mlp", "true when model.dot_product is false (nothing would "
+               "score)", self.mlp)
+
+
+# What early stopping and tuning can maximise: every epoch's validation metrics (validation.py).
+VALIDATION_METRICS = ("valid/full/ndcg@10", "valid/full/hr@10", "valid/full/mrr", "valid/sampled100/ndcg@10",
+                      "valid/sampled100/hr@10", "valid/auc", "valid/hard_auc", "valid/mean_auc")
 
 
 @dataclass
@@ -146,7 +164,10 @@ class TrainConfig:
     run_name: str = "default"  # the same name again resumes from the last checkpoint
     num_to_keep: int = 2  # checkpoints kept (the latest ones; each also holds the best weights)
     max_failures: int = 0  # worker-group restarts from the last checkpoint on failure
-    early_stopping_metric: str = "valid/auc"
+    # Ranking metrics (valid/full/*, valid/sampled100/*) are measured every epoch on a seeded
+    # sample of this many validation users (all of them when fewer); the AUCs on all of them.
+    valid_users: int = 2000
+    early_stopping_metric: str = "valid/full/ndcg@10"
     patience: int = 10  # epochs without improvement before stopping; 0 turns early stopping off
 
     def validate(self) -> None:
@@ -165,9 +186,9 @@ class TrainConfig:
                "yet; use a shared mount on clusters)", self.runs_dir)
         _check(self.num_to_keep >= 1, "train.num_to_keep", ">= 1", self.num_to_keep)
         _check(self.max_failures >= -1, "train.max_failures", ">= -1", self.max_failures)
-        metrics = ("valid/auc", "valid/hard_auc", "valid/mean_auc")
-        _check(self.early_stopping_metric in metrics, "train.early_stopping_metric", f"one of {metrics}",
-               self.early_stopping_metric)
+        _check(self.valid_users >= 1, "train.valid_users", ">= 1", self.valid_users)
+        _check(self.early_stopping_metric in VALIDATION_METRICS, "train.early_stopping_metric",
+               f"one of {VALIDATION_METRICS}", self.early_stopping_metric)
         _check(self.patience >= 0, "train.patience", ">= 0", self.patience)
 
 
@@ -179,7 +200,8 @@ def _default_search_space() -> dict[str, Any]:
         "sampling": {"also_view_fraction": {"uniform": [0.0, 1.0]}, "negatives_per_positive": {"choice": [1, 2, 4, 8]}},
         "train": {"learning_rate": {"loguniform": [0.001, 0.03]}},
         "model": {"dropout": {"uniform": [0.0, 0.6]}, "embedding_dim": {"choice": [16, 32, 64]},
-                  "product_interaction": {"choice": [False, True]}},
+                  "product_interaction": {"choice": [False, True]}, "user_history": {"choice": [False, True]},
+                  "dot_product": {"choice": [False, True]}},
     }
 
 
@@ -190,7 +212,7 @@ class TuneConfig:
     name: str = "tune"  # the same name again resumes an interrupted tuning run
     num_samples: Union[int, None] = None  # None: 4 per trial the cluster runs at once, at least 8
     max_concurrent_trials: Union[int, None] = None  # None: as many as the cluster's CPUs/GPUs fit
-    metric: str = "valid/mean_auc"  # the mean of valid/auc and valid/hard_auc
+    metric: str = "valid/full/ndcg@10"  # any of VALIDATION_METRICS
     # Epochs per trial (ASHA's max_t): short trials to rank the settings; retrain the best one for
     # train.epochs. None: train.epochs.
     max_epochs: Union[int, None] = 10
@@ -205,8 +227,7 @@ class TuneConfig:
             _check(self.num_samples >= 1, "tune.num_samples", ">= 1", self.num_samples)
         if self.max_concurrent_trials is not None:
             _check(self.max_concurrent_trials >= 1, "tune.max_concurrent_trials", ">= 1", self.max_concurrent_trials)
-        metrics = ("valid/auc", "valid/hard_auc", "valid/mean_auc")
-        _check(self.metric in metrics, "tune.metric", f"one of {metrics}", self.metric)
+        _check(self.metric in VALIDATION_METRICS, "tune.metric", f"one of {VALIDATION_METRICS}", self.metric)
         if self.max_epochs is not None:
             _check(self.max_epochs >= 1, "tune.max_epochs", ">= 1", self.max_epochs)
         _check(self.grace_period >= 1, "tune.grace_period", ">= 1", self.grace_period)
@@ -412,6 +433,20 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     else:
         return value
     raise UserError(f"config: {key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """A Config from its `to_dict()` form (a run's saved config), validated."""
+    config = _build(Config, raw, prefix="")
+    config.validate()
+    return config
+
+
+def with_absolute_paths(config: Config) -> Config:
+    """Paths as absolute ones, so a run's saved config still finds its dataset from anywhere."""
+    data = dataclasses.replace(config.data, prepared_dir=str(Path(config.data.prepared_dir).resolve()))
+    train = dataclasses.replace(config.train, runs_dir=str(Path(config.train.runs_dir).resolve()))
+    return dataclasses.replace(config, data=data, train=train)
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from alsoview.baselines import Scorer, build_baselines
+from alsoview.baselines import Scorer, build_baselines, matrix_factorisation_peers
 from alsoview.catalog import Catalog
 from alsoview.errors import UserError
 from alsoview.metrics import expected_rank_metrics, rank_counts
@@ -137,26 +137,37 @@ def full_candidates(cases: EvalCases, rows: np.ndarray) -> tuple[np.ndarray, np.
     return items, mask
 
 
-def score_rows(scorer: Scorer, cases: EvalCases, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Per case row and protocol: negatives above the positive, equal to it, and in total."""
+def score_rows(scorer: Scorer, cases: EvalCases, rows: np.ndarray,
+               protocols: tuple[str, ...] = PROTOCOLS) -> dict[str, np.ndarray]:
+    """Per case row and protocol: negatives above the positive, equal to it, and in total.
+
+    A scorer with `score_all(users) -> [B, n_items]` (every item at once, e.g. a matrix product)
+    is asked once per row for all protocols; others score each protocol's candidates.
+    """
     users, positives = cases.users[rows], cases.positives[rows]
     out: dict[str, np.ndarray] = {"row": rows}
-    negatives = {
-        "full": full_candidates(cases, rows),
-        "sampled100": (cases.sampled[rows], cases.sampled[rows] > 0),
-        "hard": (cases.hard[rows], cases.hard[rows] > 0),
-    }
-    for protocol, (items, mask) in negatives.items():
-        scores = scorer.score(users, np.concatenate([positives[:, None], items], axis=1))
-        greater, ties, total = rank_counts(scores[:, 0], scores[:, 1:], mask)
+    every_item = scorer.score_all(users) if hasattr(scorer, "score_all") else None
+    for protocol in protocols:
+        if protocol == "full":
+            items, mask = full_candidates(cases, rows)
+        else:
+            items = cases.sampled[rows] if protocol == "sampled100" else cases.hard[rows]
+            mask = items > 0
+        if every_item is not None:
+            positive_scores = every_item[np.arange(len(rows)), positives]
+            negative_scores = every_item if protocol == "full" else np.take_along_axis(every_item, items, axis=1)
+        else:
+            scores = scorer.score(users, np.concatenate([positives[:, None], items], axis=1))
+            positive_scores, negative_scores = scores[:, 0], scores[:, 1:]
+        greater, ties, total = rank_counts(positive_scores, negative_scores, mask)
         out[f"{protocol}_greater"], out[f"{protocol}_ties"], out[f"{protocol}_n"] = greater, ties, total
     return out
 
 
-def summarize(counts: dict[str, np.ndarray], split: str) -> dict[str, float]:
+def summarize(counts: dict[str, np.ndarray], split: str, protocols: tuple[str, ...] = PROTOCOLS) -> dict[str, float]:
     """Metric keys `<split>/<protocol>/<metric>` from per-row rank counts."""
     metrics: dict[str, float] = {}
-    for protocol in PROTOCOLS:
+    for protocol in protocols:
         n = counts[f"{protocol}_n"]
         covered = n > 0
         greater, ties, n = counts[f"{protocol}_greater"][covered], counts[f"{protocol}_ties"][covered], n[covered]
@@ -176,9 +187,9 @@ def summarize(counts: dict[str, np.ndarray], split: str) -> dict[str, float]:
 
 
 class ModelScorer:
-    """The MLP behind the Scorer interface: logits for [B, C] candidates, in sub-batches."""
+    """The trained model behind the Scorer interface: logits for [B, C] candidates, in sub-batches."""
 
-    name = "mlp"
+    name = "model"
 
     def __init__(self, model: Any, device: str = "cpu", pairs_per_batch: int = 65536):
         import torch
@@ -200,6 +211,15 @@ class ModelScorer:
                 i = torch.as_tensor(flat_items[start:stop], device=self.device)
                 out[start:stop] = self.model(u, i).float().cpu().numpy()
         return out.reshape(items.shape)
+
+    def score_all(self, users: np.ndarray) -> np.ndarray:
+        """Logits [B, n_items] of every item, computed once per user and once per item where the
+        model allows (see `AlsoViewMLP.score_all_items`): the same numbers as `score`, to float rounding."""
+        import torch
+
+        with torch.inference_mode():
+            u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
+            return self.model.score_all_items(u).float().cpu().numpy()
 
 
 # ---------------------------------------------------------------- Ray Data glue
@@ -224,13 +244,13 @@ class ModelFactory:
     """Ships a model's weights to the actors; each builds the model once, on its device."""
 
     state: dict
-    config_dict: dict
+    config: Any  # alsoview.config.Config of the run
     catalog: Catalog
 
     def __call__(self, device: str) -> ModelScorer:
-        from alsoview.train import _config_from_dict, build_model
+        from alsoview.model import build_model
 
-        model = build_model(self.catalog, _config_from_dict(self.config_dict))
+        model = build_model(self.catalog, self.config)
         model.load_state_dict(self.state)
         return ModelScorer(model, device)
 
@@ -262,11 +282,28 @@ def evaluate_scorers(scorers: dict[str, Any], cases: EvalCases, batch_users: int
     return results
 
 
-def baseline_scorers(catalog: Catalog, seed: int) -> dict[str, Scorer]:
-    return build_baselines(catalog.train.users, catalog.train.items, catalog.n_users, catalog.n_items, seed)
+@dataclass(frozen=True)
+class References:
+    """The scorers a model is compared with, and the peers that could not be built (name -> why)."""
+
+    scorers: dict[str, Scorer]
+    skipped: dict[str, str]
 
 
-def markdown_table(results: dict[str, dict[str, float]], split: str) -> str:
+def reference_scorers(catalog: Catalog, seed: int, peers: bool = True) -> References:
+    """Popularity, random and co-occurrence; with `peers`, ALS and BPR fitted on the same train split."""
+    train = catalog.train
+    scorers = build_baselines(train.users, train.items, catalog.n_users, catalog.n_items, seed)
+    skipped: dict[str, str] = {}
+    if peers:
+        fitted, skipped = matrix_factorisation_peers(train.users, train.items, catalog.n_users, catalog.n_items, seed)
+        scorers.update(fitted)
+        for name, why in skipped.items():
+            log.warning("peer %s skipped: %s", name, why)
+    return References(scorers, skipped)
+
+
+def markdown_table(results: dict[str, dict[str, float]], split: str, skipped: dict[str, str] | None = None) -> str:
     """One row per scorer; the protocol of every column is in its name."""
     columns = [f"{protocol}/{metric}" for protocol in PROTOCOLS for metric in ("auc", "gauc", "ndcg@10", "hr@10", "mrr")]
     lines = [f"| scorer | {' | '.join(columns)} |", "|---|" + "---|" * len(columns)]
@@ -276,7 +313,14 @@ def markdown_table(results: dict[str, dict[str, float]], split: str) -> str:
     any_metrics = next(iter(results.values()))
     coverage = ", ".join(f"{p}: {any_metrics[f'{split}/{p}/users']} users, "
                          f"{any_metrics[f'{split}/{p}/negatives_per_user']:.1f} negatives each" for p in PROTOCOLS)
-    return "\n".join(lines) + f"\n\nSplit `{split}`; {coverage}.\n"
+    return "\n".join(lines) + f"\n\nSplit `{split}`; {coverage}.\n" + skipped_note(skipped)
+
+
+def skipped_note(skipped: dict[str, str] | None) -> str:
+    """The peers a table lacks, and why (empty when none were skipped)."""
+    if not skipped:
+        return ""
+    return "\nPeers skipped: " + "; ".join(f"{name}: {why}" for name, why in skipped.items()) + ".\n"
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", max_users: int | None = None,
@@ -288,22 +332,20 @@ def evaluate_run(run_dir: str | Path, split: str = "test", max_users: int | None
     """
     from alsoview.catalog import load_catalog
     from alsoview.runtime import cluster_has_gpus, init_ray
-    from alsoview.train import load_saved_model
+    from alsoview.checkpoint import load_saved_model, read_metrics, write_metrics
 
     run = Path(run_dir)
     saved = load_saved_model(run)
-    catalog = load_catalog(saved["config"]["data"]["prepared_dir"])
+    catalog = load_catalog(saved.config.data.prepared_dir)
     log.info(init_ray())
-    seed = int(saved["config"].get("seed", 0))
+    seed = saved.config.seed
     cases = build_cases(catalog, split, seed, max_users)
-    scorers: dict[str, Any] = {"mlp": ModelFactory(saved["model"], saved["config"], catalog)}
-    scorers.update(baseline_scorers(catalog, seed))
+    scorers: dict[str, Any] = {"model": ModelFactory(saved.state, saved.config, catalog)}
+    references = reference_scorers(catalog, seed)
+    scorers.update(references.scorers)
     results = evaluate_scorers(scorers, cases, batch_users, actors, use_gpu=cluster_has_gpus())
 
-    metrics_path = run / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    metrics.update(results["mlp"])
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(run, {**read_metrics(run), **results["model"]})
     (run / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
-    (run / "evaluation.md").write_text(markdown_table(results, split))
+    (run / "evaluation.md").write_text(markdown_table(results, split, references.skipped))
     return results

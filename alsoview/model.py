@@ -15,7 +15,7 @@ skips the check (it costs a device sync, and the training pipeline only produces
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -23,7 +23,11 @@ from torch import nn
 
 from alsoview.config import ModelConfig  # validated with the rest of the run config
 
-__all__ = ["ModelConfig", "AlsoViewMLP", "FastDropout", "RowSparseAdam", "MixedOptimizer", "build_optimizer",
+if TYPE_CHECKING:
+    from alsoview.catalog import Catalog
+    from alsoview.config import Config
+
+__all__ = ["ModelConfig", "AlsoViewMLP", "build_model", "FastDropout", "RowSparseAdam", "MixedOptimizer", "build_optimizer",
            "count_parameters", "to_known_ids"]
 
 # Embedding rows start small (like Keras' uniform(-0.05, 0.05)); N(0, 1) rows would dwarf the
@@ -40,7 +44,27 @@ def to_known_ids(ids: torch.Tensor | np.ndarray, vocab_size: int) -> torch.Tenso
 
 
 class AlsoViewMLP(nn.Module):
-    """user, item, brand embeddings + normalised price (+ missing flag) + projected description vector -> concat -> MLP -> logit."""
+    """user, item, brand embeddings + normalised price (+ missing flag) + projected description vector -> concat -> MLP -> logit.
+
+    With the defaults this is the original design, exactly. Three switches (``ModelConfig``) add
+    what learning users' tastes from a handful of interactions needs (README, "Quality on real data"):
+    - ``user_history``: the user vector adds the sum of "history" embeddings of the user's
+      training items scaled by 1/sqrt(count) (FISM, SVD++): a user with five interactions is
+      described by those items, whose embeddings every other user of them also trains. While
+      training, the scored item itself is left out of its user's history, or the model would
+      learn to find an item in its own input.
+    - ``dot_product``: the logit adds user . item + an item bias (the GMF branch of NeuMF); with
+      ``item_features`` the item's side adds its brand and description (see ``item_vector``). A
+      dot product models user-item affinity directly, which an MLP over a concatenation learns
+      slowly and poorly (Rendle et al. 2020, "Neural Collaborative Filtering vs. Matrix
+      Factorization Revisited").
+    - ``mlp``: false drops the MLP over the concatenation, leaving the dot product.
+    - ``user_id``: false drops the per-user embedding, so users are described by their history
+      alone (with ``user_history``): nothing per user to overfit, and a user's vector follows
+      their items.
+    - ``item_features``: false leaves brand, price and description out of the MLP's input and
+      the dot product (to measure what they add).
+    """
 
     def __init__(
         self,
@@ -53,6 +77,7 @@ class AlsoViewMLP(nn.Module):
         item_price_missing: torch.Tensor,
         item_text: torch.Tensor | None,
         config: ModelConfig = ModelConfig(),
+        user_history: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
         if min(n_users, n_items, n_brands) < 1 or text_dim < 0:
@@ -62,20 +87,44 @@ class AlsoViewMLP(nn.Module):
         self._register_item_features(item_brand, item_price, item_price_missing, item_text)
 
         d, sparse = config.embedding_dim, config.sparse_embeddings
-        self.user_embedding = nn.Embedding(n_users, d, sparse=sparse)
+        self.user_embedding = nn.Embedding(n_users, d, sparse=sparse) if config.user_id else None
         self.item_embedding = nn.Embedding(n_items, d, sparse=sparse)
         self.brand_embedding = nn.Embedding(n_brands, d, sparse=sparse)
         for emb in (self.user_embedding, self.item_embedding, self.brand_embedding):
-            _init_embedding(emb)
+            if emb is not None:
+                _init_embedding(emb)
         self.text_projection = nn.Linear(text_dim, config.text_projection_dim) if text_dim > 0 else None
 
-        width = 3 * d + 2 + (config.text_projection_dim if text_dim > 0 else 0) + (d if config.product_interaction else 0)
-        layers: list[nn.Module] = []
-        for hidden in config.hidden_dims:
-            layers += [nn.Linear(width, hidden), nn.ReLU(), FastDropout(config.dropout)]
-            width = hidden
-        layers.append(nn.Linear(width, 1))
-        self.mlp = nn.Sequential(*layers)
+        self.history_embedding: nn.EmbeddingBag | None = None
+        if config.user_history:
+            if user_history is None:
+                raise ValueError("model.user_history needs the users' training items (user_history=(indptr, items))")
+            self.history_embedding = nn.EmbeddingBag(n_items, d, mode="sum", sparse=sparse)
+            _init_embedding(self.history_embedding)
+            self._register_history(*user_history)
+        self.item_bias: nn.Embedding | None = None
+        self.text_to_item: nn.Linear | None = None
+        if config.dot_product:
+            self.item_bias = nn.Embedding(n_items, 1, sparse=sparse)
+            nn.init.zeros_(self.item_bias.weight)
+            if config.item_features and text_dim > 0:
+                self.text_to_item = nn.Linear(text_dim, d, bias=False)
+
+        self.mlp: nn.Sequential | None = None
+        if config.mlp:
+            width = self._item_side_width() + d + (d if config.product_interaction else 0)
+            layers: list[nn.Module] = []
+            for hidden in config.hidden_dims:
+                layers += [nn.Linear(width, hidden), nn.ReLU(), FastDropout(config.dropout)]
+                width = hidden
+            layers.append(nn.Linear(width, 1))
+            self.mlp = nn.Sequential(*layers)
+
+    def _item_side_width(self) -> int:
+        """Width of an item's part of the MLP input: its embedding, then brand, price pair and text."""
+        if not self.config.item_features:
+            return self.config.embedding_dim
+        return 2 * self.config.embedding_dim + 2 + (self.config.text_projection_dim if self.text_dim > 0 else 0)
 
     def _register_item_features(
         self,
@@ -107,24 +156,119 @@ class AlsoViewMLP(nn.Module):
         self.register_buffer("item_price_missing", missing.contiguous())
         self.register_buffer("item_text", text.contiguous())
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B]`` (train with ``BCEWithLogitsLoss``); ids must be known, see :func:`to_known_ids`."""
-        if not self.training:
-            _check_ids("user", users, self.n_users)
-            _check_ids("item", items, self.n_items)
-        user, item = self.user_embedding(users), self.item_embedding(items)
+    def _register_history(self, indptr: np.ndarray, items: np.ndarray) -> None:
+        """Each user's training items as CSR (not saved with the weights: rebuilt from the dataset)."""
+        indptr = torch.as_tensor(np.asarray(indptr), dtype=torch.int64)
+        items = torch.as_tensor(np.asarray(items), dtype=torch.int64)
+        if indptr.shape != (self.n_users + 1,) or int(indptr[-1]) != len(items) or bool((indptr[1:] < indptr[:-1]).any()):
+            raise ValueError(f"user_history indptr must be a CSR index over {self.n_users} users")
+        if len(items) and (int(items.min()) < 0 or int(items.max()) >= self.n_items):
+            raise ValueError(f"user_history items must be item ids in [0, {self.n_items})")
+        owners = torch.repeat_interleave(torch.arange(self.n_users), indptr[1:] - indptr[:-1])
+        keys, _ = torch.sort(owners * self.n_items + items)
+        self.register_buffer("history_indptr", indptr, persistent=False)
+        self.register_buffer("history_items", items, persistent=False)
+        self.register_buffer("history_keys", keys, persistent=False)  # sorted user * n_items + item
+
+    def user_vector(self, users: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
+        """The user's embedding, plus the scaled sum of their history's embeddings with `user_history`;
+        `leave_out` [B] is one item per user to drop from its history where the user has it."""
+        if self.user_embedding is not None:
+            vector = self.user_embedding(users)
+        else:
+            vector = torch.zeros(len(users), self.config.embedding_dim, device=users.device)
+        if self.history_embedding is None:
+            return vector
+        starts = self.history_indptr.index_select(0, users)
+        lengths = self.history_indptr.index_select(0, users + 1) - starts
+        offsets = torch.cumsum(lengths, 0) - lengths
+        flat = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(int(lengths.sum()), device=users.device)
+        summed = self.history_embedding(self.history_items.index_select(0, flat), offsets)
+        count = lengths.to(vector.dtype)
+        if leave_out is not None:
+            keys = users * self.n_items + leave_out
+            found = torch.searchsorted(self.history_keys, keys).clamp(max=max(len(self.history_keys) - 1, 0))
+            own = (self.history_keys.index_select(0, found) == keys).to(vector.dtype) if len(self.history_keys) else \
+                torch.zeros_like(count)
+            own_rows = nn.functional.embedding(leave_out, self.history_embedding.weight, sparse=self.config.sparse_embeddings)
+            summed = summed - own[:, None] * own_rows
+            count = count - own
+        return vector + summed * count.clamp(min=1.0).rsqrt()[:, None]
+
+    def item_vector(self, items: torch.Tensor) -> torch.Tensor:
+        """The item's side of the dot product: its embedding, plus (with ``item_features``) its
+        brand's embedding and a projection of its description vector, so items with little
+        history borrow from their content."""
+        vector = self.item_embedding(items)
+        if self.config.item_features:
+            vector = vector + self.brand_embedding(self.item_brand.index_select(0, items))
+            if self.text_to_item is not None:
+                vector = vector + self.text_to_item(self.item_text.index_select(0, items))
+        return vector
+
+    def _item_side(self, items: torch.Tensor, item: torch.Tensor) -> list[torch.Tensor]:
+        if not self.config.item_features:
+            return [item]
         # index_select, not tensor[items]: advanced indexing is ~6x slower on the CPU
         parts = [
-            user,
             item,
             self.brand_embedding(self.item_brand.index_select(0, items)),
             torch.stack([self.item_price.index_select(0, items), self.item_price_missing.index_select(0, items)], dim=-1),
         ]
         if self.text_projection is not None:
             parts.append(self.text_projection(self.item_text.index_select(0, items)))
-        if self.config.product_interaction:
-            parts.append(user * item)
-        return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
+        return parts
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B]`` (train with ``BCEWithLogitsLoss``); ids must be known, see :func:`to_known_ids`."""
+        if not self.training:
+            _check_ids("user", users, self.n_users)
+            _check_ids("item", items, self.n_items)
+        user = self.user_vector(users, leave_out=items if self.training else None)
+        item = self.item_embedding(items)
+        logit = torch.zeros(len(users), device=user.device, dtype=user.dtype)
+        if self.mlp is not None:
+            parts = [user, *self._item_side(items, item)]
+            if self.config.product_interaction:
+                parts.append(user * item)
+            logit = logit + self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
+        if self.item_bias is not None:
+            logit = logit + (user * self.item_vector(items)).sum(-1) + self.item_bias(items).squeeze(-1)
+        return logit
+
+    @torch.no_grad()
+    def score_all_items(self, users: torch.Tensor, elements_per_chunk: int = 1 << 23) -> torch.Tensor:
+        """Logits ``[B, n_items]`` of every item for each user, as ``forward`` in eval mode gives them
+        (to float rounding), at a fraction of the cost: the first MLP layer is linear in its
+        concatenated input, so its user part is computed once per user and its item part once
+        per item; only the addition and the rest of the MLP run per (user, item) pair."""
+        _check_ids("user", users, self.n_users)
+        user = self.user_vector(users)
+        weight = self.item_embedding.weight
+        scores = torch.zeros(len(users), self.n_items, device=weight.device, dtype=weight.dtype)
+        items = torch.arange(self.n_items, device=weight.device)
+        if self.item_bias is not None:
+            scores += user @ self.item_vector(items).T + self.item_bias.weight.T
+        if self.mlp is None:
+            return scores
+        first, rest = self.mlp[0], self.mlp[1:]
+        d = self.config.embedding_dim
+        item_side = torch.cat(self._item_side(items, weight), dim=-1)
+        item_width = self._item_side_width()
+        item_part = item_side @ first.weight[:, d:d + item_width].T + first.bias  # [N, H]
+        user_part = user @ first.weight[:, :d].T  # [B, H]
+        product_weight = first.weight[:, d + item_width:] if self.config.product_interaction else None
+        chunk = max(1, elements_per_chunk // max(1, self.n_items * first.out_features))
+        was_training = self.training
+        self.eval()  # dropout off
+        for start in range(0, len(users), chunk):
+            stop = start + chunk
+            hidden = user_part[start:stop, None, :] + item_part[None]
+            if product_weight is not None:
+                hidden = hidden + (user[start:stop, None, :] * weight[None]) @ product_weight.T
+            scores[start:stop] += rest(hidden).squeeze(-1)
+        self.train(was_training)
+        return scores
 
     def predict_proba(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Probabilities ``[B]``; call ``model.eval()`` first so dropout is off."""
@@ -166,7 +310,7 @@ class FastDropout(nn.Module):
         return f"p={self.p}"
 
 
-def _init_embedding(emb: nn.Embedding) -> None:
+def _init_embedding(emb: nn.Embedding | nn.EmbeddingBag) -> None:
     """Small random rows; row 0 ("unknown") starts at zero so unseen ids get a neutral input."""
     with torch.no_grad():
         nn.init.normal_(emb.weight, std=_EMBEDDING_INIT_STD)
@@ -283,7 +427,7 @@ def build_optimizer(model: nn.Module, lr: float, sparse: bool) -> torch.optim.Op
     SparseAdam's update, on sparse embeddings; Adam on the rest). Works on a DDP-wrapped model too. Raises ``ValueError`` when
     ``sparse`` does not match the model (plain Adam rejects sparse gradients, SparseAdam dense ones).
     """
-    sparse_params = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
+    sparse_params = [m.weight for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse]
     sparse_ids = {id(p) for p in sparse_params}
     dense_params = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
     if not sparse:
@@ -303,6 +447,25 @@ def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
     Same update rule and state as the default implementation.
     """
     return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+def build_model(catalog: "Catalog", config: "Config") -> AlsoViewMLP:
+    """The configured model over a prepared dataset's vocabulary and item features."""
+    return AlsoViewMLP(
+        n_users=catalog.n_users, n_items=catalog.n_items, n_brands=catalog.n_brands, text_dim=catalog.text_dim,
+        # copies: the catalog's arrays are read-only views into Ray's object store
+        item_brand=torch.tensor(catalog.item_brand), item_price=torch.tensor(catalog.item_price),
+        item_price_missing=torch.tensor(catalog.item_price_missing),
+        item_text=torch.tensor(catalog.item_text), config=config.model,
+        user_history=training_history(catalog) if config.model.user_history else None,
+    )
+
+
+def training_history(catalog: "Catalog") -> tuple[np.ndarray, np.ndarray]:
+    """Each user's distinct training items, as CSR (indptr over users, item ids)."""
+    keys = np.unique(catalog.train.users * catalog.n_items + catalog.train.items)
+    users, items = keys // catalog.n_items, keys % catalog.n_items
+    return np.searchsorted(users, np.arange(catalog.n_users + 1)).astype(np.int64), items.astype(np.int64)
 
 
 def count_parameters(model: nn.Module) -> int:

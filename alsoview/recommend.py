@@ -27,11 +27,11 @@ class Recommender:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Recommender":
-        from alsoview.train import load_saved_model
+        from alsoview.checkpoint import load_saved_model
 
         saved = load_saved_model(run_dir)
-        catalog = load_catalog(saved["config"]["data"]["prepared_dir"])
-        model = ModelFactory(saved["model"], saved["config"], catalog)(device)
+        catalog = load_catalog(saved.config.data.prepared_dir)
+        model = ModelFactory(saved.state, saved.config, catalog)(device)
         popularity = PopularityScorer(catalog.train.users, catalog.train.items, catalog.n_items)
         return cls(catalog, model, popularity)
 
@@ -49,9 +49,9 @@ class Recommender:
         known = users > 0
         scores = np.empty((len(users), n), dtype=np.float64)
         if known.any():
-            scores[known] = self.model.score(users[known], items[known])
+            scores[known] = self.model.score_all(users[known])
         if (~known).any():
-            scores[~known] = self.popularity.score(users[~known], items[~known])
+            scores[~known] = self.popularity.score_all(users[~known])
         scores[:, 0] = -np.inf
         seen = self.catalog.sampling.interacted(np.repeat(users, n), items.reshape(-1)).reshape(len(users), n)
         scores[seen] = -np.inf

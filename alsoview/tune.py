@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from alsoview.catalog import Catalog, load_catalog
-from alsoview.config import Config, flatten_search_space, save_config, with_overrides
+from alsoview.checkpoint import plain
+from alsoview.config import Config, flatten_search_space, save_config, with_absolute_paths, with_overrides
 from alsoview.errors import UserError
 
 log = logging.getLogger("alsoview")
@@ -138,7 +139,6 @@ def tune(config: Config, catalog: Catalog | None = None) -> TuneResult:
 
     from alsoview.runtime import init_ray
 
-    from alsoview.train import with_absolute_paths
 
     config = with_absolute_paths(tune_config_of(config))
     catalog = catalog or load_catalog(config.data.prepared_dir)
@@ -180,8 +180,9 @@ def write_outputs(run_dir: Path, grid: Any, config: Config) -> TuneResult:
     metric = config.tune.metric
     frame = grid.get_dataframe()
     params = [c for c in frame.columns if c.startswith("config/")]
-    keep = ["trial_id", "status", *params, metric, "valid/auc", "valid/hard_auc", "valid/hit_share_hard",
-            "train/loss", "training_iteration", "best/epoch"]
+    columns = ["valid/full/ndcg@10", "valid/full/hr@10", "valid/sampled100/hr@10", "valid/auc", "valid/hard_auc",
+               "train/hard_negative_share", "train/loss", "training_iteration", "best/epoch"]
+    keep = ["trial_id", "status", *params, metric, *[c for c in columns if c != metric]]
     status = {r.metrics.get("trial_id"): _status(r, config.train.epochs) for r in grid if r.metrics}
     frame["status"] = frame["trial_id"].map(status).fillna("failed")
     trials = frame[[c for c in keep if c in frame.columns]].rename(columns=lambda c: c.removeprefix("config/"))
@@ -192,8 +193,8 @@ def write_outputs(run_dir: Path, grid: Any, config: Config) -> TuneResult:
     best = {
         "metric": metric,
         "value": _best_value(best_result, metric),
-        "params": {k: _plain(v) for k, v in best_result.config.items()},
-        "last_metrics": {k: _plain(v) for k, v in (best_result.metrics or {}).items()
+        "params": plain(dict(best_result.config)),
+        "last_metrics": {k: plain(v) for k, v in (best_result.metrics or {}).items()
                          if k.startswith(("valid/", "train/", "best/")) or k == "training_iteration"},
         "trials": len(trials),
         "trials_completed": int((trials["status"] == "completed").sum()),
@@ -220,10 +221,6 @@ def _best_value(result: Any, metric: str) -> float:
     if history is not None and metric in history:
         return float(history[metric].max())
     return float((result.metrics or {}).get(metric, math.nan))
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 def plot_balance(trials: pd.DataFrame, metric: str, path: Path) -> None:

@@ -27,43 +27,22 @@ METRICS = ("valid/auc", "test/full/ndcg@10", "test/full/auc", "test/hard/auc", "
 
 
 def train_in_process(catalog: Any, config: Any, variant: str) -> tuple[Any, dict[str, float]]:
-    import numpy as np
+    """`alsoview.loop.fit_in_process` (the worker's epoch function, in process) with the variant's model."""
     import torch
 
-    from alsoview.feed import block_sizes, mix_arguments, mix_block, steps_per_epoch, worker_blocks
-    from alsoview.model import build_optimizer
-    from alsoview.train import build_model, fixed_size_batches, validate, validation_pairs
+    from alsoview.loop import fit_in_process
+    from alsoview.model import build_model
 
-    torch.manual_seed(config.seed)
-    model = build_model(catalog, config)
+    model = optimizer = None
     if variant == "reference":
+        torch.manual_seed(config.seed)
+        model = build_model(catalog, config)
         for index, layer in enumerate(model.mlp):
             if type(layer).__name__ == "FastDropout":
                 model.mlp[index] = torch.nn.Dropout(layer.p)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
-    else:
-        optimizer = build_optimizer(model, config.train.learning_rate, config.model.sparse_embeddings)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    pairs = validation_pairs(catalog, config.seed)
-    sampling = config.sampling
-    sizes = block_sizes(len(catalog.train), sampling.block_rows)
-    best, best_state = -np.inf, None
-    for epoch in range(config.train.epochs):
-        blocks = ({k: torch.as_tensor(v) for k, v in mix_block(int(b), catalog, **mix_arguments(config, epoch)).items()}
-                  for b in worker_blocks(len(sizes), config.seed, epoch, 0, 1))
-        steps = steps_per_epoch(sizes, config.seed, epoch, 1, 1 + sampling.negatives_per_positive,
-                                config.train.batch_size)
-        model.train()
-        for _, batch in zip(range(steps), fixed_size_batches(blocks, config.train.batch_size)):
-            loss = loss_fn(model(batch["user"].long(), batch["item"].long()), batch["label"].float())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        auc = validate(model, pairs, torch.device("cpu"))["valid/auc"]
-        if auc > best:
-            best, best_state = auc, {k: v.clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
-    return model.eval(), {"valid/auc": float(best)}
+    model, state = fit_in_process(catalog, config, model=model, optimizer=optimizer)
+    return model, {"valid/auc": max(epoch["valid/auc"] for epoch in state.history)}
 
 
 def evaluate_model(model: Any, catalog: Any, seed: int) -> dict[str, float]:
@@ -102,7 +81,7 @@ def main() -> None:
     for variant in args.variants.split(","):
         for seed in range(args.seeds):
             config = load_config(None, [f"data.prepared_dir={args.prepared}", f"seed={seed}",
-                                        f"train.epochs={args.epochs}",
+                                        f"train.epochs={args.epochs}", "train.early_stopping_metric=valid/auc", "train.patience=0",
                                         f"model.sparse_embeddings={'true' if variant == 'sparse' else 'false'}"])
             begin = time.perf_counter()
             model, valid = train_in_process(catalog, config, variant)

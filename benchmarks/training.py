@@ -39,8 +39,8 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
     import torch
 
     from alsoview.feed import block_sizes, mix_arguments, mix_block, worker_blocks
-    from alsoview.model import build_optimizer
-    from alsoview.train import build_model
+    from alsoview.loop import train_epoch
+    from alsoview.model import build_model, build_optimizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
@@ -55,23 +55,14 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
     labels = torch.as_tensor(np.concatenate([b["label"] for b in blocks]), dtype=torch.float32, device=device)
     model = build_model(catalog, config).to(device)
     optimizer = build_optimizer(model, config.train.learning_rate, config.model.sparse_embeddings)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
     batch = config.train.batch_size
     n = len(labels)
-    model.train()
-
-    def step(start: int) -> float:
-        loss = loss_fn(model(users[start:start + batch], items[start:start + batch]), labels[start:start + batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    for s in range(warmup_steps):
-        step((s * batch) % (n - batch))
+    batches = [{"user": users[start:start + batch], "item": items[start:start + batch],
+                "label": labels[start:start + batch]} for start in range(0, n, batch)]
+    # the worker's own step function (alsoview.loop.train_epoch), over batches that are already there
+    train_epoch(model, optimizer, iter(batches[:warmup_steps]), warmup_steps)
     begin = time.perf_counter()
-    for start in range(0, n, batch):
-        step(start)
+    train_epoch(model, optimizer, iter(batches), len(batches))
     seconds = time.perf_counter() - begin
     return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds}
 

@@ -145,3 +145,47 @@ def test_without_scipy_auto_falls_back_to_dense(monkeypatch: pytest.MonkeyPatch)
         CooccurrenceScorer(TRAIN_USERS, TRAIN_ITEMS, N_USERS, 6000)
     with pytest.raises(ImportError):
         CooccurrenceScorer(TRAIN_USERS, TRAIN_ITEMS, N_USERS, N_ITEMS, backend="sparse")
+
+
+def test_score_all_equals_score_on_every_item() -> None:
+    users = np.array([1, 2, 3, 4])
+    every = np.tile(np.arange(N_ITEMS), (len(users), 1))
+    for scorer in build_baselines(TRAIN_USERS, TRAIN_ITEMS, N_USERS, N_ITEMS, seed=0).values():
+        if hasattr(scorer, "score_all"):
+            np.testing.assert_allclose(scorer.score_all(users), scorer.score(users, every))
+
+
+def test_matrix_factorisation_peers_fit_score_and_pickle() -> None:
+    pytest.importorskip("implicit")
+    from alsoview.baselines import matrix_factorisation_peers
+
+    rng = np.random.default_rng(0)
+    # two taste groups over 40 items: users 1..30 take items 1..20, users 31..60 items 21..40
+    users = np.repeat(np.arange(1, 61), 8)
+    items = np.where(users <= 30, rng.integers(1, 21, users.size), rng.integers(21, 41, users.size))
+    peers, skipped = matrix_factorisation_peers(users, items, 61, 41, seed=0)
+    assert set(peers) == {"als", "bpr"} and skipped == {}
+    for scorer in peers.values():
+        every = scorer.score_all(np.array([1, 45]))
+        assert every.shape == (2, 41)
+        np.testing.assert_allclose(scorer.score(np.array([1, 45]), np.tile(np.arange(41), (2, 1))), every, rtol=1e-5, atol=1e-6)
+        # each user's own group scores higher on average: the peers learned the planted tastes
+        assert every[0, 1:21].mean() > every[0, 21:41].mean() and every[1, 21:41].mean() > every[1, 1:21].mean()
+        pickle.loads(pickle.dumps(scorer))
+
+
+def test_missing_implicit_skips_the_peers_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    from alsoview.baselines import matrix_factorisation_peers
+
+    real_import = builtins.__import__
+
+    def no_implicit(name, *args, **kwargs):
+        if name == "implicit":
+            raise ImportError("No module named 'implicit'", name="implicit")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_implicit)
+    peers, skipped = matrix_factorisation_peers(TRAIN_USERS, TRAIN_ITEMS, N_USERS, N_ITEMS, seed=0)
+    assert peers == {} and set(skipped) == {"als", "bpr"} and "pip install implicit" in skipped["als"]

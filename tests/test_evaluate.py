@@ -66,7 +66,7 @@ def test_metrics_of_a_scorer_match_a_brute_force_computation(catalog):
 def test_trained_model_beats_random_everywhere_and_popularity_on_full_ranking(trained_run):
     _, run = trained_run
     results = evaluate_run(run.run_dir, "test")
-    mlp, random, popularity = results["mlp"], results["random"], results["popularity"]
+    mlp, random, popularity = results["model"], results["random"], results["popularity"]
     for protocol in PROTOCOLS:
         for metric in ("auc", "gauc", "ndcg@10", "mrr"):
             key = f"test/{protocol}/{metric}"
@@ -74,10 +74,36 @@ def test_trained_model_beats_random_everywhere_and_popularity_on_full_ranking(tr
     assert mlp["test/full/ndcg@10"] > popularity["test/full/ndcg@10"]
     saved = json.loads((run.run_dir / "metrics.json").read_text())
     assert saved["test/full/ndcg@10"] == mlp["test/full/ndcg@10"] and "valid/auc" in saved
-    assert set(json.loads((run.run_dir / "evaluation.json").read_text())) == {"mlp", "popularity", "random",
-                                                                              "cooccurrence"}
-    assert "| mlp |" in (run.run_dir / "evaluation.md").read_text()
+    assert set(json.loads((run.run_dir / "evaluation.json").read_text())) == {"model", "popularity", "random",
+                                                                              "cooccurrence", "als", "bpr"}
+    assert "| model |" in (run.run_dir / "evaluation.md").read_text()
     assert mlp["test/hard/users"] < mlp["test/full/users"]  # coverage of the hard protocol is reported
+
+
+@pytest.mark.parametrize("switches", [[], ["model.product_interaction=true"],
+                                      ["model.user_history=true", "model.dot_product=true", "model.mlp=false"]])
+def test_every_item_at_once_ranks_like_pair_by_pair_scoring(catalog, smoke_config, switches):
+    """A model's fast path (`score_all`: every item per user at once) gives the protocols' numbers
+    of the pairwise path, for every kind of model."""
+    import torch
+
+    from alsoview.config import load_config
+    from alsoview.evaluate import ModelScorer
+    from alsoview.model import build_model
+
+    torch.manual_seed(0)
+    config = load_config(None, [f"data.prepared_dir={smoke_config.data.prepared_dir}", *switches])
+    fast = ModelScorer(build_model(catalog, config))
+
+    class PairByPair:
+        def score(self, users, items):
+            return fast.score(users, items)
+
+    cases = build_cases(catalog, "test", seed=0, max_users=80)
+    rows = np.arange(len(cases.users))
+    quick, slow = (summarize(score_rows(s, cases, rows), "test") for s in (fast, PairByPair()))
+    for key in slow:
+        assert quick[key] == pytest.approx(slow[key], abs=2e-3), key
 
 
 def test_recommendations_never_repeat_what_the_user_has(trained_run, tmp_path):
@@ -114,9 +140,9 @@ def test_compare_writes_the_table_and_the_plot(smoke_config):
                                                                        num_workers=1))
     result = compare(config, [0.0, 1.0], seeds=1, name="compare-test")
     assert result.table["fraction"].tolist() == [0.0, 1.0]
-    assert set(result.baselines) == {"popularity", "random", "cooccurrence"}
+    assert set(result.baselines) == {"popularity", "random", "cooccurrence", "als", "bpr"}
     report = json.loads((result.run_dir / "comparison.json").read_text())
     assert len(report["runs"]) == 2
     text = (result.run_dir / "comparison.md").read_text()
-    assert "| 0 | 1 |" in text and "baseline: popularity" in text
+    assert "| 0 | 1 |" in text and "baseline: popularity" in text and "baseline: als" in text
     assert (result.run_dir / "comparison.png").stat().st_size > 20_000

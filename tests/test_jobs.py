@@ -80,7 +80,7 @@ def test_tune_job_submitted_to_a_local_head_succeeds(ray_head, tmp_path):
         time.sleep(5)
     logs = _ray("job", "logs", "--address", DASHBOARD, job_id).stdout
     assert "succeeded" in status.lower(), f"{status}\n--- job logs ---\n{logs[-4000:]}"
-    assert "best valid/mean_auc" in logs
+    assert "best valid/full/ndcg@10" in logs
 
     run_dir = tmp_path / "runs" / "job"
     trials = pd.read_csv(run_dir / "trials.csv")

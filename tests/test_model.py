@@ -16,6 +16,11 @@ from alsoview.model import (AlsoViewMLP, FastDropout, MixedOptimizer, ModelConfi
 N_USERS, N_ITEMS, N_BRANDS, TEXT_DIM = 5, 7, 3, 10
 
 
+# Each user's training items (CSR over users 0..4): user 0 (unknown) has none.
+HISTORY_INDPTR = np.array([0, 0, 2, 5, 6, 8])
+HISTORY_ITEMS = np.array([1, 3, 2, 4, 6, 5, 1, 2])
+
+
 def make_model(config: ModelConfig = ModelConfig(), text_dim: int = TEXT_DIM, seed: int = 0) -> AlsoViewMLP:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -28,6 +33,7 @@ def make_model(config: ModelConfig = ModelConfig(), text_dim: int = TEXT_DIM, se
         item_price_missing=missing,
         item_text=torch.randn(N_ITEMS, text_dim, generator=gen),
         config=config,
+        user_history=(HISTORY_INDPTR, HISTORY_ITEMS) if config.user_history else None,
     )
 
 
@@ -216,3 +222,98 @@ def test_fast_dropout_masks_are_independent_across_columns() -> None:
     correlation = torch.corrcoef(mask.T)
     off_diagonal = correlation[~torch.eye(8, dtype=torch.bool)]
     assert off_diagonal.abs().max() < 0.05
+
+
+QUALITY_SWITCHES = [
+    ModelConfig(),
+    ModelConfig(product_interaction=True),
+    ModelConfig(user_history=True),
+    ModelConfig(dot_product=True),
+    ModelConfig(user_history=True, dot_product=True, mlp=False),
+    ModelConfig(user_history=True, dot_product=True, product_interaction=True, hidden_dims=(32,)),
+    ModelConfig(item_features=False, product_interaction=True),
+    ModelConfig(item_features=False, dot_product=True, user_history=True, user_id=False),
+]
+
+
+@pytest.mark.parametrize("config", QUALITY_SWITCHES, ids=lambda c: f"h{c.user_history:d}d{c.dot_product:d}m{c.mlp:d}p{c.product_interaction:d}")
+@pytest.mark.parametrize("text_dim", [TEXT_DIM, 0])
+def test_score_all_items_equals_forward_on_every_pair(config: ModelConfig, text_dim: int) -> None:
+    model = make_model(config, text_dim=text_dim)
+    with torch.no_grad():  # move every weight off its initial value so every branch contributes
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.3)
+    model.eval()
+    users = torch.arange(N_USERS)
+    every = model.score_all_items(users, elements_per_chunk=64)  # several user chunks
+    pairs = model(users.repeat_interleave(N_ITEMS), torch.arange(N_ITEMS).repeat(N_USERS)).reshape(N_USERS, N_ITEMS)
+    torch.testing.assert_close(every, pairs, rtol=1e-5, atol=1e-5)
+    assert not model.training  # scoring leaves the mode as it was
+
+
+def test_dot_product_alone_is_user_vector_dot_item_plus_bias() -> None:
+    model = make_model(ModelConfig(dot_product=True, mlp=False, user_history=True))
+    with torch.no_grad():
+        model.item_bias.weight.normal_()
+    model.eval()
+    users, items = torch.tensor([1, 2, 3]), torch.tensor([2, 5, 6])
+    content = model.brand_embedding(model.item_brand[items]) + model.item_text[items] @ model.text_to_item.weight.T
+    expected = (model.user_vector(users) * (model.item_embedding(items) + content)).sum(-1) + \
+        model.item_bias.weight[items, 0]
+    torch.testing.assert_close(model(users, items), expected)
+    assert model.mlp is None
+    bare = make_model(ModelConfig(dot_product=True, mlp=False, user_history=True, item_features=False)).eval()
+    assert bare.text_to_item is None
+    torch.testing.assert_close(bare(users, items), (bare.user_vector(users) * bare.item_embedding(items)).sum(-1))
+
+
+def test_user_history_is_the_scaled_sum_of_the_users_items_without_the_scored_one() -> None:
+    model = make_model(ModelConfig(user_history=True))
+    rows, own = model.history_embedding.weight, model.user_embedding.weight
+    # user 2 had items 2, 4 and 6
+    torch.testing.assert_close(model.user_vector(torch.tensor([2])),
+                               own[2:3] + (rows[2] + rows[4] + rows[6])[None] / 3 ** 0.5)
+    # training on (2, 4): item 4 leaves the history; on (2, 5), not in it, nothing leaves
+    left_out = model.user_vector(torch.tensor([2, 2]), leave_out=torch.tensor([4, 5]))
+    torch.testing.assert_close(left_out[0], own[2] + (rows[2] + rows[6]) / 2 ** 0.5)
+    torch.testing.assert_close(left_out[1], own[2] + (rows[2] + rows[4] + rows[6]) / 3 ** 0.5)
+    # user 0 has no history: the bare embedding; user 3's only item scored: nothing left, no division by 0
+    torch.testing.assert_close(model.user_vector(torch.tensor([0])), own[0:1])
+    torch.testing.assert_close(model.user_vector(torch.tensor([3]), leave_out=torch.tensor([5])), own[3:4])
+    # the forward pass leaves the scored item out only while training (no MLP, so no dropout noise)
+    dot = make_model(ModelConfig(user_history=True, dot_product=True, mlp=False))
+    user, item = torch.tensor([2]), torch.tensor([4])
+    item_row = dot.item_vector(item)[0]
+    torch.testing.assert_close(dot.train()(user, item), (dot.user_vector(user, leave_out=item) * item_row).sum(-1))
+    torch.testing.assert_close(dot.eval()(user, item), (dot.user_vector(user) * item_row).sum(-1))
+    with pytest.raises(ValueError, match="user_history"):
+        AlsoViewMLP(N_USERS, N_ITEMS, N_BRANDS, 0, torch.zeros(N_ITEMS, dtype=torch.long), torch.zeros(N_ITEMS),
+                    torch.zeros(N_ITEMS), None, ModelConfig(user_history=True))
+
+
+def test_quality_switches_train_with_sparse_embeddings() -> None:
+    model = make_model(ModelConfig(user_history=True, dot_product=True, sparse_embeddings=True))
+    optimizer = build_optimizer(model, 0.01, sparse=True)
+    users, items, labels = batch()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    nn.functional.binary_cross_entropy_with_logits(model(users, items), labels).backward()
+    optimizer.step()
+    for name in ("history_embedding.weight", "item_bias.weight", "user_embedding.weight"):
+        assert not torch.equal(before[name], dict(model.named_parameters())[name]), name
+
+
+def test_without_item_features_the_mlp_sees_only_the_two_embeddings() -> None:
+    plain, bare = make_model(), make_model(ModelConfig(item_features=False))
+    d, t = ModelConfig().embedding_dim, ModelConfig().text_projection_dim
+    assert plain.mlp[0].in_features - bare.mlp[0].in_features == d + 2 + t  # brand, price pair, text
+    assert bare.mlp[0].in_features == 2 * d
+
+
+def test_a_model_needs_a_scoring_branch() -> None:
+    with pytest.raises(UserError, match="model.mlp"):
+        ModelConfig(mlp=False)
+    with pytest.raises(UserError, match="model.user_id"):
+        ModelConfig(user_id=False)  # without user_history a user would have no vector
+    history_only = make_model(ModelConfig(user_history=True, user_id=False))
+    assert history_only.user_embedding is None
+    torch.testing.assert_close(history_only.user_vector(torch.tensor([0])), torch.zeros(1, 64))

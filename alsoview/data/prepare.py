@@ -28,15 +28,13 @@ import pyarrow.parquet as pq
 
 import alsoview
 from alsoview.config import Config
-from alsoview.data import amazon
+from alsoview.data import amazon, layout
 from alsoview.data.clean import CleanDataset, CleanOptions, DropLog, clean
 from alsoview.errors import UserError
 from alsoview.runtime import init_ray
 
 log = logging.getLogger("alsoview")
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
 _SNIFF_LINES = 5
 
 REVIEW_SCHEMA = pa.schema([
@@ -284,11 +282,11 @@ def embed_items(items: pd.DataFrame, config: Config) -> tuple[np.ndarray, dict[s
 
 def _write_dataset(data: CleanDataset, text_vectors: np.ndarray, out: Path) -> None:
     out.mkdir(parents=True)
-    data.interactions.to_parquet(out / "interactions.parquet", index=False)
-    data.users.to_parquet(out / "users.parquet", index=False)
-    data.brands.to_parquet(out / "brands.parquet", index=False)
-    data.logged_negatives.to_parquet(out / "logged_negatives.parquet", index=False)
-    pq.write_table(_items_table(data.items, text_vectors), out / "items.parquet")
+    data.interactions.to_parquet(out / layout.INTERACTIONS, index=False)
+    data.users.to_parquet(out / layout.USERS, index=False)
+    data.brands.to_parquet(out / layout.BRANDS, index=False)
+    data.logged_negatives.to_parquet(out / layout.LOGGED_NEGATIVES, index=False)
+    pq.write_table(_items_table(data.items, text_vectors), out / layout.ITEMS)
 
 
 def _items_table(items: pd.DataFrame, text_vectors: np.ndarray) -> pa.Table:
@@ -311,7 +309,7 @@ def _manifest(files: list[InputFile], data: CleanDataset, text_info: dict[str, A
     _check_accounting("reviews", reviews_read, reviews_kept, data.review_drops)
     _check_accounting("meta", meta_read, meta_kept, data.meta_drops)
     return {
-        "format_version": FORMAT_VERSION,
+        "format_version": layout.FORMAT_VERSION,
         "alsoview_version": alsoview.__version__,
         "inputs": {role: [_input_entry(f) for f in files if f.role == role] for role in ("reviews", "meta")},
         "rows": {
@@ -396,7 +394,7 @@ def prepare(config: Config, out_dir: str | Path | None = None) -> PrepareResult:
     shutil.rmtree(staging, ignore_errors=True)
     _write_dataset(data, vectors, staging)
     manifest["timing_seconds"]["write"] = round(time.perf_counter() - start, 2)
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
+    (staging / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     log.info("prepared dataset written to %s", out)
@@ -409,14 +407,6 @@ def _json_default(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
         return dataclasses.asdict(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def read_manifest(prepared_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a prepared dataset, with a clear error when the directory is not one."""
-    path = Path(prepared_dir) / MANIFEST
-    if not path.is_file():
-        raise UserError(f"not a prepared dataset (no {MANIFEST}): {prepared_dir}; run `alsoview prepare` first")
-    return json.loads(path.read_text())
 
 
 def with_default_inputs(config: Config) -> Config:
@@ -450,7 +440,7 @@ def ensure_prepared(config: Config) -> Config:
     Returns the config with its inputs resolved (the generated default when none are given).
     """
     config = with_default_inputs(config)
-    manifest_path = Path(config.data.prepared_dir) / MANIFEST
+    manifest_path = Path(config.data.prepared_dir) / layout.MANIFEST
     if manifest_path.is_file():
         saved = json.loads(manifest_path.read_text()).get("config", {})
         wanted = {"data": dataclasses.asdict(config.data), "text": dataclasses.asdict(config.text)}

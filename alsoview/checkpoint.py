@@ -1,0 +1,193 @@
+"""The run directory and the checkpoint format: what a run writes, and how it is read back.
+
+A run directory (`<train.runs_dir>/<train.run_name>`) holds `config.yaml` (the resolved config),
+`metrics.json`, `history.csv` and `model.pt` (the weights of the best epoch); Ray Train keeps
+one `checkpoint_*/checkpoint.pt` per epoch under the same folder. Every file holds tensors and
+plain values only (numbers, strings, lists, dicts) and is read with ``weights_only=True``, so
+opening a run file never runs code from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from alsoview.config import Config, config_from_dict, save_config
+from alsoview.errors import UserError
+
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+
+
+def run_dir_of(config: Config) -> Path:
+    return Path(config.train.runs_dir).resolve() / config.train.run_name
+
+
+def start_run_dir(config: Config, run_dir: Path) -> Path:
+    """Create a run directory and record the resolved config in it, so it says exactly what ran."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / CONFIG_FILE)
+    return run_dir
+
+
+@dataclass
+class LoopState:
+    """Where training stands: the last finished epoch, early stopping, and every epoch's metrics."""
+
+    epoch: int = -1  # last finished epoch
+    best_value: float = -math.inf
+    best_epoch: int = -1
+    epochs_without_improvement: int = 0
+    best_model_state: dict[str, torch.Tensor] | None = None
+    resumed_from_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # every epoch's metrics, resumes included
+
+    def record(self, epoch: int, value: float, model_state: dict[str, torch.Tensor], patience: int) -> bool:
+        """Take one epoch's validation value; keep the best weights; True when training should stop
+        (`patience` epochs without improvement; 0 never stops)."""
+        self.epoch = epoch
+        if value > self.best_value:
+            self.best_value, self.best_epoch, self.epochs_without_improvement = value, epoch, 0
+            self.best_model_state = state_to_cpu(model_state)
+        else:
+            self.epochs_without_improvement += 1
+        return 0 < patience <= self.epochs_without_improvement
+
+    def counters(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("epoch", "best_value", "best_epoch", "epochs_without_improvement")}
+
+
+def state_to_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars and arrays as Python values (JSON and weights-only loading accept only those)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- per-epoch checkpoints
+
+
+def save_checkpoint(folder: str | Path, model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
+                    state: LoopState, config: Config, vocabulary: dict[str, int]) -> None:
+    torch.save({
+        "model": state_to_cpu(model_state),
+        "optimizer": optimizer_state,
+        "best_model": state.best_model_state,
+        "history": plain(state.history),
+        "loop": plain(state.counters()),
+        "vocabulary": dict(vocabulary),
+        "config": plain(config.to_dict()),
+    }, Path(folder) / CHECKPOINT_FILE)
+
+
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """One epoch's checkpoint as read back."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    vocabulary: dict[str, int]
+    config: Config
+    state: LoopState
+
+
+def load_checkpoint(folder: str | Path) -> SavedCheckpoint:
+    raw = _load(Path(folder) / CHECKPOINT_FILE)
+    state = LoopState(**raw["loop"], best_model_state=raw["best_model"], history=raw["history"])
+    state.resumed_from_epoch = state.epoch
+    return SavedCheckpoint(raw["model"], raw["optimizer"], raw["vocabulary"], config_from_dict(raw["config"]), state)
+
+
+def latest_checkpoint_dir(run_storage: str | Path) -> Path | None:
+    """The newest complete checkpoint Ray Train wrote for a run (its folders sort by time)."""
+    folder = Path(run_storage)
+    if not folder.is_dir():
+        return None
+    complete = [p for p in sorted(folder.glob("checkpoint_*")) if (p / CHECKPOINT_FILE).is_file()]
+    return complete[-1] if complete else None
+
+
+# ---------------------------------------------------------------- the finished run
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """model.pt: the best epoch's weights with what is needed to rebuild the model."""
+
+    state: dict[str, torch.Tensor]
+    vocabulary: dict[str, int]
+    config: Config
+    epoch: int
+
+
+def write_run_outputs(run_dir: Path, checkpoint: SavedCheckpoint, dataset: str) -> dict[str, Any]:
+    """model.pt (best weights), history.csv and metrics.json of a finished run, from its last checkpoint."""
+    import pandas as pd
+
+    state = checkpoint.state
+    torch.save({"model": state.best_model_state, "vocabulary": checkpoint.vocabulary,
+                "config": plain(checkpoint.config.to_dict()), "epoch": state.best_epoch}, run_dir / MODEL_FILE)
+    history = state.history
+    pd.DataFrame(history).to_csv(run_dir / HISTORY_FILE, index=False)
+    last = history[-1]
+    metrics = {
+        **{k: v for k, v in last.items() if k.startswith(("valid/", "train/", "best/"))},
+        "epochs_total": len(history),
+        "last_epoch": last["epoch"],
+        "resumed_from_epoch": last["resumed_from_epoch"],
+        "early_stopped": bool(last.get("early_stopped", False)),
+        "model": f"{MODEL_FILE} holds the weights of best/epoch",
+        "dataset": dataset,
+    }
+    write_metrics(run_dir, metrics)
+    return metrics
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    (Path(run_dir) / METRICS_FILE).write_text(json.dumps(plain(metrics), indent=2) + "\n")
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / METRICS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_saved_model(run_dir: str | Path) -> SavedModel:
+    """model.pt of a finished run."""
+    path = Path(run_dir) / MODEL_FILE
+    if not path.is_file():
+        raise UserError(f"no trained model in {run_dir} (missing {MODEL_FILE}); run `alsoview train` first")
+    raw = _load(path)
+    return SavedModel(raw["model"], raw["vocabulary"], config_from_dict(raw["config"]), int(raw["epoch"]))
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """A run file, loaded as tensors and plain data only; anything else is refused in one line."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable alsoview run file ({first_line})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: not an alsoview run file")
+    return raw
+
