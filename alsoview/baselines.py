@@ -41,8 +41,9 @@ def _check_ids(ids: np.ndarray, n: int, what: str) -> np.ndarray:
     return ids
 
 
-def _check_batch(users: np.ndarray, items: np.ndarray, n_users: int | None,
-                 n_items: int) -> tuple[np.ndarray, np.ndarray]:
+def _check_batch(
+    users: np.ndarray, items: np.ndarray, n_users: int | None, n_items: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Validated (users [B], items [B, C]); n_users None means any non-negative user id."""
     users = np.asarray(users, dtype=np.int64).reshape(-1)
     items = _check_ids(items, n_items, "item")
@@ -55,8 +56,9 @@ def _check_batch(users: np.ndarray, items: np.ndarray, n_users: int | None,
     return users, items
 
 
-def _interactions(train_users: np.ndarray, train_items: np.ndarray, n_users: int | None,
-                  n_items: int) -> tuple[np.ndarray, np.ndarray]:
+def _interactions(
+    train_users: np.ndarray, train_items: np.ndarray, n_users: int | None, n_items: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Validated training pairs with padding ids (user 0 or item 0) dropped."""
     users = np.asarray(train_users, dtype=np.int64).reshape(-1)
     items = np.asarray(train_items, dtype=np.int64).reshape(-1)
@@ -137,8 +139,15 @@ class CooccurrenceScorer:
 
     name = "cooccurrence"
 
-    def __init__(self, train_users: np.ndarray, train_items: np.ndarray, n_users: int, n_items: int,
-                 normalize: Normalize = "cosine", backend: Backend = "auto") -> None:
+    def __init__(
+        self,
+        train_users: np.ndarray,
+        train_items: np.ndarray,
+        n_users: int,
+        n_items: int,
+        normalize: Normalize = "cosine",
+        backend: Backend = "auto",
+    ) -> None:
         if normalize not in ("cosine", "none"):
             raise ValueError(f"normalize must be 'cosine' or 'none', got {normalize!r}")
         self.n_users, self.n_items, self.normalize = int(n_users), int(n_items), normalize
@@ -150,7 +159,8 @@ class CooccurrenceScorer:
         self.indices = items
         if self.backend == "sparse":
             self._history = _sparse.csr_matrix(
-                (np.ones(items.size), items, self.indptr), shape=(self.n_users, self.n_items))
+                (np.ones(items.size), items, self.indptr), shape=(self.n_users, self.n_items)
+            )
             self._cooc = self._sparse_cooc(self._history)
         else:
             self._cooc = self._dense_cooc(users, items)
@@ -165,8 +175,10 @@ class CooccurrenceScorer:
         if backend == "auto":
             backend = "sparse" if _sparse is not None else "dense"
         if backend == "dense" and n_items > DENSE_MAX_ITEMS:
-            raise ValueError(f"dense co-occurrence is limited to {DENSE_MAX_ITEMS} items (got {n_items}); "
-                             "install scipy for the sparse backend")
+            raise ValueError(
+                f"dense co-occurrence is limited to {DENSE_MAX_ITEMS} items (got {n_items}); "
+                "install scipy for the sparse backend"
+            )
         return backend
 
     def _item_norm(self, counts: np.ndarray) -> np.ndarray:
@@ -190,7 +202,7 @@ class CooccurrenceScorer:
         """The same C as `_sparse_cooc`, accumulated pair by pair per user into a dense array."""
         cooc = np.zeros((self.n_items, self.n_items))
         for u in np.unique(users):
-            hist = self.indices[self.indptr[u]:self.indptr[u + 1]]
+            hist = self.indices[self.indptr[u] : self.indptr[u + 1]]
             cooc[np.ix_(hist, hist)] += 1.0
         norm = self._item_norm(np.diag(cooc).copy())
         cooc *= norm[:, None] * norm[None, :]
@@ -199,7 +211,7 @@ class CooccurrenceScorer:
 
     def history(self, user: int) -> np.ndarray:
         """The distinct train items of one user, sorted."""
-        return self.indices[self.indptr[user]:self.indptr[user + 1]]
+        return self.indices[self.indptr[user] : self.indptr[user + 1]]
 
     def user_rows(self, users: np.ndarray) -> np.ndarray:
         """Dense score rows [len(users), n_items] for the given users (each row independent)."""
@@ -222,7 +234,7 @@ class CooccurrenceScorer:
         unique, inverse = np.unique(users, return_inverse=True)
         chunk = max(1, _CHUNK_ELEMENTS // max(self.n_items, 1))
         for lo in range(0, unique.size, chunk):
-            rows = self.user_rows(unique[lo:lo + chunk])
+            rows = self.user_rows(unique[lo : lo + chunk])
             sel = np.flatnonzero((inverse >= lo) & (inverse < lo + chunk))
             out[sel] = rows[(inverse[sel] - lo)[:, None], items[sel]]
         return out
@@ -250,8 +262,9 @@ ALS_SETTINGS = {"factors": 64, "regularization": 0.05, "iterations": 20}
 BPR_SETTINGS = {"factors": 64, "learning_rate": 0.05, "regularization": 0.01, "iterations": 100}
 
 
-def matrix_factorisation_peers(train_users: np.ndarray, train_items: np.ndarray, n_users: int, n_items: int,
-                               seed: int) -> tuple[dict[str, Scorer], dict[str, str]]:
+def matrix_factorisation_peers(
+    train_users: np.ndarray, train_items: np.ndarray, n_users: int, n_items: int, seed: int
+) -> tuple[dict[str, Scorer], dict[str, str]]:
     """ALS and BPR fitted on the binary training matrix with `implicit` (CPU), and the peers that
     could not be fitted with the reason (e.g. `implicit` not installed)."""
     try:
@@ -276,8 +289,9 @@ def matrix_factorisation_peers(train_users: np.ndarray, train_items: np.ndarray,
     return scorers, {}
 
 
-def build_baselines(train_users: np.ndarray, train_items: np.ndarray, n_users: int, n_items: int,
-                    seed: int) -> dict[str, Scorer]:
+def build_baselines(
+    train_users: np.ndarray, train_items: np.ndarray, n_users: int, n_items: int, seed: int
+) -> dict[str, Scorer]:
     """The three reference scorers keyed by name: "popularity", "random", "cooccurrence"."""
     scorers: list[Scorer] = [
         PopularityScorer(train_users, train_items, n_items),

@@ -111,8 +111,9 @@ def _with_unknown(values: np.ndarray, unknown: Any) -> np.ndarray:
     return np.concatenate([np.array([unknown], dtype=values.dtype), values])
 
 
-def _sampling_tables(items: pd.DataFrame, interactions: pd.DataFrame, n_users: int, n_items: int,
-                     train: Interactions) -> SamplingTables:
+def _sampling_tables(
+    items: pd.DataFrame, interactions: pd.DataFrame, n_users: int, n_items: int, train: Interactions
+) -> SamplingTables:
     also_view_lengths = np.r_[0, items["also_view"].map(len).to_numpy(np.int64)]
     also_view_indptr = np.concatenate([[0], np.cumsum(also_view_lengths)]).astype(np.int64)
     flat = items["also_view"].explode().dropna().to_numpy(np.int64) if also_view_indptr[-1] else np.array([], np.int64)

@@ -86,17 +86,26 @@ def plain(value: Any) -> Any:
 # ---------------------------------------------------------------- per-epoch checkpoints
 
 
-def save_checkpoint(folder: str | Path, model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
-                    state: LoopState, config: Config, vocabulary: dict[str, int]) -> None:
-    torch.save({
-        "model": state_to_cpu(model_state),
-        "optimizer": optimizer_state,
-        "best_model": state.best_model_state,
-        "history": plain(state.history),
-        "loop": plain(state.counters()),
-        "vocabulary": dict(vocabulary),
-        "config": plain(config.to_dict()),
-    }, Path(folder) / CHECKPOINT_FILE)
+def save_checkpoint(
+    folder: str | Path,
+    model_state: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+    state: LoopState,
+    config: Config,
+    vocabulary: dict[str, int],
+) -> None:
+    torch.save(
+        {
+            "model": state_to_cpu(model_state),
+            "optimizer": optimizer_state,
+            "best_model": state.best_model_state,
+            "history": plain(state.history),
+            "loop": plain(state.counters()),
+            "vocabulary": dict(vocabulary),
+            "config": plain(config.to_dict()),
+        },
+        Path(folder) / CHECKPOINT_FILE,
+    )
 
 
 @dataclass(frozen=True)
@@ -144,8 +153,15 @@ def write_run_outputs(run_dir: Path, checkpoint: SavedCheckpoint, dataset: str) 
     import pandas as pd
 
     state = checkpoint.state
-    torch.save({"model": state.best_model_state, "vocabulary": checkpoint.vocabulary,
-                "config": plain(checkpoint.config.to_dict()), "epoch": state.best_epoch}, run_dir / MODEL_FILE)
+    torch.save(
+        {
+            "model": state.best_model_state,
+            "vocabulary": checkpoint.vocabulary,
+            "config": plain(checkpoint.config.to_dict()),
+            "epoch": state.best_epoch,
+        },
+        run_dir / MODEL_FILE,
+    )
     history = state.history
     pd.DataFrame(history).to_csv(run_dir / HISTORY_FILE, index=False)
     last = history[-1]
@@ -190,4 +206,3 @@ def _load(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise UserError(f"{path}: not an alsoview run file")
     return raw
-

@@ -18,8 +18,9 @@ log = logging.getLogger("alsoview")
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (default: built-in defaults)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="config overrides, e.g. data.kcore=5 text.encoder=hashing")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.kcore=5 text.encoder=hashing"
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -100,8 +101,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     result = prepare(config)
     manifest = result.manifest
     print(f"prepared dataset: {result.out_dir}")
-    print(json.dumps({"rows": manifest["rows"], "counts": manifest["counts"], "dropped": manifest["dropped"],
-                      "text_encoder": manifest["text_encoder"]["name"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "rows": manifest["rows"],
+                "counts": manifest["counts"],
+                "dropped": manifest["dropped"],
+                "text_encoder": manifest["text_encoder"]["name"],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -117,9 +127,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from alsoview.evaluate import evaluate_run, markdown_table
+    from alsoview.evaluate import evaluate_run
 
-    results = evaluate_run(args.run, args.split, args.max_users, actors=args.actors)
+    evaluate_run(args.run, args.split, args.max_users, actors=args.actors)
     print((Path(args.run) / "evaluation.md").read_text())
     print(f"written: {args.run}/metrics.json, evaluation.json, evaluation.md")
     return 0
@@ -167,16 +177,25 @@ def cmd_tune(args: argparse.Namespace) -> int:
     result = tune(config)
     best = result.best
     print(f"tuning run: {result.run_dir}  (trials.csv, best.json, balance.png)")
-    print(f"trials: {best['trials']} ({best['trials_completed']} completed, {best['trials_stopped_early']} stopped "
-          f"early by ASHA, {best['trials_failed']} failed)")
+    print(
+        f"trials: {best['trials']} ({best['trials_completed']} completed, {best['trials_stopped_early']} stopped "
+        f"early by ASHA, {best['trials_failed']} failed)"
+    )
     print(f"best {best['metric']} = {best['value']:.4f} with:")
     for key, value in best["params"].items():
         print(f"  {key} = {value}")
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate,
-            "compare": cmd_compare, "recommend": cmd_recommend, "tune": cmd_tune}
+COMMANDS = {
+    "generate": cmd_generate,
+    "prepare": cmd_prepare,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "compare": cmd_compare,
+    "recommend": cmd_recommend,
+    "tune": cmd_tune,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

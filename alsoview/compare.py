@@ -45,8 +45,9 @@ class CompareResult:
     baselines: dict[str, dict[str, float]]
 
 
-def compare(config: Config, fractions: list[float], seeds: int, name: str = "compare",
-            max_users: int | None = None) -> CompareResult:
+def compare(
+    config: Config, fractions: list[float], seeds: int, name: str = "compare", max_users: int | None = None
+) -> CompareResult:
     """Train the grid fractions x seeds, evaluate every model and the baselines, write the report."""
     import ray
     import ray.train
@@ -67,12 +68,20 @@ def compare(config: Config, fractions: list[float], seeds: int, name: str = "com
     trainable = trial_trainable(config, catalog, plan.budget, run_dir)
 
     def start() -> Any:
-        log.info("comparing also-view fractions %s x %d seeds: %d models of %d epochs, %d at a time", fractions,
-                 seeds, grid_size, config.train.epochs, plan.concurrency)
+        log.info(
+            "comparing also-view fractions %s x %d seeds: %d models of %d epochs, %d at a time",
+            fractions,
+            seeds,
+            grid_size,
+            config.train.epochs,
+            plan.concurrency,
+        )
         return ray_tune.Tuner(
             trainable,
-            param_space={"sampling.also_view_fraction": ray_tune.grid_search(fractions),
-                         "seed": ray_tune.grid_search(list(range(config.seed, config.seed + seeds)))},
+            param_space={
+                "sampling.also_view_fraction": ray_tune.grid_search(fractions),
+                "seed": ray_tune.grid_search(list(range(config.seed, config.seed + seeds))),
+            },
             tune_config=ray_tune.TuneConfig(max_concurrent_trials=plan.concurrency),
             run_config=ray_tune.RunConfig(name=name, storage_path=str(Path(config.train.runs_dir))),
         )
@@ -91,8 +100,12 @@ def compare(config: Config, fractions: list[float], seeds: int, name: str = "com
             saved = runs.load_checkpoint(folder)
         key = f"model f={result.config['sampling.also_view_fraction']:g} seed={result.config['seed']}"
         scorers[key] = ModelFactory(saved.state.best_model_state, saved.config, catalog)
-        trained[key] = {"fraction": result.config["sampling.also_view_fraction"], "seed": result.config["seed"],
-                        "best_epoch": saved.state.best_epoch, "epochs": len(saved.state.history)}
+        trained[key] = {
+            "fraction": result.config["sampling.also_view_fraction"],
+            "seed": result.config["seed"],
+            "best_epoch": saved.state.best_epoch,
+            "epochs": len(saved.state.history),
+        }
     references = reference_scorers(catalog, config.seed)
     cases = build_cases(catalog, "test", config.seed, max_users)
     results = evaluate_scorers({**scorers, **references.scorers}, cases)
@@ -106,8 +119,14 @@ def _with_samples(config: Config, samples: int) -> Config:
     return dataclasses.replace(config, tune=dataclasses.replace(config.tune, num_samples=samples))
 
 
-def write_report(run_dir: Path, trained: dict[str, dict[str, Any]], results: dict[str, dict[str, float]],
-                 baseline_names: list[str], split: str, skipped: dict[str, str] | None = None) -> CompareResult:
+def write_report(
+    run_dir: Path,
+    trained: dict[str, dict[str, Any]],
+    results: dict[str, dict[str, float]],
+    baseline_names: list[str],
+    split: str,
+    skipped: dict[str, str] | None = None,
+) -> CompareResult:
     """comparison.json (every model, baseline and peer), comparison.md (mean +- std per fraction), comparison.png."""
     per_run = pd.DataFrame([{**trained[k], **results[k]} for k in trained])
     metric_columns = [c for c in per_run.columns if c.startswith(f"{split}/")]
@@ -115,8 +134,13 @@ def write_report(run_dir: Path, trained: dict[str, dict[str, Any]], results: dic
     table = grouped.mean().add_suffix(" mean").join(grouped.std(ddof=0).add_suffix(" std")).reset_index()
     table.insert(1, "seeds", per_run.groupby("fraction").size().to_numpy())
     baselines = {name: results[name] for name in baseline_names}
-    report = {"split": split, "runs": {k: {**trained[k], "metrics": results[k]} for k in trained},
-              "baselines": baselines, "skipped_peers": skipped or {}, "by_fraction": table.to_dict(orient="records")}
+    report = {
+        "split": split,
+        "runs": {k: {**trained[k], "metrics": results[k]} for k in trained},
+        "baselines": baselines,
+        "skipped_peers": skipped or {},
+        "by_fraction": table.to_dict(orient="records"),
+    }
     (run_dir / "comparison.json").write_text(json.dumps(runs.plain(report), indent=2, default=str) + "\n")
     (run_dir / "comparison.md").write_text(_markdown(table, baselines, split) + skipped_note(skipped))
     _plot(table, baselines, split, run_dir / "comparison.png")
@@ -126,10 +150,15 @@ def write_report(run_dir: Path, trained: dict[str, dict[str, Any]], results: dic
 def _markdown(table: pd.DataFrame, baselines: dict[str, dict[str, float]], split: str) -> str:
     columns = [f"{p}/{m}" for p in PROTOCOLS for m in ("auc", "gauc", "ndcg@10", "hr@10", "mrr")]
     head = "| also-view fraction | seeds | " + " | ".join(columns) + " |"
-    lines = [f"# Also-view vs random negatives ({split} split)", "",
-             "Model rows: mean ± std over seeds (same config and epoch budget); baselines and peers (ALS, BPR) "
-             "are fitted once on the same train split.", "",
-             head, "|" + "---|" * (len(columns) + 2)]
+    lines = [
+        f"# Also-view vs random negatives ({split} split)",
+        "",
+        "Model rows: mean ± std over seeds (same config and epoch budget); baselines and peers (ALS, BPR) "
+        "are fitted once on the same train split.",
+        "",
+        head,
+        "|" + "---|" * (len(columns) + 2),
+    ]
     for _, row in table.iterrows():
         cells = [f"{row[f'{split}/{c} mean']:.4f} ± {row[f'{split}/{c} std']:.4f}" for c in columns]
         lines.append(f"| {row['fraction']:g} | {int(row['seeds'])} | " + " | ".join(cells) + " |")
@@ -145,21 +174,35 @@ def _plot(table: pd.DataFrame, baselines: dict[str, dict[str, float]], split: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(PLOTTED), len(PROTOCOLS), figsize=(4.2 * len(PROTOCOLS), 3.4 * len(PLOTTED)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(PLOTTED), len(PROTOCOLS), figsize=(4.2 * len(PROTOCOLS), 3.4 * len(PLOTTED)), squeeze=False
+    )
     styles = {"popularity": "--", "random": ":", "cooccurrence": "-.", "als": (0, (5, 1)), "bpr": (0, (1, 2))}
     for r, metric in enumerate(PLOTTED):
         for c, protocol in enumerate(PROTOCOLS):
             ax = axes[r][c]
             key = f"{split}/{protocol}/{metric}"
-            ax.errorbar(table["fraction"], table[f"{key} mean"], yerr=table[f"{key} std"], marker="o", capsize=3,
-                        label="model (mean ± std over seeds)")
+            ax.errorbar(
+                table["fraction"],
+                table[f"{key} mean"],
+                yerr=table[f"{key} std"],
+                marker="o",
+                capsize=3,
+                label="model (mean ± std over seeds)",
+            )
             for name, metrics in baselines.items():
                 value = metrics.get(key, math.nan)
                 if np.isfinite(value):
                     ax.axhline(value, linestyle=styles.get(name, "--"), color="grey", linewidth=1)
-                    ax.annotate(name, (1.0, value), xytext=(-4, 2), textcoords="offset points", ha="right",
-                                fontsize=7, color="grey")
+                    ax.annotate(
+                        name,
+                        (1.0, value),
+                        xytext=(-4, 2),
+                        textcoords="offset points",
+                        ha="right",
+                        fontsize=7,
+                        color="grey",
+                    )
             ax.set_title(f"{protocol}: {metric}")
             ax.set_xlabel("also-view fraction")
             ax.grid(alpha=0.3)

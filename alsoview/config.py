@@ -91,8 +91,9 @@ class SamplingConfig:
 
     def validate(self) -> None:
         _check(self.negatives_per_positive >= 1, "sampling.negatives_per_positive", ">= 1", self.negatives_per_positive)
-        _check(0.0 <= self.also_view_fraction <= 1.0, "sampling.also_view_fraction", "in [0, 1]",
-               self.also_view_fraction)
+        _check(
+            0.0 <= self.also_view_fraction <= 1.0, "sampling.also_view_fraction", "in [0, 1]", self.also_view_fraction
+        )
         pools = ("uniform", "popularity")
         _check(self.random_pool in pools, "sampling.random_pool", f"one of {pools}", self.random_pool)
         _check(self.popularity_exponent >= 0, "sampling.popularity_exponent", ">= 0", self.popularity_exponent)
@@ -134,18 +135,38 @@ class ModelConfig:
     def validate(self) -> None:
         _check(self.embedding_dim >= 1, "model.embedding_dim", ">= 1", self.embedding_dim)
         _check(self.text_projection_dim >= 1, "model.text_projection_dim", ">= 1", self.text_projection_dim)
-        _check(len(self.hidden_dims) >= 1 and all(h >= 1 for h in self.hidden_dims), "model.hidden_dims",
-               "a non-empty list of sizes >= 1", list(self.hidden_dims))
+        _check(
+            len(self.hidden_dims) >= 1 and all(h >= 1 for h in self.hidden_dims),
+            "model.hidden_dims",
+            "a non-empty list of sizes >= 1",
+            list(self.hidden_dims),
+        )
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "in [0, 1)", self.dropout)
-        _check(self.user_id or self.user_history, "model.user_id", "true when model.user_history is false (users "
-               "would have no vector)", self.user_id)
-        _check(self.mlp or self.dot_product, "model.mlp", "true when model.dot_product is false (nothing would "
-               "score)", self.mlp)
+        _check(
+            self.user_id or self.user_history,
+            "model.user_id",
+            "true when model.user_history is false (users would have no vector)",
+            self.user_id,
+        )
+        _check(
+            self.mlp or self.dot_product,
+            "model.mlp",
+            "true when model.dot_product is false (nothing would score)",
+            self.mlp,
+        )
 
 
 # What early stopping and tuning can maximise: every epoch's validation metrics (validation.py).
-VALIDATION_METRICS = ("valid/full/ndcg@10", "valid/full/hr@10", "valid/full/mrr", "valid/sampled100/ndcg@10",
-                      "valid/sampled100/hr@10", "valid/auc", "valid/hard_auc", "valid/mean_auc")
+VALIDATION_METRICS = (
+    "valid/full/ndcg@10",
+    "valid/full/hr@10",
+    "valid/full/mrr",
+    "valid/sampled100/ndcg@10",
+    "valid/sampled100/hr@10",
+    "valid/auc",
+    "valid/hard_auc",
+    "valid/mean_auc",
+)
 
 
 @dataclass
@@ -179,16 +200,28 @@ class TrainConfig:
         _check(self.use_gpu in (True, False, "auto"), "train.use_gpu", "true, false or auto", self.use_gpu)
         if self.cpus_per_worker is not None:
             _check(self.cpus_per_worker > 0, "train.cpus_per_worker", "> 0", self.cpus_per_worker)
-        _check(bool(self.run_name) and "/" not in self.run_name, "train.run_name", "a non-empty name without '/'",
-               self.run_name)
+        _check(
+            bool(self.run_name) and "/" not in self.run_name,
+            "train.run_name",
+            "a non-empty name without '/'",
+            self.run_name,
+        )
         # Run outputs are written as files: on a cluster use a shared mount (EFS/NFS) at the same path on every node.
-        _check("://" not in self.runs_dir, "train.runs_dir", "a filesystem path (URIs such as s3:// are not supported "
-               "yet; use a shared mount on clusters)", self.runs_dir)
+        _check(
+            "://" not in self.runs_dir,
+            "train.runs_dir",
+            "a filesystem path (URIs such as s3:// are not supported yet; use a shared mount on clusters)",
+            self.runs_dir,
+        )
         _check(self.num_to_keep >= 1, "train.num_to_keep", ">= 1", self.num_to_keep)
         _check(self.max_failures >= -1, "train.max_failures", ">= -1", self.max_failures)
         _check(self.valid_users >= 1, "train.valid_users", ">= 1", self.valid_users)
-        _check(self.early_stopping_metric in VALIDATION_METRICS, "train.early_stopping_metric",
-               f"one of {VALIDATION_METRICS}", self.early_stopping_metric)
+        _check(
+            self.early_stopping_metric in VALIDATION_METRICS,
+            "train.early_stopping_metric",
+            f"one of {VALIDATION_METRICS}",
+            self.early_stopping_metric,
+        )
         _check(self.patience >= 0, "train.patience", ">= 0", self.patience)
 
 
@@ -199,9 +232,13 @@ def _default_search_space() -> dict[str, Any]:
     return {
         "sampling": {"also_view_fraction": {"uniform": [0.0, 1.0]}, "negatives_per_positive": {"choice": [1, 2, 4, 8]}},
         "train": {"learning_rate": {"loguniform": [0.001, 0.03]}},
-        "model": {"dropout": {"uniform": [0.0, 0.6]}, "embedding_dim": {"choice": [16, 32, 64]},
-                  "product_interaction": {"choice": [False, True]}, "user_history": {"choice": [False, True]},
-                  "dot_product": {"choice": [False, True]}},
+        "model": {
+            "dropout": {"uniform": [0.0, 0.6]},
+            "embedding_dim": {"choice": [16, 32, 64]},
+            "product_interaction": {"choice": [False, True]},
+            "user_history": {"choice": [False, True]},
+            "dot_product": {"choice": [False, True]},
+        },
     }
 
 
@@ -250,8 +287,10 @@ def flatten_search_space(space: dict, prefix: str = "") -> dict[str, dict]:
         elif isinstance(value, dict):
             flat.update(flatten_search_space(value, dotted + "."))
         else:
-            raise UserError(f"config: tune.search_space.{dotted} must be {{kind: arguments}} with kind one of "
-                            f"{SEARCH_KINDS}, got {value!r}")
+            raise UserError(
+                f"config: tune.search_space.{dotted} must be {{kind: arguments}} with kind one of "
+                f"{SEARCH_KINDS}, got {value!r}"
+            )
     return flat
 
 
@@ -373,7 +412,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             suggestion = f"; did you mean {prefix}{hint[0]}?" if hint else f"; known keys: {', '.join(sorted(known))}"
             raise UserError(f"config: unknown key {prefix}{key}{suggestion}")
     kwargs = {}
-    defaults = {f.name: f.default_factory for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING}
+    defaults = {
+        f.name: f.default_factory for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING
+    }
     for name in known & raw.keys():
         value = raw[name]
         if hints[name] is dict and isinstance(value, dict) and name in defaults:
@@ -385,8 +426,11 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 def _deep_merge(base: dict, update: dict) -> dict:
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not (
-                len(value) == 1 and next(iter(value)) in SEARCH_KINDS):
+        if (
+            isinstance(value, dict)
+            and isinstance(merged.get(key), dict)
+            and not (len(value) == 1 and next(iter(value)) in SEARCH_KINDS)
+        ):
             merged[key] = _deep_merge(merged[key], value)
         else:
             merged[key] = value

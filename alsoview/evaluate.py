@@ -64,8 +64,16 @@ def build_cases(catalog: Catalog, split: str, seed: int, max_users: int | None =
     before = ("train",) if split == "valid" else ("train", "valid")
     indptr, items = _history(catalog, users, before)
     rng = np.random.default_rng([seed, 100])
-    return EvalCases(split, users, positives, indptr, items, _sampled_negatives(catalog, users, rng),
-                     _hard_negatives(catalog, users, positives), catalog.n_items)
+    return EvalCases(
+        split,
+        users,
+        positives,
+        indptr,
+        items,
+        _sampled_negatives(catalog, users, rng),
+        _hard_negatives(catalog, users, positives),
+        catalog.n_items,
+    )
 
 
 def _history(catalog: Catalog, users: np.ndarray, splits: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -82,14 +90,13 @@ def _history(catalog: Catalog, users: np.ndarray, splits: tuple[str, ...]) -> tu
     return indptr, pairs_items[gather].astype(np.int64)
 
 
-def _sampled_negatives(catalog: Catalog, users: np.ndarray, rng: np.random.Generator,
-                       chunk: int = 512) -> np.ndarray:
+def _sampled_negatives(catalog: Catalog, users: np.ndarray, rng: np.random.Generator, chunk: int = 512) -> np.ndarray:
     """100 never-interacted items per user, uniformly without replacement (random priorities)."""
     tables = catalog.sampling
     out = np.zeros((len(users), SAMPLED_NEGATIVES), dtype=np.int64)
     all_items = np.arange(catalog.n_items)
     for start in range(0, len(users), chunk):
-        block = users[start:start + chunk]
+        block = users[start : start + chunk]
         priority = rng.random((len(block), catalog.n_items))
         priority[:, 0] = np.inf
         seen = tables.interacted(np.repeat(block, catalog.n_items), np.tile(all_items, len(block)))
@@ -97,7 +104,7 @@ def _sampled_negatives(catalog: Catalog, users: np.ndarray, rng: np.random.Gener
         take = min(SAMPLED_NEGATIVES, catalog.n_items)
         chosen = np.argpartition(priority, take - 1, axis=1)[:, :take]
         usable = np.isfinite(np.take_along_axis(priority, chosen, axis=1))
-        out[start:start + len(block), :take] = np.where(usable, chosen, 0)
+        out[start : start + len(block), :take] = np.where(usable, chosen, 0)
     return out
 
 
@@ -137,8 +144,9 @@ def full_candidates(cases: EvalCases, rows: np.ndarray) -> tuple[np.ndarray, np.
     return items, mask
 
 
-def score_rows(scorer: Scorer, cases: EvalCases, rows: np.ndarray,
-               protocols: tuple[str, ...] = PROTOCOLS) -> dict[str, np.ndarray]:
+def score_rows(
+    scorer: Scorer, cases: EvalCases, rows: np.ndarray, protocols: tuple[str, ...] = PROTOCOLS
+) -> dict[str, np.ndarray]:
     """Per case row and protocol: negatives above the positive, equal to it, and in total.
 
     A scorer with `score_all(users) -> [B, n_items]` (every item at once, e.g. a matrix product)
@@ -255,8 +263,9 @@ class ModelFactory:
         return ModelScorer(model, device)
 
 
-def evaluate_scorers(scorers: dict[str, Any], cases: EvalCases, batch_users: int = 256,
-                     actors: int = 1, use_gpu: bool = False) -> dict[str, dict[str, float]]:
+def evaluate_scorers(
+    scorers: dict[str, Any], cases: EvalCases, batch_users: int = 256, actors: int = 1, use_gpu: bool = False
+) -> dict[str, dict[str, float]]:
     """Run every scorer over the cases with a Ray Data actor pool; metrics per scorer."""
     import ray
     import ray.data
@@ -276,9 +285,15 @@ def evaluate_scorers(scorers: dict[str, Any], cases: EvalCases, batch_users: int
         parts = list(dataset.iter_batches(batch_format="numpy", batch_size=None))
         counts = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         results[name] = summarize(counts, cases.split)
-        log.info("evaluated %s on %d %s users: full ndcg@10 %.4f, sampled100 hr@10 %.4f, hard auc %.4f", name,
-                 len(cases.users), cases.split, results[name][f"{cases.split}/full/ndcg@10"],
-                 results[name][f"{cases.split}/sampled100/hr@10"], results[name][f"{cases.split}/hard/auc"])
+        log.info(
+            "evaluated %s on %d %s users: full ndcg@10 %.4f, sampled100 hr@10 %.4f, hard auc %.4f",
+            name,
+            len(cases.users),
+            cases.split,
+            results[name][f"{cases.split}/full/ndcg@10"],
+            results[name][f"{cases.split}/sampled100/hr@10"],
+            results[name][f"{cases.split}/hard/auc"],
+        )
     return results
 
 
@@ -305,14 +320,19 @@ def reference_scorers(catalog: Catalog, seed: int, peers: bool = True) -> Refere
 
 def markdown_table(results: dict[str, dict[str, float]], split: str, skipped: dict[str, str] | None = None) -> str:
     """One row per scorer; the protocol of every column is in its name."""
-    columns = [f"{protocol}/{metric}" for protocol in PROTOCOLS for metric in ("auc", "gauc", "ndcg@10", "hr@10", "mrr")]
+    columns = [
+        f"{protocol}/{metric}" for protocol in PROTOCOLS for metric in ("auc", "gauc", "ndcg@10", "hr@10", "mrr")
+    ]
     lines = [f"| scorer | {' | '.join(columns)} |", "|---|" + "---|" * len(columns)]
     for name, metrics in results.items():
         values = [f"{metrics.get(f'{split}/{c}', float('nan')):.4f}" for c in columns]
         lines.append(f"| {name} | {' | '.join(values)} |")
     any_metrics = next(iter(results.values()))
-    coverage = ", ".join(f"{p}: {any_metrics[f'{split}/{p}/users']} users, "
-                         f"{any_metrics[f'{split}/{p}/negatives_per_user']:.1f} negatives each" for p in PROTOCOLS)
+    coverage = ", ".join(
+        f"{p}: {any_metrics[f'{split}/{p}/users']} users, "
+        f"{any_metrics[f'{split}/{p}/negatives_per_user']:.1f} negatives each"
+        for p in PROTOCOLS
+    )
     return "\n".join(lines) + f"\n\nSplit `{split}`; {coverage}.\n" + skipped_note(skipped)
 
 
@@ -323,16 +343,17 @@ def skipped_note(skipped: dict[str, str] | None) -> str:
     return "\nPeers skipped: " + "; ".join(f"{name}: {why}" for name, why in skipped.items()) + ".\n"
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", max_users: int | None = None,
-                 batch_users: int = 256, actors: int = 1) -> dict[str, dict[str, float]]:
+def evaluate_run(
+    run_dir: str | Path, split: str = "test", max_users: int | None = None, batch_users: int = 256, actors: int = 1
+) -> dict[str, dict[str, float]]:
     """`alsoview evaluate`: the run's best model and the baselines on every protocol.
 
     Writes the model's keys into the run's metrics.json, and evaluation.json / evaluation.md
     with every scorer.
     """
     from alsoview.catalog import load_catalog
-    from alsoview.runtime import cluster_has_gpus, init_ray
     from alsoview.checkpoint import load_saved_model, read_metrics, write_metrics
+    from alsoview.runtime import cluster_has_gpus, init_ray
 
     run = Path(run_dir)
     saved = load_saved_model(run)

@@ -53,15 +53,30 @@ def cached_catalog(ref_holder: list) -> Catalog:
     return _CATALOG_CACHE[key]
 
 
-def mix_block(block: int, catalog: Catalog, block_rows: int, seed: int, epoch: int, negatives_per_positive: int,
-              also_view_fraction: float, random_pool: str, popularity_exponent: float) -> dict[str, np.ndarray]:
+def mix_block(
+    block: int,
+    catalog: Catalog,
+    block_rows: int,
+    seed: int,
+    epoch: int,
+    negatives_per_positive: int,
+    also_view_fraction: float,
+    random_pool: str,
+    popularity_exponent: float,
+) -> dict[str, np.ndarray]:
     """One block's positives plus fresh negatives, rows shuffled; the block id seeds the draw."""
     rows = slice(block * block_rows, (block + 1) * block_rows)
     rng = epoch_rng(seed, epoch, block)
-    columns, _ = mix_negatives(catalog.train.users[rows], catalog.train.items[rows], catalog.sampling,
-                               negatives_per_positive=negatives_per_positive,
-                               also_view_fraction=also_view_fraction, rng=rng, random_pool=random_pool,
-                               popularity_exponent=popularity_exponent)
+    columns, _ = mix_negatives(
+        catalog.train.users[rows],
+        catalog.train.items[rows],
+        catalog.sampling,
+        negatives_per_positive=negatives_per_positive,
+        also_view_fraction=also_view_fraction,
+        rng=rng,
+        random_pool=random_pool,
+        popularity_exponent=popularity_exponent,
+    )
     order = rng.permutation(len(columns["label"]))
     out = {name: columns[name][order] for name in SAMPLE_COLUMNS}
     # int32 ids halve what an epoch of samples takes in the object store (training casts back)
@@ -88,8 +103,9 @@ def worker_blocks(n_blocks: int, seed: int, epoch: int, rank: int, world: int) -
     return order[rank::world]
 
 
-def steps_per_epoch(block_sizes: np.ndarray, seed: int, epoch: int, world: int, samples_per_positive: int,
-                    worker_batch: int) -> int:
+def steps_per_epoch(
+    block_sizes: np.ndarray, seed: int, epoch: int, world: int, samples_per_positive: int, worker_batch: int
+) -> int:
     """Batches every worker runs this epoch: the smallest share decides, so DDP ranks stay in step."""
     shares = [block_sizes[worker_blocks(len(block_sizes), seed, epoch, r, world)].sum() for r in range(world)]
     return int(math.ceil(min(shares) * samples_per_positive / worker_batch))
@@ -104,8 +120,9 @@ def epoch_dataset(blocks: np.ndarray, config: Config, catalog_ref: list, epoch: 
 
     sampling = config.sampling
     per_task = sampling.blocks_per_task
-    return ray.data.from_items([{"block": int(b)} for b in blocks],
-                               override_num_blocks=max(1, math.ceil(len(blocks) / per_task))).map_batches(
+    return ray.data.from_items(
+        [{"block": int(b)} for b in blocks], override_num_blocks=max(1, math.ceil(len(blocks) / per_task))
+    ).map_batches(
         udf or mix_blocks,
         batch_size=per_task,
         batch_format="numpy",
@@ -117,9 +134,15 @@ def epoch_dataset(blocks: np.ndarray, config: Config, catalog_ref: list, epoch: 
 def mix_arguments(config: Config, epoch: int) -> dict[str, Any]:
     """The keyword arguments of :func:`mix_block` (after the block and catalog) for `epoch`."""
     s = config.sampling
-    return {"block_rows": s.block_rows, "seed": config.seed, "epoch": epoch,
-            "negatives_per_positive": s.negatives_per_positive, "also_view_fraction": s.also_view_fraction,
-            "random_pool": s.random_pool, "popularity_exponent": s.popularity_exponent}
+    return {
+        "block_rows": s.block_rows,
+        "seed": config.seed,
+        "epoch": epoch,
+        "negatives_per_positive": s.negatives_per_positive,
+        "also_view_fraction": s.also_view_fraction,
+        "random_pool": s.random_pool,
+        "popularity_exponent": s.popularity_exponent,
+    }
 
 
 class EpochFeeder:

@@ -23,7 +23,7 @@ def fixed_size_batches(blocks: Iterable[dict[str, torch.Tensor]], batch_size: in
         rows = len(next(iter(block.values())))
         full = rows - rows % batch_size
         for start in range(0, full, batch_size):
-            yield {name: column[start:start + batch_size] for name, column in block.items()}
+            yield {name: column[start : start + batch_size] for name, column in block.items()}
         carry = {name: column[full:] for name, column in block.items()} if full < rows else None
     if carry is not None:
         yield carry
@@ -43,8 +43,9 @@ class EpochTotals:
         return [self.loss_sum, self.samples, self.hard_negatives, self.negatives]
 
 
-def train_epoch(model: torch.nn.Module, optimizer: Any, batches: Iterator[dict[str, torch.Tensor]],
-                steps: int) -> EpochTotals:
+def train_epoch(
+    model: torch.nn.Module, optimizer: Any, batches: Iterator[dict[str, torch.Tensor]], steps: int
+) -> EpochTotals:
     """At most `steps` optimiser steps of binary cross-entropy on (user, item, label) batches.
 
     Batches may carry `is_hard` (1 for an also-view negative) to count the realised share of
@@ -80,14 +81,17 @@ def local_epoch_blocks(catalog: Any, config: Any, epoch: int) -> Iterator[dict[s
     n_blocks = len(block_sizes(len(catalog.train), config.sampling.block_rows))
     for block in worker_blocks(n_blocks, config.seed, epoch, 0, 1):
         mixed = mix_block(int(block), catalog, **mix_arguments(config, epoch))
-        yield {"user": torch.as_tensor(mixed["user"], dtype=torch.long),
-               "item": torch.as_tensor(mixed["item"], dtype=torch.long),
-               "label": torch.as_tensor(mixed["label"], dtype=torch.float32),
-               "is_hard": torch.as_tensor(mixed["is_hard"], dtype=torch.float32)}
+        yield {
+            "user": torch.as_tensor(mixed["user"], dtype=torch.long),
+            "item": torch.as_tensor(mixed["item"], dtype=torch.long),
+            "label": torch.as_tensor(mixed["label"], dtype=torch.float32),
+            "is_hard": torch.as_tensor(mixed["is_hard"], dtype=torch.float32),
+        }
 
 
-def fit_in_process(catalog: Any, config: Any, log: Any = None, model: torch.nn.Module | None = None,
-                   optimizer: Any = None) -> tuple[torch.nn.Module, Any]:
+def fit_in_process(
+    catalog: Any, config: Any, log: Any = None, model: torch.nn.Module | None = None, optimizer: Any = None
+) -> tuple[torch.nn.Module, Any]:
     """Train `config` on `catalog` in this process, as a one-worker `alsoview train` would: the same
     batches, `train_epoch`, validation and early stopping; returns the model with its best
     epoch's weights (eval mode) and the loop state (history, best epoch). `model` and
@@ -106,18 +110,28 @@ def fit_in_process(catalog: Any, config: Any, log: Any = None, model: torch.nn.M
     metric = config.train.early_stopping_metric
     for epoch in range(config.train.epochs):
         begin = time.perf_counter()
-        steps = steps_per_epoch(sizes, config.seed, epoch, 1, 1 + config.sampling.negatives_per_positive,
-                                config.train.batch_size)
-        totals = train_epoch(model, optimizer,
-                             fixed_size_batches(local_epoch_blocks(catalog, config, epoch), config.train.batch_size),
-                             steps)
-        metrics = {"epoch": epoch, "train/loss": totals.loss_sum / max(totals.samples, 1.0),
-                   **validate(model, valid, torch.device("cpu")), "train/epoch_seconds": time.perf_counter() - begin}
+        steps = steps_per_epoch(
+            sizes, config.seed, epoch, 1, 1 + config.sampling.negatives_per_positive, config.train.batch_size
+        )
+        totals = train_epoch(
+            model,
+            optimizer,
+            fixed_size_batches(local_epoch_blocks(catalog, config, epoch), config.train.batch_size),
+            steps,
+        )
+        metrics = {
+            "epoch": epoch,
+            "train/loss": totals.loss_sum / max(totals.samples, 1.0),
+            **validate(model, valid, torch.device("cpu")),
+            "train/epoch_seconds": time.perf_counter() - begin,
+        }
         stop = state.record(epoch, metrics[metric], model.state_dict(), config.train.patience)
         state.history.append(metrics)
         if log is not None:
-            log(f"epoch {epoch}: loss {metrics['train/loss']:.4f}  {metric} {metrics[metric]:.4f}  "
-                f"({metrics['train/epoch_seconds']:.1f}s)")
+            log(
+                f"epoch {epoch}: loss {metrics['train/loss']:.4f}  {metric} {metrics[metric]:.4f}  "
+                f"({metrics['train/epoch_seconds']:.1f}s)"
+            )
         if stop:
             break
     model.load_state_dict(state.best_model_state)

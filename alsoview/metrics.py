@@ -120,8 +120,9 @@ def gauc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tuple[fl
 # --- Ranking metrics of one held-out positive among sampled/full candidates --------------------
 
 
-def rank_counts(positive_scores: np.ndarray, negative_scores: np.ndarray,
-                valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def rank_counts(
+    positive_scores: np.ndarray, negative_scores: np.ndarray, valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per user: negatives scoring strictly higher than the positive, exactly equal, and in total.
 
     positive_scores [B]; negative_scores [B, C]; valid [B, C] bool marks real candidates (padding
@@ -144,8 +145,9 @@ def _prefix(values: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(values)])
 
 
-def expected_rank_metrics(greater: np.ndarray, ties: np.ndarray, ks: tuple[int, ...] = (5, 10, 20),
-                          n_negatives: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def expected_rank_metrics(
+    greater: np.ndarray, ties: np.ndarray, ks: tuple[int, ...] = (5, 10, 20), n_negatives: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Per-user ranking metrics of one held-out positive, in expectation over random tie-breaking.
 
     With `greater` negatives strictly above the positive and `ties` equal to it, the positive's

@@ -27,8 +27,17 @@ if TYPE_CHECKING:
     from alsoview.catalog import Catalog
     from alsoview.config import Config
 
-__all__ = ["ModelConfig", "AlsoViewMLP", "build_model", "FastDropout", "RowSparseAdam", "MixedOptimizer", "build_optimizer",
-           "count_parameters", "to_known_ids"]
+__all__ = [
+    "ModelConfig",
+    "AlsoViewMLP",
+    "build_model",
+    "FastDropout",
+    "RowSparseAdam",
+    "MixedOptimizer",
+    "build_optimizer",
+    "count_parameters",
+    "to_known_ids",
+]
 
 # Embedding rows start small (like Keras' uniform(-0.05, 0.05)); N(0, 1) rows would dwarf the
 # scalar price features in the first layer.
@@ -44,7 +53,8 @@ def to_known_ids(ids: torch.Tensor | np.ndarray, vocab_size: int) -> torch.Tenso
 
 
 class AlsoViewMLP(nn.Module):
-    """user, item, brand embeddings + normalised price (+ missing flag) + projected description vector -> concat -> MLP -> logit.
+    """user, item, brand embeddings + normalised price (+ missing flag) + projected description vector
+    -> concat -> MLP -> logit.
 
     With the defaults this is the original design, exactly. Three switches (``ModelConfig``) add
     what learning users' tastes from a handful of interactions needs (README, "Quality on real data"):
@@ -160,7 +170,11 @@ class AlsoViewMLP(nn.Module):
         """Each user's training items as CSR (not saved with the weights: rebuilt from the dataset)."""
         indptr = torch.as_tensor(np.asarray(indptr), dtype=torch.int64)
         items = torch.as_tensor(np.asarray(items), dtype=torch.int64)
-        if indptr.shape != (self.n_users + 1,) or int(indptr[-1]) != len(items) or bool((indptr[1:] < indptr[:-1]).any()):
+        if (
+            indptr.shape != (self.n_users + 1,)
+            or int(indptr[-1]) != len(items)
+            or bool((indptr[1:] < indptr[:-1]).any())
+        ):
             raise ValueError(f"user_history indptr must be a CSR index over {self.n_users} users")
         if len(items) and (int(items.min()) < 0 or int(items.max()) >= self.n_items):
             raise ValueError(f"user_history items must be item ids in [0, {self.n_items})")
@@ -182,15 +196,22 @@ class AlsoViewMLP(nn.Module):
         starts = self.history_indptr.index_select(0, users)
         lengths = self.history_indptr.index_select(0, users + 1) - starts
         offsets = torch.cumsum(lengths, 0) - lengths
-        flat = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(int(lengths.sum()), device=users.device)
+        flat = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(
+            int(lengths.sum()), device=users.device
+        )
         summed = self.history_embedding(self.history_items.index_select(0, flat), offsets)
         count = lengths.to(vector.dtype)
         if leave_out is not None:
             keys = users * self.n_items + leave_out
             found = torch.searchsorted(self.history_keys, keys).clamp(max=max(len(self.history_keys) - 1, 0))
-            own = (self.history_keys.index_select(0, found) == keys).to(vector.dtype) if len(self.history_keys) else \
-                torch.zeros_like(count)
-            own_rows = nn.functional.embedding(leave_out, self.history_embedding.weight, sparse=self.config.sparse_embeddings)
+            own = (
+                (self.history_keys.index_select(0, found) == keys).to(vector.dtype)
+                if len(self.history_keys)
+                else torch.zeros_like(count)
+            )
+            own_rows = nn.functional.embedding(
+                leave_out, self.history_embedding.weight, sparse=self.config.sparse_embeddings
+            )
             summed = summed - own[:, None] * own_rows
             count = count - own
         return vector + summed * count.clamp(min=1.0).rsqrt()[:, None]
@@ -213,7 +234,9 @@ class AlsoViewMLP(nn.Module):
         parts = [
             item,
             self.brand_embedding(self.item_brand.index_select(0, items)),
-            torch.stack([self.item_price.index_select(0, items), self.item_price_missing.index_select(0, items)], dim=-1),
+            torch.stack(
+                [self.item_price.index_select(0, items), self.item_price_missing.index_select(0, items)], dim=-1
+            ),
         ]
         if self.text_projection is not None:
             parts.append(self.text_projection(self.item_text.index_select(0, items)))
@@ -255,9 +278,9 @@ class AlsoViewMLP(nn.Module):
         d = self.config.embedding_dim
         item_side = torch.cat(self._item_side(items, weight), dim=-1)
         item_width = self._item_side_width()
-        item_part = item_side @ first.weight[:, d:d + item_width].T + first.bias  # [N, H]
+        item_part = item_side @ first.weight[:, d : d + item_width].T + first.bias  # [N, H]
         user_part = user @ first.weight[:, :d].T  # [B, H]
-        product_weight = first.weight[:, d + item_width:] if self.config.product_interaction else None
+        product_weight = first.weight[:, d + item_width :] if self.config.product_interaction else None
         chunk = max(1, elements_per_chunk // max(1, self.n_items * first.out_features))
         was_training = self.training
         self.eval()  # dropout off
@@ -334,8 +357,9 @@ class RowSparseAdam(torch.optim.Optimizer):
     ``sparse_mask`` dominate for batches of a few hundred rows.
     """
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+    def __init__(
+        self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
         if lr <= 0 or eps <= 0 or not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"invalid RowSparseAdam settings: lr={lr}, betas={betas}, eps={eps}")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
@@ -363,8 +387,15 @@ class RowSparseAdam(torch.optim.Optimizer):
         return loss
 
     @staticmethod
-    def _update_rows(param: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], lr: float, beta1: float,
-                     beta2: float, eps: float) -> None:
+    def _update_rows(
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        state: dict[str, Any],
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+    ) -> None:
         grad = grad.coalesce()  # as SparseAdam does: repeated rows summed, rows sorted and unique
         rows, g = grad._indices()[0], grad._values()
         if g.numel() == 0:
@@ -424,7 +455,8 @@ class MixedOptimizer:
 
 def build_optimizer(model: nn.Module, lr: float, sparse: bool) -> torch.optim.Optimizer | MixedOptimizer:
     """Adam for a dense model; for ``sparse=True`` a :class:`MixedOptimizer` (RowSparseAdam, with
-    SparseAdam's update, on sparse embeddings; Adam on the rest). Works on a DDP-wrapped model too. Raises ``ValueError`` when
+    SparseAdam's update, on sparse embeddings; Adam on the rest). Works on a DDP-wrapped model too.
+    Raises ``ValueError`` when
     ``sparse`` does not match the model (plain Adam rejects sparse gradients, SparseAdam dense ones).
     """
     sparse_params = [m.weight for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse]
@@ -432,7 +464,9 @@ def build_optimizer(model: nn.Module, lr: float, sparse: bool) -> torch.optim.Op
     dense_params = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
     if not sparse:
         if sparse_params:
-            raise ValueError("the model has sparse embeddings (sparse_embeddings=True): build_optimizer(..., sparse=True)")
+            raise ValueError(
+                "the model has sparse embeddings (sparse_embeddings=True): build_optimizer(..., sparse=True)"
+            )
         return _adam(dense_params, lr)
     if not sparse_params:
         raise ValueError("sparse=True needs a model built with ModelConfig(sparse_embeddings=True)")
@@ -452,11 +486,16 @@ def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
 def build_model(catalog: "Catalog", config: "Config") -> AlsoViewMLP:
     """The configured model over a prepared dataset's vocabulary and item features."""
     return AlsoViewMLP(
-        n_users=catalog.n_users, n_items=catalog.n_items, n_brands=catalog.n_brands, text_dim=catalog.text_dim,
+        n_users=catalog.n_users,
+        n_items=catalog.n_items,
+        n_brands=catalog.n_brands,
+        text_dim=catalog.text_dim,
         # copies: the catalog's arrays are read-only views into Ray's object store
-        item_brand=torch.tensor(catalog.item_brand), item_price=torch.tensor(catalog.item_price),
+        item_brand=torch.tensor(catalog.item_brand),
+        item_price=torch.tensor(catalog.item_price),
         item_price_missing=torch.tensor(catalog.item_price_missing),
-        item_text=torch.tensor(catalog.item_text), config=config.model,
+        item_text=torch.tensor(catalog.item_text),
+        config=config.model,
         user_history=training_history(catalog) if config.model.user_history else None,
     )
 

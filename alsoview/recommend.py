@@ -67,13 +67,15 @@ class Recommender:
         top, scores = self.top_k(users, k)
         width = top.shape[1]
         finite = np.isfinite(scores)
-        frame = pd.DataFrame({
-            "reviewer_id": np.repeat(np.asarray(reviewer_ids, dtype=object), width),
-            "rank": np.tile(np.arange(1, width + 1), len(users)),
-            "item_idx": top.reshape(-1),
-            "score": scores.reshape(-1),
-            "source": np.repeat(np.where(users > 0, "model", "popularity (unknown user)"), width),
-        })[finite.reshape(-1)]
+        frame = pd.DataFrame(
+            {
+                "reviewer_id": np.repeat(np.asarray(reviewer_ids, dtype=object), width),
+                "rank": np.tile(np.arange(1, width + 1), len(users)),
+                "item_idx": top.reshape(-1),
+                "score": scores.reshape(-1),
+                "source": np.repeat(np.where(users > 0, "model", "popularity (unknown user)"), width),
+            }
+        )[finite.reshape(-1)]
         frame["asin"] = self.catalog.item_asin[frame["item_idx"].to_numpy()]
         frame["title"] = self.catalog.item_title[frame["item_idx"].to_numpy()]
         return frame[["reviewer_id", "rank", "asin", "title", "score", "source"]].reset_index(drop=True)
@@ -90,8 +92,9 @@ class _BatchRecommender:
         return self.recommender.recommend(batch["reviewer_id"].astype(str).tolist(), self.k)
 
 
-def recommend_batch(run_dir: str | Path, reviewer_ids: list[str], out: str | Path, k: int = 10, actors: int = 1,
-                    batch_users: int = 256) -> int:
+def recommend_batch(
+    run_dir: str | Path, reviewer_ids: list[str], out: str | Path, k: int = 10, actors: int = 1, batch_users: int = 256
+) -> int:
     """Recommendations for many users with a Ray Data actor pool, written as Parquet; returns rows written."""
     import ray.data
 
@@ -99,10 +102,17 @@ def recommend_batch(run_dir: str | Path, reviewer_ids: list[str], out: str | Pat
 
     log.info(init_ray())
     frame = pd.DataFrame({"reviewer_id": reviewer_ids})
-    result = ray.data.from_pandas(frame).map_batches(
-        _BatchRecommender, fn_constructor_args=(str(run_dir), k), compute=ray.data.ActorPoolStrategy(size=actors),
-        batch_size=batch_users, batch_format="pandas",
-    ).to_pandas()
+    result = (
+        ray.data.from_pandas(frame)
+        .map_batches(
+            _BatchRecommender,
+            fn_constructor_args=(str(run_dir), k),
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            batch_size=batch_users,
+            batch_format="pandas",
+        )
+        .to_pandas()
+    )
     result = result.sort_values(["reviewer_id", "rank"]).reset_index(drop=True)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     result.to_parquet(out, index=False)

@@ -51,7 +51,9 @@ class SamplingTables:
     also_view_indptr: np.ndarray  # int64 [n_items + 1], CSR over items
     also_view_indices: np.ndarray  # int32, item ids (1..n_items-1), no self loops, no duplicates within a row
     user_items_indptr: np.ndarray  # int64 [n_users + 1], CSR over users
-    user_items_indices: np.ndarray  # int32, every item the user interacted with in ANY split, sorted ascending within a row
+    user_items_indices: (
+        np.ndarray
+    )  # int32, every item the user interacted with in ANY split, sorted ascending within a row
     item_popularity: np.ndarray  # float64 [n_items], train interaction counts (0 for item 0)
     # Derived once at construction; pickling keeps them, so Ray workers do not rebuild them.
     user_item_keys: np.ndarray = field(init=False, repr=False)  # sorted int64 ``user * n_items + item``

@@ -68,8 +68,10 @@ def _resume(model: torch.nn.Module, optimizer: Any, vocabulary: dict[str, int], 
         print(f"[alsoview] Ray Train did not restore this run; resuming from {folder}", flush=True)
         saved = runs.load_checkpoint(folder)
     if saved.vocabulary != vocabulary:
-        raise UserError(f"the checkpoint was trained on another dataset ({saved.vocabulary} vs {vocabulary}); "
-                        f"use another train.run_name")
+        raise UserError(
+            f"the checkpoint was trained on another dataset ({saved.vocabulary} vs {vocabulary}); "
+            f"use another train.run_name"
+        )
     model.load_state_dict(saved.model)
     optimizer.load_state_dict(saved.optimizer)
     return saved.state
@@ -110,14 +112,18 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
         # Nothing left to train (e.g. the driver died after the last epoch): report the final
         # state again, so a restored Tune experiment records this trial's result and checkpoint.
         if rank == 0:
-            print(f"[alsoview] run already trained to epoch {state.epoch}: raise train.epochs to continue it, "
-                  f"or use another train.run_name", flush=True)
+            print(
+                f"[alsoview] run already trained to epoch {state.epoch}: raise train.epochs to continue it, "
+                f"or use another train.run_name",
+                flush=True,
+            )
         _report(dict(state.history[-1]), model, optimizer, state, config, vocab, rank)
         return
     # The feed runs one epoch ahead in its own actor (see EpochFeeder for why); "DEFAULT" keeps
     # it and its Ray Data tasks out of this worker's placement group.
     feeder = ray.remote(num_cpus=0, scheduling_strategy="DEFAULT")(EpochFeeder).remote(
-        config, setup.catalog_ref, len(sizes), rank, world)
+        config, setup.catalog_ref, len(sizes), rank, world
+    )
     try:
         next_epoch_samples = feeder.materialize.remote(state.epoch + 1)
         for epoch in range(state.epoch + 1, config.train.epochs):
@@ -130,8 +136,11 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
             # Whole mixed blocks cross from Ray Data and are cut into batches here: the same rows in
             # the same order as Ray's own batching, without its per-batch cost (measured in benchmarks/).
             blocks = dataset.iter_torch_batches(
-                batch_size=None, device=device, prefetch_batches=2,
-                dtypes={"user": torch.long, "item": torch.long, "label": torch.float32, "is_hard": torch.float32})
+                batch_size=None,
+                device=device,
+                prefetch_batches=2,
+                dtypes={"user": torch.long, "item": torch.long, "label": torch.float32, "is_hard": torch.float32},
+            )
             totals = train_epoch(model, optimizer, fixed_size_batches(blocks, worker_batch), steps)
             train_seconds = time.perf_counter() - start
             loss_sum, seen, hard, negatives = _all_reduce_sum(totals.as_list(), device)
@@ -139,20 +148,28 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
             # Every rank validates on the same users: identical weights give identical numbers,
             # so every rank takes the same early-stopping decision without a broadcast.
             metrics = validate(_unwrap(model), setup.validation, device)
-            metrics.update({
-                "epoch": epoch,
-                "train/loss": loss_sum / max(seen, 1.0),
-                "train/samples": seen,
-                "train/hard_negative_share": hard / max(negatives, 1.0),  # realised share of also-view negatives
-                "train/learning_rate": optimizer.param_groups[0]["lr"],
-                "train/epoch_seconds": time.perf_counter() - start,  # training and validation
-                "train/seconds": train_seconds,  # this worker's data pipeline and steps
-                "train/samples_per_second": seen / train_seconds,  # all workers' samples
-                "train/data_wait_seconds": feed_wait + totals.data_wait_seconds,  # near 0 when the feed keeps up
-            })
+            metrics.update(
+                {
+                    "epoch": epoch,
+                    "train/loss": loss_sum / max(seen, 1.0),
+                    "train/samples": seen,
+                    "train/hard_negative_share": hard / max(negatives, 1.0),  # realised share of also-view negatives
+                    "train/learning_rate": optimizer.param_groups[0]["lr"],
+                    "train/epoch_seconds": time.perf_counter() - start,  # training and validation
+                    "train/seconds": train_seconds,  # this worker's data pipeline and steps
+                    "train/samples_per_second": seen / train_seconds,  # all workers' samples
+                    "train/data_wait_seconds": feed_wait + totals.data_wait_seconds,  # near 0 when the feed keeps up
+                }
+            )
             stop = state.record(epoch, metrics[metric], _unwrap(model).state_dict(), config.train.patience)
-            metrics.update({"best/epoch": state.best_epoch, f"best/{metric}": state.best_value, "early_stopped": stop,
-                            "resumed_from_epoch": -1 if state.resumed_from_epoch is None else state.resumed_from_epoch})
+            metrics.update(
+                {
+                    "best/epoch": state.best_epoch,
+                    f"best/{metric}": state.best_value,
+                    "early_stopped": stop,
+                    "resumed_from_epoch": -1 if state.resumed_from_epoch is None else state.resumed_from_epoch,
+                }
+            )
             state.history.append(dict(metrics))
             _report(metrics, model, optimizer, state, config, vocab, rank)
             if stop:
@@ -165,8 +182,15 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def _report(metrics: dict[str, Any], model: torch.nn.Module, optimizer: Any, state: runs.LoopState, config: Config,
-            vocab: dict[str, int], rank: int) -> None:
+def _report(
+    metrics: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: Any,
+    state: runs.LoopState,
+    config: Config,
+    vocab: dict[str, int],
+    rank: int,
+) -> None:
     """Every rank reports; rank 0 attaches the checkpoint (the others would only duplicate it)."""
     import ray.train
 
@@ -181,13 +205,23 @@ def _report(metrics: dict[str, Any], model: torch.nn.Module, optimizer: Any, sta
 
 def epoch_line(metrics: dict[str, Any]) -> str:
     """One epoch as one log line."""
-    ranking = (f"  valid/full/ndcg@10 {metrics['valid/full/ndcg@10']:.4f}  hr@10 {metrics['valid/full/hr@10']:.4f}"
-               if "valid/full/ndcg@10" in metrics else "")
-    return ("[alsoview] epoch {epoch}: loss {loss:.4f}{ranking}  valid/auc {auc:.4f}  valid/hard_auc {hard:.4f}  "
-            "hard share {share:.3f}  ({secs:.1f}s)").format(
-        epoch=metrics["epoch"], loss=metrics["train/loss"], ranking=ranking, auc=metrics["valid/auc"],
-        hard=metrics["valid/hard_auc"], share=metrics["train/hard_negative_share"],
-        secs=metrics["train/epoch_seconds"])
+    ranking = (
+        f"  valid/full/ndcg@10 {metrics['valid/full/ndcg@10']:.4f}  hr@10 {metrics['valid/full/hr@10']:.4f}"
+        if "valid/full/ndcg@10" in metrics
+        else ""
+    )
+    return (
+        "[alsoview] epoch {epoch}: loss {loss:.4f}{ranking}  valid/auc {auc:.4f}  valid/hard_auc {hard:.4f}  "
+        "hard share {share:.3f}  ({secs:.1f}s)"
+    ).format(
+        epoch=metrics["epoch"],
+        loss=metrics["train/loss"],
+        ranking=ranking,
+        auc=metrics["valid/auc"],
+        hard=metrics["valid/hard_auc"],
+        share=metrics["train/hard_negative_share"],
+        secs=metrics["train/epoch_seconds"],
+    )
 
 
 # ---------------------------------------------------------------- the driver
@@ -209,18 +243,28 @@ def resolve_resources(config: Config, cluster: dict[str, float]) -> tuple[bool, 
     per_worker = config.train.cpus_per_worker
     if per_worker is None:
         spare_for_data = max(config.sampling.cpus_per_task, 0.25 * cpus)
-        per_worker = min(1.0 if use_gpu else max(1.0, (cpus - spare_for_data) / config.train.num_workers),
-                         (cpus - spare_for_data) / config.train.num_workers)
+        per_worker = min(
+            1.0 if use_gpu else max(1.0, (cpus - spare_for_data) / config.train.num_workers),
+            (cpus - spare_for_data) / config.train.num_workers,
+        )
     if per_worker * config.train.num_workers + config.sampling.cpus_per_task > cpus + 1e-9:
-        raise UserError(f"{config.train.num_workers} workers x {per_worker:g} CPUs + {config.sampling.cpus_per_task:g} "
-                        f"for Ray Data exceed the cluster's {cpus:g} CPUs")
+        raise UserError(
+            f"{config.train.num_workers} workers x {per_worker:g} CPUs + {config.sampling.cpus_per_task:g} "
+            f"for Ray Data exceed the cluster's {cpus:g} CPUs"
+        )
     if per_worker <= 0:
         raise UserError(f"the cluster's {cpus:g} CPUs leave nothing for {config.train.num_workers} workers")
     return use_gpu, round(per_worker, 3), max(1, int(per_worker))
 
 
-def build_trainer(config: Config, catalog: Catalog, callbacks: list | None = None, run_name: str | None = None,
-                  storage_path: str | None = None, budget: dict[str, float] | None = None) -> Any:
+def build_trainer(
+    config: Config,
+    catalog: Catalog,
+    callbacks: list | None = None,
+    run_name: str | None = None,
+    storage_path: str | None = None,
+    budget: dict[str, float] | None = None,
+) -> Any:
     """The TorchTrainer for `config` (also used by Tune, which builds one per trial).
 
     `budget` is the share of the cluster this run may plan with (a Tune trial's share); by
@@ -235,27 +279,44 @@ def build_trainer(config: Config, catalog: Catalog, callbacks: list | None = Non
         # DDP all-reduces sparse gradients with gloo only (not NCCL), and on torch 2.13 CPU this
         # model's sparse all-reduce corrupted the heap within 2,000 steps (SIGSEGV in gloo's ring),
         # reproduced without Ray and with torch's own SparseAdam: refused, not left to crash.
-        raise UserError("model.sparse_embeddings=true needs train.num_workers=1: multi-worker training "
-                        "all-reduces sparse gradients, which crashes in torch's gloo backend; use dense "
-                        "embeddings (the default) for several workers")
+        raise UserError(
+            "model.sparse_embeddings=true needs train.num_workers=1: multi-worker training "
+            "all-reduces sparse gradients, which crashes in torch's gloo backend; use dense "
+            "embeddings (the default) for several workers"
+        )
     blocks = block_sizes(len(catalog.train), config.sampling.block_rows)
     if len(blocks) < config.train.num_workers:
-        raise UserError(f"{len(catalog.train)} training positives make {len(blocks)} blocks of "
-                        f"sampling.block_rows={config.sampling.block_rows}: fewer than train.num_workers="
-                        f"{config.train.num_workers}; lower sampling.block_rows")
+        raise UserError(
+            f"{len(catalog.train)} training positives make {len(blocks)} blocks of "
+            f"sampling.block_rows={config.sampling.block_rows}: fewer than train.num_workers="
+            f"{config.train.num_workers}; lower sampling.block_rows"
+        )
     name = run_name or config.train.run_name
     storage = storage_path or str(Path(config.train.runs_dir).resolve())
-    setup = WorkerSetup(config=config, catalog_ref=[ray.put(catalog)],
-                        validation=validation_set(catalog, config.seed, config.train.valid_users),
-                        run_storage=str(Path(storage) / name), torch_threads=threads)
-    log.info("training: %d workers x %g CPUs%s, %d threads each; %d positives in %d blocks, k=%d, also-view share %.2f",
-             config.train.num_workers, cpus_per_worker, " + 1 GPU" if use_gpu else "", threads, len(catalog.train),
-             len(blocks), config.sampling.negatives_per_positive, config.sampling.also_view_fraction)
+    setup = WorkerSetup(
+        config=config,
+        catalog_ref=[ray.put(catalog)],
+        validation=validation_set(catalog, config.seed, config.train.valid_users),
+        run_storage=str(Path(storage) / name),
+        torch_threads=threads,
+    )
+    log.info(
+        "training: %d workers x %g CPUs%s, %d threads each; %d positives in %d blocks, k=%d, also-view share %.2f",
+        config.train.num_workers,
+        cpus_per_worker,
+        " + 1 GPU" if use_gpu else "",
+        threads,
+        len(catalog.train),
+        len(blocks),
+        config.sampling.negatives_per_positive,
+        config.sampling.also_view_fraction,
+    )
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=setup,
-        scaling_config=ScalingConfig(num_workers=config.train.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cpus_per_worker}),
+        scaling_config=ScalingConfig(
+            num_workers=config.train.num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}
+        ),
         run_config=RunConfig(
             name=name,
             storage_path=storage,
@@ -277,7 +338,10 @@ def train(config: Config, catalog: Catalog | None = None) -> TrainResult:
     try:
         result = build_trainer(config, catalog).fit()
     except Exception as exc:
-        raise _user_error_from_workers(exc) or exc
+        user_error = _user_error_from_workers(exc)
+        if user_error is None:
+            raise
+        raise user_error from None
     if result.checkpoint is None:
         raise RuntimeError(f"training reported no checkpoint; see the worker logs under {run_dir}")
     with result.checkpoint.as_directory() as folder:
@@ -294,4 +358,3 @@ def _user_error_from_workers(exc: Exception) -> UserError | None:
         if isinstance(cause, UserError):
             return UserError(str(cause))
     return None
-

@@ -79,8 +79,9 @@ def plan_trials(config: Config, cluster: dict[str, float]) -> TrialPlan:
     return TrialPlan(concurrency, budget, samples)
 
 
-def run_trial(params: dict[str, Any], base: Config, catalog: Catalog, budget: dict[str, float],
-              trainer_storage: str) -> None:
+def run_trial(
+    params: dict[str, Any], base: Config, catalog: Catalog, budget: dict[str, float], trainer_storage: str
+) -> None:
     """One Tune trial: the base config with the trial's parameters, fitted by a TorchTrainer."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -90,8 +91,14 @@ def run_trial(params: dict[str, Any], base: Config, catalog: Catalog, budget: di
     config = with_overrides(base, params)
     trial_id = tune.get_context().get_trial_id()
     # The Train run name is the trial id: a restored tuning run resumes each trial's checkpoint.
-    trainer = build_trainer(config, catalog, callbacks=[TuneReportCallback()], run_name=f"trial-{trial_id}",
-                            storage_path=trainer_storage, budget=budget)
+    trainer = build_trainer(
+        config,
+        catalog,
+        callbacks=[TuneReportCallback()],
+        run_name=f"trial-{trial_id}",
+        storage_path=trainer_storage,
+        budget=budget,
+    )
     trainer.fit()
 
 
@@ -100,8 +107,9 @@ def trial_trainable(config: Config, catalog: Catalog, budget: dict[str, float], 
     from ray import tune as ray_tune
 
     return ray_tune.with_resources(
-        ray_tune.with_parameters(run_trial, base=config, catalog=catalog, budget=budget,
-                                 trainer_storage=str(run_dir / "train_runs")),
+        ray_tune.with_parameters(
+            run_trial, base=config, catalog=catalog, budget=budget, trainer_storage=str(run_dir / "train_runs")
+        ),
         {"CPU": TRIAL_CPU},
     )
 
@@ -139,7 +147,6 @@ def tune(config: Config, catalog: Catalog | None = None) -> TuneResult:
 
     from alsoview.runtime import init_ray
 
-
     config = with_absolute_paths(tune_config_of(config))
     catalog = catalog or load_catalog(config.data.prepared_dir)
     log.info(init_ray())
@@ -153,17 +160,28 @@ def tune(config: Config, catalog: Catalog | None = None) -> TuneResult:
     trainable = trial_trainable(config, catalog, plan.budget, run_dir)
 
     def start() -> Any:
-        log.info("tuning %d trials, %d at a time, each with %g CPUs%s; metric %s; epochs per trial %d",
-                 plan.num_samples, plan.concurrency, plan.budget["CPU"],
-                 f" and {plan.budget['GPU']:g} GPUs" if plan.budget["GPU"] else "", metric, config.train.epochs)
+        log.info(
+            "tuning %d trials, %d at a time, each with %g CPUs%s; metric %s; epochs per trial %d",
+            plan.num_samples,
+            plan.concurrency,
+            plan.budget["CPU"],
+            f" and {plan.budget['GPU']:g} GPUs" if plan.budget["GPU"] else "",
+            metric,
+            config.train.epochs,
+        )
         return ray_tune.Tuner(
             trainable,
             param_space=param_space(config),
             tune_config=ray_tune.TuneConfig(
                 search_alg=OptunaSearch(metric=metric, mode="max", seed=config.seed),
-                scheduler=ASHAScheduler(time_attr="training_iteration", metric=metric, mode="max",
-                                        max_t=config.train.epochs, grace_period=config.tune.grace_period,
-                                        reduction_factor=config.tune.reduction_factor),
+                scheduler=ASHAScheduler(
+                    time_attr="training_iteration",
+                    metric=metric,
+                    mode="max",
+                    max_t=config.train.epochs,
+                    grace_period=config.tune.grace_period,
+                    reduction_factor=config.tune.reduction_factor,
+                ),
                 num_samples=plan.num_samples,
                 max_concurrent_trials=plan.concurrency,
             ),
@@ -180,8 +198,17 @@ def write_outputs(run_dir: Path, grid: Any, config: Config) -> TuneResult:
     metric = config.tune.metric
     frame = grid.get_dataframe()
     params = [c for c in frame.columns if c.startswith("config/")]
-    columns = ["valid/full/ndcg@10", "valid/full/hr@10", "valid/sampled100/hr@10", "valid/auc", "valid/hard_auc",
-               "train/hard_negative_share", "train/loss", "training_iteration", "best/epoch"]
+    columns = [
+        "valid/full/ndcg@10",
+        "valid/full/hr@10",
+        "valid/sampled100/hr@10",
+        "valid/auc",
+        "valid/hard_auc",
+        "train/hard_negative_share",
+        "train/loss",
+        "training_iteration",
+        "best/epoch",
+    ]
     keep = ["trial_id", "status", *params, metric, *[c for c in columns if c != metric]]
     status = {r.metrics.get("trial_id"): _status(r, config.train.epochs) for r in grid if r.metrics}
     frame["status"] = frame["trial_id"].map(status).fillna("failed")
@@ -194,8 +221,11 @@ def write_outputs(run_dir: Path, grid: Any, config: Config) -> TuneResult:
         "metric": metric,
         "value": _best_value(best_result, metric),
         "params": plain(dict(best_result.config)),
-        "last_metrics": {k: plain(v) for k, v in (best_result.metrics or {}).items()
-                         if k.startswith(("valid/", "train/", "best/")) or k == "training_iteration"},
+        "last_metrics": {
+            k: plain(v)
+            for k, v in (best_result.metrics or {}).items()
+            if k.startswith(("valid/", "train/", "best/")) or k == "training_iteration"
+        },
         "trials": len(trials),
         "trials_completed": int((trials["status"] == "completed").sum()),
         "trials_stopped_early": int((trials["status"] == "stopped early").sum()),
@@ -238,9 +268,18 @@ def plot_balance(trials: pd.DataFrame, metric: str, path: Path) -> None:
         # Trials ASHA stopped are drawn hollow: their last value comes from fewer epochs.
         for stopped, group in data.groupby(data["status"] == "stopped early"):
             colour = group[k_key] if k_key in group else "tab:blue"
-            points = ax.scatter(group[FRACTION_KEY], group[metric], c=colour, cmap="viridis", s=46,
-                                marker="o" if not stopped else "X", edgecolors="black", vmin=1, vmax=8,
-                                label="stopped early by ASHA" if stopped else "ran to the end")
+            points = ax.scatter(
+                group[FRACTION_KEY],
+                group[metric],
+                c=colour,
+                cmap="viridis",
+                s=46,
+                marker="o" if not stopped else "X",
+                edgecolors="black",
+                vmin=1,
+                vmax=8,
+                label="stopped early by ASHA" if stopped else "ran to the end",
+            )
         if points is not None and k_key in data:
             fig.colorbar(points, ax=ax, label="negatives per positive")
         ax.legend(fontsize=8, loc="lower left")

@@ -42,30 +42,37 @@ class ValidationSet:
 def validation_set(catalog: Catalog, seed: int, valid_users: int) -> ValidationSet:
     users, items = catalog.valid.users, catalog.valid.items
     rng = epoch_rng(seed, 0, _VALIDATION_KEY)
-    random_cols, _ = mix_negatives(users, items, catalog.sampling, negatives_per_positive=1,
-                                   also_view_fraction=0.0, rng=rng)
-    hard_cols, _ = mix_negatives(users, items, catalog.sampling, negatives_per_positive=1,
-                                 also_view_fraction=1.0, rng=rng)
+    random_cols, _ = mix_negatives(
+        users, items, catalog.sampling, negatives_per_positive=1, also_view_fraction=0.0, rng=rng
+    )
+    hard_cols, _ = mix_negatives(
+        users, items, catalog.sampling, negatives_per_positive=1, also_view_fraction=1.0, rng=rng
+    )
     n = len(users)
     hard = hard_cols["is_hard"][n:]
     ranking = build_cases(catalog, "valid", seed, max_users=valid_users) if n else None
     return ValidationSet(
-        users=users, positives=items, random_negatives=random_cols["item"][n:],
-        hard_users=users[hard], hard_positives=items[hard], hard_negatives=hard_cols["item"][n:][hard],
+        users=users,
+        positives=items,
+        random_negatives=random_cols["item"][n:],
+        hard_users=users[hard],
+        hard_positives=items[hard],
+        hard_negatives=hard_cols["item"][n:][hard],
         ranking=ranking,
     )
 
 
 @torch.no_grad()
-def score_pairs(model: torch.nn.Module, users: np.ndarray, items: np.ndarray, device: torch.device,
-                batch_size: int = 8192) -> np.ndarray:
+def score_pairs(
+    model: torch.nn.Module, users: np.ndarray, items: np.ndarray, device: torch.device, batch_size: int = 8192
+) -> np.ndarray:
     """Model logits for aligned (user, item) arrays, in eval mode."""
     was_training = model.training
     model.eval()
     out = []
     for start in range(0, len(users), batch_size):
-        u = torch.as_tensor(users[start:start + batch_size], dtype=torch.long, device=device)
-        i = torch.as_tensor(items[start:start + batch_size], dtype=torch.long, device=device)
+        u = torch.as_tensor(users[start : start + batch_size], dtype=torch.long, device=device)
+        i = torch.as_tensor(items[start : start + batch_size], dtype=torch.long, device=device)
         out.append(model(u, i).float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros(0, np.float32)
@@ -73,14 +80,21 @@ def score_pairs(model: torch.nn.Module, users: np.ndarray, items: np.ndarray, de
 
 def validate(model: torch.nn.Module, valid: ValidationSet, device: torch.device) -> dict[str, float]:
     """Every validation metric of one epoch (see the module docstring)."""
-    auc = pairwise_auc(score_pairs(model, valid.users, valid.positives, device),
-                       score_pairs(model, valid.users, valid.random_negatives, device))
-    hard_auc = pairwise_auc(score_pairs(model, valid.hard_users, valid.hard_positives, device),
-                            score_pairs(model, valid.hard_users, valid.hard_negatives, device))
+    auc = pairwise_auc(
+        score_pairs(model, valid.users, valid.positives, device),
+        score_pairs(model, valid.users, valid.random_negatives, device),
+    )
+    hard_auc = pairwise_auc(
+        score_pairs(model, valid.hard_users, valid.hard_positives, device),
+        score_pairs(model, valid.hard_users, valid.hard_negatives, device),
+    )
     values = [v for v in (auc, hard_auc) if not math.isnan(v)]
-    metrics = {"valid/auc": auc, "valid/hard_auc": hard_auc,
-               "valid/mean_auc": float(np.mean(values)) if values else float("nan"),
-               "valid/hard_pairs": float(len(valid.hard_users))}
+    metrics = {
+        "valid/auc": auc,
+        "valid/hard_auc": hard_auc,
+        "valid/mean_auc": float(np.mean(values)) if values else float("nan"),
+        "valid/hard_pairs": float(len(valid.hard_users)),
+    }
     if valid.ranking is not None:
         was_training = model.training
         scorer = ModelScorer(model, str(device))

@@ -41,8 +41,10 @@ def ensure_vg_raw() -> Path:
 
     out = vg_raw_dir()
     if not (out / "generation.json").is_file():
-        print(f"[bench] generating a Video-Games-scale dataset in {out} ({VG_USERS} users, {VG_ITEMS} items)...",
-              flush=True)
+        print(
+            f"[bench] generating a Video-Games-scale dataset in {out} ({VG_USERS} users, {VG_ITEMS} items)...",
+            flush=True,
+        )
         generate(out, users=VG_USERS, items=VG_ITEMS, seed=VG_SEED)
     return out
 
@@ -53,17 +55,31 @@ def ensure_vg_prepared() -> Path:
     if not (out / "manifest.json").is_file():
         raw = ensure_vg_raw()
         print(f"[bench] preparing {raw} -> {out} (hashing text encoder)...", flush=True)
-        subprocess.run([sys.executable, "-m", "alsoview.cli", "prepare", "--reviews", str(raw / "reviews.json.gz"),
-                        "--meta", str(raw / "meta.json.gz"), "--out", str(out), "text.encoder=hashing"],
-                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "alsoview.cli",
+                "prepare",
+                "--reviews",
+                str(raw / "reviews.json.gz"),
+                "--meta",
+                str(raw / "meta.json.gz"),
+                "--out",
+                str(out),
+                "text.encoder=hashing",
+            ],
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
     return out
 
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
-    import torch
-
     import ray
+    import torch
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -74,12 +90,20 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
-            "torch": torch.__version__, "ray": ray.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """A Markdown table (so the README can take it as printed)."""
+
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
@@ -176,5 +200,10 @@ def ray_local(num_cpus: int | None = None) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", include_dashboard=True,
-                 dashboard_host="127.0.0.1", log_to_driver=True)
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count(),
+            _node_ip_address="127.0.0.1",
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=True,
+        )

@@ -35,14 +35,29 @@ def main() -> None:
     startup = result["fit_wall_seconds"] - sum(epochs)  # Ray Train start, first feed, final outputs
     total = startup + (epochs[0] - steady) + 50 * steady
     rows = [{"what": f"epoch {i}", "seconds": s} for i, s in enumerate(epochs)]
-    rows += [{"what": "fit start-up and outputs (outside epochs)", "seconds": startup},
-             {"what": "median epoch after warm-up", "seconds": steady},
-             {"what": "50 epochs, extrapolated (minutes)", "seconds": total / 60}]
-    table = print_table(f"Epoch time, Video Games scale, default config ({result['samples_per_epoch']:,.0f} "
-                        f"samples/epoch, {result['samples_per_s']:,.0f} samples/s)", rows, ["what", "seconds"])
-    write_json("epoch_time", {"dataset": prepared, "overrides": args.overrides, "run": result,
-                              "median_epoch_seconds": steady, "fifty_epochs_minutes": total / 60, "table": table,
-                              "command": "python benchmarks/epoch_time.py " + " ".join(args.overrides)})
+    rows += [
+        {"what": "fit start-up and outputs (outside epochs)", "seconds": startup},
+        {"what": "median epoch after warm-up", "seconds": steady},
+        {"what": "50 epochs, extrapolated (minutes)", "seconds": total / 60},
+    ]
+    table = print_table(
+        f"Epoch time, Video Games scale, default config ({result['samples_per_epoch']:,.0f} "
+        f"samples/epoch, {result['samples_per_s']:,.0f} samples/s)",
+        rows,
+        ["what", "seconds"],
+    )
+    write_json(
+        "epoch_time",
+        {
+            "dataset": prepared,
+            "overrides": args.overrides,
+            "run": result,
+            "median_epoch_seconds": steady,
+            "fifty_epochs_minutes": total / 60,
+            "table": table,
+            "command": "python benchmarks/epoch_time.py " + " ".join(args.overrides),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -37,9 +37,9 @@ def naive_sampler(catalog: Any, n_positives: int, k: int, fraction: float, seed:
     n_items = tables.n_items
     drawn = 0
     for user, item in zip(catalog.train.users[:n_positives].tolist(), catalog.train.items[:n_positives].tolist()):
-        seen = set(u_indices[u_indptr[user]:u_indptr[user + 1]].tolist())
+        seen = set(u_indices[u_indptr[user] : u_indptr[user + 1]].tolist())
         hard_wanted = int(k * fraction) + (rng.random() < (k * fraction) % 1)
-        candidates = [i for i in indices[indptr[item]:indptr[item + 1]].tolist() if i not in seen]
+        candidates = [i for i in indices[indptr[item] : indptr[item + 1]].tolist() if i not in seen]
         negatives = rng.sample(candidates, min(hard_wanted, len(candidates)))
         while len(negatives) < k:
             candidate = rng.randrange(1, n_items)
@@ -106,20 +106,40 @@ def main() -> None:
     catalog = load_catalog(prepared)
     n_blocks = len(block_sizes(len(catalog.train), s.block_rows))
     cores = os.cpu_count() or 1
-    print(f"[bench] {len(catalog.train):,} positives in {n_blocks} blocks of {s.block_rows}; k={s.negatives_per_positive}, "
-          f"f={s.also_view_fraction}; {cores} cores", flush=True)
+    print(
+        f"[bench] {len(catalog.train):,} positives in {n_blocks} blocks of {s.block_rows}; "
+        f"k={s.negatives_per_positive}, "
+        f"f={s.also_view_fraction}; {cores} cores",
+        flush=True,
+    )
     rows: list[dict[str, Any]] = []
 
     begin = time.perf_counter()
     drawn = naive_sampler(catalog, args.naive_positives, s.negatives_per_positive, s.also_view_fraction, config.seed)
     seconds = time.perf_counter() - begin
-    rows.append({"sampler": "naive per-row Python", "cores": 1, "negatives": drawn, "seconds": seconds,
-                 "negatives_per_s": drawn / seconds, "per_core": drawn / seconds})
+    rows.append(
+        {
+            "sampler": "naive per-row Python",
+            "cores": 1,
+            "negatives": drawn,
+            "seconds": seconds,
+            "negatives_per_s": drawn / seconds,
+            "per_core": drawn / seconds,
+        }
+    )
 
     results = [pure_epoch(catalog, config, epoch) for epoch in range(2)]
     negatives, seconds = results[-1]
-    rows.append({"sampler": "pure mix_block, one process", "cores": 1, "negatives": negatives, "seconds": seconds,
-                 "negatives_per_s": negatives / seconds, "per_core": negatives / seconds})
+    rows.append(
+        {
+            "sampler": "pure mix_block, one process",
+            "cores": 1,
+            "negatives": negatives,
+            "seconds": seconds,
+            "negatives_per_s": negatives / seconds,
+            "per_core": negatives / seconds,
+        }
+    )
 
     ray_local()
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -132,20 +152,46 @@ def main() -> None:
     negatives = timed[0][0]
     ray_cores = ray.cluster_resources().get("CPU", cores)
     label = f"{s.blocks_per_task} blocks/task, {s.cpus_per_task:g} CPU/task"
-    rows.append({"sampler": f"Ray Data epoch, end to end ({label})", "cores": ray_cores, "negatives": negatives,
-                 "seconds": seconds, "negatives_per_s": negatives / seconds, "per_core": negatives / seconds / ray_cores})
-    rows.append({"sampler": "Ray Data mixing tasks, per CPU-second inside the tasks", "cores": "-",
-                 "negatives": negatives, "seconds": cpu_seconds, "negatives_per_s": None,
-                 "per_core": negatives / cpu_seconds})
+    rows.append(
+        {
+            "sampler": f"Ray Data epoch, end to end ({label})",
+            "cores": ray_cores,
+            "negatives": negatives,
+            "seconds": seconds,
+            "negatives_per_s": negatives / seconds,
+            "per_core": negatives / seconds / ray_cores,
+        }
+    )
+    rows.append(
+        {
+            "sampler": "Ray Data mixing tasks, per CPU-second inside the tasks",
+            "cores": "-",
+            "negatives": negatives,
+            "seconds": cpu_seconds,
+            "negatives_per_s": None,
+            "per_core": negatives / cpu_seconds,
+        }
+    )
     for row in rows:
         print(f"[bench] {row['sampler']}: {row['per_core']:,.0f} negatives/s per core", flush=True)
 
-    table = print_table("Negative mixing (k=%d, f=%g)" % (s.negatives_per_positive, s.also_view_fraction), rows,
-                        ["sampler", "cores", "negatives", "seconds", "negatives_per_s", "per_core"])
-    write_json("mixing", {"dataset": prepared, "overrides": args.overrides, "rows": rows, "table": table,
-                          "ray_epoch_seconds": [t for _, t, _ in epochs],
-                          "ray_task_cpu_seconds": [c for _, _, c in epochs],
-                          "command": "python benchmarks/mixing.py " + " ".join(args.overrides)})
+    table = print_table(
+        "Negative mixing (k=%d, f=%g)" % (s.negatives_per_positive, s.also_view_fraction),
+        rows,
+        ["sampler", "cores", "negatives", "seconds", "negatives_per_s", "per_core"],
+    )
+    write_json(
+        "mixing",
+        {
+            "dataset": prepared,
+            "overrides": args.overrides,
+            "rows": rows,
+            "table": table,
+            "ray_epoch_seconds": [t for _, t, _ in epochs],
+            "ray_task_cpu_seconds": [c for _, _, c in epochs],
+            "command": "python benchmarks/mixing.py " + " ".join(args.overrides),
+        },
+    )
 
 
 if __name__ == "__main__":

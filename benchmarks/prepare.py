@@ -27,8 +27,19 @@ from _common import ROOT, PeakMemory, ensure_vg_raw, print_table, write_json
 
 
 def run_prepare(raw: Path, out: Path) -> dict[str, Any]:
-    command = [sys.executable, "-m", "alsoview.cli", "prepare", "--reviews", str(raw / "reviews.json.gz"),
-               "--meta", str(raw / "meta.json.gz"), "--out", str(out), "text.encoder=hashing"]
+    command = [
+        sys.executable,
+        "-m",
+        "alsoview.cli",
+        "prepare",
+        "--reviews",
+        str(raw / "reviews.json.gz"),
+        "--meta",
+        str(raw / "meta.json.gz"),
+        "--out",
+        str(out),
+        "text.encoder=hashing",
+    ]
     begin = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     with PeakMemory(process.pid) as memory:
@@ -38,10 +49,17 @@ def run_prepare(raw: Path, out: Path) -> dict[str, Any]:
         raise SystemExit(f"prepare failed ({process.returncode}):\n{stderr[-3000:]}")
     manifest = json.loads((out / "manifest.json").read_text())
     lines = manifest["rows"]["reviews"]["read"] + manifest["rows"]["meta"]["read"]
-    return {"wall_seconds": wall, "peak_pss_gib": memory.peak_bytes / 2**30, "memory_samples": memory.samples,
-            "input_lines": lines, "lines_per_s": lines / wall, "review_lines": manifest["rows"]["reviews"]["read"],
-            "meta_lines": manifest["rows"]["meta"]["read"], "stages_seconds": manifest["timing_seconds"],
-            "counts": manifest["counts"]}
+    return {
+        "wall_seconds": wall,
+        "peak_pss_gib": memory.peak_bytes / 2**30,
+        "memory_samples": memory.samples,
+        "input_lines": lines,
+        "lines_per_s": lines / wall,
+        "review_lines": manifest["rows"]["reviews"]["read"],
+        "meta_lines": manifest["rows"]["meta"]["read"],
+        "stages_seconds": manifest["timing_seconds"],
+        "counts": manifest["counts"],
+    }
 
 
 def transformer_items_per_s(prepared: Path, n_items: int) -> dict[str, Any]:
@@ -60,12 +78,18 @@ def transformer_items_per_s(prepared: Path, n_items: int) -> dict[str, Any]:
     encoder = build_text_encoder(spec, batch_size=64, device="cpu")
     encoder.encode(texts[:64])  # warm-up
     begin = time.perf_counter()
-    encoder.encode(texts[64:64 + n_items])
+    encoder.encode(texts[64 : 64 + n_items])
     seconds = time.perf_counter() - begin
-    words = sum(len(t.split()) for t in texts[64:64 + n_items]) / max(1, n_items)
-    return {"status": "ok", "items": n_items, "seconds": seconds, "items_per_s": n_items / seconds,
-            "mean_words_per_text": words, "torch_threads": torch.get_num_threads(),
-            "vg_17k_items_minutes": 17_000 / (n_items / seconds) / 60}
+    words = sum(len(t.split()) for t in texts[64 : 64 + n_items]) / max(1, n_items)
+    return {
+        "status": "ok",
+        "items": n_items,
+        "seconds": seconds,
+        "items_per_s": n_items / seconds,
+        "mean_words_per_text": words,
+        "torch_threads": torch.get_num_threads(),
+        "vg_17k_items_minutes": 17_000 / (n_items / seconds) / 60,
+    }
 
 
 def main() -> None:
@@ -82,17 +106,35 @@ def main() -> None:
     finally:
         shutil.rmtree(out, ignore_errors=True)
     stages = result["stages_seconds"]
-    rows = [{"step": "prepare, hashing encoder (whole command, Ray start included)", "seconds": result["wall_seconds"],
-             "rows_per_s": result["lines_per_s"], "peak_GiB": result["peak_pss_gib"]}]
-    rows += [{"step": f"  stage: {name}", "seconds": value} for name, value in stages.items() if "per_second" not in name]
+    rows = [
+        {
+            "step": "prepare, hashing encoder (whole command, Ray start included)",
+            "seconds": result["wall_seconds"],
+            "rows_per_s": result["lines_per_s"],
+            "peak_GiB": result["peak_pss_gib"],
+        }
+    ]
+    rows += [
+        {"step": f"  stage: {name}", "seconds": value} for name, value in stages.items() if "per_second" not in name
+    ]
     if minilm["status"] == "ok":
-        rows.append({"step": f"MiniLM text encoder alone ({minilm['items']} items, {minilm['torch_threads']} threads)",
-                     "seconds": minilm["seconds"], "rows_per_s": minilm["items_per_s"]})
+        rows.append(
+            {
+                "step": f"MiniLM text encoder alone ({minilm['items']} items, {minilm['torch_threads']} threads)",
+                "seconds": minilm["seconds"],
+                "rows_per_s": minilm["items_per_s"],
+            }
+        )
     else:
         print(f"[bench] MiniLM: {minilm['status']}", flush=True)
-    table = print_table(f"Prepare at Video Games scale ({result['review_lines']:,} review lines, "
-                        f"{result['meta_lines']:,} meta lines)", rows, ["step", "seconds", "rows_per_s", "peak_GiB"])
-    write_json("prepare", {"prepare": result, "minilm": minilm, "table": table, "command": "python benchmarks/prepare.py"})
+    table = print_table(
+        f"Prepare at Video Games scale ({result['review_lines']:,} review lines, {result['meta_lines']:,} meta lines)",
+        rows,
+        ["step", "seconds", "rows_per_s", "peak_GiB"],
+    )
+    write_json(
+        "prepare", {"prepare": result, "minilm": minilm, "table": table, "command": "python benchmarks/prepare.py"}
+    )
 
 
 if __name__ == "__main__":

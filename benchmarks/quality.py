@@ -46,9 +46,9 @@ def train_in_process(catalog: Any, config: Any, variant: str) -> tuple[Any, dict
 
 
 def evaluate_model(model: Any, catalog: Any, seed: int) -> dict[str, float]:
-    from alsoview.evaluate import ModelScorer, build_cases, score_rows, summarize
-
     import numpy as np
+
+    from alsoview.evaluate import ModelScorer, build_cases, score_rows, summarize
 
     cases = build_cases(catalog, "test", seed)
     counts = score_rows(ModelScorer(model), cases, np.arange(len(cases.users)))
@@ -73,21 +73,40 @@ def main() -> None:
     if args.prepared is None:  # the embedded default dataset, generated and prepared on first use
         from alsoview.data.prepare import ensure_prepared
 
-        default = load_config(None, [f"data.generated_dir={ROOT / 'data' / 'generated' / 'default'}",
-                                     f"data.prepared_dir={ROOT / 'data' / 'prepared' / 'default'}"])
+        default = load_config(
+            None,
+            [
+                f"data.generated_dir={ROOT / 'data' / 'generated' / 'default'}",
+                f"data.prepared_dir={ROOT / 'data' / 'prepared' / 'default'}",
+            ],
+        )
         args.prepared = ensure_prepared(default).data.prepared_dir
     catalog = load_catalog(args.prepared)
     runs: list[dict[str, Any]] = []
     for variant in args.variants.split(","):
         for seed in range(args.seeds):
-            config = load_config(None, [f"data.prepared_dir={args.prepared}", f"seed={seed}",
-                                        f"train.epochs={args.epochs}", "train.early_stopping_metric=valid/auc", "train.patience=0",
-                                        f"model.sparse_embeddings={'true' if variant == 'sparse' else 'false'}"])
+            config = load_config(
+                None,
+                [
+                    f"data.prepared_dir={args.prepared}",
+                    f"seed={seed}",
+                    f"train.epochs={args.epochs}",
+                    "train.early_stopping_metric=valid/auc",
+                    "train.patience=0",
+                    f"model.sparse_embeddings={'true' if variant == 'sparse' else 'false'}",
+                ],
+            )
             begin = time.perf_counter()
             model, valid = train_in_process(catalog, config, variant)
             metrics = {**valid, **evaluate_model(model, catalog, seed)}
-            runs.append({"variant": variant, "seed": seed, "seconds": time.perf_counter() - begin,
-                         **{m: metrics[m] for m in METRICS}})
+            runs.append(
+                {
+                    "variant": variant,
+                    "seed": seed,
+                    "seconds": time.perf_counter() - begin,
+                    **{m: metrics[m] for m in METRICS},
+                }
+            )
             print(f"[bench] {variant} seed {seed}: " + "  ".join(f"{m} {metrics[m]:.4f}" for m in METRICS), flush=True)
 
     rows = []
@@ -100,10 +119,21 @@ def main() -> None:
             row[m] = f"{statistics.mean(values):.4f} ± {spread:.4f}"
         row["seconds/run"] = f"{statistics.mean(r['seconds'] for r in mine):.0f}"
         rows.append(row)
-    table = print_table(f"Quality by implementation (mean ± std over {args.seeds} seeds, {args.epochs} epochs, "
-                        f"best valid/auc epoch)", rows, ["variant", "seeds", *METRICS, "seconds/run"])
-    write_json("quality", {"dataset": args.prepared, "epochs": args.epochs, "runs": runs, "table": table,
-                           "command": f"python benchmarks/quality.py --seeds {args.seeds} --epochs {args.epochs}"})
+    table = print_table(
+        f"Quality by implementation (mean ± std over {args.seeds} seeds, {args.epochs} epochs, best valid/auc epoch)",
+        rows,
+        ["variant", "seeds", *METRICS, "seconds/run"],
+    )
+    write_json(
+        "quality",
+        {
+            "dataset": args.prepared,
+            "epochs": args.epochs,
+            "runs": runs,
+            "table": table,
+            "command": f"python benchmarks/quality.py --seeds {args.seeds} --epochs {args.epochs}",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ thread count: the limit on this machine.
     python benchmarks/training.py --gpu                # see benchmarks/gpu.sh
 
 Plain loop: epoch 0's samples exactly as the pipeline feeds them (the same blocks in the same
-order, k=4, f=0.5) as tensors on the device; after 50 warm-up steps, one full pass is timed, with ``loss.item()`` every step as in the
+order, k=4, f=0.5) as tensors on the device; after 50 warm-up steps, one full pass is timed, with
+``loss.item()`` every step as in the
 pipeline. Pipeline: ``alsoview.train.train`` for ``--epochs`` epochs; the samples/s of every epoch
 after the first (warm-up: Ray start-up, worker start, first Ray Data plan) come from the run's
 history (``train/samples_per_second``: samples over the time of the data feed plus the steps,
@@ -47,8 +48,10 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
     s = config.sampling
     # Epoch 0's samples in the pipeline's order (its blocks, each shuffled), so both runs train
     # on the same batches: the order changes how many distinct embedding rows a batch touches.
-    blocks = [mix_block(int(b), catalog, **mix_arguments(config, 0))
-              for b in worker_blocks(len(block_sizes(len(catalog.train), s.block_rows)), config.seed, 0, 0, 1)]
+    blocks = [
+        mix_block(int(b), catalog, **mix_arguments(config, 0))
+        for b in worker_blocks(len(block_sizes(len(catalog.train), s.block_rows)), config.seed, 0, 0, 1)
+    ]
     device = torch.device(device_name)
     users = torch.as_tensor(np.concatenate([b["user"] for b in blocks]), dtype=torch.long, device=device)
     items = torch.as_tensor(np.concatenate([b["item"] for b in blocks]), dtype=torch.long, device=device)
@@ -57,8 +60,14 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
     optimizer = build_optimizer(model, config.train.learning_rate, config.model.sparse_embeddings)
     batch = config.train.batch_size
     n = len(labels)
-    batches = [{"user": users[start:start + batch], "item": items[start:start + batch],
-                "label": labels[start:start + batch]} for start in range(0, n, batch)]
+    batches = [
+        {
+            "user": users[start : start + batch],
+            "item": items[start : start + batch],
+            "label": labels[start : start + batch],
+        }
+        for start in range(0, n, batch)
+    ]
     # the worker's own step function (alsoview.loop.train_epoch), over batches that are already there
     train_epoch(model, optimizer, iter(batches[:warmup_steps]), warmup_steps)
     begin = time.perf_counter()
@@ -70,14 +79,22 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
 def pipeline(prepared: str, overrides: list[str], workers: int, epochs: int, runs_dir: str) -> dict[str, Any]:
     """Samples/s of `alsoview train` (Ray Data feed + TorchTrainer) per epoch after the first."""
     import pandas as pd
+    import ray
 
     from alsoview.train import resolve_resources, train
 
-    import ray
-
     name = f"bench-{workers}w-{int(time.time())}"
-    config = _config(prepared, [*overrides, f"train.num_workers={workers}", f"train.epochs={epochs}",
-                                "train.patience=0", f"train.runs_dir={runs_dir}", f"train.run_name={name}"])
+    config = _config(
+        prepared,
+        [
+            *overrides,
+            f"train.num_workers={workers}",
+            f"train.epochs={epochs}",
+            "train.patience=0",
+            f"train.runs_dir={runs_dir}",
+            f"train.run_name={name}",
+        ],
+    )
     _, cpus_per_worker, threads = resolve_resources(config, ray.cluster_resources())
     begin = time.perf_counter()
     result = train(config)
@@ -85,8 +102,11 @@ def pipeline(prepared: str, overrides: list[str], workers: int, epochs: int, run
     history = pd.read_csv(result.run_dir / "history.csv")
     timed = history[history["epoch"] >= 1]
     return {
-        "workers": workers, "threads_per_worker": threads, "cpus_per_worker": cpus_per_worker,
-        "epochs": epochs, "fit_wall_seconds": wall,
+        "workers": workers,
+        "threads_per_worker": threads,
+        "cpus_per_worker": cpus_per_worker,
+        "epochs": epochs,
+        "fit_wall_seconds": wall,
         "samples_per_epoch": float(history["train/samples"].iloc[0]),
         "samples_per_s_by_epoch": [float(v) for v in timed["train/samples_per_second"]],
         "samples_per_s": median(list(timed["train/samples_per_second"])),
@@ -122,8 +142,11 @@ def main() -> None:
     worker_counts = [int(w) for w in args.workers.split(",") if w]
     if args.gpu and not torch.cuda.is_available():
         raise SystemExit("--gpu: torch sees no CUDA device")
-    print(f"[bench] {len(catalog.train):,} training positives, {catalog.n_users:,} users, {catalog.n_items:,} items, "
-          f"text dim {catalog.text_dim}; {cores} cores", flush=True)
+    print(
+        f"[bench] {len(catalog.train):,} training positives, {catalog.n_users:,} users, {catalog.n_items:,} items, "
+        f"text dim {catalog.text_dim}; {cores} cores",
+        flush=True,
+    )
 
     rows: list[dict[str, Any]] = []
     for mode in modes:
@@ -137,13 +160,29 @@ def main() -> None:
             threads_for[workers] = threads * workers
         for threads in [] if args.skip_plain else sorted(set(threads_for.values())):
             result = plain_loop(catalog, config, threads, "cpu")
-            rows.append({"embeddings": mode, "run": "plain loop", "device": "cpu", "workers": "-",
-                         "torch threads": threads, **result})
+            rows.append(
+                {
+                    "embeddings": mode,
+                    "run": "plain loop",
+                    "device": "cpu",
+                    "workers": "-",
+                    "torch threads": threads,
+                    **result,
+                }
+            )
             print(f"[bench] plain {mode} cpu {threads} threads: {result['samples_per_s']:,.0f} samples/s", flush=True)
         if args.gpu and not args.skip_plain:
             result = plain_loop(catalog, config, 1, "cuda")
-            rows.append({"embeddings": mode, "run": "plain loop", "device": "cuda", "workers": "-",
-                         "torch threads": 1, **result})
+            rows.append(
+                {
+                    "embeddings": mode,
+                    "run": "plain loop",
+                    "device": "cuda",
+                    "workers": "-",
+                    "torch threads": 1,
+                    **result,
+                }
+            )
             print(f"[bench] plain {mode} cuda: {result['samples_per_s']:,.0f} samples/s", flush=True)
 
     if not args.skip_pipeline:
@@ -157,27 +196,68 @@ def main() -> None:
                         if device == "cuda" and workers > torch.cuda.device_count():
                             continue
                         if mode == "sparse" and workers > 1:
-                            print("[bench] skipped: sparse embeddings with several workers (refused by "
-                                  "build_trainer: torch's gloo sparse all-reduce crashes)", flush=True)
+                            print(
+                                "[bench] skipped: sparse embeddings with several workers (refused by "
+                                "build_trainer: torch's gloo sparse all-reduce crashes)",
+                                flush=True,
+                            )
                             continue
                         result = pipeline(prepared, [*base, *device_overrides], workers, args.epochs, runs_dir)
                         total_threads = result["threads_per_worker"] * workers
-                        plain = next((r for r in rows if r["run"] == "plain loop" and r["embeddings"] == mode
-                                      and r["device"] == device
-                                      and (device == "cuda" or r["torch threads"] == total_threads)), None)
+                        plain = next(
+                            (
+                                r
+                                for r in rows
+                                if r["run"] == "plain loop"
+                                and r["embeddings"] == mode
+                                and r["device"] == device
+                                and (device == "cuda" or r["torch threads"] == total_threads)
+                            ),
+                            None,
+                        )
                         ratio = result["samples_per_s"] / plain["samples_per_s"] if plain else math.nan
-                        rows.append({"embeddings": mode, "run": "pipeline", "device": device, "workers": workers,
-                                     "torch threads": total_threads, **result, "ratio_to_plain": ratio})
-                        print(f"[bench] pipeline {mode} {device} {workers} workers: {result['samples_per_s']:,.0f} "
-                              f"samples/s ({ratio:.2f}x plain)", flush=True)
+                        rows.append(
+                            {
+                                "embeddings": mode,
+                                "run": "pipeline",
+                                "device": device,
+                                "workers": workers,
+                                "torch threads": total_threads,
+                                **result,
+                                "ratio_to_plain": ratio,
+                            }
+                        )
+                        print(
+                            f"[bench] pipeline {mode} {device} {workers} workers: {result['samples_per_s']:,.0f} "
+                            f"samples/s ({ratio:.2f}x plain)",
+                            flush=True,
+                        )
 
-    table = print_table("Training samples/s (median of the timed epochs)", rows,
-                        ["embeddings", "run", "device", "workers", "torch threads", "samples_per_s", "ratio_to_plain"])
-    write_json("training-gpu" if args.gpu else "training",
-               {"dataset": prepared, "train_positives": len(catalog.train), "rows": rows, "table": table,
-                "command": "python benchmarks/training.py " + " ".join(
-                    a for a in [f"--embeddings {args.embeddings}", f"--workers {args.workers}",
-                                f"--epochs {args.epochs}", "--gpu" if args.gpu else ""] if a)})
+    table = print_table(
+        "Training samples/s (median of the timed epochs)",
+        rows,
+        ["embeddings", "run", "device", "workers", "torch threads", "samples_per_s", "ratio_to_plain"],
+    )
+    write_json(
+        "training-gpu" if args.gpu else "training",
+        {
+            "dataset": prepared,
+            "train_positives": len(catalog.train),
+            "rows": rows,
+            "table": table,
+            "command": "python benchmarks/training.py "
+            + " ".join(
+                a
+                for a in [
+                    f"--embeddings {args.embeddings}",
+                    f"--workers {args.workers}",
+                    f"--epochs {args.epochs}",
+                    "--gpu" if args.gpu else "",
+                ]
+                if a
+            ),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,13 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=True, dashboard_host="127.0.0.1",
-                 log_to_driver=False)
+        ray.init(
+            num_cpus=2,
+            _node_ip_address="127.0.0.1",
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
+        )
     yield ray
     ray.shutdown()
 
@@ -49,9 +54,14 @@ def smoke_config(ray_session, tmp_path_factory):
     from alsoview.data.prepare import ensure_prepared
 
     root = tmp_path_factory.mktemp("smoke")
-    config = load_config(ROOT / "configs" / "smoke.yaml", [
-        f"data.generated_dir={root / 'raw'}", f"data.prepared_dir={root / 'prepared'}",
-        f"train.runs_dir={root / 'runs'}"])
+    config = load_config(
+        ROOT / "configs" / "smoke.yaml",
+        [
+            f"data.generated_dir={root / 'raw'}",
+            f"data.prepared_dir={root / 'prepared'}",
+            f"train.runs_dir={root / 'runs'}",
+        ],
+    )
     return ensure_prepared(config)
 
 
@@ -62,6 +72,7 @@ def trained_run(smoke_config):
 
     from alsoview.train import train
 
-    config = dataclasses.replace(smoke_config, train=dataclasses.replace(smoke_config.train, epochs=30,
-                                                                       run_name="trained", patience=0))
+    config = dataclasses.replace(
+        smoke_config, train=dataclasses.replace(smoke_config.train, epochs=30, run_name="trained", patience=0)
+    )
     return config, train(config)

@@ -9,35 +9,41 @@ from alsoview.data import amazon
 from alsoview.data.amazon import RecordError
 
 
-@pytest.mark.parametrize("raw, price, status", [
-    ("$19.99", 19.99, "ok"),
-    ("$1,299.00", 1299.0, "ok"),
-    ("$9.99 - $19.99", 14.99, "range"),
-    ("$5 to $7", 6.0, "range"),
-    ("", None, "missing"),
-    ("\n\t\t   \r\n", None, "missing"),
-    (None, None, "missing"),
-    (".a-box-inner{background-color:#fff}#alohaBuyBoxWidget", None, "junk"),
-    ('<span class="a-price">$3</span>', None, "junk"),
-    ("free", None, "junk"),
-    (12.5, 12.5, "ok"),  # 2014 meta stores numbers
-    (-3.0, None, "junk"),
-    ("$250000.00", None, "junk"),
-])
+@pytest.mark.parametrize(
+    "raw, price, status",
+    [
+        ("$19.99", 19.99, "ok"),
+        ("$1,299.00", 1299.0, "ok"),
+        ("$9.99 - $19.99", 14.99, "range"),
+        ("$5 to $7", 6.0, "range"),
+        ("", None, "missing"),
+        ("\n\t\t   \r\n", None, "missing"),
+        (None, None, "missing"),
+        (".a-box-inner{background-color:#fff}#alohaBuyBoxWidget", None, "junk"),
+        ('<span class="a-price">$3</span>', None, "junk"),
+        ("free", None, "junk"),
+        (12.5, 12.5, "ok"),  # 2014 meta stores numbers
+        (-3.0, None, "junk"),
+        ("$250000.00", None, "junk"),
+    ],
+)
 def test_parse_price(raw, price, status):
     value, got_status = amazon.parse_price(raw)
     assert got_status == status
     assert value == pytest.approx(price) if price is not None else value is None
 
 
-@pytest.mark.parametrize("raw, text", [
-    ("<b>Great</b> &amp; fun<br/>to play", "Great & fun to play"),
-    ('<span class="a-size-medium a-color-secondary"', ""),
-    ("&lt;p&gt;escaped twice&lt;/p&gt;", "escaped twice"),
-    (["First part.", "<p>Second</p>"], "First part. Second"),
-    (None, ""),
-    ("  many   \n spaces ", "many spaces"),
-])
+@pytest.mark.parametrize(
+    "raw, text",
+    [
+        ("<b>Great</b> &amp; fun<br/>to play", "Great & fun to play"),
+        ('<span class="a-size-medium a-color-secondary"', ""),
+        ("&lt;p&gt;escaped twice&lt;/p&gt;", "escaped twice"),
+        (["First part.", "<p>Second</p>"], "First part. Second"),
+        (None, ""),
+        ("  many   \n spaces ", "many spaces"),
+    ],
+)
 def test_strip_html(raw, text):
     assert amazon.strip_html(raw) == text
 
@@ -54,21 +60,25 @@ def test_review_json_fields_and_time_fallback():
     line = json.dumps({"overall": 4.0, "reviewerID": "A1", "asin": "B01", "unixReviewTime": 1500000000})
     review = amazon.parse_review_json(line)
     assert (review.user, review.item, review.rating, review.time) == ("A1", "B01", 4.0, 1500000000)
-    no_unix = amazon.parse_review_json(json.dumps({"overall": 5, "reviewerID": "A", "asin": "B",
-                                                   "reviewTime": "06 2, 2018"}))
+    no_unix = amazon.parse_review_json(
+        json.dumps({"overall": 5, "reviewerID": "A", "asin": "B", "reviewTime": "06 2, 2018"})
+    )
     assert no_unix.time == 1527897600  # 2018-06-02 00:00 UTC, as the real files pair them
 
 
-@pytest.mark.parametrize("line, reason", [
-    ('{"overall": 5.0, "reviewerID": "A1"', "malformed_record"),
-    ("[1, 2]", "malformed_record"),
-    ('{"overall": 5.0, "asin": "B1", "unixReviewTime": 1}', "missing_field"),
-    ('{"overall": 5.0, "reviewerID": "", "asin": "B1", "unixReviewTime": 1}', "missing_field"),
-    ('{"overall": "great", "reviewerID": "A", "asin": "B1", "unixReviewTime": 1}', "bad_rating"),
-    ('{"overall": 7, "reviewerID": "A", "asin": "B1", "unixReviewTime": 1}', "bad_rating"),
-    ('{"overall": 5, "reviewerID": "A", "asin": "B1"}', "bad_time"),
-    ('{"overall": 5, "reviewerID": "A", "asin": "B1", "reviewTime": "yesterday"}', "bad_time"),
-])
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ('{"overall": 5.0, "reviewerID": "A1"', "malformed_record"),
+        ("[1, 2]", "malformed_record"),
+        ('{"overall": 5.0, "asin": "B1", "unixReviewTime": 1}', "missing_field"),
+        ('{"overall": 5.0, "reviewerID": "", "asin": "B1", "unixReviewTime": 1}', "missing_field"),
+        ('{"overall": "great", "reviewerID": "A", "asin": "B1", "unixReviewTime": 1}', "bad_rating"),
+        ('{"overall": 7, "reviewerID": "A", "asin": "B1", "unixReviewTime": 1}', "bad_rating"),
+        ('{"overall": 5, "reviewerID": "A", "asin": "B1"}', "bad_time"),
+        ('{"overall": 5, "reviewerID": "A", "asin": "B1", "reviewTime": "yesterday"}', "bad_time"),
+    ],
+)
 def test_review_json_errors_name_a_reason(line, reason):
     with pytest.raises(RecordError) as info:
         amazon.parse_review_json(line)
@@ -76,8 +86,16 @@ def test_review_json_errors_name_a_reason(line, reason):
 
 
 def test_meta_2018_json():
-    line = json.dumps({"asin": "B1", "title": "<span>Halo</span>", "brand": "by\n  Microsoft", "price": "$9.99 - $19.99",
-                       "description": ["An <b>epic</b> shooter", "for Xbox"], "also_view": ["B2", "B3", ""]})
+    line = json.dumps(
+        {
+            "asin": "B1",
+            "title": "<span>Halo</span>",
+            "brand": "by\n  Microsoft",
+            "price": "$9.99 - $19.99",
+            "description": ["An <b>epic</b> shooter", "for Xbox"],
+            "also_view": ["B2", "B3", ""],
+        }
+    )
     meta = amazon.parse_meta_line(line)
     assert meta.asin == "B1" and meta.title == "Halo" and meta.brand == "Microsoft"
     assert meta.price == pytest.approx(14.99) and meta.price_status == "range"
@@ -86,9 +104,11 @@ def test_meta_2018_json():
 
 
 def test_meta_2014_python_literal():
-    line = ("{'asin': '0000031852', 'title': 'Girls Ballet Tutu', 'price': 3.17, 'brand': 'Coxlist', "
-            "'related': {'also_bought': ['B1'], 'also_viewed': ['B00JHONN1S', 'B002BZX8Z6']}, "
-            "'description': 'A tutu &amp; more', 'salesRank': {'Toys & Games': 211836}}")
+    line = (
+        "{'asin': '0000031852', 'title': 'Girls Ballet Tutu', 'price': 3.17, 'brand': 'Coxlist', "
+        "'related': {'also_bought': ['B1'], 'also_viewed': ['B00JHONN1S', 'B002BZX8Z6']}, "
+        "'description': 'A tutu &amp; more', 'salesRank': {'Toys & Games': 211836}}"
+    )
     meta = amazon.parse_meta_line(line)
     assert meta.asin == "0000031852" and meta.price == pytest.approx(3.17)
     assert meta.also_view == ("B00JHONN1S", "B002BZX8Z6")
@@ -127,7 +147,7 @@ def test_ratings_csv_and_combined_rows():
 
 
 def test_csv_records_span_quoted_newlines():
-    lines = ['a,b\n', '"multi\n', 'line",c\n', 'd,e\n']
+    lines = ["a,b\n", '"multi\n', 'line",c\n', "d,e\n"]
     assert list(amazon.split_csv_records(lines)) == [(1, ["a", "b"]), (2, ["multi\nline", "c"]), (4, ["d", "e"])]
 
 

@@ -8,10 +8,11 @@ import pickle
 import numpy as np
 import pytest
 
-from alsoview.baselines import (CooccurrenceScorer, PopularityScorer, RandomScorer, Scorer, build_baselines)
+from alsoview.baselines import CooccurrenceScorer, PopularityScorer, RandomScorer, Scorer, build_baselines
 
 try:
     import scipy  # noqa: F401
+
     BACKENDS = ["sparse", "dense"]
 except ImportError:  # pragma: no cover
     BACKENDS = ["dense"]
@@ -25,10 +26,10 @@ S2 = 1 / math.sqrt(2)
 # cosine C: C12 = 2/sqrt(2*2) = 1, C13 = C23 = 1/sqrt(2*2) = 1/2, C34 = 1/sqrt(2*1)
 COSINE = {
     0: [0, 0, 0, 0, 0],
-    1: [1, 1, 1, 0, 0],               # history {1, 2}
-    2: [1.5, 1.5, 1, S2, 0],          # history {1, 2, 3}
-    3: [0.5, 0.5, S2, S2, 0],         # history {3, 4}
-    4: [0, 0, 0, 0, 0],               # no history
+    1: [1, 1, 1, 0, 0],  # history {1, 2}
+    2: [1.5, 1.5, 1, S2, 0],  # history {1, 2, 3}
+    3: [0.5, 0.5, S2, S2, 0],  # history {3, 4}
+    4: [0, 0, 0, 0, 0],  # no history
 }
 RAW = {1: [2, 2, 2, 0, 0], 2: [3, 3, 2, 1, 0], 3: [1, 1, 1, 1, 0]}
 
@@ -51,9 +52,9 @@ def test_random_is_reproducible_batch_independent_and_uniform() -> None:
     scores = scorer.score(users, items)
     assert np.array_equal(scores, RandomScorer(N_ITEMS, seed=11).score(users, items))
     for row in range(users.size):  # one user at a time, and item by item, give the same numbers
-        assert np.array_equal(scorer.score(users[row:row + 1], items[row:row + 1]), scores[row:row + 1])
+        assert np.array_equal(scorer.score(users[row : row + 1], items[row : row + 1]), scores[row : row + 1])
         for col in range(items.shape[1]):
-            single = scorer.score(users[row:row + 1], items[row:row + 1, col:col + 1])
+            single = scorer.score(users[row : row + 1], items[row : row + 1, col : col + 1])
             assert single[0, 0] == scores[row, col]
     assert scores[1, 0] == scores[3, 2]  # same (user 2, item 3) in different positions
     assert not np.array_equal(scores, RandomScorer(N_ITEMS, seed=12).score(users, items))
@@ -90,7 +91,7 @@ def test_cooccurrence_is_batch_independent_with_repeats_and_padding(backend: str
     np.testing.assert_allclose(scores[2], [S2, S2, 0.5], atol=1e-12)
     assert not scores[3:].any()
     for row in range(users.size):
-        assert np.array_equal(scorer.score(users[row:row + 1], items[row:row + 1]), scores[row:row + 1])
+        assert np.array_equal(scorer.score(users[row : row + 1], items[row : row + 1]), scores[row : row + 1])
 
 
 def test_cooccurrence_sparse_and_dense_agree_on_random_data() -> None:
@@ -103,8 +104,11 @@ def test_cooccurrence_sparse_and_dense_agree_on_random_data() -> None:
     sparse = CooccurrenceScorer(users, items, n_users, n_items, backend="sparse")
     dense = CooccurrenceScorer(users, items, n_users, n_items, backend="dense")
     batch = np.arange(n_users)
-    np.testing.assert_allclose(sparse.score(batch, np.tile(np.arange(n_items), (n_users, 1))),
-                               dense.score(batch, np.tile(np.arange(n_items), (n_users, 1))), atol=1e-10)
+    np.testing.assert_allclose(
+        sparse.score(batch, np.tile(np.arange(n_items), (n_users, 1))),
+        dense.score(batch, np.tile(np.arange(n_items), (n_users, 1))),
+        atol=1e-10,
+    )
 
 
 def test_cooccurrence_dense_limit_and_bad_ids() -> None:
@@ -168,7 +172,9 @@ def test_matrix_factorisation_peers_fit_score_and_pickle() -> None:
     for scorer in peers.values():
         every = scorer.score_all(np.array([1, 45]))
         assert every.shape == (2, 41)
-        np.testing.assert_allclose(scorer.score(np.array([1, 45]), np.tile(np.arange(41), (2, 1))), every, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            scorer.score(np.array([1, 45]), np.tile(np.arange(41), (2, 1))), every, rtol=1e-5, atol=1e-6
+        )
         # each user's own group scores higher on average: the peers learned the planted tastes
         assert every[0, 1:21].mean() > every[0, 21:41].mean() and every[1, 21:41].mean() > every[1, 1:21].mean()
         pickle.loads(pickle.dumps(scorer))

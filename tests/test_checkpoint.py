@@ -16,8 +16,14 @@ from alsoview.errors import UserError
 def test_a_checkpoint_round_trips_with_plain_values(tmp_path):
     import numpy as np
 
-    state = LoopState(epoch=3, best_value=0.25, best_epoch=2, epochs_without_improvement=1,
-                      best_model_state={"w": torch.ones(2)}, history=[{"epoch": np.int64(3), "valid/auc": np.float32(0.5)}])
+    state = LoopState(
+        epoch=3,
+        best_value=0.25,
+        best_epoch=2,
+        epochs_without_improvement=1,
+        best_model_state={"w": torch.ones(2)},
+        history=[{"epoch": np.int64(3), "valid/auc": np.float32(0.5)}],
+    )
     config = load_config(None, ["model.hidden_dims=[8, 4]", "seed=7"])
     save_checkpoint(tmp_path, {"w": torch.zeros(2)}, {"state": {}}, state, config, {"n_users": 3})
     saved = load_checkpoint(tmp_path)

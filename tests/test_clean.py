@@ -12,8 +12,15 @@ def review_rows(rows):
     frame = pd.DataFrame(rows, columns=["user", "item", "rating", "time"])
     n = len(frame)
     frame["label"] = 1
-    for column, value in (("brand", ""), ("price_status", "missing"), ("description", ""), ("format", "reviews_json"),
-                          ("file", "reviews.json"), ("detail", None), ("drop_reason", None)):
+    for column, value in (
+        ("brand", ""),
+        ("price_status", "missing"),
+        ("description", ""),
+        ("format", "reviews_json"),
+        ("file", "reviews.json"),
+        ("detail", None),
+        ("drop_reason", None),
+    ):
         frame[column] = value
     frame["price"] = np.nan
     frame["also_view"] = [[] for _ in range(n)]
@@ -46,15 +53,26 @@ def test_assign_splits_leave_last_out_by_time_with_ties_in_file_order():
 
 
 def test_clean_counts_every_row_and_keeps_the_earliest_duplicate():
-    reviews = review_rows([
-        ("u1", "i1", 5, 100), ("u1", "i2", 4, 200), ("u1", "i3", 3, 300),
-        ("u1", "i1", 1, 50),  # repeat of (u1, i1), earlier: it wins
-        ("u2", "i1", 5, 10), ("u2", "i2", 2, 20),
-    ])
+    reviews = review_rows(
+        [
+            ("u1", "i1", 5, 100),
+            ("u1", "i2", 4, 200),
+            ("u1", "i3", 3, 300),
+            ("u1", "i1", 1, 50),  # repeat of (u1, i1), earlier: it wins
+            ("u2", "i1", 5, 10),
+            ("u2", "i2", 2, 20),
+        ]
+    )
     reviews.loc[5, "drop_reason"] = "malformed_record"
     reviews.loc[5, "detail"] = "not valid JSON"
-    meta = meta_rows([("i1", "Nintendo", 10.0, ["i2", "i1", "zz"]), ("i2", "nintendo", np.nan, []),
-                      ("i1", "Dup", 1.0, []), ("i9", "Other", 5.0, [])])
+    meta = meta_rows(
+        [
+            ("i1", "Nintendo", 10.0, ["i2", "i1", "zz"]),
+            ("i2", "nintendo", np.nan, []),
+            ("i1", "Dup", 1.0, []),
+            ("i9", "Other", 5.0, []),
+        ]
+    )
     data = clean(reviews, meta, CleanOptions())
     assert sum(data.review_drops.counts.values()) + len(data.interactions) == len(reviews)
     assert dict(data.review_drops.counts) == {"malformed_record": 1, "duplicate_interaction": 1}
@@ -99,8 +117,16 @@ def test_min_rating_and_kcore_are_counted():
 
 
 def test_logged_negatives_from_combined_rows():
-    reviews = review_rows([("u", "a", np.nan, 1), ("u", "b", np.nan, 2), ("u", "c", np.nan, 3),
-                           ("u", "b", np.nan, 4), ("u", "zz", np.nan, 5), ("v", "c", np.nan, 6)])
+    reviews = review_rows(
+        [
+            ("u", "a", np.nan, 1),
+            ("u", "b", np.nan, 2),
+            ("u", "c", np.nan, 3),
+            ("u", "b", np.nan, 4),
+            ("u", "zz", np.nan, 5),
+            ("v", "c", np.nan, 6),
+        ]
+    )
     reviews["format"] = "combined_csv"
     reviews.loc[3:5, "label"] = 0  # (u, b) is also a positive; zz is unknown; (v, c): v has no positive
     reviews.loc[0, "brand"] = "Acme"

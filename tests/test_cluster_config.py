@@ -29,9 +29,16 @@ EFS_TARGET = re.compile(r"\bfs-[0-9a-f]{8,17}\.efs\.[a-z0-9-]+\.amazonaws\.com:/
 
 # The instance types this config may use: (vCPUs, NVIDIA GPUs) per instance.
 INSTANCE_TYPES = {
-    "m5.xlarge": (4, 0), "m5.2xlarge": (8, 0), "m5.4xlarge": (16, 0),
-    "g5.xlarge": (4, 1), "g5.2xlarge": (8, 1), "g5.4xlarge": (16, 1), "g5.12xlarge": (48, 4),
-    "g6.xlarge": (4, 1), "g6.2xlarge": (8, 1), "g6.12xlarge": (48, 4),
+    "m5.xlarge": (4, 0),
+    "m5.2xlarge": (8, 0),
+    "m5.4xlarge": (16, 0),
+    "g5.xlarge": (4, 1),
+    "g5.2xlarge": (8, 1),
+    "g5.4xlarge": (16, 1),
+    "g5.12xlarge": (48, 4),
+    "g6.xlarge": (4, 1),
+    "g6.2xlarge": (8, 1),
+    "g6.12xlarge": (48, 4),
 }
 
 
@@ -165,8 +172,12 @@ def test_head_can_run_the_aws_autoscaler(prepared):
 
 def test_head_starts_ray_with_the_dashboard_on_loopback(prepared):
     start = prepared["head_start_ray_commands"][-1]
-    for flag in ("--head", "--port=6379", "--dashboard-host=127.0.0.1",
-                 "--autoscaling-config=~/ray_bootstrap_config.yaml"):
+    for flag in (
+        "--head",
+        "--port=6379",
+        "--dashboard-host=127.0.0.1",
+        "--autoscaling-config=~/ray_bootstrap_config.yaml",
+    ):
         assert flag in start.split(), flag
     assert "0.0.0.0" not in " ".join(prepared["head_start_ray_commands"])
 
@@ -266,14 +277,21 @@ def test_docs_use_the_same_storage_and_commands():
     runs_dir = raw_config()["metadata"]["alsoview_runs_dir"]
     assert f"train.runs_dir={runs_dir}" in docs
     assert "train.runs_dir=s3://" not in docs.replace("train.runs_dir=s3://...", "")
-    for data_arg in (f"'data.reviews=[{MOUNT}/data/raw/", f"'data.meta=[{MOUNT}/data/raw/",
-                     f"data.prepared_dir={MOUNT}/data/prepared/"):
+    for data_arg in (
+        f"'data.reviews=[{MOUNT}/data/raw/",
+        f"'data.meta=[{MOUNT}/data/raw/",
+        f"data.prepared_dir={MOUNT}/data/prepared/",
+    ):
         assert data_arg in docs, data_arg
     assert "alsoview-data" not in docs and "/home/ubuntu/alsoview" not in docs
-    for command in ("ray up cluster.yaml", "ray dashboard cluster.yaml", "ray down cluster.yaml",
-                    f"ray rsync-up cluster.yaml data/raw/ {MOUNT}/data/raw/",
-                    f"ray rsync-down cluster.yaml {runs_dir}/<name> ./runs/",
-                    "RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir ."):
+    for command in (
+        "ray up cluster.yaml",
+        "ray dashboard cluster.yaml",
+        "ray down cluster.yaml",
+        f"ray rsync-up cluster.yaml data/raw/ {MOUNT}/data/raw/",
+        f"ray rsync-down cluster.yaml {runs_dir}/<name> ./runs/",
+        "RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir .",
+    ):
         assert command in docs, command
     assert "URIs are not supported" in docs
 

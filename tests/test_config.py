@@ -25,21 +25,26 @@ def test_shipped_configs_exist():
 
 
 def test_overrides_are_typed():
-    config = load_config(None, ["data.kcore=5", "data.min_rating=3", "text.encoder=hashing",
-                                "data.reviews=a.json.gz", "data.strict=true"])
+    config = load_config(
+        None,
+        ["data.kcore=5", "data.min_rating=3", "text.encoder=hashing", "data.reviews=a.json.gz", "data.strict=true"],
+    )
     assert config.data.kcore == 5 and config.data.min_rating == 3.0
     assert config.data.reviews == ["a.json.gz"] and config.data.strict is True
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.kcor=5", "unknown key data.kcor; did you mean data.kcore"),
-    ("nosuch.key=1", "unknown key nosuch"),
-    ("data.kcore=-1", "data.kcore must be >= 0"),
-    ("data.kcore=many", "data.kcore must be int"),
-    ("text.encoder=bert", "text.encoder must be one of"),
-    ("data.min_rating=9", "data.min_rating must be in [0, 5]"),
-    ("kcore", "not of the form"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.kcor=5", "unknown key data.kcor; did you mean data.kcore"),
+        ("nosuch.key=1", "unknown key nosuch"),
+        ("data.kcore=-1", "data.kcore must be >= 0"),
+        ("data.kcore=many", "data.kcore must be int"),
+        ("text.encoder=bert", "text.encoder must be one of"),
+        ("data.min_rating=9", "data.min_rating must be in [0, 5]"),
+        ("kcore", "not of the form"),
+    ],
+)
 def test_bad_overrides_are_user_errors(override, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(None, [override])

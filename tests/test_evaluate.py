@@ -12,8 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from alsoview.baselines import PopularityScorer
 from alsoview.catalog import load_catalog
-from alsoview.evaluate import (CUTOFFS, PROTOCOLS, build_cases, evaluate_run, full_candidates, score_rows,
-                               summarize)
+from alsoview.evaluate import CUTOFFS, PROTOCOLS, build_cases, evaluate_run, full_candidates, score_rows, summarize
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +33,15 @@ def test_protocol_negatives(catalog):
     users = np.repeat(cases.users, cases.hard.shape[1]).reshape(cases.hard.shape)
     assert not tables.interacted(users[hard_mask], cases.hard[hard_mask]).any()
     for row in range(30):
-        also = tables.also_view_indices[tables.also_view_indptr[cases.positives[row]]:
-                                        tables.also_view_indptr[cases.positives[row] + 1]]
+        also = tables.also_view_indices[
+            tables.also_view_indptr[cases.positives[row]] : tables.also_view_indptr[cases.positives[row] + 1]
+        ]
         assert set(cases.hard[row][hard_mask[row]]) <= set(also)
     items, mask = full_candidates(cases, np.arange(20))
-    history = catalog.train.items[catalog.train.users == cases.users[0]].tolist() + \
-        catalog.valid.items[catalog.valid.users == cases.users[0]].tolist()
+    history = (
+        catalog.train.items[catalog.train.users == cases.users[0]].tolist()
+        + catalog.valid.items[catalog.valid.users == cases.users[0]].tolist()
+    )
     assert not mask[0, history].any() and not mask[0, 0] and not mask[0, cases.positives[0]]
     assert mask[0].sum() == catalog.n_items - 2 - len(set(history))
 
@@ -74,14 +76,22 @@ def test_trained_model_beats_random_everywhere_and_popularity_on_full_ranking(tr
     assert mlp["test/full/ndcg@10"] > popularity["test/full/ndcg@10"]
     saved = json.loads((run.run_dir / "metrics.json").read_text())
     assert saved["test/full/ndcg@10"] == mlp["test/full/ndcg@10"] and "valid/auc" in saved
-    assert set(json.loads((run.run_dir / "evaluation.json").read_text())) == {"model", "popularity", "random",
-                                                                              "cooccurrence", "als", "bpr"}
+    assert set(json.loads((run.run_dir / "evaluation.json").read_text())) == {
+        "model",
+        "popularity",
+        "random",
+        "cooccurrence",
+        "als",
+        "bpr",
+    }
     assert "| model |" in (run.run_dir / "evaluation.md").read_text()
     assert mlp["test/hard/users"] < mlp["test/full/users"]  # coverage of the hard protocol is reported
 
 
-@pytest.mark.parametrize("switches", [[], ["model.product_interaction=true"],
-                                      ["model.user_history=true", "model.dot_product=true", "model.mlp=false"]])
+@pytest.mark.parametrize(
+    "switches",
+    [[], ["model.product_interaction=true"], ["model.user_history=true", "model.dot_product=true", "model.mlp=false"]],
+)
 def test_every_item_at_once_ranks_like_pair_by_pair_scoring(catalog, smoke_config, switches):
     """A model's fast path (`score_all`: every item per user at once) gives the protocols' numbers
     of the pairwise path, for every kind of model."""
@@ -136,8 +146,7 @@ def test_recommendations_never_repeat_what_the_user_has(trained_run, tmp_path):
 def test_compare_writes_the_table_and_the_plot(smoke_config):
     from alsoview.compare import compare
 
-    config = dataclasses.replace(smoke_config, train=dataclasses.replace(smoke_config.train, epochs=2,
-                                                                       num_workers=1))
+    config = dataclasses.replace(smoke_config, train=dataclasses.replace(smoke_config.train, epochs=2, num_workers=1))
     result = compare(config, [0.0, 1.0], seeds=1, name="compare-test")
     assert result.table["fraction"].tolist() == [0.0, 1.0]
     assert set(result.baselines) == {"popularity", "random", "cooccurrence", "als", "bpr"}

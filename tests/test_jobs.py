@@ -26,8 +26,9 @@ def _env() -> dict[str, str]:
 
 
 def _ray(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, timeout=timeout, env=_env(),
-                          cwd=ROOT)
+    return subprocess.run(
+        [str(BIN / "ray"), *args], capture_output=True, text=True, timeout=timeout, env=_env(), cwd=ROOT
+    )
 
 
 def _wait_for_dashboard(deadline: float) -> None:
@@ -63,12 +64,32 @@ def ray_head():
 
 @pytest.mark.ray_cluster
 def test_tune_job_submitted_to_a_local_head_succeeds(ray_head, tmp_path):
-    overrides = [f"data.generated_dir={tmp_path / 'raw'}", f"data.prepared_dir={tmp_path / 'prepared'}",
-                 f"train.runs_dir={tmp_path / 'runs'}", "train.num_workers=1", "tune.num_samples=2",
-                 "tune.max_epochs=2", "tune.name=job"]
-    submitted = _ray("job", "submit", "--address", DASHBOARD, "--working-dir", ".", "--no-wait",
-                     "--runtime-env-json", json.dumps({"excludes": [".venv", "data", "runs", ".git"]}),
-                     "--", "python", "rayjobs/tune.py", "--config", "configs/smoke.yaml", *overrides)
+    overrides = [
+        f"data.generated_dir={tmp_path / 'raw'}",
+        f"data.prepared_dir={tmp_path / 'prepared'}",
+        f"train.runs_dir={tmp_path / 'runs'}",
+        "train.num_workers=1",
+        "tune.num_samples=2",
+        "tune.max_epochs=2",
+        "tune.name=job",
+    ]
+    submitted = _ray(
+        "job",
+        "submit",
+        "--address",
+        DASHBOARD,
+        "--working-dir",
+        ".",
+        "--no-wait",
+        "--runtime-env-json",
+        json.dumps({"excludes": [".venv", "data", "runs", ".git"]}),
+        "--",
+        "python",
+        "rayjobs/tune.py",
+        "--config",
+        "configs/smoke.yaml",
+        *overrides,
+    )
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     job_id = re.search(r"raysubmit_\w+", submitted.stdout + submitted.stderr).group(0)
 
@@ -91,7 +112,8 @@ def test_tune_job_submitted_to_a_local_head_succeeds(ray_head, tmp_path):
 def test_job_cli_without_token_mode_is_refused(ray_head):
     """Token authentication stays on: without RAY_AUTH_MODE=token the CLI is turned away."""
     env = {k: v for k, v in _env().items() if k != "RAY_AUTH_MODE"}
-    proc = subprocess.run([str(BIN / "ray"), "job", "list", "--address", DASHBOARD], capture_output=True, text=True,
-                          timeout=60, env=env)
+    proc = subprocess.run(
+        [str(BIN / "ray"), "job", "list", "--address", DASHBOARD], capture_output=True, text=True, timeout=60, env=env
+    )
     assert proc.returncode != 0
     assert re.search(r"[Aa]uthentication|token", proc.stdout + proc.stderr)

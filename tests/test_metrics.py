@@ -11,7 +11,6 @@ from sklearn.metrics import roc_auc_score
 
 from alsoview.metrics import auc, expected_rank_metrics, gauc, pairwise_auc, rank_counts, summarize_ranks
 
-
 # --- auc ---------------------------------------------------------------------------------------
 
 

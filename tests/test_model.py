@@ -10,8 +10,16 @@ import torch
 from torch import nn
 
 from alsoview.errors import UserError
-from alsoview.model import (AlsoViewMLP, FastDropout, MixedOptimizer, ModelConfig, RowSparseAdam, build_optimizer,
-                            count_parameters, to_known_ids)
+from alsoview.model import (
+    AlsoViewMLP,
+    FastDropout,
+    MixedOptimizer,
+    ModelConfig,
+    RowSparseAdam,
+    build_optimizer,
+    count_parameters,
+    to_known_ids,
+)
 
 N_USERS, N_ITEMS, N_BRANDS, TEXT_DIM = 5, 7, 3, 10
 
@@ -27,7 +35,10 @@ def make_model(config: ModelConfig = ModelConfig(), text_dim: int = TEXT_DIM, se
     missing = (torch.rand(N_ITEMS, generator=gen) < 0.3).float()
     price = torch.randn(N_ITEMS, generator=gen) * (1 - missing)
     return AlsoViewMLP(
-        N_USERS, N_ITEMS, N_BRANDS, text_dim,
+        N_USERS,
+        N_ITEMS,
+        N_BRANDS,
+        text_dim,
         item_brand=torch.randint(0, N_BRANDS, (N_ITEMS,), generator=gen),
         item_price=price,
         item_price_missing=missing,
@@ -130,7 +141,9 @@ def test_sparse_variant_trains_one_step() -> None:
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert {"user_embedding.weight", "item_embedding.weight", "mlp.0.weight", "text_projection.weight"} <= changed
     untouched_user = sorted(set(range(N_USERS)) - set(users.tolist()))
-    torch.testing.assert_close(model.user_embedding.weight[untouched_user], before["user_embedding.weight"][untouched_user])
+    torch.testing.assert_close(
+        model.user_embedding.weight[untouched_user], before["user_embedding.weight"][untouched_user]
+    )
 
     clone = build_optimizer(make_model(ModelConfig(sparse_embeddings=True)), 1e-2, sparse=True)
     clone.load_state_dict(opt.state_dict())
@@ -159,7 +172,9 @@ def test_config_and_feature_validation() -> None:
     with pytest.raises(ValueError, match="item_brand values"):
         AlsoViewMLP(N_USERS, 3, 2, 0, torch.tensor([0, 1, 2]), torch.zeros(3), torch.zeros(3), None)
     with pytest.raises(ValueError, match="item_text must have shape"):
-        AlsoViewMLP(N_USERS, 3, 2, 4, torch.zeros(3, dtype=torch.long), torch.zeros(3), torch.zeros(3), torch.zeros(3, 5))
+        AlsoViewMLP(
+            N_USERS, 3, 2, 4, torch.zeros(3, dtype=torch.long), torch.zeros(3), torch.zeros(3), torch.zeros(3, 5)
+        )
 
 
 def test_product_interaction_adds_the_elementwise_term() -> None:
@@ -176,8 +191,11 @@ def test_row_sparse_adam_matches_torch_sparse_adam_with_repeated_rows() -> None:
     torch.manual_seed(0)
     ours, theirs = nn.Embedding(50, 4, sparse=True), nn.Embedding(50, 4, sparse=True)
     theirs.load_state_dict(ours.state_dict())
-    opt_ours, opt_theirs = RowSparseAdam(ours.parameters(), lr=0.01), torch.optim.SparseAdam(theirs.parameters(), lr=0.01)
-    for step in range(25):
+    opt_ours, opt_theirs = (
+        RowSparseAdam(ours.parameters(), lr=0.01),
+        torch.optim.SparseAdam(theirs.parameters(), lr=0.01),
+    )
+    for _ in range(25):
         ids = torch.randint(0, 12, (40,))  # many repeats: the duplicate rows' gradients must be summed
         weight = torch.randn(40, 4)
         for emb, opt in ((ours, opt_ours), (theirs, opt_theirs)):
@@ -236,7 +254,11 @@ QUALITY_SWITCHES = [
 ]
 
 
-@pytest.mark.parametrize("config", QUALITY_SWITCHES, ids=lambda c: f"h{c.user_history:d}d{c.dot_product:d}m{c.mlp:d}p{c.product_interaction:d}")
+@pytest.mark.parametrize(
+    "config",
+    QUALITY_SWITCHES,
+    ids=lambda c: f"h{c.user_history:d}d{c.dot_product:d}m{c.mlp:d}p{c.product_interaction:d}",
+)
 @pytest.mark.parametrize("text_dim", [TEXT_DIM, 0])
 def test_score_all_items_equals_forward_on_every_pair(config: ModelConfig, text_dim: int) -> None:
     model = make_model(config, text_dim=text_dim)
@@ -258,8 +280,9 @@ def test_dot_product_alone_is_user_vector_dot_item_plus_bias() -> None:
     model.eval()
     users, items = torch.tensor([1, 2, 3]), torch.tensor([2, 5, 6])
     content = model.brand_embedding(model.item_brand[items]) + model.item_text[items] @ model.text_to_item.weight.T
-    expected = (model.user_vector(users) * (model.item_embedding(items) + content)).sum(-1) + \
-        model.item_bias.weight[items, 0]
+    expected = (model.user_vector(users) * (model.item_embedding(items) + content)).sum(-1) + model.item_bias.weight[
+        items, 0
+    ]
     torch.testing.assert_close(model(users, items), expected)
     assert model.mlp is None
     bare = make_model(ModelConfig(dot_product=True, mlp=False, user_history=True, item_features=False)).eval()
@@ -271,12 +294,13 @@ def test_user_history_is_the_scaled_sum_of_the_users_items_without_the_scored_on
     model = make_model(ModelConfig(user_history=True))
     rows, own = model.history_embedding.weight, model.user_embedding.weight
     # user 2 had items 2, 4 and 6
-    torch.testing.assert_close(model.user_vector(torch.tensor([2])),
-                               own[2:3] + (rows[2] + rows[4] + rows[6])[None] / 3 ** 0.5)
+    torch.testing.assert_close(
+        model.user_vector(torch.tensor([2])), own[2:3] + (rows[2] + rows[4] + rows[6])[None] / 3**0.5
+    )
     # training on (2, 4): item 4 leaves the history; on (2, 5), not in it, nothing leaves
     left_out = model.user_vector(torch.tensor([2, 2]), leave_out=torch.tensor([4, 5]))
-    torch.testing.assert_close(left_out[0], own[2] + (rows[2] + rows[6]) / 2 ** 0.5)
-    torch.testing.assert_close(left_out[1], own[2] + (rows[2] + rows[4] + rows[6]) / 3 ** 0.5)
+    torch.testing.assert_close(left_out[0], own[2] + (rows[2] + rows[6]) / 2**0.5)
+    torch.testing.assert_close(left_out[1], own[2] + (rows[2] + rows[4] + rows[6]) / 3**0.5)
     # user 0 has no history: the bare embedding; user 3's only item scored: nothing left, no division by 0
     torch.testing.assert_close(model.user_vector(torch.tensor([0])), own[0:1])
     torch.testing.assert_close(model.user_vector(torch.tensor([3]), leave_out=torch.tensor([5])), own[3:4])
@@ -287,8 +311,17 @@ def test_user_history_is_the_scaled_sum_of_the_users_items_without_the_scored_on
     torch.testing.assert_close(dot.train()(user, item), (dot.user_vector(user, leave_out=item) * item_row).sum(-1))
     torch.testing.assert_close(dot.eval()(user, item), (dot.user_vector(user) * item_row).sum(-1))
     with pytest.raises(ValueError, match="user_history"):
-        AlsoViewMLP(N_USERS, N_ITEMS, N_BRANDS, 0, torch.zeros(N_ITEMS, dtype=torch.long), torch.zeros(N_ITEMS),
-                    torch.zeros(N_ITEMS), None, ModelConfig(user_history=True))
+        AlsoViewMLP(
+            N_USERS,
+            N_ITEMS,
+            N_BRANDS,
+            0,
+            torch.zeros(N_ITEMS, dtype=torch.long),
+            torch.zeros(N_ITEMS),
+            torch.zeros(N_ITEMS),
+            None,
+            ModelConfig(user_history=True),
+        )
 
 
 def test_quality_switches_train_with_sparse_embeddings() -> None:

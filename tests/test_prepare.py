@@ -57,8 +57,11 @@ def test_gift_cards_counts_match_the_data_readme(ray_session, realworld, tmp_pat
 
 def test_magazine_duplicate_meta_lines(ray_session, realworld, tmp_path):
     folder = realworld / "Magazine_Subscriptions"
-    m = run_prepare([folder / "Magazine_Subscriptions_5.json.gz"], [folder / "meta_Magazine_Subscriptions.json.gz"],
-                    tmp_path / "mag").manifest
+    m = run_prepare(
+        [folder / "Magazine_Subscriptions_5.json.gz"],
+        [folder / "meta_Magazine_Subscriptions.json.gz"],
+        tmp_path / "mag",
+    ).manifest
     assert_accounting(m)
     assert m["rows"]["meta"]["read"] == 3385
     assert m["dropped"]["meta"]["duplicate_meta"] == 3385 - 2320  # 2,320 distinct asins
@@ -93,14 +96,21 @@ def test_generate_then_prepare_is_deterministic(ray_session, tmp_path):
 
 def test_other_formats_ratings_csv_2014_meta_and_combined(ray_session, tmp_path):
     ratings = tmp_path / "ratings.csv"
-    ratings.write_text("".join(f"B0{i % 4},A{u},{1 + (u + i) % 5}.0,{1400000000 + 86400 * i}\n"
-                               for u in range(5) for i in range(4)) + "B01,A1,notanumber,1\n")
+    ratings.write_text(
+        "".join(f"B0{i % 4},A{u},{1 + (u + i) % 5}.0,{1400000000 + 86400 * i}\n" for u in range(5) for i in range(4))
+        + "B01,A1,notanumber,1\n"
+    )
     meta = tmp_path / "meta_2014.json"
-    meta.write_text("\n".join([
-        "{'asin': 'B00', 'title': 'Zero', 'price': 3.5, 'related': {'also_viewed': ['B01', 'B02', 'X']}}",
-        '{"asin": "B01", "title": "One", "price": "$4.00", "also_view": ["B00"], "brand": "Acme"}',
-        "{'asin': 'B02', 'title': ",  # malformed
-    ]) + "\n")
+    meta.write_text(
+        "\n".join(
+            [
+                "{'asin': 'B00', 'title': 'Zero', 'price': 3.5, 'related': {'also_viewed': ['B01', 'B02', 'X']}}",
+                '{"asin": "B01", "title": "One", "price": "$4.00", "also_view": ["B00"], "brand": "Acme"}',
+                "{'asin': 'B02', 'title': ",  # malformed
+            ]
+        )
+        + "\n"
+    )
     m = run_prepare([ratings], [meta], tmp_path / "p").manifest
     assert_accounting(m)
     assert m["inputs"]["reviews"][0]["format"] == "ratings_csv"
@@ -110,23 +120,35 @@ def test_other_formats_ratings_csv_2014_meta_and_combined(ray_session, tmp_path)
     assert m["counts"]["also_view_edges"] == 3  # B00 -> B01, B02; B01 -> B00
 
     combined = tmp_path / "combined_samples.csv"
-    combined.write_text("reviewerID,asin,brand,price,description,also_view,label\n"
-                        + "".join(f'A{u},B0{i},Acme,$5.00,"Fun, ""quoted""\nline",\"[\'B01\']\",1\n'
-                                  for u in range(3) for i in range(3))
-                        + "A1,B03,Acme,,,[],0\nA2,B01,Acme,,,[],0\n")
+    combined.write_text(
+        "reviewerID,asin,brand,price,description,also_view,label\n"
+        + "".join(f'A{u},B0{i},Acme,$5.00,"Fun, ""quoted""\nline","[\'B01\']",1\n' for u in range(3) for i in range(3))
+        + "A1,B03,Acme,,,[],0\nA2,B01,Acme,,,[],0\n"
+    )
     m = run_prepare([combined], [], tmp_path / "c").manifest
     assert_accounting(m)
-    assert m["inputs"]["reviews"][0] == {"path": str(combined), "format": "combined_csv", "rows_read": 11,
-                                          "header_lines": 1}
+    assert m["inputs"]["reviews"][0] == {
+        "path": str(combined),
+        "format": "combined_csv",
+        "rows_read": 11,
+        "header_lines": 1,
+    }
     assert m["counts"]["interactions"] == 9 and m["counts"]["logged_negatives"] == 0
     assert m["dropped"]["reviews"] == {"logged_negative_is_positive": 1, "logged_negative_outside_catalog": 1}
     assert m["stats"]["items_meta_from_combined"] == 3 and m["stats"]["time_source"].startswith("file order")
 
 
 def test_malformed_lines_are_counted_with_examples_and_fatal_when_strict(ray_session, tmp_path):
-    good = [json.dumps({"overall": 5.0, "reviewerID": f"A{u}", "asin": f"B{i}", "unixReviewTime": 100 * i})
-            for u in range(4) for i in range(3)]
-    lines = good[:5] + ['{"overall": 5.0, "reviewerID": "A9"', "", '{"overall": 5.0, "asin": "B1", "unixReviewTime": 1}'] + good[5:]
+    good = [
+        json.dumps({"overall": 5.0, "reviewerID": f"A{u}", "asin": f"B{i}", "unixReviewTime": 100 * i})
+        for u in range(4)
+        for i in range(3)
+    ]
+    lines = (
+        good[:5]
+        + ['{"overall": 5.0, "reviewerID": "A9"', "", '{"overall": 5.0, "asin": "B1", "unixReviewTime": 1}']
+        + good[5:]
+    )
     path = tmp_path / "reviews.json.gz"
     with gzip.open(path, "wt") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -135,19 +157,24 @@ def test_malformed_lines_are_counted_with_examples_and_fatal_when_strict(ray_ses
     assert m["dropped"]["reviews"] == {"blank_line": 1, "malformed_record": 1, "missing_field": 1}
     assert m["drop_examples"]["reviews"]["malformed_record"][0].startswith(f"{path}:6: not valid JSON")
     assert m["drop_examples"]["reviews"]["missing_field"] == [f"{path}:8: no reviewerID"]
-    with pytest.raises(UserError, match=r"--strict: 1 malformed reviews record\(s\) \(malformed_record\); first: .*:6:"):
+    with pytest.raises(
+        UserError, match=r"--strict: 1 malformed reviews record\(s\) \(malformed_record\); first: .*:6:"
+    ):
         run_prepare([path], [], tmp_path / "strict", "data.strict=true")
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "reviews file not found"),
-    ("empty", "reviews file is empty"),
-    ("corrupt_gzip", "cannot read"),
-    ("meta_as_reviews", "wrong format for reviews: looks like item metadata"),
-    ("reviews_as_meta", "wrong format for meta: looks like reviews"),
-    ("glob_without_match", "no file matches"),
-    ("directory", "not a file"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "reviews file not found"),
+        ("empty", "reviews file is empty"),
+        ("corrupt_gzip", "cannot read"),
+        ("meta_as_reviews", "wrong format for reviews: looks like item metadata"),
+        ("reviews_as_meta", "wrong format for meta: looks like reviews"),
+        ("glob_without_match", "no file matches"),
+        ("directory", "not a file"),
+    ],
+)
 def test_bad_files_end_with_one_clear_error(tmp_path, case, message):
     review = json.dumps({"overall": 5.0, "reviewerID": "A", "asin": "B", "unixReviewTime": 1}) + "\n"
     meta_line = json.dumps({"asin": "B", "title": "t", "also_view": []}) + "\n"
@@ -174,12 +201,26 @@ def test_bad_files_end_with_one_clear_error(tmp_path, case, message):
 
 
 def test_cli_reports_user_errors_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "alsoview.cli", "prepare", "--reviews", str(tmp_path / "none.json.gz"),
-                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alsoview.cli",
+            "prepare",
+            "--reviews",
+            str(tmp_path / "none.json.gz"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
     assert errors == [f"alsoview: error: reviews file not found: {tmp_path / 'none.json.gz'}"]
-    proc = subprocess.run([sys.executable, "-m", "alsoview.cli", "prepare", "data.kcor=3"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "alsoview.cli", "prepare", "data.kcor=3"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and "did you mean data.kcore" in proc.stderr and "Traceback" not in proc.stderr

@@ -8,8 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from alsoview.sampling import MixStats, SamplingTables, epoch_rng, mix_negatives
-from alsoview.sampling import _KeySet  # noqa: PLC2701  (the membership structure is worth testing directly)
+from alsoview.sampling import (
+    MixStats,
+    SamplingTables,
+    _KeySet,  # noqa: PLC2701  (the membership structure is worth testing directly)
+    epoch_rng,
+    mix_negatives,
+)
 
 
 @dataclass
@@ -48,14 +53,21 @@ def long_list_catalog(seed: int, n_items: int = 200, list_len: int = 30, n_users
         [int(j) for j in rng.choice(np.setdiff1d(np.arange(1, n_items), [i]), size=list_len, replace=False)]
         for i in range(1, n_items)
     ]
-    user_items = [[]] + [sorted(rng.choice(np.arange(1, n_items), size=5, replace=False).tolist()) for _ in range(1, n_users)]
+    user_items = [[]] + [
+        sorted(rng.choice(np.arange(1, n_items), size=5, replace=False).tolist()) for _ in range(1, n_users)
+    ]
     return SamplingTables.from_lists(n_items, also_view, user_items)
 
 
 def mix(users, items, tables, k, f, seed=0, **kw):
     return mix_negatives(
-        np.asarray(users), np.asarray(items), tables,
-        negatives_per_positive=k, also_view_fraction=f, rng=np.random.default_rng(seed), **kw,
+        np.asarray(users),
+        np.asarray(items),
+        tables,
+        negatives_per_positive=k,
+        also_view_fraction=f,
+        rng=np.random.default_rng(seed),
+        **kw,
     )
 
 
@@ -75,7 +87,10 @@ def test_invariants_on_random_catalogs(seed: int, pool: str) -> None:
     for k, f in [(4, 0.5), (3, 0.4), (1, 1.0), (5, 0.0), (6, 1.0)]:
         cols, stats = mix(cat.users, cat.items, cat.tables, k, f, seed=seed, random_pool=pool)
         assert {c: cols[c].dtype for c in cols} == {
-            "user": np.int64, "item": np.int64, "label": np.float32, "is_hard": np.bool_,
+            "user": np.int64,
+            "item": np.int64,
+            "label": np.float32,
+            "is_hard": np.bool_,
         }
         assert all(cols[c].shape == (n_pos * (k + 1),) for c in cols)
         np.testing.assert_array_equal(cols["label"], np.r_[np.ones(n_pos), np.zeros(n_pos * k)])
@@ -93,7 +108,7 @@ def test_invariants_on_random_catalogs(seed: int, pool: str) -> None:
             assert set(hard) <= set(cat.also_view[cat.items[p]])
             assert len(set(hard)) == len(hard), "hard negatives repeat within a positive"
             assert len(hard) <= int(np.ceil(k * f))
-            assert not is_hard[p][len(hard):].any(), "hard slots come first"
+            assert not is_hard[p][len(hard) :].any(), "hard slots come first"
 
         assert stats.positives == n_pos and stats.negatives == n_pos * k
         assert stats.hard_drawn == is_hard.sum()
@@ -102,7 +117,9 @@ def test_invariants_on_random_catalogs(seed: int, pool: str) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize(("k", "f", "per_positive"), [(4, 0.5, 2), (4, 0.75, 3), (6, 1 / 3, 2), (3, 1.0, 3), (4, 0.0, 0)])
+@pytest.mark.parametrize(
+    ("k", "f", "per_positive"), [(4, 0.5, 2), (4, 0.75, 3), (6, 1 / 3, 2), (3, 1.0, 3), (4, 0.0, 0)]
+)
 def test_hard_share_exact_when_lists_are_long(seed: int, k: int, f: float, per_positive: int) -> None:
     tables = long_list_catalog(seed)
     users = np.repeat(np.arange(1, tables.n_users), 10)
@@ -194,8 +211,12 @@ def test_blocks_do_not_depend_on_worker_assignment() -> None:
             for key in worker_blocks:
                 idx = blocks[key]
                 out[key], stats = mix_negatives(
-                    cat.users[idx], cat.items[idx], cat.tables, negatives_per_positive=3,
-                    also_view_fraction=0.5, rng=epoch_rng(42, epoch, key),
+                    cat.users[idx],
+                    cat.items[idx],
+                    cat.tables,
+                    negatives_per_positive=3,
+                    also_view_fraction=0.5,
+                    rng=epoch_rng(42, epoch, key),
                 )
                 total = total.merge(stats)
         return out, total
@@ -247,8 +268,16 @@ def test_random_pool_frequencies_follow_weights(pool: str, heavy: bool) -> None:
     seen = list(range(1, 35)) if heavy else [1]
     tables = SamplingTables.from_lists(n_items, [[] for _ in range(n_items)], [[], seen], popularity)
     n_pos, k = 8000, 10
-    cols, stats = mix(np.ones(n_pos, dtype=np.int64), np.ones(n_pos, dtype=np.int64), tables, k, 0.0,
-                      seed=4, random_pool=pool, popularity_exponent=0.75)
+    cols, stats = mix(
+        np.ones(n_pos, dtype=np.int64),
+        np.ones(n_pos, dtype=np.int64),
+        tables,
+        k,
+        0.0,
+        seed=4,
+        random_pool=pool,
+        popularity_exponent=0.75,
+    )
     neg = cols["item"][n_pos:]
     probs = pool_probs(n_items, popularity, seen, pool)
     assert set(np.unique(neg).tolist()) == set(np.flatnonzero(probs).tolist())
@@ -339,7 +368,9 @@ def test_from_lists_normalises_and_validates() -> None:
     with pytest.raises(ValueError):
         SamplingTables.from_lists(5, [[], [], []], [[]])  # one list per item id
     with pytest.raises(ValueError, match="sorted"):
-        SamplingTables(5, np.zeros(6), np.array([], np.int32), np.array([0, 2]), np.array([3, 1], np.int32), np.zeros(5))
+        SamplingTables(
+            5, np.zeros(6), np.array([], np.int32), np.array([0, 2]), np.array([3, 1], np.int32), np.zeros(5)
+        )
 
 
 def test_mixstats_merge_and_dict() -> None:
@@ -349,8 +380,13 @@ def test_mixstats_merge_and_dict() -> None:
     assert merged == MixStats(3, 12, 6, 5, 1, 5)
     assert a == MixStats(2, 8, 4, 3, 1, 5)  # inputs unchanged
     assert merged.to_dict() == {
-        "positives": 3, "negatives": 12, "hard_requested": 6, "hard_drawn": 5,
-        "hard_shortfall": 1, "random_redraws": 5, "hard_share": 5 / 12,
+        "positives": 3,
+        "negatives": 12,
+        "hard_requested": 6,
+        "hard_drawn": 5,
+        "hard_shortfall": 1,
+        "random_redraws": 5,
+        "hard_share": 5 / 12,
     }
 
 

@@ -27,11 +27,41 @@ from alsoview.errors import UserError
 
 USERS, ITEMS, SEED = 200, 100, 0
 
-REVIEW_KEY_ORDER = ["image", "overall", "vote", "verified", "reviewTime", "reviewerID", "asin", "style",
-                    "reviewerName", "reviewText", "summary", "unixReviewTime"]
+REVIEW_KEY_ORDER = [
+    "image",
+    "overall",
+    "vote",
+    "verified",
+    "reviewTime",
+    "reviewerID",
+    "asin",
+    "style",
+    "reviewerName",
+    "reviewText",
+    "summary",
+    "unixReviewTime",
+]
 REVIEW_REQUIRED = {"overall", "verified", "reviewTime", "reviewerID", "asin", "summary", "unixReviewTime"}
-META_KEYS = ["category", "tech1", "description", "fit", "title", "also_buy", "image", "tech2", "brand",
-             "feature", "rank", "also_view", "details", "main_cat", "similar_item", "date", "price", "asin"]
+META_KEYS = [
+    "category",
+    "tech1",
+    "description",
+    "fit",
+    "title",
+    "also_buy",
+    "image",
+    "tech2",
+    "brand",
+    "feature",
+    "rank",
+    "also_view",
+    "details",
+    "main_cat",
+    "similar_item",
+    "date",
+    "price",
+    "asin",
+]
 HTML = re.compile(r"<br>|<b>|<p>|&amp;")
 
 
@@ -68,6 +98,7 @@ def meta(meta_lines: list[str]) -> list[dict]:
 
 # ---------------------------------------------------------------- determinism and summary
 
+
 def test_same_seed_gives_identical_bytes(out: tuple[GenerateSummary, Path], tmp_path: Path) -> None:
     _, first = out
     generate(tmp_path / "b", users=USERS, items=ITEMS, seed=SEED)
@@ -82,8 +113,9 @@ def test_other_seed_gives_other_files(out: tuple[GenerateSummary, Path], tmp_pat
         assert (first / name).read_bytes() != (tmp_path / name).read_bytes(), name
 
 
-def test_summary_and_generation_json(out: tuple[GenerateSummary, Path], reviews: list[dict],
-                                     meta_lines: list[str]) -> None:
+def test_summary_and_generation_json(
+    out: tuple[GenerateSummary, Path], reviews: list[dict], meta_lines: list[str]
+) -> None:
     summary, d = out
     assert summary.users == USERS and summary.reviewable_items == ITEMS
     assert summary.meta_items == 5 * ITEMS
@@ -101,6 +133,7 @@ def test_creates_nested_out_dir(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- review file format
+
 
 def test_review_lines_keys_and_types(reviews: list[dict]) -> None:
     for r in reviews:
@@ -157,6 +190,7 @@ def test_some_repeated_user_item_reviews(reviews: list[dict]) -> None:
 
 # ---------------------------------------------------------------- meta file format
 
+
 def test_meta_keys_and_asins(meta: list[dict]) -> None:
     for m in meta:
         assert list(m) == META_KEYS
@@ -196,8 +230,7 @@ def test_meta_brand_description_title(meta: list[dict]) -> None:
     assert any(m["title"].startswith("<span") for m in meta)
 
 
-def test_meta_duplicates_and_shuffled_order(meta_lines: list[str], meta: list[dict],
-                                            world: SyntheticWorld) -> None:
+def test_meta_duplicates_and_shuffled_order(meta_lines: list[str], meta: list[dict], world: SyntheticWorld) -> None:
     asin_count = Counter(m["asin"] for m in meta)
     dups = [a for a, c in asin_count.items() if c > 1]
     assert dups and len(dups) < 0.05 * len(asin_count)
@@ -206,7 +239,7 @@ def test_meta_duplicates_and_shuffled_order(meta_lines: list[str], meta: list[di
         line_of.setdefault(m["asin"], set()).add(line)
     assert all(len(line_of[a]) == 1 for a in dups)  # duplicates are identical lines
     assert set(asin_count) == set(world.item_asin)
-    reviewable = set(world.item_asin[:world.n_reviewable])
+    reviewable = set(world.item_asin[: world.n_reviewable])
     first_half = [m["asin"] in reviewable for m in meta[: len(meta) // 2]]
     assert 0 < sum(first_half) < len(first_half)  # reviewable and catalog-only interleaved
 
@@ -225,6 +258,7 @@ def test_also_view_mixture(meta: list[dict], reviews: list[dict]) -> None:
 
 
 # ---------------------------------------------------------------- planted structure
+
 
 def test_files_match_world(world: SyntheticWorld, reviews: list[dict]) -> None:
     assert len(world.reviews) == len(reviews)
@@ -283,10 +317,20 @@ def test_also_view_same_genre_both_styles(world: SyntheticWorld) -> None:
 
 # ---------------------------------------------------------------- argument validation
 
-@pytest.mark.parametrize("kwargs", [
-    {"users": 9}, {"items": 19}, {"users": 0}, {"items": -5}, {"seed": -1},
-    {"users": "100"}, {"items": 50.0}, {"users": True},
-])
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"users": 9},
+        {"items": 19},
+        {"users": 0},
+        {"items": -5},
+        {"seed": -1},
+        {"users": "100"},
+        {"items": 50.0},
+        {"users": True},
+    ],
+)
 def test_bad_arguments_raise_user_error(kwargs: dict, tmp_path: Path) -> None:
     with pytest.raises(UserError):
         generate(tmp_path, **kwargs)

@@ -16,7 +16,6 @@ from alsoview.train import resolve_resources
 from alsoview.validation import validation_set
 
 
-
 def test_blocks_are_dealt_to_workers_without_loss_or_overlap():
     sizes = block_sizes(5000, 512)
     assert sizes.tolist() == [512] * 9 + [392]
@@ -43,8 +42,10 @@ def prepared(smoke_config):
 def test_an_epochs_samples_do_not_depend_on_the_number_of_workers_or_blocks_per_task(prepared):
     catalog = load_catalog(prepared.data.prepared_dir)
     sampling = prepared.sampling
-    config = load_config(None, [f"data.prepared_dir={prepared.data.prepared_dir}", "seed=5",
-                                f"sampling.block_rows={sampling.block_rows}"])
+    config = load_config(
+        None,
+        [f"data.prepared_dir={prepared.data.prepared_dir}", "seed=5", f"sampling.block_rows={sampling.block_rows}"],
+    )
     mix_args = mix_arguments(config, epoch=2)
     n_blocks = len(block_sizes(len(catalog.train), sampling.block_rows))
 
@@ -53,7 +54,7 @@ def test_an_epochs_samples_do_not_depend_on_the_number_of_workers_or_blocks_per_
         for rank in range(world):
             blocks = worker_blocks(n_blocks, 5, 2, rank, world)
             for start in range(0, len(blocks), per_task):
-                batch = {"block": blocks[start:start + per_task]}
+                batch = {"block": blocks[start : start + per_task]}
                 frames.append(pd.DataFrame(mix_blocks(batch, catalog_ref=[catalog], **mix_args)))
         return pd.concat(frames).sort_values(["user", "item", "label", "is_hard"]).reset_index(drop=True)
 
@@ -81,8 +82,8 @@ def test_validation_pairs_are_real_negatives(prepared):
     assert not tables.interacted(pairs.users, pairs.random_negatives).any()
     assert not tables.interacted(pairs.hard_users, pairs.hard_negatives).any()
     assert 0.5 * len(pairs.users) < len(pairs.hard_users) <= len(pairs.users)
-    for user, positive, negative in zip(pairs.hard_users[:50], pairs.hard_positives[:50], pairs.hard_negatives[:50]):
-        row = tables.also_view_indices[tables.also_view_indptr[positive]:tables.also_view_indptr[positive + 1]]
+    for _user, positive, negative in zip(pairs.hard_users[:50], pairs.hard_positives[:50], pairs.hard_negatives[:50]):
+        row = tables.also_view_indices[tables.also_view_indptr[positive] : tables.also_view_indptr[positive + 1]]
         assert negative in row
 
 
@@ -132,8 +133,11 @@ def test_the_newest_complete_checkpoint_is_found_on_disk(tmp_path):
     from alsoview.checkpoint import CHECKPOINT_FILE, latest_checkpoint_dir
 
     assert latest_checkpoint_dir(str(tmp_path / "none")) is None
-    for stamp, complete in (("2026-01-01_00-00-01", True), ("2026-01-01_00-00-02", True),
-                            ("2026-01-01_00-00-03", False)):  # the last one was cut off mid-write
+    for stamp, complete in (
+        ("2026-01-01_00-00-01", True),
+        ("2026-01-01_00-00-02", True),
+        ("2026-01-01_00-00-03", False),
+    ):  # the last one was cut off mid-write
         folder = tmp_path / f"checkpoint_{stamp}"
         folder.mkdir()
         if complete:
@@ -145,7 +149,14 @@ def test_sparse_embeddings_with_several_workers_are_refused_before_any_ray_work(
     from alsoview.train import build_trainer
 
     catalog = load_catalog(prepared.data.prepared_dir)
-    config = load_config(None, [f"data.prepared_dir={prepared.data.prepared_dir}", "model.sparse_embeddings=true",
-                                "train.num_workers=2", "sampling.block_rows=512"])
+    config = load_config(
+        None,
+        [
+            f"data.prepared_dir={prepared.data.prepared_dir}",
+            "model.sparse_embeddings=true",
+            "train.num_workers=2",
+            "sampling.block_rows=512",
+        ],
+    )
     with pytest.raises(UserError, match="num_workers=1"):
         build_trainer(config, catalog, budget={"CPU": 4})

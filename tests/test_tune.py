@@ -31,8 +31,10 @@ def test_trials_are_planned_so_none_waits_for_cpus():
 
 
 def test_search_space_from_config():
-    config = load_config(None, ["tune.search_space.model.dropout=null",
-                                "tune.search_space.sampling.also_view_fraction={uniform: [0.1, 0.9]}"])
+    config = load_config(
+        None,
+        ["tune.search_space.model.dropout=null", "tune.search_space.sampling.also_view_fraction={uniform: [0.1, 0.9]}"],
+    )
     flat = flatten_search_space(config.tune.search_space)
     assert "model.dropout" not in flat and flat["sampling.also_view_fraction"] == {"uniform": [0.1, 0.9]}
     assert "train.learning_rate" in flat  # the rest of the default space is kept
@@ -50,8 +52,9 @@ def test_tuning_runs_every_trial_to_completion_or_asha_and_restores(smoke_config
     from alsoview.tune import tune
 
     config = dataclasses.replace(smoke_config, train=dataclasses.replace(smoke_config.train, num_workers=1))
-    config = dataclasses.replace(config, tune=dataclasses.replace(config.tune, name="tune-test", num_samples=4,
-                                                                   max_epochs=3))
+    config = dataclasses.replace(
+        config, tune=dataclasses.replace(config.tune, name="tune-test", num_samples=4, max_epochs=3)
+    )
     result = tune(config)
     trials = pd.read_csv(result.run_dir / "trials.csv")
     assert len(trials) == 4

@@ -55,6 +55,7 @@ def test_validation_users_are_a_seeded_sample_of_the_valid_split(catalog):
     assert len(small.users) == 50 and np.array_equal(small.users, again.users)
     assert not np.array_equal(small.users, other.users)
     assert set(zip(small.users.tolist(), small.positives.tolist())) <= set(
-        zip(catalog.valid.users.tolist(), catalog.valid.items.tolist()))
+        zip(catalog.valid.users.tolist(), catalog.valid.items.tolist())
+    )
     everyone = validation_set(catalog, 0, valid_users=10**6).ranking
     assert len(everyone.users) == len(catalog.valid)  # all of them when fewer than asked

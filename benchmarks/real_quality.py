@@ -1,0 +1,211 @@
+"""Quality on real Amazon data: model variants x also-view fractions x protocols, against every
+baseline and peer, mean +- std over seeds.
+
+    python benchmarks/real_quality.py                                  # Grocery_2014 and Magazine, 3 seeds
+    python benchmarks/real_quality.py --datasets grocery --seeds 1 --variants recommended --fractions 0
+    python benchmarks/real_quality.py --datasets magazine --out real_quality-magazine
+
+Data: the real files in ../shared/data/realworld (or $ALSOVIEW_REALWORLD_DIR), prepared once with
+the hashing text encoder under data/bench/real/<name>. Every model trains in this process with
+`alsoview.loop.fit_in_process` (the Ray Train worker's own epoch function, one worker's batches),
+stops early on `valid/full/ndcg@10` and is scored on the whole test split with the evaluation
+protocols (`full`: every item the user never had; `sampled100`; `hard`: the held-out item's
+also-view items). Baselines (popularity, co-occurrence) and peers (ALS, BPR from `implicit`,
+untuned) are fitted on the same train split. Variants:
+
+- `design`: the original design, every default (concat MLP, dropout 0.5, lr 0.01, batch 512);
+- `recommended`: the model, sampling and training settings of configs/video_games.yaml;
+- `recommended-no-features`: the same without brand, price and description inputs.
+
+Prints a Markdown table and writes benchmarks/results/<--out>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from _common import BENCH_DATA, ROOT, print_table, ray_local, write_json
+
+REALWORLD = Path(os.environ.get("ALSOVIEW_REALWORLD_DIR", ROOT.parent / "shared" / "data" / "realworld"))
+DATASETS = {
+    "grocery": ("Grocery_2014/reviews.json.gz", "Grocery_2014/meta.json.gz"),
+    "magazine": (
+        "Magazine_Subscriptions/Magazine_Subscriptions_5.json.gz",
+        "Magazine_Subscriptions/meta_Magazine_Subscriptions.json.gz",
+    ),
+}
+REPORTED = ("test/full/ndcg@10", "test/full/hr@10", "test/sampled100/hr@10", "test/sampled100/ndcg@10", "test/hard/auc")
+RECOMMENDED = ROOT / "configs" / "video_games.yaml"
+
+
+def variant_overrides(variant: str) -> list[str]:
+    """`key=value` overrides of a variant on top of the built-in defaults."""
+    if variant == "design":
+        return []
+    if variant.startswith("recommended"):
+        raw = yaml.safe_load(RECOMMENDED.read_text())
+        overrides = [
+            f"{section}.{key}={_yaml_value(value)}"
+            for section in ("sampling", "model", "train")
+            for key, value in (raw.get(section) or {}).items()
+            if key not in ("num_workers", "runs_dir")
+        ]
+        if variant == "recommended-no-features":
+            overrides.append("model.item_features=false")
+        return overrides
+    raise SystemExit(f"unknown variant {variant!r}")
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def prepared_dataset(name: str) -> str:
+    """The real dataset `name`, prepared once (hashing text encoder: no model download, fast)."""
+    from alsoview.config import load_config
+    from alsoview.data.prepare import ensure_prepared
+
+    reviews, meta = DATASETS[name]
+    out = BENCH_DATA / "real" / name
+    config = load_config(
+        None,
+        [
+            f"data.reviews=[{REALWORLD / reviews}]",
+            f"data.meta=[{REALWORLD / meta}]",
+            f"data.prepared_dir={out}",
+            "text.encoder=hashing",
+        ],
+    )
+    return ensure_prepared(config).data.prepared_dir
+
+
+def reference_rows(catalog: Any, cases: Any, dataset: str) -> list[dict[str, Any]]:
+    """Baselines and peers on the test cases (deterministic given the data: one run each)."""
+    import numpy as np
+
+    from alsoview.evaluate import reference_scorers, score_rows, summarize
+
+    references = reference_scorers(catalog, seed=0)
+    for name, why in references.skipped.items():
+        print(f"[bench] {dataset}: peer {name} skipped: {why}", flush=True)
+    rows = []
+    for name, scorer in references.scorers.items():
+        metrics = summarize(score_rows(scorer, cases, np.arange(len(cases.users))), "test")
+        rows.append({"dataset": dataset, "model": name, "fraction": "-", **{m: metrics[m] for m in REPORTED}})
+        print(f"[bench] {dataset} {name}: " + "  ".join(f"{m} {metrics[m]:.4f}" for m in REPORTED), flush=True)
+    return rows
+
+
+def model_run(
+    catalog: Any, cases: Any, prepared: str, variant: str, fraction: float, seed: int, epochs: int, patience: int
+) -> dict[str, Any]:
+    import numpy as np
+
+    from alsoview.config import load_config
+    from alsoview.evaluate import ModelScorer, score_rows, summarize
+    from alsoview.loop import fit_in_process
+
+    config = load_config(
+        None,
+        [
+            f"data.prepared_dir={prepared}",
+            *variant_overrides(variant),
+            f"seed={seed}",
+            f"sampling.also_view_fraction={fraction}",
+            f"train.epochs={epochs}",
+            f"train.patience={patience}",
+        ],
+    )
+    begin = time.perf_counter()
+    model, state = fit_in_process(catalog, config)
+    metrics = summarize(score_rows(ModelScorer(model), cases, np.arange(len(cases.users))), "test")
+    return {
+        "model": variant,
+        "fraction": fraction,
+        "seed": seed,
+        "best_epoch": state.best_epoch,
+        "epochs_run": len(state.history),
+        "seconds": time.perf_counter() - begin,
+        **{m: metrics[m] for m in REPORTED},
+    }
+
+
+def summary_rows(runs: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+    rows = []
+    for key in dict.fromkeys((r["model"], r["fraction"]) for r in runs):
+        mine = [r for r in runs if (r["model"], r["fraction"]) == key]
+        row: dict[str, Any] = {"dataset": dataset, "model": key[0], "fraction": key[1], "seeds": len(mine)}
+        for m in REPORTED:
+            values = [r[m] for r in mine]
+            row[m] = f"{statistics.mean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
+        row["best epochs"] = ",".join(str(r["best_epoch"]) for r in mine)
+        row["s/run"] = f"{statistics.mean(r['seconds'] for r in mine):.0f}"
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="grocery,magazine")
+    parser.add_argument("--variants", default="design,recommended,recommended-no-features")
+    parser.add_argument("--fractions", default="0,0.5")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="real_quality", help="results file name under benchmarks/results/")
+    args = parser.parse_args()
+
+    import torch
+
+    from alsoview.catalog import load_catalog
+    from alsoview.evaluate import build_cases
+
+    torch.set_num_threads(args.threads)
+    ray_local()  # prepare runs Ray Data; training and scoring below run in this process
+    table: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    for dataset in args.datasets.split(","):
+        prepared = prepared_dataset(dataset)
+        catalog = load_catalog(prepared)
+        cases = build_cases(catalog, "test", seed=0)
+        references = reference_rows(catalog, cases, dataset)
+        mine = []
+        for variant in args.variants.split(","):
+            for fraction in (float(f) for f in args.fractions.split(",")):
+                for seed in range(args.seeds):
+                    run = model_run(catalog, cases, prepared, variant, fraction, seed, args.epochs, args.patience)
+                    mine.append({"dataset": dataset, **run})
+                    print(
+                        f"[bench] {dataset} {variant} f={fraction:g} seed {seed}: best epoch {run['best_epoch']}  "
+                        + "  ".join(f"{m} {run[m]:.4f}" for m in REPORTED)
+                        + f"  ({run['seconds']:.0f}s)",
+                        flush=True,
+                    )
+        runs += mine + references
+        table += summary_rows(mine, dataset) + [{**r, **{m: f"{r[m]:.4f}" for m in REPORTED}} for r in references]
+    rendered = print_table(
+        f"Quality on real data (test split, mean ± std over {args.seeds} seeds; "
+        f"up to {args.epochs} epochs, early stopping on valid/full/ndcg@10)",
+        table,
+        ["dataset", "model", "fraction", "seeds", *REPORTED, "best epochs", "s/run"],
+    )
+    write_json(
+        args.out,
+        {
+            "runs": runs,
+            "table": rendered,
+            "args": vars(args),
+            "command": "python benchmarks/real_quality.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
