@@ -19,11 +19,12 @@ import torch
 
 from alsoview.catalog import Catalog
 from alsoview.evaluate import EvalCases, ModelScorer, build_cases, score_rows, summarize
+from alsoview.feed import EPOCH_ORDER_KEY
 from alsoview.metrics import pairwise_auc
 from alsoview.sampling import epoch_rng, mix_negatives
 
 RANKING_PROTOCOLS = ("full", "sampled100")
-_VALIDATION_KEY = 2**40 + 1  # epoch_rng key of the fixed validation negatives (block ids are far below)
+_VALIDATION_KEY = EPOCH_ORDER_KEY + 1  # epoch_rng key of the fixed validation negatives
 
 
 @dataclass(frozen=True)
