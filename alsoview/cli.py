@@ -6,12 +6,15 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
-from alsoview.config import Config, load_config
+from alsoview.config import Config, load_config, with_absolute_paths
 from alsoview.errors import UserError
+from alsoview.logs import configure as configure_logging
 
 log = logging.getLogger("alsoview")
 
@@ -23,40 +26,58 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _common_options() -> argparse.ArgumentParser:
+    """Options every command takes: which Ray to use, and how much to say."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--address",
+        help="Ray cluster to join (as RAY_ADDRESS); default: a head started with `ray start` on this "
+        "machine, else a private local instance",
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="Ray's full output and debug lines (as ALSOVIEW_LOG=debug)"
+    )
+    return common
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alsoview", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    common = _common_options()
 
-    gen = sub.add_parser("generate", help="write a synthetic dataset in the raw Amazon 2018 format")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    gen = command("generate", help="write a synthetic dataset in the raw Amazon 2018 format")
     gen.add_argument("--out", required=True, help="output directory")
     gen.add_argument("--users", type=int, default=2000)
     gen.add_argument("--items", type=int, default=600, help="reviewable items (meta holds more)")
     gen.add_argument("--seed", type=int, default=0)
 
-    prep = sub.add_parser("prepare", help="parse, clean, split and embed raw files into a prepared dataset")
+    prep = command("prepare", help="parse, clean, split and embed raw files into a prepared dataset")
     prep.add_argument("--reviews", nargs="+", help="review files or globs (default: the generated dataset)")
     prep.add_argument("--meta", nargs="+", help="item metadata files or globs")
     prep.add_argument("--out", help="prepared dataset directory (default: data.prepared_dir)")
     prep.add_argument("--strict", action="store_true", help="a malformed input line is fatal")
     _add_config_args(prep)
 
-    tr = sub.add_parser("train", help="train the MLP with Ray Train (prepares the dataset first if needed)")
+    tr = command("train", help="train the MLP with Ray Train (prepares the dataset first if needed)")
     _add_config_args(tr)
 
-    ev = sub.add_parser("evaluate", help="score a trained run and the baselines on the named protocols")
+    ev = command("evaluate", help="score a trained run and the baselines on the named protocols")
     ev.add_argument("--run", required=True, help="run directory (runs/<name>)")
     ev.add_argument("--split", default="test", choices=("test", "valid"))
     ev.add_argument("--max-users", type=int, help="evaluate a seeded sample of this many users")
     ev.add_argument("--actors", type=int, default=1, help="scoring actors in the Ray Data pool")
 
-    co = sub.add_parser("compare", help="train one model per also-view fraction and seed, evaluate, plot")
+    co = command("compare", help="train one model per also-view fraction and seed, evaluate, plot")
     co.add_argument("--fractions", default="0,0.25,0.5,0.75,1", help="comma-separated also-view fractions")
     co.add_argument("--seeds", type=int, default=3)
     co.add_argument("--name", default="compare", help="run directory name under train.runs_dir (same name resumes)")
     co.add_argument("--max-users", type=int, help="evaluate a seeded sample of this many test users")
     _add_config_args(co)
 
-    rec = sub.add_parser("recommend", help="top-k items for a user (or many users) of a trained run")
+    rec = command("recommend", help="top-k items for a user (or many users) of a trained run")
     rec.add_argument("--run", required=True, help="run directory (runs/<name>)")
     who = rec.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a raw reviewerID")
@@ -65,7 +86,12 @@ def _build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--out", help="batch mode: output Parquet file (default: <run>/recommendations.parquet)")
     rec.add_argument("--actors", type=int, default=1)
 
-    tu = sub.add_parser("tune", help="search the also-view / random balance with Ray Tune (prepares first if needed)")
+    tu = command("tune", help="search the also-view / random balance with Ray Tune (prepares first if needed)")
+    tu.add_argument(
+        "--no-final",
+        action="store_true",
+        help="stop after the search: no final model in best/, no test evaluation, no report.md",
+    )
     _add_config_args(tu)
     return parser
 
@@ -83,6 +109,11 @@ def _config_from(args: argparse.Namespace) -> Config:
         data = dataclasses.replace(data, strict=True)
     config = dataclasses.replace(config, data=data)
     config.validate()
+    config = with_absolute_paths(config)
+    log.info(
+        "storage: %s (relative data and run paths resolve here; set ALSOVIEW_HOME or storage= to move it)",
+        config.storage,
+    )
     return config
 
 
@@ -173,10 +204,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from alsoview.data.prepare import ensure_prepared
     from alsoview.tune import tune
 
-    config = ensure_prepared(_config_from(args))
-    result = tune(config)
+    config = _config_from(args)
+    if args.no_final:
+        config = dataclasses.replace(config, tune=dataclasses.replace(config.tune, final=False))
+    start = time.perf_counter()
+    config = ensure_prepared(config)
+    result = tune(config, stage_seconds={"prepare (or reuse) the dataset": time.perf_counter() - start})
     best = result.best
-    print(f"tuning run: {result.run_dir}  (trials.csv, best.json, balance.png)")
     print(
         f"trials: {best['trials']} ({best['trials_completed']} completed, {best['trials_stopped_early']} stopped "
         f"early by ASHA, {best['trials_failed']} failed)"
@@ -184,6 +218,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(f"best {best['metric']} = {best['value']:.4f} with:")
     for key, value in best["params"].items():
         print(f"  {key} = {value}")
+    print(f"tuning run: {result.run_dir}  (trials.csv, best.json, balance.png)")
+    if result.final is not None:
+        from alsoview.report import headline_verdict
+
+        print(headline_verdict(result.final.evaluation).replace("**", ""))
+        print(f"final model: {result.final.best_dir}  (alsoview recommend --run {result.final.best_dir} --user ID)")
+        print(f"report: {result.final.report}")
     return 0
 
 
@@ -200,8 +241,10 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user mistakes end with one line on stderr and exit code 2, no traceback."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s alsoview: %(message)s", datefmt="%H:%M:%S")
     args = _build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    if args.address:
+        os.environ["RAY_ADDRESS"] = args.address  # init_ray joins it, as Ray's own tools would
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

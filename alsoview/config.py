@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -255,6 +256,10 @@ class TuneConfig:
     max_epochs: Union[int, None] = 10
     grace_period: int = 2  # ASHA: epochs every trial runs before it can be stopped
     reduction_factor: int = 2
+    # After the search: train the best settings for train.epochs (or keep the best trial when it
+    # already ran them) into <run>/best/, test it against the baselines, write report.md.
+    final: bool = True
+    final_eval_users: Union[int, None] = None  # test users the final evaluation scores (None: all)
     # section -> key -> {kind: arguments}; kinds: uniform [lo, hi], loguniform [lo, hi],
     # choice [values...], randint [lo, hi). A key set to null is left out of the search.
     search_space: dict = field(default_factory=_default_search_space)
@@ -269,6 +274,8 @@ class TuneConfig:
             _check(self.max_epochs >= 1, "tune.max_epochs", ">= 1", self.max_epochs)
         _check(self.grace_period >= 1, "tune.grace_period", ">= 1", self.grace_period)
         _check(self.reduction_factor >= 2, "tune.reduction_factor", ">= 2", self.reduction_factor)
+        if self.final_eval_users is not None:
+            _check(self.final_eval_users >= 1, "tune.final_eval_users", ">= 1", self.final_eval_users)
         _check(bool(self.name) and "/" not in self.name, "tune.name", "a non-empty name without '/'", self.name)
         _check(isinstance(self.search_space, dict), "tune.search_space", "a mapping", self.search_space)
         for key, spec in flatten_search_space(self.search_space).items():
@@ -332,12 +339,22 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     seed: int = 0
+    # Where relative output paths (data.generated_dir, data.prepared_dir, train.runs_dir) live.
+    # None: $ALSOVIEW_HOME, else ~/alsoview (see storage_root).
+    storage: Union[str, None] = None
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if hasattr(value, "validate"):
                 value.validate()
+        if self.storage is not None:
+            _check(
+                bool(self.storage) and "://" not in self.storage,
+                "storage",
+                "a filesystem path (on a cluster, a shared mount)",
+                self.storage,
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -486,11 +503,48 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     return config
 
 
+STORAGE_ENV = "ALSOVIEW_HOME"
+DEFAULT_STORAGE = "~/alsoview"
+
+
+def storage_root(config: Config) -> Path:
+    """The folder relative output paths resolve against: `storage`, else $ALSOVIEW_HOME, else ~/alsoview.
+
+    Not the current directory: a `ray job submit` driver runs in Ray's temporary copy of the
+    working directory, which is deleted with the Ray session (the way Ray Tune defaults to
+    ~/ray_results for the same reason).
+    """
+    raw = config.storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    return Path(raw).expanduser().resolve()
+
+
 def with_absolute_paths(config: Config) -> Config:
-    """Paths as absolute ones, so a run's saved config still finds its dataset from anywhere."""
-    data = dataclasses.replace(config.data, prepared_dir=str(Path(config.data.prepared_dir).resolve()))
-    train = dataclasses.replace(config.train, runs_dir=str(Path(config.train.runs_dir).resolve()))
-    return dataclasses.replace(config, data=data, train=train)
+    """Every path made absolute, so runs and jobs agree on where things are (idempotent).
+
+    What a run reads that the user named (review and meta files, a text model) resolves against
+    the current directory, where the user typed it; what alsoview writes (generated data,
+    prepared datasets, runs) resolves against `storage_root`.
+    """
+    root = storage_root(config)
+
+    def written(path: str) -> str:
+        return str((root / Path(path).expanduser()).resolve())
+
+    def read(path: str) -> str:
+        return str(Path(path).expanduser().resolve())
+
+    data = dataclasses.replace(
+        config.data,
+        reviews=[read(p) for p in config.data.reviews],
+        meta=[read(p) for p in config.data.meta],
+        generated_dir=written(config.data.generated_dir),
+        prepared_dir=written(config.data.prepared_dir),
+    )
+    text = config.text
+    if text.model_path is not None:
+        text = dataclasses.replace(text, model_path=read(text.model_path))
+    train = dataclasses.replace(config.train, runs_dir=written(config.train.runs_dir))
+    return dataclasses.replace(config, data=data, text=text, train=train, storage=str(root))
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from alsoview.baselines import Scorer, build_baselines, matrix_factorisation_peers
 from alsoview.catalog import Catalog
 from alsoview.errors import UserError
+from alsoview.logs import Progress
 from alsoview.metrics import expected_rank_metrics, rank_counts
 
 log = logging.getLogger("alsoview")
@@ -282,7 +283,10 @@ def evaluate_scorers(
             batch_format="numpy",
             num_gpus=1 if on_gpu else 0,
         )
-        parts = list(dataset.iter_batches(batch_format="numpy", batch_size=None))
+        parts, progress = [], Progress(f"scoring {name}", len(cases.users), f"{cases.split} users")
+        for part in dataset.iter_batches(batch_format="numpy", batch_size=None):
+            parts.append(part)
+            progress.advance(len(next(iter(part.values()))))
         counts = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         results[name] = summarize(counts, cases.split)
         log.info(

@@ -160,9 +160,10 @@ class EpochFeeder:
     def __init__(self, config: Config, catalog_ref: list, n_blocks: int, rank: int, world: int) -> None:
         import ray.data
 
-        context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True  # the block order is part of the seeded epoch
-        context.enable_progress_bars = False
+        from alsoview.logs import quiet_ray
+
+        ray.data.DataContext.get_current().execution_options.preserve_order = True  # part of the seeded epoch
+        quiet_ray()
         self.config, self.catalog_ref = config, catalog_ref
         self.n_blocks, self.rank, self.world = n_blocks, rank, world
 

@@ -1,42 +1,158 @@
-"""Connecting to Ray: an existing cluster when there is one, else a local, loopback-only one."""
+"""Connecting to Ray on purpose: the cluster the user named, else a private loopback instance.
+
+Ray's own `address="auto"` scans the process list and joins whatever Ray it finds, so a second
+local run would join the first run's private instance and die with it. We join a cluster only
+when the user asked for one:
+
+1. `address` (`--address`) or RAY_ADDRESS (set for `ray job submit` drivers);
+2. a head started on this machine with `ray start` (it records its address in
+   `<ray temp dir>/ray_current_cluster`; `ray stop` removes the record);
+3. otherwise a private instance (`address="local"`) bound to 127.0.0.1, its dashboard on
+   8265 or, when that port is taken, on a free one.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import tempfile
+from pathlib import Path
+
+from alsoview.errors import UserError
 
 log = logging.getLogger("alsoview")
 
+DASHBOARD_PORT = 8265
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's switch: "0" keeps a node on loopback
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
-    """Start or join Ray once per process; returns a one-line description of what happened.
 
-    - already initialised (tests, a notebook): reuse it;
-    - `address` or RAY_ADDRESS (set for `ray job submit` drivers): connect there;
-    - a cluster started on this machine with `ray start`: connect to it;
-    - otherwise start a local instance bound to 127.0.0.1 with the dashboard (Tune with
-      ASHA needs the dashboard's state API, see the README).
+def init_ray(address: str | None = None, num_cpus: int | None = None, private: bool = False) -> str:
+    """Start or join Ray once per process; returns one line saying what happened.
+
+    `private`: always a private local instance (tests, benchmarks: never a user's cluster).
     """
     import ray
 
+    from alsoview.logs import quiet_ray
+
     if ray.is_initialized():
+        quiet_ray()
         return "using the Ray instance already initialised in this process"
-    address = address or os.environ.get("RAY_ADDRESS")
+    target, source = (None, "") if private else cluster_to_join(address)
+    if target is not None:
+        described = _connect(target, source)
+    else:
+        described = _start_local(num_cpus or os.cpu_count() or 1)
+    quiet_ray()
+    return described
+
+
+def cluster_to_join(address: str | None = None) -> tuple[str | None, str]:
+    """(address, where it came from), or (None, "") when no cluster was asked for."""
     if address:
-        ray.init(address=address, log_to_driver=True)
-        return f"connected to the Ray cluster at {address}"
+        return address, "--address"
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], "RAY_ADDRESS or --address"
+    recorded = recorded_head()
+    if recorded is not None:
+        return recorded, f"the head started with `ray start` on this machine ({recorded_head_file()})"
+    return None, ""
+
+
+def recorded_head_file() -> Path:
+    from ray._common.utils import get_ray_address_file
+
+    return Path(get_ray_address_file(None))
+
+
+def recorded_head() -> str | None:
+    path = recorded_head_file()
+    text = path.read_text().strip() if path.is_file() else ""
+    return text or None
+
+
+def _connect(target: str, source: str) -> str:
+    import ray
+
+    host, _, port = target.split("://")[-1].rpartition(":")
+    hint = " (a stale record: `ray stop` removes it)" if source.startswith("the head") else ""
+    # Ray retries an unreachable GCS for minutes before it gives up; a refused TCP connection
+    # says the same at once.
+    if "://" not in target and port.isdigit() and not _accepts_connections(host, int(port)):
+        raise UserError(f"no Ray cluster answers at {target} (from {source}){hint}")
+    if host in LOOPBACK:
+        _stay_on_loopback()  # else Ray rewrites 127.0.0.1 to this machine's network address
     try:
-        ray.init(address="auto")
-        return "connected to the Ray cluster running on this machine"
-    except ConnectionError:
-        pass
-    ray.init(
-        num_cpus=num_cpus or os.cpu_count(),
-        _node_ip_address="127.0.0.1",
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
+        ray.init(address=target, log_to_driver=True)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"could not connect to the Ray cluster at {target} from {source}{hint}: {first}") from None
+    return f"connected to the Ray cluster at {target} ({source})"
+
+
+def _start_local(num_cpus: int) -> str:
+    import ray
+
+    from alsoview.storage import locked
+
+    _stay_on_loopback()
+    # Two runs starting at once would both find 8265 free and the loser's dashboard would fail
+    # after a minute: the port is chosen and bound by one starting run at a time on this machine.
+    with locked(Path(tempfile.gettempdir()) / f"alsoview-ray-start-{os.getuid()}", "a local Ray instance"):
+        port = DASHBOARD_PORT if port_is_free(DASHBOARD_PORT) else free_port()
+        # Ray's state API (used by Train V2, e.g. when ASHA stops a trial) finds the dashboard by
+        # scanning for running Ray instances when it is not told, and fails when there are two.
+        # Named here, it is inherited by every process this instance starts.
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            _node_ip_address="127.0.0.1",
+            include_dashboard=True,  # Tune with ASHA needs the state API (README, NOTES on Ray)
+            dashboard_host="127.0.0.1",
+            dashboard_port=port,
+        )
+    moved = "" if port == DASHBOARD_PORT else f" ({DASHBOARD_PORT} is taken)"
+    return (
+        f"started a private local Ray instance on 127.0.0.1 ({num_cpus} CPUs), dashboard http://127.0.0.1:{port}{moved}"
     )
-    return f"started a local Ray instance on 127.0.0.1 ({num_cpus or os.cpu_count()} CPUs)"
+
+
+def _stay_on_loopback() -> None:
+    """Ray's single-machine mode for this process and the Ray processes it starts.
+
+    Ray reads the switch once, at import; by now it is imported, so the module's copy is set
+    as well as the environment (which the GCS, raylet and workers inherit).
+    """
+    from ray._private import ray_constants
+
+    os.environ[SINGLE_MACHINE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _accepts_connections(host: str, port: int, timeout: float = 5.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def cluster_has_gpus() -> bool:

@@ -65,7 +65,7 @@ def _resume(model: torch.nn.Module, optimizer: Any, vocabulary: dict[str, int], 
         folder = runs.latest_checkpoint_dir(run_storage)
         if folder is None:
             return runs.LoopState()
-        print(f"[alsoview] Ray Train did not restore this run; resuming from {folder}", flush=True)
+        log.info("Ray Train did not restore this run; resuming from %s", folder)
         saved = runs.load_checkpoint(folder)
     if saved.vocabulary != vocabulary:
         raise UserError(
@@ -83,6 +83,7 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
     import ray.train
     import ray.train.torch
 
+    from alsoview.logs import quiet_ray
     from alsoview.model import build_optimizer
 
     config = setup.config
@@ -91,7 +92,7 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
     torch.set_num_threads(setup.torch_threads)
     torch.manual_seed(config.seed)
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # reproducible batch order
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    quiet_ray()
 
     catalog = cached_catalog(setup.catalog_ref)
     vocab = catalog.vocabulary()
@@ -100,7 +101,7 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
     optimizer = build_optimizer(model, config.train.learning_rate, config.model.sparse_embeddings)
     state = _resume(model, optimizer, vocab, setup.run_storage)
     if state.resumed_from_epoch is not None and rank == 0:
-        print(f"[alsoview] resumed from the checkpoint of epoch {state.resumed_from_epoch}", flush=True)
+        log.info("resumed from the checkpoint of epoch %d", state.resumed_from_epoch)
     model = ray.train.torch.prepare_model(model)
 
     sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
@@ -112,12 +113,11 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
         # Nothing left to train (e.g. the driver died after the last epoch): report the final
         # state again, so a restored Tune experiment records this trial's result and checkpoint.
         if rank == 0:
-            print(
-                f"[alsoview] run already trained to epoch {state.epoch}: raise train.epochs to continue it, "
-                f"or use another train.run_name",
-                flush=True,
+            log.info(
+                "run already trained to epoch %d: raise train.epochs to continue it, or use another train.run_name",
+                state.epoch,
             )
-        _report(dict(state.history[-1]), model, optimizer, state, config, vocab, rank)
+        _report(dict(state.history[-1]), model, optimizer, state, setup, vocab, rank)
         return
     # The feed runs one epoch ahead in its own actor (see EpochFeeder for why); "DEFAULT" keeps
     # it and its Ray Data tasks out of this worker's placement group.
@@ -171,7 +171,7 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
                 }
             )
             state.history.append(dict(metrics))
-            _report(metrics, model, optimizer, state, config, vocab, rank)
+            _report(metrics, model, optimizer, state, setup, vocab, rank)
             if stop:
                 break
     finally:
@@ -187,7 +187,7 @@ def _report(
     model: torch.nn.Module,
     optimizer: Any,
     state: runs.LoopState,
-    config: Config,
+    setup: WorkerSetup,
     vocab: dict[str, int],
     rank: int,
 ) -> None:
@@ -197,23 +197,24 @@ def _report(
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
-    print(epoch_line(metrics), flush=True)
+    log.info("%s", epoch_line(metrics, run=Path(setup.run_storage).name))
     with tempfile.TemporaryDirectory() as folder:
-        runs.save_checkpoint(folder, _unwrap(model).state_dict(), optimizer.state_dict(), state, config, vocab)
+        runs.save_checkpoint(folder, _unwrap(model).state_dict(), optimizer.state_dict(), state, setup.config, vocab)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
-def epoch_line(metrics: dict[str, Any]) -> str:
-    """One epoch as one log line."""
+def epoch_line(metrics: dict[str, Any], run: str) -> str:
+    """One epoch of one run as one log line (rank 0 only: the numbers are the whole group's)."""
     ranking = (
         f"  valid/full/ndcg@10 {metrics['valid/full/ndcg@10']:.4f}  hr@10 {metrics['valid/full/hr@10']:.4f}"
         if "valid/full/ndcg@10" in metrics
         else ""
     )
     return (
-        "[alsoview] epoch {epoch}: loss {loss:.4f}{ranking}  valid/auc {auc:.4f}  valid/hard_auc {hard:.4f}  "
+        "{run} epoch {epoch}: loss {loss:.4f}{ranking}  valid/auc {auc:.4f}  valid/hard_auc {hard:.4f}  "
         "hard share {share:.3f}  ({secs:.1f}s)"
     ).format(
+        run=run,
         epoch=metrics["epoch"],
         loss=metrics["train/loss"],
         ranking=ranking,

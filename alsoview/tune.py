@@ -12,21 +12,31 @@ import dataclasses
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from ray.tune import Callback
 
 from alsoview.catalog import Catalog, load_catalog
 from alsoview.checkpoint import plain
 from alsoview.config import Config, flatten_search_space, save_config, with_absolute_paths, with_overrides
 from alsoview.errors import UserError
+from alsoview.logs import verbose
 
 log = logging.getLogger("alsoview")
 
 FRACTION_KEY = "sampling.also_view_fraction"
 TRIAL_CPU = 0.01  # the trial function itself only waits on its TorchTrainer
+TRIAL_RUNS = "train_runs"  # <tuning run>/train_runs/trial-<id>/: each trial's Ray Train run
+FINAL_RUN = "best"  # <tuning run>/best/: the final model, a run directory like any other
+
+
+def trial_run_name(trial_id: str) -> str:
+    # The Train run name is the trial id: a restored tuning run resumes each trial's checkpoint.
+    return f"trial-{trial_id}"
 
 
 def param_space(config: Config) -> dict[str, Any]:
@@ -89,13 +99,11 @@ def run_trial(
     from alsoview.train import build_trainer
 
     config = with_overrides(base, params)
-    trial_id = tune.get_context().get_trial_id()
-    # The Train run name is the trial id: a restored tuning run resumes each trial's checkpoint.
     trainer = build_trainer(
         config,
         catalog,
         callbacks=[TuneReportCallback()],
-        run_name=f"trial-{trial_id}",
+        run_name=trial_run_name(tune.get_context().get_trial_id()),
         storage_path=trainer_storage,
         budget=budget,
     )
@@ -108,7 +116,7 @@ def trial_trainable(config: Config, catalog: Catalog, budget: dict[str, float], 
 
     return ray_tune.with_resources(
         ray_tune.with_parameters(
-            run_trial, base=config, catalog=catalog, budget=budget, trainer_storage=str(run_dir / "train_runs")
+            run_trial, base=config, catalog=catalog, budget=budget, trainer_storage=str(run_dir / TRIAL_RUNS)
         ),
         {"CPU": TRIAL_CPU},
     )
@@ -124,11 +132,60 @@ def restore_or_start(run_dir: Path, trainable: Any, start: Any) -> Any:
     return start()
 
 
+class TrialLog(Callback):
+    """One log line when a trial starts (its settings) and when it ends (its result), in place of Tune's tables."""
+
+    def __init__(self, total: int, metric: str) -> None:
+        self.total, self.metric, self.ended = total, metric, 0
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        settings = ", ".join(f"{key.split('.')[-1]}={_short(value)}" for key, value in trial.config.items())
+        log.info("trial %s started: %s", trial.trial_id, settings)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended += 1
+        result = trial.last_result or {}
+        log.info(
+            "trial %s ended after %d epochs: %s %.4f (%d of %d ended)",
+            trial.trial_id,
+            result.get("training_iteration", 0),
+            self.metric,
+            result.get(self.metric, math.nan),
+            self.ended,
+            self.total,
+        )
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended += 1
+        log.warning(
+            "trial %s failed (%d of %d ended); its log is in %s",
+            trial.trial_id,
+            self.ended,
+            self.total,
+            trial.local_path,
+        )
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+@dataclass
+class FinalResult:
+    """The best settings trained to the end, tested, and reported."""
+
+    best_dir: Path
+    report: Path
+    evaluation: dict[str, dict[str, float]]
+    reused_trial: bool  # the best trial had already run train.epochs: no retraining
+
+
 @dataclass
 class TuneResult:
     run_dir: Path
     best: dict[str, Any]
     trials: pd.DataFrame
+    final: FinalResult | None = None
 
 
 def tune_config_of(config: Config) -> Config:
@@ -138,8 +195,12 @@ def tune_config_of(config: Config) -> Config:
     return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=config.tune.max_epochs))
 
 
-def tune(config: Config, catalog: Catalog | None = None) -> TuneResult:
-    """Run (or resume) the tuning experiment; write trials.csv, best.json and the balance plot."""
+def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str, float] | None = None) -> TuneResult:
+    """Run (or resume) the search; write trials.csv, best.json and the balance plot; then, unless
+    tune.final is off, the final model in best/ and report.md (see `finish`).
+
+    `stage_seconds`: stages the caller ran before (e.g. preparing the dataset), for the report.
+    """
     import ray
     from ray import tune as ray_tune
     from ray.tune.schedulers import ASHAScheduler
@@ -147,7 +208,10 @@ def tune(config: Config, catalog: Catalog | None = None) -> TuneResult:
 
     from alsoview.runtime import init_ray
 
-    config = with_absolute_paths(tune_config_of(config))
+    stages = dict(stage_seconds or {})
+    start_search = time.perf_counter()
+    full = with_absolute_paths(config)  # the final run trains for train.epochs
+    config = tune_config_of(full)  # trials train for tune.max_epochs
     catalog = catalog or load_catalog(config.data.prepared_dir)
     log.info(init_ray())
     storage = Path(config.train.runs_dir).resolve()
@@ -185,12 +249,74 @@ def tune(config: Config, catalog: Catalog | None = None) -> TuneResult:
                 num_samples=plan.num_samples,
                 max_concurrent_trials=plan.concurrency,
             ),
-            run_config=ray_tune.RunConfig(name=config.tune.name, storage_path=str(storage)),
+            run_config=ray_tune.RunConfig(
+                name=config.tune.name,
+                storage_path=str(storage),
+                # Tune's trial tables repeat what TrialLog and the epoch lines say, at length
+                verbose=2 if verbose() else 0,
+                callbacks=[TrialLog(plan.num_samples, metric)],
+            ),
         )
 
     tuner = restore_or_start(run_dir, trainable, start)
     grid = tuner.fit()
-    return write_outputs(run_dir, grid, config)
+    result = write_outputs(run_dir, grid, config)
+    stages["search"] = time.perf_counter() - start_search
+    if full.tune.final:
+        result.final = finish(run_dir, full, result.best, catalog, stages)
+    return result
+
+
+def finish(
+    run_dir: Path, config: Config, best: dict[str, Any], catalog: Catalog, stages: dict[str, float]
+) -> FinalResult:
+    """The best settings as a model: best/ (a run directory), its test evaluation, report.md.
+
+    When the best trial already trained for train.epochs (or stopped itself early), its last
+    checkpoint is the final model; otherwise the settings train again for train.epochs as the
+    Ray Train run `best` (an interrupted job resumes it).
+    """
+    from alsoview import checkpoint as runs
+    from alsoview.evaluate import evaluate_run
+    from alsoview.report import write_report
+    from alsoview.train import train
+
+    final_config = with_overrides(config, best["params"])
+    final_config = dataclasses.replace(
+        final_config, train=dataclasses.replace(final_config.train, runs_dir=str(run_dir), run_name=FINAL_RUN)
+    )
+    best_dir = run_dir / FINAL_RUN
+    start = time.perf_counter()
+    trial = _finished_trial(run_dir / TRIAL_RUNS / trial_run_name(best["trial_id"]), final_config.train.epochs)
+    if trial is not None:
+        log.info("the best trial ran all %d epochs: its checkpoint is the final model", final_config.train.epochs)
+        runs.write_run_outputs(runs.start_run_dir(final_config, best_dir), trial, final_config.data.prepared_dir)
+    else:
+        log.info("training the best settings for train.epochs=%d into %s", final_config.train.epochs, best_dir)
+        train(final_config, catalog)
+    stages["final model (the best trial's checkpoint)" if trial is not None else "final training"] = (
+        time.perf_counter() - start
+    )
+
+    start = time.perf_counter()
+    log.info("evaluating the final model on the test split against the baselines")
+    evaluation = evaluate_run(best_dir, "test", config.tune.final_eval_users)
+    stages["test evaluation"] = time.perf_counter() - start
+    report = write_report(run_dir, best, best_dir, evaluation, stages)
+    return FinalResult(best_dir, report, evaluation, reused_trial=trial is not None)
+
+
+def _finished_trial(trial_storage: Path, epochs: int) -> Any:
+    """The trial's last checkpoint when it trained `epochs` epochs or early-stopped itself, else None."""
+    from alsoview import checkpoint as runs
+
+    folder = runs.latest_checkpoint_dir(trial_storage)
+    if folder is None:
+        return None
+    saved = runs.load_checkpoint(folder)
+    last = saved.state.history[-1] if saved.state.history else {}
+    finished = saved.state.epoch >= epochs - 1 or bool(last.get("early_stopped"))
+    return saved if finished and saved.config.train.epochs == epochs else None
 
 
 def write_outputs(run_dir: Path, grid: Any, config: Config) -> TuneResult:
@@ -218,6 +344,7 @@ def write_outputs(run_dir: Path, grid: Any, config: Config) -> TuneResult:
 
     best_result = grid.get_best_result(metric=metric, mode="max", scope="all")
     best = {
+        "trial_id": best_result.metrics.get("trial_id"),
         "metric": metric,
         "value": _best_value(best_result, metric),
         "params": plain(dict(best_result.config)),

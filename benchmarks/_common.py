@@ -196,14 +196,7 @@ class PeakMemory:
 
 
 def ray_local(num_cpus: int | None = None) -> None:
-    """A fresh local Ray on loopback (the benchmarks never join a cluster by accident)."""
-    import ray
+    """A private local Ray on loopback (the benchmarks never join a cluster, nor another run's Ray)."""
+    from alsoview.runtime import init_ray
 
-    if not ray.is_initialized():
-        ray.init(
-            num_cpus=num_cpus or os.cpu_count(),
-            _node_ip_address="127.0.0.1",
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            log_to_driver=True,
-        )
+    print(init_ray(num_cpus=num_cpus or os.cpu_count(), private=True), flush=True)

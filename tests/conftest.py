@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,16 @@ REALWORLD = Path(os.environ.get("ALSOVIEW_REALWORLD_DIR", ROOT.parent / "shared"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "ray_cluster: starts its own Ray head with `ray start`; runs first")
+    # Relative output paths resolve under ALSOVIEW_HOME: the suite writes into a folder of its
+    # own (subprocesses inherit it), never into the user's ~/alsoview.
+    config._alsoview_home = tempfile.mkdtemp(prefix="alsoview-tests-home-")
+    os.environ["ALSOVIEW_HOME"] = config._alsoview_home
+
+
+def pytest_unconfigure(config):
+    home = getattr(config, "_alsoview_home", None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -22,17 +34,13 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """A local Ray bound to loopback, with the dashboard (Tune with ASHA needs its state API)."""
+    """A private local Ray bound to loopback, with the dashboard (Tune with ASHA needs its state API);
+    never a Ray instance someone else started on this machine."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(
-            num_cpus=2,
-            _node_ip_address="127.0.0.1",
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            log_to_driver=False,
-        )
+    from alsoview.runtime import init_ray
+
+    init_ray(num_cpus=2, private=True)
     yield ray
     ray.shutdown()
 

@@ -275,12 +275,13 @@ def test_every_placeholder_is_marked_change_me():
 def test_docs_use_the_same_storage_and_commands():
     docs = DOCS.read_text()
     runs_dir = raw_config()["metadata"]["alsoview_runs_dir"]
-    assert f"train.runs_dir={runs_dir}" in docs
+    # the storage root is the mount: runs and prepared datasets land under it
+    assert f"storage={MOUNT}" in docs and runs_dir == f"{MOUNT}/runs"
     assert "train.runs_dir=s3://" not in docs.replace("train.runs_dir=s3://...", "")
     for data_arg in (
         f"'data.reviews=[{MOUNT}/data/raw/",
         f"'data.meta=[{MOUNT}/data/raw/",
-        f"data.prepared_dir={MOUNT}/data/prepared/",
+        f"{MOUNT}/data/prepared/",
     ):
         assert data_arg in docs, data_arg
     assert "alsoview-data" not in docs and "/home/ubuntu/alsoview" not in docs

@@ -64,14 +64,18 @@ def ray_head():
 
 @pytest.mark.ray_cluster
 def test_tune_job_submitted_to_a_local_head_succeeds(ray_head, tmp_path):
+    """The README's job: relative paths land under ALSOVIEW_HOME (not Ray's copy of the working
+    directory), and the job ends with a recommendable model in best/ and report.md."""
+    home = tmp_path / "home"
     overrides = [
-        f"data.generated_dir={tmp_path / 'raw'}",
-        f"data.prepared_dir={tmp_path / 'prepared'}",
-        f"train.runs_dir={tmp_path / 'runs'}",
         "train.num_workers=1",
+        "train.epochs=2",  # = tune.max_epochs: the best trial's checkpoint is the final model
+        "train.valid_users=300",
         "tune.num_samples=2",
         "tune.max_epochs=2",
+        "tune.grace_period=2",  # ASHA stops nobody: the best trial ran train.epochs
         "tune.name=job",
+        "tune.final_eval_users=300",
     ]
     submitted = _ray(
         "job",
@@ -82,7 +86,7 @@ def test_tune_job_submitted_to_a_local_head_succeeds(ray_head, tmp_path):
         ".",
         "--no-wait",
         "--runtime-env-json",
-        json.dumps({"excludes": [".venv", "data", "runs", ".git"]}),
+        json.dumps({"excludes": [".venv", "data", "runs", ".git"], "env_vars": {"ALSOVIEW_HOME": str(home)}}),
         "--",
         "python",
         "rayjobs/tune.py",
@@ -102,11 +106,27 @@ def test_tune_job_submitted_to_a_local_head_succeeds(ray_head, tmp_path):
     logs = _ray("job", "logs", "--address", DASHBOARD, job_id).stdout
     assert "succeeded" in status.lower(), f"{status}\n--- job logs ---\n{logs[-4000:]}"
     assert "best valid/full/ndcg@10" in logs
+    assert "Starting execution of Dataset" not in logs  # Ray Data's per-epoch chatter is off
 
-    run_dir = tmp_path / "runs" / "job"
+    run_dir = home / "runs" / "job"
+    assert f"tuning run: {run_dir}" in logs and f"final model: {run_dir / 'best'}" in logs
+    assert (home / "data" / "prepared" / "smoke" / "manifest.json").is_file()
     trials = pd.read_csv(run_dir / "trials.csv")
     assert len(trials) == 2
     assert json.loads((run_dir / "best.json").read_text())["trials"] == 2
+    report = (run_dir / "report.md").read_text()
+    assert "| cooccurrence |" in report and "| model |" in report
+    assert "final model (the best trial's checkpoint)" in report
+
+    from alsoview.recommend import Recommender
+
+    recommender = Recommender.from_run(run_dir / "best")
+    top = recommender.recommend([recommender.catalog.user_reviewer_id[1]], 3)
+    assert len(top) == 3 and (top["source"] == "model").all()
+    # nothing was written into Ray's temporary copy of the working directory (this head's session)
+    copies = [p for p in Path("/tmp/ray/session_latest").glob("runtime_resources/working_dir_files/*") if p.is_dir()]
+    assert copies, "the job's working-directory copy was not found"
+    assert not [p for copy in copies for p in copy.iterdir() if p.name in ("runs", "data")]
 
 
 def test_job_cli_without_token_mode_is_refused(ray_head):

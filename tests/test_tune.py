@@ -48,16 +48,21 @@ def test_search_space_from_config():
         load_config(None, ["tune.search_space.model.dropout={gaussian: [0, 1]}"])
 
 
-def test_tuning_runs_every_trial_to_completion_or_asha_and_restores(smoke_config):
+def test_tuning_runs_every_trial_to_completion_or_asha_retrains_the_best_and_restores(smoke_config):
+    from alsoview.recommend import Recommender
     from alsoview.tune import tune
 
-    config = dataclasses.replace(smoke_config, train=dataclasses.replace(smoke_config.train, num_workers=1))
+    # trials run 3 epochs, the final model train.epochs=4: the best settings are trained again
     config = dataclasses.replace(
-        config, tune=dataclasses.replace(config.tune, name="tune-test", num_samples=4, max_epochs=3)
+        smoke_config, train=dataclasses.replace(smoke_config.train, num_workers=1, epochs=4, valid_users=300)
     )
-    result = tune(config)
+    config = dataclasses.replace(
+        config,
+        tune=dataclasses.replace(config.tune, name="tune-test", num_samples=2, max_epochs=3, final_eval_users=200),
+    )
+    result = tune(config, stage_seconds={"prepare": 1.0})
     trials = pd.read_csv(result.run_dir / "trials.csv")
-    assert len(trials) == 4
+    assert len(trials) == 2
     assert set(trials["status"]) <= {"completed", "stopped early"}
     assert trials["training_iteration"].between(1, 3).all()
     best = json.loads((result.run_dir / "best.json").read_text())
@@ -70,5 +75,26 @@ def test_tuning_runs_every_trial_to_completion_or_asha_and_restores(smoke_config
     assert best["value"] == pytest.approx(trials[config.tune.metric].max(), abs=0.05)
     assert (result.run_dir / "balance.png").stat().st_size > 10_000
 
-    again = tune(config)  # the same name: Tune restores the finished experiment, no new trials
+    final = result.final
+    assert final is not None and not final.reused_trial
+    assert final.best_dir == result.run_dir / "best"
+    history = pd.read_csv(final.best_dir / "history.csv")
+    assert len(history) == 4  # train.epochs, not the trials' tune.max_epochs
+    saved = load_config(final.best_dir / "config.yaml")
+    for key, value in best["params"].items():  # the final run trained the best trial's settings
+        section, name = key.split(".")
+        assert getattr(getattr(saved, section), name) == pytest.approx(value), key
+    report = (result.run_dir / "report.md").read_text()
+    assert "| model |" in report and "| cooccurrence |" in report and "| bpr |" in report
+    assert "test/full/ndcg@10: model" in report
+    assert "| final training |" in report and "| prepare |" in report
+    assert (result.run_dir / "learning_curves.png").stat().st_size > 10_000
+    some_user = Recommender.from_run(final.best_dir).catalog.user_reviewer_id[1]
+    top = Recommender.from_run(final.best_dir).recommend([some_user], 5)
+    assert len(top) == 5 and (top["source"] == "model").all()
+
+    # the same name: Tune restores the finished experiment, no new trials (the final stage off)
+    config = dataclasses.replace(config, tune=dataclasses.replace(config.tune, final=False))
+    again = tune(config)
+    assert again.final is None
     assert sorted(again.trials["trial_id"]) == sorted(trials["trial_id"])

@@ -14,7 +14,6 @@ import gzip
 import io
 import json
 import logging
-import shutil
 import time
 import zlib
 from dataclasses import dataclass
@@ -27,10 +26,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import alsoview
-from alsoview.config import Config
+from alsoview import storage
+from alsoview.config import Config, with_absolute_paths
 from alsoview.data import amazon, layout
 from alsoview.data.clean import CleanDataset, CleanOptions, DropLog, clean
 from alsoview.errors import UserError
+from alsoview.logs import Progress
 from alsoview.runtime import init_ray
 
 log = logging.getLogger("alsoview")
@@ -163,12 +164,14 @@ def _record_tables(files: list[InputFile], chunk_lines: int) -> list[pa.Table]:
     for file in files:
         lines: list[int] = []
         texts: list[str] = []
+        progress = Progress(f"reading {Path(file.path).name}", None, "records")
         for number, text in _records(file):
             lines.append(number)
             texts.append(text)
             file.rows_read += 1
             if len(texts) == chunk_lines:
                 tables.append(_block(file, lines, texts))
+                progress.advance(len(texts))
                 lines, texts = [], []
         if texts:
             tables.append(_block(file, lines, texts))
@@ -264,9 +267,12 @@ def embed_items(items: pd.DataFrame, config: Config) -> tuple[np.ndarray, dict[s
         num_gpus=1 if use_gpu else 0,
     )
     order, vectors = [], []
+    progress = Progress("embedding item texts", len(frame), "items")
     for batch in embedded.iter_batches(batch_format="numpy", batch_size=None):
         order.append(batch["item_idx"])
         vectors.append(batch["text_vector"])
+        progress.advance(len(batch["item_idx"]))
+    progress.finish()
     seconds = time.perf_counter() - start
     item_idx = np.concatenate(order) if order else np.array([], np.int64)
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, spec.dim), np.float32)
@@ -281,7 +287,6 @@ def embed_items(items: pd.DataFrame, config: Config) -> tuple[np.ndarray, dict[s
 
 
 def _write_dataset(data: CleanDataset, text_vectors: np.ndarray, out: Path) -> None:
-    out.mkdir(parents=True)
     data.interactions.to_parquet(out / layout.INTERACTIONS, index=False)
     data.users.to_parquet(out / layout.USERS, index=False)
     data.brands.to_parquet(out / layout.BRANDS, index=False)
@@ -361,8 +366,14 @@ class PrepareResult:
 
 
 def prepare(config: Config, out_dir: str | Path | None = None) -> PrepareResult:
-    """Run the whole prepare pipeline on the configured raw files (Ray must be initialised)."""
-    out = Path(out_dir or config.data.prepared_dir)
+    """Run the whole prepare pipeline on the configured raw files and publish the dataset whole.
+
+    `out` must be empty, new, or a prepared dataset (which is replaced); that is checked, with
+    the inputs, before any work.
+    """
+    config = with_absolute_paths(config)
+    out = Path(out_dir or config.data.prepared_dir).resolve()
+    storage.check_replaceable(out, layout.MANIFEST, "prepared dataset")
     reviews = resolve_inputs(config.data.reviews, "reviews")
     meta = resolve_inputs(config.data.meta, "meta", first_source=len(reviews)) if config.data.meta else []
     log.info(init_ray())  # after the input checks: a typo in a path fails fast, without starting Ray
@@ -390,13 +401,14 @@ def prepare(config: Config, out_dir: str | Path | None = None) -> PrepareResult:
 
     start = time.perf_counter()
     manifest = _manifest(reviews + meta, data, text_info, config, seconds)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    _write_dataset(data, vectors, staging)
-    manifest["timing_seconds"]["write"] = round(time.perf_counter() - start, 2)
-    (staging / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    staging = storage.staging_beside(out)
+    try:
+        _write_dataset(data, vectors, staging)
+        manifest["timing_seconds"]["write"] = round(time.perf_counter() - start, 2)
+        (staging / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
+        storage.publish(staging, out)
+    finally:
+        storage.remove_staging(staging)  # nothing left when publishing worked
     log.info("prepared dataset written to %s", out)
     return PrepareResult(out, manifest)
 
@@ -415,19 +427,27 @@ def with_default_inputs(config: Config) -> Config:
     The embedded default is generated on first use, in the raw Amazon format, so the demo runs
     exactly the code path that real data runs.
     """
+    config = with_absolute_paths(config)
     if config.data.reviews:
         return config
-    from alsoview.data.synthetic import generate
+    from alsoview.data.synthetic import GENERATION_RECORD, generate
 
     folder = Path(config.data.generated_dir)
     reviews, meta = folder / "reviews.json.gz", folder / "meta.json.gz"
-    if reviews.is_file() and meta.is_file():
-        log.info("using the generated default dataset in %s", folder)
-    else:
-        log.info("generating the default dataset in %s (%d users, %d items, seed %d)", folder,
-                 config.data.generate_users, config.data.generate_items, config.data.generate_seed)
-        generate(folder, users=config.data.generate_users, items=config.data.generate_items,
-                 seed=config.data.generate_seed)
+    with storage.locked(folder, "the generated default dataset"):
+        if (folder / GENERATION_RECORD).is_file():
+            log.info("using the generated default dataset in %s", folder)
+        else:
+            storage.check_replaceable(folder, GENERATION_RECORD, "generated dataset")
+            log.info("generating the default dataset in %s (%d users, %d items, seed %d)", folder,
+                     config.data.generate_users, config.data.generate_items, config.data.generate_seed)
+            staging = storage.staging_beside(folder)
+            try:
+                generate(staging, users=config.data.generate_users, items=config.data.generate_items,
+                         seed=config.data.generate_seed)
+                storage.publish(staging, folder)
+            finally:
+                storage.remove_staging(staging)
     data = dataclasses.replace(config.data, reviews=[str(reviews)], meta=[str(meta)])
     return dataclasses.replace(config, data=data)
 
@@ -440,14 +460,16 @@ def ensure_prepared(config: Config) -> Config:
     Returns the config with its inputs resolved (the generated default when none are given).
     """
     config = with_default_inputs(config)
-    manifest_path = Path(config.data.prepared_dir) / layout.MANIFEST
-    if manifest_path.is_file():
-        saved = json.loads(manifest_path.read_text()).get("config", {})
-        wanted = {"data": dataclasses.asdict(config.data), "text": dataclasses.asdict(config.text)}
-        if {k: saved.get(k) for k in wanted} == wanted:
-            log.info("using the prepared dataset in %s", config.data.prepared_dir)
-            return config
-        log.info("the prepared dataset in %s was made with other data/text settings: preparing it again",
-                 config.data.prepared_dir)
-    prepare(config)
+    out = Path(config.data.prepared_dir)
+    # One process prepares, the others wait and then find it up to date (jobs, parallel runs).
+    with storage.locked(out, "the prepared dataset"):
+        manifest_path = out / layout.MANIFEST
+        if manifest_path.is_file():
+            saved = json.loads(manifest_path.read_text()).get("config", {})
+            wanted = {"data": dataclasses.asdict(config.data), "text": dataclasses.asdict(config.text)}
+            if {k: saved.get(k) for k in wanted} == wanted:
+                log.info("using the prepared dataset in %s", out)
+                return config
+            log.info("the prepared dataset in %s was made with other data/text settings: preparing it again", out)
+        prepare(config)
     return config

@@ -236,6 +236,9 @@ class GenerateSummary:
 # Entry points
 # --------------------------------------------------------------------------------------
 
+GENERATION_RECORD = "generation.json"  # written last: its presence marks a complete dataset
+
+
 def generate(out_dir: str | Path, users: int = 2000, items: int = 600, seed: int = 0) -> GenerateSummary:
     """Synthesize a world and write reviews.json.gz, meta.json.gz and generation.json."""
     _validate(users, items, seed)
@@ -286,7 +289,7 @@ def write_amazon_files(world: SyntheticWorld, out_dir: Path, seed: int) -> Gener
     rng = np.random.default_rng([seed, 7919])
     reviews_path = out_dir / "reviews.json.gz"
     meta_path = out_dir / "meta.json.gz"
-    generation_path = out_dir / "generation.json"
+    generation_path = out_dir / GENERATION_RECORD
     _write_gz(reviews_path, _review_lines(world, rng))
     meta_order = _meta_line_order(rng, world.n_items)
     _write_gz(meta_path, _meta_lines(world, rng, meta_order))
