@@ -3,10 +3,14 @@
 import json
 import math
 
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alsoview.data import amazon
 from alsoview.data.amazon import RecordError
+from alsoview.data.prepare import parse_meta_block, parse_review_block
 
 
 @pytest.mark.parametrize(
@@ -166,3 +170,133 @@ def test_sniffing_tells_reviews_from_meta():
         amazon.sniff_meta_format([review])
     with pytest.raises(ValueError, match="not a known review format"):
         amazon.sniff_review_format("x.txt", ["hello world"])
+
+
+# ---------------------------------------------------------------- hostile input: counted, never fatal
+
+REVIEW_KEYS = ("reviewerID", "asin", "overall", "unixReviewTime", "reviewTime")
+META_KEYS = ("asin", "title", "brand", "price", "description", "also_view", "related")
+DROP_REASONS = {*amazon.MALFORMED_REASONS, amazon.BLANK}
+
+HOSTILE_REVIEW_LINES = [
+    '{"reviewerID": "A", "asin": "B", "overall": 5, "unixReviewTime": Infinity}',
+    '{"reviewerID": "A", "asin": "B", "overall": 5, "unixReviewTime": -Infinity}',
+    '{"reviewerID": "A", "asin": "B", "overall": 5, "unixReviewTime": NaN}',
+    '{"reviewerID": "A", "asin": "B", "overall": 5, "unixReviewTime": 1e30}',
+    '{"reviewerID": "A", "asin": "B", "overall": 5, "unixReviewTime": ' + "9" * 5000 + "}",
+    '{"reviewerID": "A", "asin": "B", "overall": 5, "unixReviewTime": ' + "9" * 400 + "}",
+    '{"reviewerID": "A", "asin": "B", "overall": ' + "9" * 400 + ', "unixReviewTime": 1}',
+    '{"reviewerID": "A", "asin": "B", "overall": 5, "unixReviewTime": -1}',
+    '{"reviewerID": "A", "asin": "B", "overall": 5, "unixReviewTime": true}',
+    '{"reviewerID": "A", "asin": "B", "overall": 5, "unixReviewTime": [1]}',
+    '{"reviewerID": {"x": 1}, "asin": "B", "overall": 5, "unixReviewTime": 1}',
+    "[" * 100_000 + "]" * 100_000,
+    '{"a": ' * 50_000 + "1" + "}" * 50_000,
+    "\x00\x01\x02 binary \ufffd\ufffd",
+]
+
+
+@pytest.mark.parametrize("line", HOSTILE_REVIEW_LINES, ids=range(len(HOSTILE_REVIEW_LINES)))
+def test_a_hostile_review_line_is_a_counted_drop(line):
+    block = _review_block("reviews_json", [line])
+    assert block.column("drop_reason").to_pylist()[0] in DROP_REASONS
+    assert len(block.column("detail").to_pylist()[0]) < 200  # a quoted value is cut short
+
+
+@pytest.mark.parametrize("time", ["inf", "-inf", "nan", "1e400", "9" * 5000, "-5", "soon"])
+def test_a_hostile_csv_time_is_bad_time(time):
+    block = _review_block("ratings_csv", [json.dumps(["B", "A", "5", time])])
+    assert block.column("drop_reason").to_pylist() == ["bad_time"]
+
+
+@pytest.mark.parametrize("label", ["inf", "nan", "2", "1e400", "-0.5"])
+def test_a_hostile_combined_label_is_bad_label(label):
+    block = _review_block("combined_csv", [json.dumps(["A", "B", "", "", "", "", label])])
+    assert block.column("drop_reason").to_pylist() == ["bad_label"]
+
+
+def test_hostile_meta_lines_are_counted_or_cleaned():
+    lines = [
+        '{"asin": "X", "price": ' + "9" * 400 + "}",  # price junk, item kept
+        '{"asin": "X", "also_view": "' + "[" * 5000 + '"}',  # unreadable list: no also-views
+        "{'asin': 'X', 'related': {'also_viewed': " + "[" * 3000 + "]" * 3000 + "}}",
+        "{" * 50_000,
+        '{"asin": "X", "description": "cut emoji \\ud83d here", "title": "\\udc00"}',
+    ]
+    block = _meta_block(lines)
+    assert block.column("drop_reason").to_pylist() == [None, None, "malformed_record", "malformed_record", None]
+    assert block.column("price_status").to_pylist()[0] == "junk"
+    assert block.column("description").to_pylist()[4] == "cut emoji \ufffd here"
+
+
+def test_a_lone_surrogate_in_a_review_is_replaced_not_fatal():
+    line = '{"reviewerID": "A\\ud800", "asin": "B", "overall": 5, "unixReviewTime": 1}'
+    block = _review_block("reviews_json", [line])
+    assert block.column("drop_reason").to_pylist() == [None]
+    assert block.column("user").to_pylist() == ["A\ufffd"]
+
+
+def _json_values(keys):
+    """Any JSON value, with extreme numbers, nested to a few levels, as records with the parsers' keys."""
+    scalar = (
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(10**400), max_value=10**400)
+        | st.floats(allow_nan=True, allow_infinity=True)
+        | st.text(max_size=30)
+    )
+    value = st.recursive(
+        scalar,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+        max_leaves=12,
+    )
+    return st.dictionaries(st.sampled_from(keys), value, max_size=len(keys)) | value
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=_json_values(REVIEW_KEYS))
+def test_any_json_review_parses_or_is_a_counted_drop(record):
+    block = _review_block("reviews_json", [json.dumps(record)])
+    reason = block.column("drop_reason").to_pylist()[0]
+    assert reason in DROP_REASONS or reason is None
+    if reason is None:
+        assert 0 <= block.column("rating").to_pylist()[0] <= 5
+        assert 0 <= block.column("time").to_pylist()[0] <= 2**53
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=_json_values(META_KEYS))
+def test_any_json_meta_parses_or_is_a_counted_drop(record):
+    for text in (json.dumps(record), repr(record)):  # 2018 JSON and 2014 Python-literal lines
+        reason = _meta_block([text]).column("drop_reason").to_pylist()[0]
+        assert reason in DROP_REASONS or reason is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=200))
+def test_any_text_line_parses_or_is_a_counted_drop(text):
+    for fmt in ("reviews_json",):
+        assert _review_block(fmt, [text]).column("drop_reason").to_pylist()[0] in DROP_REASONS | {None}
+    assert _meta_block([text]).column("drop_reason").to_pylist()[0] in DROP_REASONS | {None}
+
+
+def _review_block(fmt, texts):
+    """Through the Ray Data UDF's pure function, so the typed Arrow schema is checked too."""
+    n = len(texts)
+    raw = pa.table(
+        {
+            "source": pa.array([0] * n, pa.int32()),
+            "line": pa.array(range(1, n + 1), pa.int64()),
+            "format": [fmt] * n,
+            "text": texts,
+        }
+    )
+    return parse_review_block(raw)
+
+
+def _meta_block(texts):
+    n = len(texts)
+    raw = pa.table(
+        {"source": pa.array([0] * n, pa.int32()), "line": pa.array(range(1, n + 1), pa.int64()), "text": texts}
+    )
+    return parse_meta_block(raw)

@@ -22,8 +22,12 @@ import io
 import json
 import math
 import re
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from functools import partial
+from typing import Any, Callable, Iterable, Sequence
+
+from alsoview.errors import first_line
 
 # Drop reasons of the parse stage: malformed input (fatal with --strict).
 MALFORMED_REASONS = ("malformed_record", "missing_field", "bad_rating", "bad_time", "bad_label")
@@ -36,10 +40,13 @@ COMBINED_COLUMNS = ("reviewerID", "asin", "brand", "price", "description", "also
 
 _TAG = re.compile(r"<[^>]*(?:>|$)")  # an unclosed tag at the end is cut too
 _SPACE = re.compile(r"\s+")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads pairs valid ones: only lone ones remain
 _NUMBER = r"(\d[\d,]*(?:\.\d+)?|\.\d+)"
 _PRICE_ONE = re.compile(rf"^\$?\s*{_NUMBER}$")
 _PRICE_RANGE = re.compile(rf"^\$?\s*{_NUMBER}\s*(?:-|–|to)\s*\$?\s*{_NUMBER}$")
 _MAX_PRICE = 100_000.0
+_MAX_TIME = 2**53  # beyond any real timestamp; int64 and float64 hold it exactly
+_DETAIL_CHARS = 60  # a bad value is quoted in drop details up to this length
 _UNKNOWN_BRANDS = {"", "unknown", "n/a", "na", "none", "null", "-", ".", "not applicable"}
 
 
@@ -77,8 +84,9 @@ def parse_price(value: Any) -> tuple[float | None, str]:
     if value is None:
         return None, "missing"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        price = float(value)
-        return (price, "ok") if 0 <= price < _MAX_PRICE and math.isfinite(price) else (None, "junk")
+        if not 0 <= value < _MAX_PRICE:  # compared before float(): a 400-digit int overflows it
+            return None, "junk"
+        return float(value), "ok"
     text = str(value).strip()
     if not text:
         return None, "missing"
@@ -128,7 +136,7 @@ def clean_asin_list(value: Any) -> list[str]:
         if text.startswith("["):
             try:
                 value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
                 value = re.findall(r"[A-Za-z0-9]{10}", text)
         else:
             value = re.split(r"[\s,;|]+", text)
@@ -170,11 +178,7 @@ def parse_ratings_csv(fields: Sequence[str]) -> Review:
     item, user, rating, time = (f.strip() for f in fields)
     if not item or not user:
         raise RecordError("missing_field", "empty asin or reviewerID")
-    try:
-        timestamp = int(float(time))
-    except ValueError:
-        raise RecordError("bad_time", f"unixTime {time!r} is not a number") from None
-    return Review(user=user, item=item, rating=_rating(rating), time=timestamp)
+    return Review(user=user, item=item, rating=_rating(rating), time=_unix_time(time, "unixTime"))
 
 
 def parse_combined_csv(fields: Sequence[str], line: int) -> Review:
@@ -188,16 +192,23 @@ def parse_combined_csv(fields: Sequence[str], line: int) -> Review:
     if not user.strip() or not item.strip():
         raise RecordError("missing_field", "empty reviewerID or asin")
     try:
-        label_value = int(float(label))
+        label_value = float(label)
     except ValueError:
-        raise RecordError("bad_label", f"label {label!r} is not 0 or 1") from None
-    if label_value not in (0, 1):
-        raise RecordError("bad_label", f"label {label!r} is not 0 or 1")
+        raise RecordError("bad_label", f"label {_quoted(label)} is not 0 or 1") from None
+    if label_value not in (0.0, 1.0):  # inf and nan included
+        raise RecordError("bad_label", f"label {_quoted(label)} is not 0 or 1")
     price_value, price_status = parse_price(price)
     return Review(
-        user=user.strip(), item=item.strip(), rating=math.nan, time=line, label=label_value,
-        brand=normalize_brand(brand), price=price_value, price_status=price_status,
-        description=strip_html(description), also_view=tuple(clean_asin_list(also_view)),
+        user=user.strip(),
+        item=item.strip(),
+        rating=math.nan,
+        time=line,
+        label=int(label_value),
+        brand=normalize_brand(brand),
+        price=price_value,
+        price_status=price_status,
+        description=strip_html(description),
+        also_view=tuple(clean_asin_list(also_view)),
     )
 
 
@@ -206,6 +217,10 @@ def _load_json_object(text: str) -> dict[str, Any]:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RecordError("malformed_record", f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError as exc:  # a number of more than 4,300 digits (Python's int conversion limit)
+        raise RecordError("malformed_record", f"not readable JSON ({first_line(exc, _DETAIL_CHARS)})") from None
+    except RecursionError:
+        raise RecordError("malformed_record", "JSON nested too deeply to read") from None
     if not isinstance(record, dict):
         raise RecordError("malformed_record", f"expected a JSON object, got {type(record).__name__}")
     return record
@@ -223,8 +238,8 @@ def _required_str(record: dict[str, Any], key: str) -> str:
 def _rating(value: Any) -> float:
     try:
         rating = float(value)
-    except (TypeError, ValueError):
-        raise RecordError("bad_rating", f"rating {value!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise RecordError("bad_rating", f"rating {_quoted(value)} is not a number") from None
     if not 0 <= rating <= 5:
         raise RecordError("bad_rating", f"rating {rating} is outside [0, 5]")
     return rating
@@ -234,18 +249,38 @@ def _review_time(record: dict[str, Any]) -> int:
     """unixReviewTime, or reviewTime ("MM D, YYYY") when the number is absent."""
     value = record.get("unixReviewTime")
     if value is not None:
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise RecordError("bad_time", f"unixReviewTime {value!r} is not an integer") from None
+        return _unix_time(value, "unixReviewTime")
     text = record.get("reviewTime")
     if not text:
         raise RecordError("bad_time", "no unixReviewTime or reviewTime")
     try:
         day = dt.datetime.strptime(str(text).strip(), "%m %d, %Y").replace(tzinfo=dt.timezone.utc)
     except ValueError:
-        raise RecordError("bad_time", f"reviewTime {text!r} is not 'MM D, YYYY'") from None
+        raise RecordError("bad_time", f"reviewTime {_quoted(text)} is not 'MM D, YYYY'") from None
     return int(day.timestamp())
+
+
+def _unix_time(value: Any, name: str) -> int:
+    """Seconds as a whole number in [0, 2**53]; NaN, infinities, huge or negative values are bad_time."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise RecordError("bad_time", f"{name} {_quoted(value)} is not a number")
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())  # float() of a long digit string gives inf, never an error
+        except ValueError:
+            raise RecordError("bad_time", f"{name} {_quoted(value)} is not a number") from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise RecordError("bad_time", f"{name} {_quoted(value)} is not a finite number")
+    if not 0 <= number <= _MAX_TIME:
+        raise RecordError("bad_time", f"{name} {_quoted(value)} is outside [0, 2**53]")
+    return int(number)
+
+
+def _quoted(value: Any) -> str:
+    """A bad value for a drop detail, cut short: a hostile line can hold megabytes in one field."""
+    text = repr(value)
+    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 3] + "..."
 
 
 # ---------------------------------------------------------------- meta records
@@ -278,8 +313,12 @@ def parse_meta_line(text: str) -> ItemMeta:
         also_view = record["related"].get("also_viewed")  # the 2014 layout
     price, status = parse_price(record.get("price"))
     return ItemMeta(
-        asin=asin, title=strip_html(record.get("title")), brand=normalize_brand(record.get("brand")),
-        price=price, price_status=status, description=strip_html(record.get("description")),
+        asin=asin,
+        title=strip_html(record.get("title")),
+        brand=normalize_brand(record.get("brand")),
+        price=price,
+        price_status=status,
+        description=strip_html(record.get("description")),
         also_view=tuple(clean_asin_list(also_view)),
     )
 
@@ -297,8 +336,18 @@ def _literal_or_none(text: str) -> Any:
 # ---------------------------------------------------------------- batches
 
 
-REVIEW_COLUMNS = ("user", "item", "rating", "time", "label", "brand", "price", "price_status",
-                  "description", "also_view")
+REVIEW_COLUMNS = (
+    "user",
+    "item",
+    "rating",
+    "time",
+    "label",
+    "brand",
+    "price",
+    "price_status",
+    "description",
+    "also_view",
+)
 META_COLUMNS = ("asin", "title", "brand", "price", "price_status", "description", "also_view")
 
 
@@ -311,14 +360,7 @@ def parse_review_records(formats: Sequence[str], texts: Sequence[str], lines: Se
     out: dict[str, list] = {name: [] for name in REVIEW_COLUMNS + ("drop_reason", "detail")}
     empty = Review(user="", item="", rating=math.nan, time=0)
     for fmt, text, line in zip(formats, texts, lines):
-        reason, detail, review = None, None, empty
-        if not text.strip():
-            reason, detail = BLANK, "empty line"
-        else:
-            try:
-                review = _parse_review(fmt, text, int(line))
-            except RecordError as exc:
-                reason, detail = exc.reason, exc.detail
+        review, reason, detail = _parse_one(partial(_parse_review, fmt, text, int(line)), text, empty)
         _append_row(out, review, REVIEW_COLUMNS, reason, detail)
     return out
 
@@ -339,20 +381,55 @@ def parse_meta_records(texts: Sequence[str]) -> dict[str, list]:
     out: dict[str, list] = {name: [] for name in META_COLUMNS + ("drop_reason", "detail")}
     empty = ItemMeta("", "", "", None, "missing", "", ())
     for text in texts:
-        reason, detail, meta = None, None, empty
-        if not text.strip():
-            reason, detail = BLANK, "empty line"
-        else:
-            try:
-                meta = parse_meta_line(text)
-            except RecordError as exc:
-                reason, detail = exc.reason, exc.detail
+        meta, reason, detail = _parse_one(partial(parse_meta_line, text), text, empty)
         _append_row(out, meta, META_COLUMNS, reason, detail)
     return out
 
 
-def _append_row(out: dict[str, list], record: Any, columns: Iterable[str], reason: str | None,
-                detail: str | None) -> None:
+def _without_lone_surrogates(record: Any) -> Any:
+    """An escaped lone UTF-16 surrogate ("\\ud83d" of a cut emoji) is not storable as UTF-8: it
+    becomes U+FFFD, as undecodable bytes do when the file is read, and the record is kept."""
+    changes = {}
+    for name, value in vars(record).items():
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, str) and not _encodable(v) for v in values):
+            fixed = tuple(_replace_surrogates(v) for v in values)
+            changes[name] = fixed if isinstance(value, tuple) else fixed[0]
+    return dataclasses.replace(record, **changes) if changes else record
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _replace_surrogates(value: str) -> str:
+    return _SURROGATE.sub("\ufffd", value)
+
+
+def _parse_one(parse: Callable[[], Any], text: str, empty: Any) -> tuple[Any, str | None, str | None]:
+    """(record, None, None), or (empty, drop reason, detail): no line can stop a whole file.
+
+    The parsers raise RecordError for what they check; any other exception is a line they did not
+    foresee, and it is counted as malformed with its type, never raised.
+    """
+    if not text.strip():
+        return empty, BLANK, "empty line"
+    try:
+        record = parse()
+        return (_without_lone_surrogates(record) if "\\" in text else record), None, None
+    except RecordError as exc:
+        return empty, exc.reason, exc.detail
+    except Exception as exc:  # see the docstring
+        return empty, "malformed_record", f"unreadable ({type(exc).__name__}: {first_line(exc, _DETAIL_CHARS)})"
+
+
+def _append_row(
+    out: dict[str, list], record: Any, columns: Iterable[str], reason: str | None, detail: str | None
+) -> None:
     for name in columns:
         value = getattr(record, name)
         out[name].append(list(value) if isinstance(value, tuple) else value)
