@@ -49,30 +49,30 @@ def ensure_vg_raw() -> Path:
     return out
 
 
+def vg_prepare_command(raw: Path, out: Path) -> list[str]:
+    """`alsoview prepare` of the Video-Games-scale raw files with the hashing text encoder."""
+    return [
+        sys.executable,
+        "-m",
+        "alsoview.cli",
+        "prepare",
+        "--reviews",
+        str(raw / "reviews.json.gz"),
+        "--meta",
+        str(raw / "meta.json.gz"),
+        "--out",
+        str(out),
+        "text.encoder=hashing",
+    ]
+
+
 def ensure_vg_prepared() -> Path:
     """The prepared Video-Games-scale dataset with the hashing text encoder (made once, about 40 s)."""
     out = vg_prepared_dir()
     if not (out / "manifest.json").is_file():
         raw = ensure_vg_raw()
         print(f"[bench] preparing {raw} -> {out} (hashing text encoder)...", flush=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "alsoview.cli",
-                "prepare",
-                "--reviews",
-                str(raw / "reviews.json.gz"),
-                "--meta",
-                str(raw / "meta.json.gz"),
-                "--out",
-                str(out),
-                "text.encoder=hashing",
-            ],
-            check=True,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-        )
+        subprocess.run(vg_prepare_command(raw, out), check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return out
 
 

@@ -17,29 +17,16 @@ import argparse
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, PeakMemory, ensure_vg_raw, print_table, write_json
+from _common import ROOT, PeakMemory, ensure_vg_raw, print_table, vg_prepare_command, write_json
 
 
 def run_prepare(raw: Path, out: Path) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        "-m",
-        "alsoview.cli",
-        "prepare",
-        "--reviews",
-        str(raw / "reviews.json.gz"),
-        "--meta",
-        str(raw / "meta.json.gz"),
-        "--out",
-        str(out),
-        "text.encoder=hashing",
-    ]
+    command = vg_prepare_command(raw, out)
     begin = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     with PeakMemory(process.pid) as memory:
