@@ -10,7 +10,9 @@ opening a run file never runs code from it.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +21,16 @@ import numpy as np
 import torch
 
 from alsoview.config import Config, config_from_dict, save_config
-from alsoview.errors import UserError
+from alsoview.errors import UserError, first_line
+
+log = logging.getLogger("alsoview")
 
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
+ERROR_FILE = "error.log"  # the whole traceback of a failed run (the CLI prints one line)
 
 
 def run_dir_of(config: Config) -> Path:
@@ -126,13 +131,38 @@ def load_checkpoint(folder: str | Path) -> SavedCheckpoint:
     return SavedCheckpoint(raw["model"], raw["optimizer"], raw["vocabulary"], config_from_dict(raw["config"]), state)
 
 
-def latest_checkpoint_dir(run_storage: str | Path) -> Path | None:
-    """The newest complete checkpoint Ray Train wrote for a run (its folders sort by time)."""
+def checkpoint_dirs(run_storage: str | Path) -> list[Path]:
+    """The checkpoint folders Ray Train wrote for a run that hold a checkpoint file, oldest first
+    (their names are timestamps); a folder cut off before its file was written is not one."""
     folder = Path(run_storage)
     if not folder.is_dir():
-        return None
-    complete = [p for p in sorted(folder.glob("checkpoint_*")) if (p / CHECKPOINT_FILE).is_file()]
-    return complete[-1] if complete else None
+        return []
+    return [p for p in sorted(folder.glob("checkpoint_*")) if (p / CHECKPOINT_FILE).is_file()]
+
+
+def latest_checkpoint(run_storage: str | Path) -> tuple[Path, SavedCheckpoint] | None:
+    """The newest checkpoint of a run that loads; each newer one that does not (truncated by a
+    full disk or a killed writer) is named in the log and skipped, so it cannot block a resume."""
+    for folder in reversed(checkpoint_dirs(run_storage)):
+        try:
+            return folder, load_checkpoint(folder)
+        except UserError as exc:
+            log.warning("skipping a checkpoint that does not load: %s", exc)
+    return None
+
+
+def prune_checkpoints(run_storage: str | Path, keep: int) -> list[Path]:
+    """Remove a run's checkpoint folders older than its newest `keep` (train.num_to_keep).
+
+    Ray Train keeps `num_to_keep` of the checkpoints it registered itself; those of an attempt
+    that failed, or of a driver that was killed, are not among them and would stay for ever.
+    """
+    removed = checkpoint_dirs(run_storage)[:-keep] if keep > 0 else []
+    for folder in removed:
+        shutil.rmtree(folder)
+    if removed:
+        log.info("removed %d checkpoint(s) older than the newest %d in %s", len(removed), keep, run_storage)
+    return removed
 
 
 # ---------------------------------------------------------------- the finished run
@@ -201,8 +231,7 @@ def _load(path: Path) -> dict[str, Any]:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a readable alsoview run file ({first_line})") from None
+        raise UserError(f"{path}: not a readable alsoview run file ({first_line(exc)})") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: not an alsoview run file")
     return raw

@@ -10,10 +10,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
-from alsoview.config import Config, load_config, with_absolute_paths
-from alsoview.errors import UserError
+from alsoview.config import Config, check_plain_name, load_config, with_absolute_paths
+from alsoview.errors import RunFailedError, UserError
 from alsoview.logs import configure as configure_logging
 
 log = logging.getLogger("alsoview")
@@ -40,8 +40,15 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line errors of the rest of the CLI (exit code 2, no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="alsoview", description=__doc__)
+    parser = _Parser(prog="alsoview", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     common = _common_options()
 
@@ -171,6 +178,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from alsoview.data.prepare import ensure_prepared
 
     fractions = parse_fractions(args.fractions)
+    check_plain_name(args.name, "--name")
     config = ensure_prepared(_config_from(args))
     result = compare(config, fractions, args.seeds, args.name, args.max_users)
     print((result.run_dir / "comparison.md").read_text())
@@ -181,13 +189,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from alsoview.recommend import Recommender, recommend_batch
+    from alsoview.recommend import Recommender, read_user_ids, recommend_batch
 
     if args.users_file:
-        path = Path(args.users_file)
-        if not path.is_file():
-            raise UserError(f"users file not found: {path}")
-        users = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        users = read_user_ids(args.users_file)
         out = args.out or str(Path(args.run) / "recommendations.parquet")
         rows = recommend_batch(args.run, users, out, args.k, args.actors)
         print(f"{rows} recommendations for {len(users)} users written to {out}")
@@ -240,8 +245,12 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: user mistakes end with one line on stderr and exit code 2, no traceback."""
-    args = _build_parser().parse_args(argv)
+    """Entry point: user mistakes end with one line on stderr and exit code 2, failed runs with
+    one line and exit code 1 (details in the run directory), an interrupt with 130."""
+    try:
+        args = _build_parser().parse_args(argv)
+    except SystemExit as stop:  # argparse has printed its one line (or --help)
+        return int(stop.code or 0)
     configure_logging(args.verbose)
     if args.address:
         os.environ["RAY_ADDRESS"] = args.address  # init_ray joins it, as Ray's own tools would
@@ -250,8 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"alsoview: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("alsoview: interrupted", file=sys.stderr)
+    except RunFailedError as exc:
+        print(f"alsoview: failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        print(f"alsoview: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
 
 

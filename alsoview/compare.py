@@ -19,7 +19,7 @@ import pandas as pd
 
 from alsoview import checkpoint as runs
 from alsoview.catalog import load_catalog
-from alsoview.config import Config, with_absolute_paths
+from alsoview.config import Config, check_plain_name, with_absolute_paths
 from alsoview.errors import UserError
 from alsoview.evaluate import PROTOCOLS, ModelFactory, build_cases, evaluate_scorers, reference_scorers, skipped_note
 
@@ -58,6 +58,7 @@ def compare(
 
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
+    check_plain_name(name, "--name")
     config = with_absolute_paths(config)
     catalog = load_catalog(config.data.prepared_dir)
     log.info(init_ray())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -100,7 +101,7 @@ class SamplingConfig:
         _check(self.popularity_exponent >= 0, "sampling.popularity_exponent", ">= 0", self.popularity_exponent)
         _check(self.block_rows >= 16, "sampling.block_rows", ">= 16", self.block_rows)
         _check(self.blocks_per_task >= 1, "sampling.blocks_per_task", ">= 1", self.blocks_per_task)
-        _check(self.cpus_per_task > 0, "sampling.cpus_per_task", "> 0", self.cpus_per_task)
+        _check(0 < self.cpus_per_task <= MAX_CPUS, "sampling.cpus_per_task", CPUS_RULE, self.cpus_per_task)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,9 @@ class TrainConfig:
     runs_dir: str = "runs"
     run_name: str = "default"  # the same name again resumes from the last checkpoint
     num_to_keep: int = 2  # checkpoints kept (the latest ones; each also holds the best weights)
-    max_failures: int = 0  # worker-group restarts from the last checkpoint on failure
+    # Worker-group restarts from the last checkpoint: a lost worker or node costs an epoch, not
+    # the run. 0: the first failure ends it (run the same command again to resume); -1: no limit.
+    max_failures: int = 2
     # Ranking metrics (valid/full/*, valid/sampled100/*) are measured every epoch on a seeded
     # sample of this many validation users (all of them when fewer); the AUCs on all of them.
     valid_users: int = 2000
@@ -200,13 +203,8 @@ class TrainConfig:
         _check(self.batch_size >= self.num_workers, "train.batch_size", ">= train.num_workers", self.batch_size)
         _check(self.use_gpu in (True, False, "auto"), "train.use_gpu", "true, false or auto", self.use_gpu)
         if self.cpus_per_worker is not None:
-            _check(self.cpus_per_worker > 0, "train.cpus_per_worker", "> 0", self.cpus_per_worker)
-        _check(
-            bool(self.run_name) and "/" not in self.run_name,
-            "train.run_name",
-            "a non-empty name without '/'",
-            self.run_name,
-        )
+            _check(0 < self.cpus_per_worker <= MAX_CPUS, "train.cpus_per_worker", CPUS_RULE, self.cpus_per_worker)
+        _check(is_plain_name(self.run_name), "train.run_name", PLAIN_NAME_RULE, self.run_name)
         # Run outputs are written as files: on a cluster use a shared mount (EFS/NFS) at the same path on every node.
         _check(
             "://" not in self.runs_dir,
@@ -276,7 +274,7 @@ class TuneConfig:
         _check(self.reduction_factor >= 2, "tune.reduction_factor", ">= 2", self.reduction_factor)
         if self.final_eval_users is not None:
             _check(self.final_eval_users >= 1, "tune.final_eval_users", ">= 1", self.final_eval_users)
-        _check(bool(self.name) and "/" not in self.name, "tune.name", "a non-empty name without '/'", self.name)
+        _check(is_plain_name(self.name), "tune.name", PLAIN_NAME_RULE, self.name)
         _check(isinstance(self.search_space, dict), "tune.search_space", "a mapping", self.search_space)
         for key, spec in flatten_search_space(self.search_space).items():
             _check_search_spec(key, spec)
@@ -358,6 +356,23 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Run and experiment names become one folder under runs_dir: letters, digits, '.', '_', '-',
+# starting with a letter or digit, so '..', '/' or an absolute path can never leave it.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+PLAIN_NAME_RULE = "a plain name: letters, digits, '.', '_', '-', starting with a letter or digit"
+MAX_CPUS = 1024  # a CPU request beyond any node (inf included) is a typo, not a plan
+CPUS_RULE = f"> 0 and <= {MAX_CPUS}"
+
+
+def is_plain_name(name: Any) -> bool:
+    return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None
+
+
+def check_plain_name(name: Any, what: str) -> None:
+    if not is_plain_name(name):
+        raise UserError(f"{what} must be {PLAIN_NAME_RULE}, got {name!r}")
 
 
 def _check(ok: bool, key: str, expected: str, got: Any) -> None:
@@ -488,6 +503,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e9 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

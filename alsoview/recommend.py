@@ -11,8 +11,10 @@ import pandas as pd
 
 from alsoview.baselines import PopularityScorer
 from alsoview.catalog import Catalog, load_catalog
+from alsoview.checkpoint import load_saved_model
 from alsoview.errors import UserError
 from alsoview.evaluate import ModelFactory, ModelScorer
+from alsoview.storage import check_writable_file
 
 log = logging.getLogger("alsoview")
 
@@ -27,8 +29,6 @@ class Recommender:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Recommender":
-        from alsoview.checkpoint import load_saved_model
-
         saved = load_saved_model(run_dir)
         catalog = load_catalog(saved.config.data.prepared_dir)
         model = ModelFactory(saved.state, saved.config, catalog)(device)
@@ -100,6 +100,12 @@ def recommend_batch(
 
     from alsoview.runtime import init_ray
 
+    if k < 1:
+        raise UserError(f"-k must be >= 1, got {k}")
+    if actors < 1:
+        raise UserError(f"--actors must be >= 1, got {actors}")
+    check_writable_file(Path(out), "recommendations")
+    load_saved_model(run_dir)  # a missing or unreadable model is one line here, not an error in every actor
     log.info(init_ray())
     frame = pd.DataFrame({"reviewer_id": reviewer_ids})
     result = (
@@ -117,3 +123,23 @@ def recommend_batch(
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     result.to_parquet(out, index=False)
     return len(result)
+
+
+def read_user_ids(path: str | Path) -> list[str]:
+    """Reviewer ids from a text file, one per line (blank lines skipped): a missing, empty or
+    binary file is refused in one line naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"users file not found: {path}")
+    raw = path.read_bytes()
+    for number, line in enumerate(raw.splitlines(), start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{path}:{number}: not UTF-8 text; give one reviewerID per line") from None
+        if not text.strip().isprintable():
+            raise UserError(f"{path}:{number}: holds control characters; give one reviewerID per line")
+    users = [line.strip() for line in raw.decode("utf-8").splitlines() if line.strip()]
+    if not users:
+        raise UserError(f"{path} holds no reviewer ids (one reviewerID per line)")
+    return users

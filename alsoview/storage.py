@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -51,9 +51,27 @@ def check_replaceable(out: Path, marker: str, what: str) -> None:
             f"{out} is not empty and holds no {what} (no {marker}): refusing to replace it; "
             f"choose an empty or new directory"
         )
-    parent = _existing_ancestor(out)
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write the {what} to {out}: {parent} is not writable")
+    _check_can_create_in(out, what)
+
+
+def check_writable_file(out: Path, what: str) -> None:
+    """`out` can be written as a file: checked before the work that produces it, not after."""
+    if out.is_dir():
+        raise UserError(f"{out} is a directory: give a file name for the {what}")
+    _check_can_create_in(out, what)
+
+
+def _check_can_create_in(out: Path, what: str) -> None:
+    """Create and remove a probe file where `out` will go: permission bits say nothing to root,
+    and a read-only mount or /proc refuses only the real write."""
+    parent = _existing_ancestor(out.parent)
+    if not parent.is_dir():
+        raise UserError(f"cannot write the {what} to {out}: {parent} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write the {what} to {out}: {parent} is not writable ({exc.strerror})") from None
 
 
 def staging_beside(out: Path) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ import torch
 from alsoview import checkpoint as runs
 from alsoview.catalog import Catalog, load_catalog
 from alsoview.config import Config, with_absolute_paths
-from alsoview.errors import UserError
+from alsoview.errors import RunFailedError, UserError, first_line
 from alsoview.feed import EpochFeeder, block_sizes, cached_catalog, steps_per_epoch
 from alsoview.loop import fixed_size_batches, train_epoch
 from alsoview.model import build_model
+from alsoview.resources import check_sample_memory, resolve_resources
 from alsoview.validation import ValidationSet, validate, validation_set
 
 log = logging.getLogger("alsoview")
@@ -55,18 +57,22 @@ def _resume(model: torch.nn.Module, optimizer: Any, vocabulary: dict[str, int], 
     """The state of the checkpoint Ray Train restored, or of the newest one on disk, or a fresh start."""
     import ray.train
 
+    saved = None
     restored = ray.train.get_checkpoint()
     if restored is not None:
-        with restored.as_directory() as folder:
-            saved = runs.load_checkpoint(folder)
-    else:
+        try:
+            with restored.as_directory() as folder:
+                saved = runs.load_checkpoint(folder)
+        except UserError as exc:
+            log.warning("the checkpoint Ray Train restored does not load (%s); trying older ones", exc)
+    if saved is None:
         # Ray Train restores a run by name only when its controller recorded the run; after a
-        # killed driver it may not, so the newest complete checkpoint on disk is used instead.
-        folder = runs.latest_checkpoint_dir(run_storage)
-        if folder is None:
+        # killed driver it may not, so the newest checkpoint on disk that loads is used instead.
+        found = runs.latest_checkpoint(run_storage)
+        if found is None:
             return runs.LoopState()
-        log.info("Ray Train did not restore this run; resuming from %s", folder)
-        saved = runs.load_checkpoint(folder)
+        folder, saved = found
+        log.info("resuming from %s", folder)
     if saved.vocabulary != vocabulary:
         raise UserError(
             f"the checkpoint was trained on another dataset ({saved.vocabulary} vs {vocabulary}); "
@@ -197,10 +203,10 @@ def _report(
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
-    log.info("%s", epoch_line(metrics, run=Path(setup.run_storage).name))
     with tempfile.TemporaryDirectory() as folder:
         runs.save_checkpoint(folder, _unwrap(model).state_dict(), optimizer.state_dict(), state, setup.config, vocab)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    log.info("%s", epoch_line(metrics, run=Path(setup.run_storage).name))  # after: its checkpoint is saved
 
 
 def epoch_line(metrics: dict[str, Any], run: str) -> str:
@@ -234,30 +240,6 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-def resolve_resources(config: Config, cluster: dict[str, float]) -> tuple[bool, float, int]:
-    """(use_gpu, CPUs per worker, torch threads per worker) for this cluster, with Ray Data's share left free."""
-    gpus = cluster.get("GPU", 0)
-    use_gpu = gpus > 0 if config.train.use_gpu == "auto" else bool(config.train.use_gpu)
-    if use_gpu and gpus < config.train.num_workers:
-        raise UserError(f"train.use_gpu needs {config.train.num_workers} GPUs, the cluster has {gpus:g}")
-    cpus = cluster.get("CPU", 1)
-    per_worker = config.train.cpus_per_worker
-    if per_worker is None:
-        spare_for_data = max(config.sampling.cpus_per_task, 0.25 * cpus)
-        per_worker = min(
-            1.0 if use_gpu else max(1.0, (cpus - spare_for_data) / config.train.num_workers),
-            (cpus - spare_for_data) / config.train.num_workers,
-        )
-    if per_worker * config.train.num_workers + config.sampling.cpus_per_task > cpus + 1e-9:
-        raise UserError(
-            f"{config.train.num_workers} workers x {per_worker:g} CPUs + {config.sampling.cpus_per_task:g} "
-            f"for Ray Data exceed the cluster's {cpus:g} CPUs"
-        )
-    if per_worker <= 0:
-        raise UserError(f"the cluster's {cpus:g} CPUs leave nothing for {config.train.num_workers} workers")
-    return use_gpu, round(per_worker, 3), max(1, int(per_worker))
-
-
 def build_trainer(
     config: Config,
     catalog: Catalog,
@@ -275,7 +257,10 @@ def build_trainer(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    use_gpu, cpus_per_worker, threads = resolve_resources(config, budget or ray.cluster_resources())
+    cluster = ray.cluster_resources()
+    resources = resolve_resources(config, budget or cluster)
+    use_gpu, cpus_per_worker, threads = resources.use_gpu, resources.cpus_per_worker, resources.torch_threads
+    check_sample_memory(config, len(catalog.train), {**cluster, **(budget or {})}, cpus_per_worker)
     if config.model.sparse_embeddings and config.train.num_workers > 1:
         # DDP all-reduces sparse gradients with gloo only (not NCCL), and on torch 2.13 CPU this
         # model's sparse all-reduce corrupted the heap within 2,000 steps (SIGSEGV in gloo's ring),
@@ -336,26 +321,52 @@ def train(config: Config, catalog: Catalog | None = None) -> TrainResult:
     catalog = catalog or load_catalog(config.data.prepared_dir)
     log.info(init_ray())
     run_dir = runs.start_run_dir(config, runs.run_dir_of(config))
+    _check_resumable(run_dir, catalog)
     try:
         result = build_trainer(config, catalog).fit()
+    except SystemExit:  # Ray Train's Ctrl-C handler aborts the run, then calls sys.exit inside fit()
+        raise KeyboardInterrupt(f"training stopped; {_how_to_resume(run_dir)}") from None
     except Exception as exc:
-        user_error = _user_error_from_workers(exc)
-        if user_error is None:
-            raise
-        raise user_error from None
+        raise _failure(exc, run_dir, config.train.max_failures) from None
     if result.checkpoint is None:
         raise RuntimeError(f"training reported no checkpoint; see the worker logs under {run_dir}")
     with result.checkpoint.as_directory() as folder:
         metrics = runs.write_run_outputs(run_dir, runs.load_checkpoint(folder), config.data.prepared_dir)
+    runs.prune_checkpoints(run_dir, config.train.num_to_keep)
     return TrainResult(run_dir, metrics)
 
 
-def _user_error_from_workers(exc: Exception) -> UserError | None:
-    """A UserError raised on a worker (e.g. a checkpoint from another dataset) reaches the user as one line."""
+def _check_resumable(run_dir: Path, catalog: Catalog) -> None:
+    """A checkpoint of another dataset under this run name is refused here, before any worker
+    starts: raised in the workers it would be retried train.max_failures times first."""
+    found = runs.latest_checkpoint(run_dir)
+    if found is not None and found[1].vocabulary != catalog.vocabulary():
+        raise UserError(
+            f"{found[0]} was trained on another dataset (vocabulary {found[1].vocabulary} vs "
+            f"{catalog.vocabulary()}); use another train.run_name"
+        )
+
+
+def _how_to_resume(run_dir: Path) -> str:
+    found = runs.checkpoint_dirs(run_dir)
+    if not found:
+        return "no checkpoint was written, so running it again starts over"
+    return f"run the same command again to resume from its last checkpoint ({found[-1].name})"
+
+
+def _failure(exc: Exception, run_dir: Path, max_failures: int) -> Exception:
+    """A failed fit as one line: a worker's UserError as itself; anything else as RunFailedError
+    naming the cause, the file that holds the whole traceback, and how to resume."""
+    cause = exc
     for failure in getattr(exc, "worker_failures", {}).values():
         cause = failure
         while cause is not None and not isinstance(cause, UserError):
             cause = cause.__cause__ or getattr(cause, "cause", None)
         if isinstance(cause, UserError):
             return UserError(str(cause))
-    return None
+        cause = failure
+    details = run_dir / runs.ERROR_FILE
+    details.write_text("".join(traceback.format_exception(exc)))
+    restarts = "no restart allowed (train.max_failures=0)" if max_failures == 0 else f"after {max_failures} restart(s)"
+    why = f"{type(cause).__name__}: {first_line(cause)}"
+    return RunFailedError(f"training failed, {restarts}: {why}; traceback in {details}; {_how_to_resume(run_dir)}")

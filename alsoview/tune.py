@@ -12,6 +12,8 @@ import dataclasses
 import json
 import logging
 import math
+import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +23,11 @@ import pandas as pd
 from ray.tune import Callback
 
 from alsoview.catalog import Catalog, load_catalog
-from alsoview.checkpoint import plain
+from alsoview.checkpoint import plain, prune_checkpoints
 from alsoview.config import Config, flatten_search_space, save_config, with_absolute_paths, with_overrides
 from alsoview.errors import UserError
 from alsoview.logs import verbose
+from alsoview.resources import MIN_CPUS_PER_WORKER
 
 log = logging.getLogger("alsoview")
 
@@ -69,7 +72,7 @@ def plan_trials(config: Config, cluster: dict[str, float]) -> TrialPlan:
     """How many trials run at once so none waits for CPUs or GPUs, and each one's share.
 
     A trial needs its workers plus one Ray Data mixing task; without a GPU each worker takes at
-    least half a CPU.
+    least `resources.MIN_CPUS_PER_WORKER` (the rule each trial's `resolve_resources` applies).
     """
     cpus, gpus = cluster.get("CPU", 1.0), cluster.get("GPU", 0.0)
     workers = config.train.num_workers
@@ -79,13 +82,14 @@ def plan_trials(config: Config, cluster: dict[str, float]) -> TrialPlan:
         if fit < 1:
             raise UserError(f"a trial needs {workers} GPUs, the cluster has {gpus:g}")
     else:
-        per_worker = config.train.cpus_per_worker or 0.5
-        # TRIAL_CPU is taken out of each trial's budget below, not counted here: it is tiny
+        per_worker = config.train.cpus_per_worker or MIN_CPUS_PER_WORKER
         fit = int(cpus // (workers * per_worker + config.sampling.cpus_per_task))
     fit = max(1, min(fit, config.tune.max_concurrent_trials or fit))
     samples = config.tune.num_samples or max(8, 4 * fit)
     concurrency = min(fit, samples)
-    budget = {"CPU": cpus / concurrency - TRIAL_CPU, "GPU": gpus / concurrency if use_gpu else 0.0}
+    # TRIAL_CPU is not taken out of the budget: the workers keep their whole share, and the
+    # concurrency x 1% it overcommits can only make a mixing task wait for another to finish.
+    budget = {"CPU": cpus / concurrency, "GPU": gpus / concurrency if use_gpu else 0.0}
     return TrialPlan(concurrency, budget, samples)
 
 
@@ -127,9 +131,28 @@ def restore_or_start(run_dir: Path, trainable: Any, start: Any) -> Any:
     from ray import tune as ray_tune
 
     if ray_tune.Tuner.can_restore(str(run_dir)):
+        check_experiment_is_ours(run_dir)
         log.info("resuming the experiment in %s (unfinished trials continue from their checkpoints)", run_dir)
         return ray_tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True)
     return start()
+
+
+def check_experiment_is_ours(run_dir: Path) -> None:
+    """Refuse to resume an experiment whose state files someone else could have written.
+
+    `Tuner.restore` unpickles Ray Tune's state (tuner.pkl, the searcher's state, the trials), so
+    writing those files means running code as whoever resumes. They must belong to this user and
+    not be writable by others, like the folder that holds them.
+    """
+    uid = os.getuid()
+    for path in [run_dir, *(p for p in run_dir.iterdir() if p.is_file())]:
+        info = path.stat()
+        if info.st_uid != uid or info.st_mode & stat.S_IWOTH:
+            whose = "belongs to another user" if info.st_uid != uid else "is writable by every user"
+            raise UserError(
+                f"{path} {whose}: refusing to resume, because resuming unpickles Ray Tune's state files "
+                f"(code in them would run as you); use another tune.name, or fix the ownership"
+            )
 
 
 class TrialLog(Callback):
@@ -260,6 +283,8 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
 
     tuner = restore_or_start(run_dir, trainable, start)
     grid = tuner.fit()
+    for trial_storage in sorted((run_dir / TRIAL_RUNS).glob("*")):
+        prune_checkpoints(trial_storage, config.train.num_to_keep)
     result = write_outputs(run_dir, grid, config)
     stages["search"] = time.perf_counter() - start_search
     if full.tune.final:
@@ -310,10 +335,10 @@ def _finished_trial(trial_storage: Path, epochs: int) -> Any:
     """The trial's last checkpoint when it trained `epochs` epochs or early-stopped itself, else None."""
     from alsoview import checkpoint as runs
 
-    folder = runs.latest_checkpoint_dir(trial_storage)
-    if folder is None:
+    found = runs.latest_checkpoint(trial_storage)
+    if found is None:
         return None
-    saved = runs.load_checkpoint(folder)
+    _, saved = found
     last = saved.state.history[-1] if saved.state.history else {}
     finished = saved.state.epoch >= epochs - 1 or bool(last.get("early_stopped"))
     return saved if finished and saved.config.train.epochs == epochs else None

@@ -147,7 +147,7 @@ def test_compare_writes_the_table_and_the_plot(smoke_config):
     from alsoview.compare import compare
 
     config = dataclasses.replace(smoke_config, train=dataclasses.replace(smoke_config.train, epochs=2, num_workers=1))
-    result = compare(config, [0.0, 1.0], seeds=1, name="compare-test")
+    result = compare(config, [0.0, 1.0], seeds=1, name="compare-test", max_users=300)
     assert result.table["fraction"].tolist() == [0.0, 1.0]
     assert set(result.baselines) == {"popularity", "random", "cooccurrence", "als", "bpr"}
     report = json.loads((result.run_dir / "comparison.json").read_text())

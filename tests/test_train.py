@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +14,7 @@ from alsoview.config import load_config
 from alsoview.errors import UserError
 from alsoview.feed import block_sizes, mix_arguments, mix_block, mix_blocks, steps_per_epoch, worker_blocks
 from alsoview.loop import fixed_size_batches
-from alsoview.train import resolve_resources
+from alsoview.resources import check_sample_memory, resolve_resources
 from alsoview.validation import validation_set
 
 
@@ -89,13 +91,31 @@ def test_validation_pairs_are_real_negatives(prepared):
 
 def test_resources_leave_room_for_ray_data():
     config = load_config(None, ["train.num_workers=2"])
-    use_gpu, cpus, threads = resolve_resources(config, {"CPU": 2.0})
-    assert (use_gpu, threads) == (False, 1) and 2 * cpus + config.sampling.cpus_per_task <= 2.0
-    assert resolve_resources(load_config(None, []), {"CPU": 16.0, "GPU": 1.0})[0] is True
+    resources = resolve_resources(config, {"CPU": 2.0})
+    assert (resources.use_gpu, resources.torch_threads) == (False, 1)
+    assert 2 * resources.cpus_per_worker + config.sampling.cpus_per_task <= 2.0
+    assert resolve_resources(load_config(None, []), {"CPU": 16.0, "GPU": 1.0}).use_gpu is True
     with pytest.raises(UserError, match="exceed"):
         resolve_resources(load_config(None, ["train.num_workers=4", "train.cpus_per_worker=1"]), {"CPU": 2.0})
     with pytest.raises(UserError, match="GPUs"):
         resolve_resources(load_config(None, ["train.use_gpu=true"]), {"CPU": 2.0})
+
+
+def test_more_workers_than_the_cpus_carry_are_refused_up_front():
+    with pytest.raises(UserError, match=r"train.num_workers=8 on 2 CPUs .* use at most 3 workers"):
+        resolve_resources(load_config(None, ["train.num_workers=8"]), {"CPU": 2.0})
+    assert resolve_resources(load_config(None, ["train.num_workers=3"]), {"CPU": 2.0}).cpus_per_worker == 0.5
+    assert resolve_resources(load_config(None, ["train.num_workers=8"]), {"CPU": 8.0, "GPU": 8.0}).use_gpu
+
+
+def test_negatives_that_cannot_fit_in_memory_are_refused_up_front():
+    cluster = {"CPU": 2.0, "memory": 16 * 2**30, "object_store_memory": 7 * 2**30}
+    check_sample_memory(load_config(None, []), 100_000, cluster, cpus_per_worker=1.5)  # the defaults fit
+    with pytest.raises(UserError, match=r"one mixing task .* lower sampling.blocks_per_task"):
+        check_sample_memory(load_config(None, ["sampling.negatives_per_positive=100000"]), 2048, cluster, 1.5)
+    with pytest.raises(UserError, match=r"samples an epoch"):
+        many = load_config(None, ["sampling.negatives_per_positive=2000", "sampling.blocks_per_task=1"])
+        check_sample_memory(many, 1_000_000, cluster, 1.5)
 
 
 def test_training_learns(trained_run):
@@ -118,31 +138,49 @@ def test_training_learns(trained_run):
 def test_a_second_run_with_the_same_name_resumes(trained_run):
     import dataclasses
 
+    from alsoview.checkpoint import CHECKPOINT_FILE, checkpoint_dirs
     from alsoview.train import train
 
     config, first = trained_run
+    kept = checkpoint_dirs(first.run_dir)
+    assert len(kept) == config.train.num_to_keep == 2
+    newest = kept[-1] / CHECKPOINT_FILE
+    newest.write_bytes(newest.read_bytes()[:1000])  # the last write was cut off (full disk, killed node)
+    stale = first.run_dir / "checkpoint_2000-01-01_00-00-00.000000"  # left by an attempt that failed
+    shutil.copytree(kept[0], stale)
     again = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=31))
     second = train(again)
     assert second.run_dir == first.run_dir
-    assert second.metrics["resumed_from_epoch"] == 29
+    assert second.metrics["resumed_from_epoch"] == 28  # the newest checkpoint that loads
     assert second.metrics["epochs_total"] == 31
     assert pd.read_csv(second.run_dir / "history.csv")["epoch"].tolist() == list(range(31))
+    assert not stale.exists() and len(checkpoint_dirs(first.run_dir)) == 2
 
 
-def test_the_newest_complete_checkpoint_is_found_on_disk(tmp_path):
-    from alsoview.checkpoint import CHECKPOINT_FILE, latest_checkpoint_dir
+def test_the_newest_checkpoint_that_loads_is_found_on_disk_and_old_ones_pruned(tmp_path, caplog):
+    from alsoview.checkpoint import (
+        CHECKPOINT_FILE,
+        LoopState,
+        checkpoint_dirs,
+        latest_checkpoint,
+        prune_checkpoints,
+        save_checkpoint,
+    )
 
-    assert latest_checkpoint_dir(str(tmp_path / "none")) is None
-    for stamp, complete in (
-        ("2026-01-01_00-00-01", True),
-        ("2026-01-01_00-00-02", True),
-        ("2026-01-01_00-00-03", False),
-    ):  # the last one was cut off mid-write
-        folder = tmp_path / f"checkpoint_{stamp}"
+    assert latest_checkpoint(str(tmp_path / "none")) is None
+    config = load_config(None, [])
+    for second in range(1, 5):
+        folder = tmp_path / f"checkpoint_2026-01-01_00-00-0{second}"
         folder.mkdir()
-        if complete:
-            (folder / CHECKPOINT_FILE).write_bytes(b"x")
-    assert latest_checkpoint_dir(str(tmp_path)) == tmp_path / "checkpoint_2026-01-01_00-00-02"
+        save_checkpoint(folder, {"w": torch.ones(2)}, {}, LoopState(epoch=second), config, {"a": 1})
+    (tmp_path / "checkpoint_2026-01-01_00-00-05").mkdir()  # cut off before its file was written
+    newest = tmp_path / "checkpoint_2026-01-01_00-00-04" / CHECKPOINT_FILE
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated by a full disk
+    folder, saved = latest_checkpoint(str(tmp_path))
+    assert folder.name.endswith("00-03") and saved.state.epoch == 3
+    assert str(newest) in caplog.text
+    assert [p.name[-2:] for p in prune_checkpoints(tmp_path, keep=2)] == ["01", "02"]
+    assert [p.name[-2:] for p in checkpoint_dirs(tmp_path)] == ["03", "04"]
 
 
 def test_sparse_embeddings_with_several_workers_are_refused_before_any_ray_work(prepared):

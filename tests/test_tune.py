@@ -10,6 +10,7 @@ import pytest
 
 from alsoview.config import flatten_search_space, load_config
 from alsoview.errors import UserError
+from alsoview.resources import resolve_resources
 from alsoview.tune import param_space, plan_trials
 
 
@@ -17,8 +18,9 @@ def test_trials_are_planned_so_none_waits_for_cpus():
     config = load_config(None, ["tune.num_samples=8"])
     plan = plan_trials(config, {"CPU": 2.0})
     assert plan.concurrency == 2
-    per_trial = plan.budget["CPU"] + 0.01
-    assert plan.concurrency * per_trial <= 2.0 + 1e-9
+    assert plan.concurrency * plan.budget["CPU"] <= 2.0 + 1e-9
+    resources = resolve_resources(config, plan.budget)  # each trial's share passes the training rule
+    assert resources.cpus_per_worker + config.sampling.cpus_per_task <= plan.budget["CPU"]
     assert plan_trials(config, {"CPU": 16.0, "GPU": 4.0}).concurrency == 4  # one GPU worker per trial
     two_gpu_workers = load_config(None, ["train.num_workers=2", "train.use_gpu=true"])
     assert plan_trials(two_gpu_workers, {"CPU": 16.0, "GPU": 4.0}).concurrency == 2
@@ -98,3 +100,13 @@ def test_tuning_runs_every_trial_to_completion_or_asha_retrains_the_best_and_res
     again = tune(config)
     assert again.final is None
     assert sorted(again.trials["trial_id"]) == sorted(trials["trial_id"])
+
+
+def test_an_experiment_others_could_have_written_is_not_resumed(tmp_path):
+    from alsoview.tune import check_experiment_is_ours
+
+    (tmp_path / "tuner.pkl").write_bytes(b"state")
+    check_experiment_is_ours(tmp_path)  # ours: fine
+    (tmp_path / "tuner.pkl").chmod(0o666)
+    with pytest.raises(UserError, match=r"tuner.pkl is writable by every user: refusing to resume"):
+        check_experiment_is_ours(tmp_path)

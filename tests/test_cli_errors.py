@@ -1,0 +1,108 @@
+"""Every user-facing failure of the CLI ends in one line with its exit code: 2 for a mistake the
+user can fix, 1 for a run that failed (details in the run directory), 130 for an interrupt."""
+
+from __future__ import annotations
+
+import pytest
+
+from alsoview.cli import main
+from alsoview.errors import RunFailedError
+
+
+@pytest.fixture
+def broken_run(tmp_path):
+    """A run directory whose model.pt is not a model (a crafted or truncated file)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes(b"PK\x03\x04 not really a zip archive")
+    return run
+
+
+def one_line_error(capsys, argv, code=2):
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "train.run_name=.."], "train.run_name must be a plain name"),
+        (["train", "train.run_name=/etc"], "train.run_name must be a plain name"),
+        (["tune", "tune.name=../up"], "tune.name must be a plain name"),
+        (["train", "sampling.cpus_per_task=.inf"], "sampling.cpus_per_task must be > 0 and <= 1024"),
+        (["train", "train.cpus_per_worker=1e9"], "train.cpus_per_worker must be > 0 and <= 1024"),
+        (["compare", "--name", "..", "--fractions", "0.5"], "--name must be a plain name"),
+    ],
+)
+def test_config_mistakes_are_one_line_before_any_work(capsys, argv, message):
+    assert message in one_line_error(capsys, argv)
+
+
+def test_a_corrupt_model_is_one_line(capsys, broken_run):
+    err = one_line_error(capsys, ["recommend", "--run", str(broken_run), "--user", "A1"])
+    assert f"{broken_run / 'model.pt'}: not a readable alsoview run file" in err
+    err = one_line_error(capsys, ["recommend", "--run", str(broken_run), "--users-file", __file__])
+    assert "not a readable alsoview run file" in err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "holds no reviewer ids"),
+        (b"\n  \n", "holds no reviewer ids"),
+        (b"A1\n\xff\xfe\x00binary\n", ":2: not UTF-8 text"),
+        (b"A1\x00\x01\x02\n", ":1: holds control characters"),
+    ],
+)
+def test_a_bad_users_file_is_one_line(capsys, tmp_path, broken_run, content, message):
+    users = tmp_path / "users.txt"
+    users.write_bytes(content)
+    assert message in one_line_error(capsys, ["recommend", "--run", str(broken_run), "--users-file", str(users)])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["-k", "0"], "-k must be >= 1"),
+        (["-k", "zero"], "argument -k: invalid int value"),
+        (["--actors", "0"], "--actors must be >= 1"),
+        (["--out", "{tmp}"], "is a directory: give a file name"),
+        (["--out", "{tmp}/users.txt/out.parquet"], "is a file, not a directory"),
+        (["--out", "/proc/alsoview/out.parquet"], "/proc is not writable"),
+    ],
+)
+def test_bad_batch_arguments_are_one_line_before_any_work(capsys, tmp_path, broken_run, extra, message):
+    users = tmp_path / "users.txt"
+    users.write_text("A1\nA2\n")
+    extra = [arg.format(tmp=tmp_path) for arg in extra]
+    argv = ["recommend", "--run", str(broken_run), "--users-file", str(users), *extra]
+    assert message in one_line_error(capsys, argv)
+
+
+def test_a_failed_run_is_one_line_with_exit_code_1(capsys, monkeypatch):
+    from alsoview import cli
+
+    def fails(args):
+        raise RunFailedError("training failed, no restart allowed (train.max_failures=0): ActorDiedError: ...")
+
+    monkeypatch.setitem(cli.COMMANDS, "train", fails)
+    assert "alsoview: failed: training failed" in one_line_error(capsys, ["train"], code=1)
+
+
+def test_a_lost_worker_is_reported_with_its_cause_the_traceback_file_and_how_to_resume(tmp_path):
+    from ray.exceptions import ActorDiedError
+    from ray.train import WorkerGroupError
+
+    from alsoview.train import _failure
+
+    (tmp_path / "checkpoint_2026-01-01_00-00-03.000000").mkdir()
+    (tmp_path / "checkpoint_2026-01-01_00-00-03.000000" / "checkpoint.pt").write_bytes(b"x")
+    lost = WorkerGroupError("worker 1 died", {1: ActorDiedError()})
+    error = _failure(lost, tmp_path, max_failures=0)
+    assert isinstance(error, RunFailedError) and len(str(error).splitlines()) == 1
+    assert "no restart allowed (train.max_failures=0): ActorDiedError" in str(error)
+    assert f"traceback in {tmp_path / 'error.log'}" in str(error)
+    assert "resume from its last checkpoint (checkpoint_2026-01-01_00-00-03.000000)" in str(error)
+    assert "WorkerGroupError" in (tmp_path / "error.log").read_text()
