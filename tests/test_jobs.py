@@ -2,64 +2,117 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from processes import descendants, is_loopback, listening_addresses, processes_with_env, running
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DASHBOARD = "http://127.0.0.1:8265"
+HEAD_MARKER = "ALSOVIEW_TEST_RAY_HEAD"
+# The README's single-machine head: Ray's switch that keeps every listener on 127.0.0.1.
+SINGLE_MACHINE = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, RAY_AUTH_MODE="token", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+@dataclass
+class Head:
+    """A `ray start --head` of this test only: its own temp dir and ports, stopped by its PIDs
+    (found by a marker in the environment every process of the head inherits)."""
+
+    temp_dir: Path
+    dashboard: str
+    marker: str
+
+    def processes(self) -> list[int]:
+        """The head's processes and all below them: Ray's agents and workers rename themselves
+        (setproctitle), which overwrites their copy of the environment, so they are found as
+        children of the raylet."""
+        marked = processes_with_env(HEAD_MARKER, self.marker)
+        return sorted({*marked, *(child for pid in marked for child in descendants(pid))})
+
+    def listeners(self) -> dict[int, set[str]]:
+        return listening_addresses(self.processes())
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, RAY_AUTH_MODE="token", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra)
     env.pop("RAY_ADDRESS", None)
     return env
 
 
-def _ray(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def _ray(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(BIN / "ray"), *args], capture_output=True, text=True, timeout=timeout, env=_env(), cwd=ROOT
+        [str(BIN / "ray"), *args], capture_output=True, text=True, timeout=timeout, env=_env(**env), cwd=ROOT
     )
 
 
-def _wait_for_dashboard(deadline: float) -> None:
+def _wait_for_dashboard(url: str, deadline: float) -> None:
     while time.time() < deadline:
         try:
-            urllib.request.urlopen(DASHBOARD, timeout=2)
+            urllib.request.urlopen(url, timeout=2)
             return
         except OSError as exc:
             if "401" in str(exc) or "403" in str(exc):
                 return  # up, and asking for the token
             time.sleep(1)
-    raise AssertionError("the Ray dashboard did not come up on 127.0.0.1:8265")
+    raise AssertionError(f"the Ray dashboard did not come up on {url}")
 
 
-@pytest.fixture()
+def _stop(head: Head) -> None:
+    """`ray stop` ends every Ray on the machine; this ends only the processes of this head. They
+    are collected before the first signal: once the raylet is gone its orphans are not below it."""
+    pids = set(head.processes())
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        pids |= set(head.processes())
+        for pid in running(pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.time() + wait
+        while running(pids) and time.time() < deadline:
+            time.sleep(0.5)
+    assert not running(pids), "the test's Ray head left processes behind"
+
+
+@pytest.fixture(scope="module")
 def ray_head():
-    """A head started the README's way; it must run before the suite's shared in-process Ray."""
+    """A head started the README's way (loopback, token auth), on ports and a temp dir of its own."""
     import ray
 
+    from alsoview.runtime import free_port
+
     assert not ray.is_initialized(), "the job test must run before any test that starts Ray in-process"
-    _ray("stop", "--force")
     # Ray 2.60: `ray start` with token auth needs a token to exist; this makes one if there is none.
     generated = _ray("get-auth-token", "--generate")
     assert generated.returncode == 0, generated.stderr
-    started = _ray("start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1")
-    assert started.returncode == 0, started.stdout + started.stderr
+    temp_dir = Path(tempfile.mkdtemp(prefix="avray-", dir="/tmp"))  # short: Ray's socket paths live in it
+    dashboard_port = free_port()
+    head = Head(temp_dir, f"http://127.0.0.1:{dashboard_port}", marker=temp_dir.name)
+    started = _ray(
+        "start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+        f"--temp-dir={temp_dir}", f"--port={free_port()}", f"--dashboard-port={dashboard_port}",
+        f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+        **{HEAD_MARKER: head.marker, **SINGLE_MACHINE},
+    )  # fmt: skip
     try:
-        _wait_for_dashboard(time.time() + 60)
-        yield
+        assert started.returncode == 0, started.stdout + started.stderr
+        _wait_for_dashboard(head.dashboard, time.time() + 60)
+        yield head
     finally:
-        _ray("stop", "--force")
+        _stop(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.ray_cluster
@@ -81,7 +134,7 @@ def test_tune_job_submitted_to_a_local_head_succeeds(ray_head, tmp_path):
         "job",
         "submit",
         "--address",
-        DASHBOARD,
+        ray_head.dashboard,
         "--working-dir",
         ".",
         "--no-wait",
@@ -99,11 +152,11 @@ def test_tune_job_submitted_to_a_local_head_succeeds(ray_head, tmp_path):
 
     deadline, status = time.time() + 480, ""
     while time.time() < deadline:
-        status = _ray("job", "status", "--address", DASHBOARD, job_id).stdout
+        status = _ray("job", "status", "--address", ray_head.dashboard, job_id).stdout
         if re.search(r"succeeded|failed|stopped", status, re.IGNORECASE):
             break
         time.sleep(5)
-    logs = _ray("job", "logs", "--address", DASHBOARD, job_id).stdout
+    logs = _ray("job", "logs", "--address", ray_head.dashboard, job_id).stdout
     assert "succeeded" in status.lower(), f"{status}\n--- job logs ---\n{logs[-4000:]}"
     assert "best valid/full/ndcg@10" in logs
     assert "Starting execution of Dataset" not in logs  # Ray Data's per-epoch chatter is off
@@ -124,7 +177,9 @@ def test_tune_job_submitted_to_a_local_head_succeeds(ray_head, tmp_path):
     top = recommender.recommend([recommender.catalog.user_reviewer_id[1]], 3)
     assert len(top) == 3 and (top["source"] == "model").all()
     # nothing was written into Ray's temporary copy of the working directory (this head's session)
-    copies = [p for p in Path("/tmp/ray/session_latest").glob("runtime_resources/working_dir_files/*") if p.is_dir()]
+    copies = [
+        p for p in (ray_head.temp_dir / "session_latest").glob("runtime_resources/working_dir_files/*") if p.is_dir()
+    ]
     assert copies, "the job's working-directory copy was not found"
     assert not [p for copy in copies for p in copy.iterdir() if p.name in ("runs", "data")]
 
@@ -133,7 +188,20 @@ def test_job_cli_without_token_mode_is_refused(ray_head):
     """Token authentication stays on: without RAY_AUTH_MODE=token the CLI is turned away."""
     env = {k: v for k, v in _env().items() if k != "RAY_AUTH_MODE"}
     proc = subprocess.run(
-        [str(BIN / "ray"), "job", "list", "--address", DASHBOARD], capture_output=True, text=True, timeout=60, env=env
+        [str(BIN / "ray"), "job", "list", "--address", ray_head.dashboard],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert proc.returncode != 0
     assert re.search(r"[Aa]uthentication|token", proc.stdout + proc.stderr)
+
+
+def test_a_single_machine_head_listens_on_loopback_only(ray_head):
+    """The README's local head (with Ray's single-machine switch): GCS, raylet, dashboard, agents,
+    client server and workers all listen on 127.0.0.1; token authentication stays on."""
+    listeners = ray_head.listeners()
+    assert len(listeners) >= 4, listeners  # the head's processes were found
+    exposed = {pid: sorted(a for a in addresses if not is_loopback(a)) for pid, addresses in listeners.items()}
+    assert not any(exposed.values()), exposed

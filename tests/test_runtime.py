@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+
+from processes import descendants, is_loopback, listening_addresses
 
 from alsoview import runtime
 
@@ -75,8 +81,42 @@ def test_an_unreachable_cluster_ends_in_one_line(tmp_path):
     assert f"alsoview: error: no Ray cluster answers at 127.0.0.1:{port}" in out
 
 
-def test_two_local_runs_at_once_both_finish(smoke_config):
-    """Each run starts a private Ray instance: neither joins the other's (nor this suite's)."""
+class Watched:
+    """A command's merged output, read in a thread (two runs at once must not block on their
+    pipes), with a wait for the first line holding some text."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.lines, self._new = proc, [], threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self._new:
+                self.lines.append(line)
+                self._new.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 300) -> None:
+        with self._new:
+            found = self._new.wait_for(
+                lambda: any(text in line for line in self.lines) or self.proc.poll() is not None, timeout
+            )
+        assert found and any(text in line for line in self.lines), f"no {text!r} in:\n{self.output()[-3000:]}"
+
+    def finish(self, timeout: float = 600) -> str:
+        self.proc.wait(timeout=timeout)
+        time.sleep(0.5)  # the reader drains the pipe's last lines
+        return self.output()
+
+    def output(self) -> str:
+        with self._new:
+            return "".join(self.lines)
+
+
+def test_two_local_runs_at_once_are_independent_survive_a_lost_worker_and_stop_on_ctrl_c(smoke_config):
+    """Each run starts a private Ray instance: neither joins the other's (nor this suite's).
+    One loses its training worker (killed) after its first epoch: Ray Train restarts it from that
+    checkpoint (train.max_failures, default 2) and the run ends normally. The other gets Ctrl-C
+    after its first epoch: exit code 130 and one line saying how to resume."""
     common = [
         "train",
         "--config",
@@ -85,15 +125,28 @@ def test_two_local_runs_at_once_both_finish(smoke_config):
         f"data.prepared_dir={smoke_config.data.prepared_dir}",
         f"train.runs_dir={smoke_config.train.runs_dir}",
         "train.num_workers=1",
-        "train.epochs=1",
         "train.valid_users=100",
     ]
-    runs = [_alsoview(*common, f"train.run_name=parallel-{i}") for i in range(2)]
-    outputs = [proc.communicate(timeout=600)[0] for proc in runs]
-    for proc, out in zip(runs, outputs):
-        assert proc.returncode == 0, out[-3000:]
+    survivor = Watched(_alsoview(*common, "train.epochs=3", "train.run_name=parallel-0"))
+    interrupted = Watched(_alsoview(*common, "train.epochs=50", "train.run_name=parallel-1"))
+
+    survivor.wait_for("parallel-0 epoch 0:")
+    workers = [pid for pid in descendants(survivor.proc.pid) if _title(pid).startswith("ray::RayTrainWorker")]
+    assert len(workers) == 1, [_title(pid) for pid in descendants(survivor.proc.pid)]
+    os.kill(workers[0], signal.SIGKILL)
+    interrupted.wait_for("parallel-1 epoch 0:")
+    interrupted.proc.send_signal(signal.SIGINT)
+
+    outputs = [survivor.finish(), interrupted.finish(timeout=300)]
+    assert survivor.proc.returncode == 0, outputs[0][-3000:]
+    metrics = json.loads((Path(smoke_config.train.runs_dir) / "parallel-0" / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] >= 0 and metrics["epochs_total"] == 3  # restarted, not started over
+    assert interrupted.proc.returncode == 130, outputs[1][-3000:]
+    last = outputs[1].strip().splitlines()[-1]
+    assert last.startswith("alsoview: interrupted: training stopped; run the same command again to resume"), last
+    for out in outputs:
         assert "started a private local Ray instance on 127.0.0.1" in out
-        assert "alsoview: error" not in out
+        assert "alsoview: error" not in out and "alsoview: failed" not in out
     dashboards = {
         line.rsplit("dashboard ", 1)[1].split()[0]
         for out in outputs
@@ -101,5 +154,18 @@ def test_two_local_runs_at_once_both_finish(smoke_config):
         if "started a private local Ray instance" in line
     }
     assert len(dashboards) == 2, dashboards  # one dashboard each, on different ports
-    for i in range(2):
-        assert (Path(smoke_config.train.runs_dir) / f"parallel-{i}" / "model.pt").is_file()
+
+
+def _title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def test_a_private_instance_listens_on_loopback_only(ray_session):
+    """Every socket the suite's private instance (and this driver) listens on is on 127.0.0.1."""
+    listeners = listening_addresses([os.getpid(), *descendants(os.getpid())])
+    assert len(listeners) >= 4, listeners  # GCS, raylet, dashboard, agents at least
+    exposed = {pid: sorted(a for a in addresses if not is_loopback(a)) for pid, addresses in listeners.items()}
+    assert not any(exposed.values()), exposed

@@ -1,0 +1,109 @@
+"""Linux /proc helpers for tests: which processes belong to a Ray instance, what they listen on."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+_LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """PIDs whose environment has `name=value` (every process a command started inherits it).
+    A Python process that renames itself with setproctitle overwrites its environment as /proc
+    shows it: find those as `descendants` of a marked one."""
+    wanted = f"{name}={value}".encode()
+    pids = []
+    for proc in _other_processes():
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile, or not ours to read
+        if wanted in environ:
+            pids.append(int(proc.name))
+    return pids
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (a driver's private Ray instance is started as its children)."""
+    children: dict[int, list[int]] = {}
+    for proc in _other_processes():
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(proc.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def running(pids: set[int] | list[int]) -> list[int]:
+    """The PIDs among `pids` that still run (a zombie has ended, only its exit status is left)."""
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+def _other_processes() -> list[Path]:
+    return [p for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) != os.getpid()]
+
+
+def listening_addresses(pids: list[int]) -> dict[int, set[str]]:
+    """{pid: {"127.0.0.1:port", ...}}: the TCP sockets each process listens on."""
+    listeners = _listening_sockets()
+    found: dict[int, set[str]] = {}
+    for pid in pids:
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue  # ended meanwhile
+        for link in links:
+            if link.startswith("socket:[") and link[8:-1] in listeners:
+                found.setdefault(pid, set()).add(listeners[link[8:-1]])
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    ip = ipaddress.ip_address(host)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def _listening_sockets() -> dict[str, str]:
+    """{socket inode: "address:port"} of every listening TCP socket (IPv4 and IPv6)."""
+    sockets = {}
+    for table, decode in (("/proc/net/tcp", _ipv4), ("/proc/net/tcp6", _ipv6)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != _LISTEN:
+                continue
+            host, port = fields[1].split(":")
+            sockets[fields[9]] = f"{decode(host)}:{int(port, 16)}"
+    return sockets
+
+
+def _ipv4(hex_host: str) -> str:
+    return str(ipaddress.IPv4Address(bytes.fromhex(hex_host)[::-1]))
+
+
+def _ipv6(hex_host: str) -> str:
+    raw = bytes.fromhex(hex_host)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))  # four little-endian 32-bit words
+    return f"[{ipaddress.IPv6Address(words)}]"
