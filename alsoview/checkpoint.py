@@ -33,10 +33,6 @@ HISTORY_FILE = "history.csv"
 ERROR_FILE = "error.log"  # the whole traceback of a failed run (the CLI prints one line)
 
 
-def run_dir_of(config: Config) -> Path:
-    return Path(config.train.runs_dir).resolve() / config.train.run_name
-
-
 def start_run_dir(config: Config, run_dir: Path) -> Path:
     """Create a run directory and record the resolved config in it, so it says exactly what ran."""
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,17 @@ import numpy as np
 import pandas as pd
 
 from alsoview import checkpoint as runs
-from alsoview.catalog import load_catalog
-from alsoview.config import Config, check_plain_name, with_absolute_paths
+from alsoview.config import Config, check_plain_name
 from alsoview.errors import UserError
-from alsoview.evaluate import PROTOCOLS, ModelFactory, build_cases, evaluate_scorers, reference_scorers, skipped_note
+from alsoview.evaluate import (
+    PROTOCOLS,
+    REPORT_COLUMNS,
+    ModelFactory,
+    build_cases,
+    evaluate_scorers,
+    reference_scorers,
+    skipped_note,
+)
 
 log = logging.getLogger("alsoview")
 
@@ -53,16 +60,14 @@ def compare(
     import ray.train
     from ray import tune as ray_tune
 
-    from alsoview.runtime import init_ray
+    from alsoview.runtime import start_run
     from alsoview.tune import plan_trials, restore_or_start, trial_trainable
 
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
     check_plain_name(name, "--name")
-    config = with_absolute_paths(config)
-    catalog = load_catalog(config.data.prepared_dir)
-    log.info(init_ray())
-    run_dir = runs.start_run_dir(config, Path(config.train.runs_dir) / name)
+    start = start_run(config, name)
+    config, catalog, run_dir = start.config, start.catalog, start.run_dir
 
     grid_size = len(fractions) * seeds
     plan = plan_trials(_with_samples(config, grid_size), ray.cluster_resources())
@@ -149,7 +154,7 @@ def write_report(
 
 
 def _markdown(table: pd.DataFrame, baselines: dict[str, dict[str, float]], split: str) -> str:
-    columns = [f"{p}/{m}" for p in PROTOCOLS for m in ("auc", "gauc", "ndcg@10", "hr@10", "mrr")]
+    columns = REPORT_COLUMNS
     head = "| also-view fraction | seeds | " + " | ".join(columns) + " |"
     lines = [
         f"# Also-view vs random negatives ({split} split)",

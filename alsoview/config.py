@@ -15,11 +15,30 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import yaml
 
 from alsoview.errors import UserError
+
+# Each set of choices is one Literal: the config checks values against it, and the code that acts
+# on a choice (text.py, sampling.py) imports the same tuple.
+TextEncoder = Literal["auto", "minilm", "hashing"]
+RandomPool = Literal["uniform", "popularity"]
+ValidationMetric = Literal[  # every epoch's validation metrics (validation.py)
+    "valid/full/ndcg@10",
+    "valid/full/hr@10",
+    "valid/full/mrr",
+    "valid/sampled100/ndcg@10",
+    "valid/sampled100/hr@10",
+    "valid/auc",
+    "valid/hard_auc",
+    "valid/mean_auc",
+]
+TEXT_ENCODERS: tuple[str, ...] = typing.get_args(TextEncoder)
+RANDOM_POOLS: tuple[str, ...] = typing.get_args(RandomPool)
+# What early stopping and tuning can maximise.
+VALIDATION_METRICS: tuple[str, ...] = typing.get_args(ValidationMetric)
 
 
 @dataclass
@@ -59,7 +78,7 @@ class DataConfig:
 class TextConfig:
     """How item descriptions become vectors: once per item, at prepare time."""
 
-    encoder: str = "auto"  # auto | minilm | hashing ("auto" says in the log which one ran)
+    encoder: TextEncoder = "auto"  # "auto": MiniLM when installed, else hashing (the log says which ran)
     model_path: Union[str, None] = None  # a local transformers model dir (default: the packaged MiniLM)
     dim: int = 384  # hashing encoder only; the transformer's size comes from the model
     max_length: int = 128
@@ -67,8 +86,7 @@ class TextConfig:
     actors: int = 1  # embedding actors in the Ray Data actor pool (each loads the model once)
 
     def validate(self) -> None:
-        encoders = ("auto", "minilm", "hashing")
-        _check(self.encoder in encoders, "text.encoder", f"one of {encoders}", self.encoder)
+        _check(self.encoder in TEXT_ENCODERS, "text.encoder", f"one of {TEXT_ENCODERS}", self.encoder)
         _check(self.dim >= 8, "text.dim", ">= 8", self.dim)
         _check(8 <= self.max_length <= 512, "text.max_length", "in [8, 512]", self.max_length)
         _check(self.batch_size >= 1, "text.batch_size", ">= 1", self.batch_size)
@@ -81,7 +99,7 @@ class SamplingConfig:
 
     negatives_per_positive: int = 4
     also_view_fraction: float = 0.5  # share of negatives drawn from the positive item's also-view list
-    random_pool: str = "uniform"  # uniform | popularity: where the other negatives come from
+    random_pool: RandomPool = "uniform"  # where the other negatives come from
     popularity_exponent: float = 0.75  # popularity pool weights: (train count + 1) ** exponent
     # Positives per mixing block. Negatives are seeded by (seed, epoch, block), so for a given
     # block size an epoch's samples are the same for any number of workers.
@@ -96,8 +114,7 @@ class SamplingConfig:
         _check(
             0.0 <= self.also_view_fraction <= 1.0, "sampling.also_view_fraction", "in [0, 1]", self.also_view_fraction
         )
-        pools = ("uniform", "popularity")
-        _check(self.random_pool in pools, "sampling.random_pool", f"one of {pools}", self.random_pool)
+        _check(self.random_pool in RANDOM_POOLS, "sampling.random_pool", f"one of {RANDOM_POOLS}", self.random_pool)
         _check(self.popularity_exponent >= 0, "sampling.popularity_exponent", ">= 0", self.popularity_exponent)
         _check(self.block_rows >= 16, "sampling.block_rows", ">= 16", self.block_rows)
         _check(self.blocks_per_task >= 1, "sampling.blocks_per_task", ">= 1", self.blocks_per_task)
@@ -158,19 +175,6 @@ class ModelConfig:
         )
 
 
-# What early stopping and tuning can maximise: every epoch's validation metrics (validation.py).
-VALIDATION_METRICS = (
-    "valid/full/ndcg@10",
-    "valid/full/hr@10",
-    "valid/full/mrr",
-    "valid/sampled100/ndcg@10",
-    "valid/sampled100/hr@10",
-    "valid/auc",
-    "valid/hard_auc",
-    "valid/mean_auc",
-)
-
-
 @dataclass
 class TrainConfig:
     """Optimisation and the Ray Train run. Batch size is global: each of N workers takes batch_size / N."""
@@ -179,7 +183,7 @@ class TrainConfig:
     batch_size: int = 512
     learning_rate: float = 0.01
     num_workers: int = 1
-    use_gpu: Union[bool, str] = "auto"  # auto: use GPUs when the cluster has them
+    use_gpu: Union[bool, Literal["auto"]] = "auto"  # auto: use GPUs when the cluster has them
     # CPUs per training worker; None: leave a share of the cluster's CPUs to Ray Data (it hangs
     # when training takes every CPU and the mixing tasks cannot be scheduled).
     cpus_per_worker: Union[float, None] = None
@@ -192,7 +196,7 @@ class TrainConfig:
     # Ranking metrics (valid/full/*, valid/sampled100/*) are measured every epoch on a seeded
     # sample of this many validation users (all of them when fewer); the AUCs on all of them.
     valid_users: int = 2000
-    early_stopping_metric: str = "valid/full/ndcg@10"
+    early_stopping_metric: ValidationMetric = "valid/full/ndcg@10"
     patience: int = 10  # epochs without improvement before stopping; 0 turns early stopping off
 
     def validate(self) -> None:
@@ -248,7 +252,7 @@ class TuneConfig:
     name: str = "tune"  # the same name again resumes an interrupted tuning run
     num_samples: Union[int, None] = None  # None: 4 per trial the cluster runs at once, at least 8
     max_concurrent_trials: Union[int, None] = None  # None: as many as the cluster's CPUs/GPUs fit
-    metric: str = "valid/full/ndcg@10"  # any of VALIDATION_METRICS
+    metric: ValidationMetric = "valid/full/ndcg@10"
     # Epochs per trial (ASHA's max_t): short trials to rank the settings; retrain the best one for
     # train.epochs. None: train.epochs.
     max_epochs: Union[int, None] = 10
@@ -469,6 +473,12 @@ def _deep_merge(base: dict, update: dict) -> dict:
     return merged
 
 
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return " or ".join(repr(v) for v in typing.get_args(hint))
+    return getattr(hint, "__name__", str(hint))
+
+
 def _coerce(hint: Any, value: Any, key: str) -> Any:
     """Check `value` against a type hint, with the few conversions YAML users expect."""
     origin = typing.get_origin(hint)
@@ -478,13 +488,20 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        for arg in options:
             try:
                 return _coerce(arg, value, key)
-            except UserError as exc:
-                errors.append(str(exc))
-        raise UserError(errors[0])
+            except UserError:
+                continue
+        if len(options) == 1:
+            return _coerce(options[0], value, key)  # raises with that type's message
+        expected = " or ".join(_describe(a) for a in options)
+        raise UserError(f"config: {key} must be {expected}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(hint):
+            return value
+        raise UserError(f"config: {key} must be one of {typing.get_args(hint)}, got {value!r}")
     if origin is list:
         (item_type,) = typing.get_args(hint)
         items = value if isinstance(value, list) else [value]

@@ -32,6 +32,9 @@ from alsoview.metrics import expected_rank_metrics, rank_counts
 log = logging.getLogger("alsoview")
 
 PROTOCOLS = ("full", "sampled100", "hard")
+REPORTED_METRICS = ("auc", "gauc", "ndcg@10", "hr@10", "mrr")
+# The columns of every evaluation table (evaluate, compare): protocol/metric, full ranking first.
+REPORT_COLUMNS = tuple(f"{protocol}/{metric}" for protocol in PROTOCOLS for metric in REPORTED_METRICS)
 CUTOFFS = (5, 10, 20)
 SAMPLED_NEGATIVES = 100
 
@@ -324,9 +327,7 @@ def reference_scorers(catalog: Catalog, seed: int, peers: bool = True) -> Refere
 
 def markdown_table(results: dict[str, dict[str, float]], split: str, skipped: dict[str, str] | None = None) -> str:
     """One row per scorer; the protocol of every column is in its name."""
-    columns = [
-        f"{protocol}/{metric}" for protocol in PROTOCOLS for metric in ("auc", "gauc", "ndcg@10", "hr@10", "mrr")
-    ]
+    columns = REPORT_COLUMNS
     lines = [f"| scorer | {' | '.join(columns)} |", "|---|" + "---|" * len(columns)]
     for name, metrics in results.items():
         values = [f"{metrics.get(f'{split}/{c}', float('nan')):.4f}" for c in columns]

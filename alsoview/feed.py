@@ -87,10 +87,10 @@ def mix_block(
 def mix_blocks(batch: dict[str, np.ndarray], catalog_ref: list, **mix_args: Any) -> dict[str, np.ndarray]:
     """Ray Data UDF: a batch of block ids -> their mixed samples, block after block, as one output.
 
-    One task mixes several blocks: a Ray Data task costs tens of milliseconds of scheduling,
-    far more than mixing one block (about 3 ms for 2048 positives), and one output per task
-    rather than one per block cut an epoch's materialisation from 7.3 s to 4.5 s at Video
-    Games scale (a scratch run beside benchmarks/mixing.py). The positives come from the shared catalog.
+    One task mixes several blocks because a Ray Data task's scheduling costs far more than
+    mixing one block, and it returns one output because each output is an object Ray must
+    track (the measurements are in benchmarks/README.md). The positives come from the shared
+    catalog.
     """
     catalog = cached_catalog(catalog_ref)
     parts = [mix_block(block, catalog, **mix_args) for block in batch["block"].tolist()]

@@ -17,11 +17,34 @@ import logging
 import os
 import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from alsoview import checkpoint as runs
+from alsoview.catalog import Catalog, load_catalog
+from alsoview.config import Config, with_absolute_paths
 from alsoview.errors import UserError
 
 log = logging.getLogger("alsoview")
+
+
+@dataclass(frozen=True)
+class RunStart:
+    config: Config  # with absolute paths
+    catalog: Catalog
+    run_dir: Path  # made, with the resolved config in it
+
+
+def start_run(config: Config, run_name: str, catalog: Catalog | None = None) -> RunStart:
+    """What train, tune and compare do first: paths made absolute (outputs under the storage
+    root), the prepared dataset loaded, Ray joined or started, and `<runs_dir>/<run_name>/` made
+    with the config that runs written into it."""
+    config = with_absolute_paths(config)
+    catalog = catalog or load_catalog(config.data.prepared_dir)
+    log.info(init_ray())
+    run_dir = runs.start_run_dir(config, Path(config.train.runs_dir).resolve() / run_name)
+    return RunStart(config, catalog, run_dir)
+
 
 DASHBOARD_PORT = 8265
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's switch: "0" keeps a node on loopback

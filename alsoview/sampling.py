@@ -25,9 +25,10 @@ from typing import Sequence
 
 import numpy as np
 
+from alsoview.config import RANDOM_POOLS
+
 __all__ = ["SamplingTables", "MixStats", "mix_negatives", "epoch_rng", "RANDOM_POOLS"]
 
-RANDOM_POOLS = ("uniform", "popularity")
 
 # Rejection rounds before switching to an exact draw. Each round redraws only the rejected
 # candidates, so the cost of a round shrinks geometrically; the exact draws after the last round

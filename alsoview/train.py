@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from alsoview import checkpoint as runs
-from alsoview.catalog import Catalog, load_catalog
-from alsoview.config import Config, with_absolute_paths
+from alsoview.catalog import Catalog
+from alsoview.config import Config
 from alsoview.errors import RunFailedError, UserError, first_line
 from alsoview.feed import EpochFeeder, block_sizes, cached_catalog, steps_per_epoch
 from alsoview.loop import fixed_size_batches, train_epoch
@@ -315,12 +315,10 @@ def build_trainer(
 
 def train(config: Config, catalog: Catalog | None = None) -> TrainResult:
     """Fit the model with Ray Train; writes config.yaml, metrics.json, history.csv and model.pt to the run dir."""
-    from alsoview.runtime import init_ray
+    from alsoview.runtime import start_run
 
-    config = with_absolute_paths(config)
-    catalog = catalog or load_catalog(config.data.prepared_dir)
-    log.info(init_ray())
-    run_dir = runs.start_run_dir(config, runs.run_dir_of(config))
+    start = start_run(config, config.train.run_name, catalog)
+    config, catalog, run_dir = start.config, start.catalog, start.run_dir
     _check_resumable(run_dir, catalog)
     try:
         result = build_trainer(config, catalog).fit()

@@ -22,9 +22,9 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
-from alsoview.catalog import Catalog, load_catalog
+from alsoview.catalog import Catalog
 from alsoview.checkpoint import plain, prune_checkpoints
-from alsoview.config import Config, flatten_search_space, save_config, with_absolute_paths, with_overrides
+from alsoview.config import Config, flatten_search_space, with_absolute_paths, with_overrides
 from alsoview.errors import UserError
 from alsoview.logs import verbose
 from alsoview.resources import MIN_CPUS_PER_WORKER
@@ -229,18 +229,14 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from alsoview.runtime import init_ray
+    from alsoview.runtime import start_run
 
     stages = dict(stage_seconds or {})
     start_search = time.perf_counter()
     full = with_absolute_paths(config)  # the final run trains for train.epochs
-    config = tune_config_of(full)  # trials train for tune.max_epochs
-    catalog = catalog or load_catalog(config.data.prepared_dir)
-    log.info(init_ray())
-    storage = Path(config.train.runs_dir).resolve()
-    run_dir = storage / config.tune.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    start = start_run(tune_config_of(full), full.tune.name, catalog)  # trials train for tune.max_epochs
+    config, catalog, run_dir = start.config, start.catalog, start.run_dir
+    storage = run_dir.parent
 
     plan = plan_trials(config, ray.cluster_resources())
     metric = config.tune.metric

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 
@@ -224,3 +225,38 @@ def test_cli_reports_user_errors_in_one_line(tmp_path):
         [sys.executable, "-m", "alsoview.cli", "prepare", "data.kcor=3"], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2 and "did you mean data.kcore" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_prepared_dataset_is_reused_by_input_contents_not_paths(tmp_path):
+    """A job's inputs arrive in a fresh copy of its working directory on every submission: the
+    same files elsewhere reuse the dataset; other contents or settings prepare it again."""
+    from alsoview.data.prepare import file_sha256, why_stale
+
+    first = tmp_path / "first"
+    first.mkdir()
+    review = {"overall": 5.0, "reviewerID": "A1", "asin": "B1", "unixReviewTime": 1}
+    for name, line in (("reviews.json.gz", review), ("meta.json.gz", {"asin": "B1", "title": "Halo"})):
+        with gzip.open(first / name, "wt") as handle:
+            handle.write(json.dumps(line) + "\n")
+
+    def config_at(folder, *overrides):
+        config = load_config(None, [*FAST_TEXT, *overrides])
+        config.data.reviews, config.data.meta = [str(folder / "reviews.json.gz")], [str(folder / "meta.json.gz")]
+        return config
+
+    prepared_with = config_at(first)
+    manifest = {
+        "config": prepared_with.to_dict(),
+        "inputs": {r: [{"path": p, "sha256": file_sha256(p)}] for r, (p,) in
+                   (("reviews", prepared_with.data.reviews), ("meta", prepared_with.data.meta))},
+    }  # fmt: skip
+    assert why_stale(manifest, prepared_with) is None
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    assert why_stale(manifest, config_at(copy)) is None  # same contents, another place
+    assert why_stale(manifest, config_at(copy, "data.kcore=5")) == "other settings: data.kcore"
+    with gzip.open(copy / "reviews.json.gz", "wt") as handle:
+        handle.write(json.dumps({**review, "overall": 4.0}) + "\n")
+    assert why_stale(manifest, config_at(copy)) == f"{copy / 'reviews.json.gz'} has other contents"
+    del manifest["inputs"]["meta"][0]["sha256"]
+    assert why_stale(manifest, config_at(first)) == "made before input files were fingerprinted"

