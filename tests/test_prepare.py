@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
 import subprocess
@@ -130,6 +131,7 @@ def test_other_formats_ratings_csv_2014_meta_and_combined(ray_session, tmp_path)
     assert_accounting(m)
     assert m["inputs"]["reviews"][0] == {
         "path": str(combined),
+        "sha256": hashlib.sha256(combined.read_bytes()).hexdigest(),
         "format": "combined_csv",
         "rows_read": 11,
         "header_lines": 1,
