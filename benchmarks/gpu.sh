@@ -6,7 +6,7 @@
 #
 # Needs an environment with a CUDA build of torch and alsoview installed (pip install -e .);
 # the generated Video-Games-scale dataset is made on first use (about 1 minute) under data/bench/.
-# Writes benchmarks/results/training-gpu.json.
+# Writes benchmarks/results/training-gpu.json and evaluation.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
@@ -16,4 +16,6 @@ if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() el
 fi
 "$PYTHON" -c "import torch; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
 # Dense embeddings (fused Adam): the GPU's natural mode; 2 epochs per pipeline run (1 timed).
-exec "$PYTHON" benchmarks/training.py --gpu --embeddings dense --workers 1 --epochs 2 "$@"
+"$PYTHON" benchmarks/training.py --gpu --embeddings dense --workers 1 --epochs 2 "$@"
+# Full-ranking scoring on the GPU: pair by pair against the shortcut (benchmarks/evaluation.py).
+"$PYTHON" benchmarks/evaluation.py --device cuda --users 5000 --pair-users 500
