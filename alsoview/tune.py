@@ -83,7 +83,13 @@ def plan_trials(config: Config, cluster: dict[str, float]) -> TrialPlan:
             raise UserError(f"a trial needs {workers} GPUs, the cluster has {gpus:g}")
     else:
         per_worker = config.train.cpus_per_worker or MIN_CPUS_PER_WORKER
-        fit = int(cpus // (workers * per_worker + config.sampling.cpus_per_task))
+        per_trial = workers * per_worker + config.sampling.cpus_per_task
+        fit = int(cpus // per_trial)
+        if fit < 1:  # refused here, not once per trial inside Tune
+            raise UserError(
+                f"a trial needs {workers} workers x {per_worker:g} CPUs + {config.sampling.cpus_per_task:g} "
+                f"for Ray Data = {per_trial:g} CPUs, the cluster has {cpus:g}; lower train.num_workers"
+            )
     fit = max(1, min(fit, config.tune.max_concurrent_trials or fit))
     samples = config.tune.num_samples or max(8, 4 * fit)
     concurrency = min(fit, samples)

@@ -106,3 +106,12 @@ def test_a_lost_worker_is_reported_with_its_cause_the_traceback_file_and_how_to_
     assert f"traceback in {tmp_path / 'error.log'}" in str(error)
     assert "resume from its last checkpoint (checkpoint_2026-01-01_00-00-03.000000)" in str(error)
     assert "WorkerGroupError" in (tmp_path / "error.log").read_text()
+
+
+def test_generate_refuses_a_folder_it_did_not_make_and_an_unwritable_place(capsys, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    err = one_line_error(capsys, ["generate", "--out", str(notes), "--users", "10", "--items", "20"])
+    assert "is not empty and holds no generated dataset" in err and (notes / "todo.txt").read_text() == "mine"
+    assert "/proc is not writable" in one_line_error(capsys, ["generate", "--out", "/proc/alsoview", "--users", "10"])

@@ -30,6 +30,8 @@ def test_trials_are_planned_so_none_waits_for_cpus():
     assert plan_trials(load_config(None, []), {"CPU": 16.0, "GPU": 4.0}).num_samples == 16
     with pytest.raises(UserError, match="GPUs"):
         plan_trials(load_config(None, ["train.use_gpu=true", "train.num_workers=2"]), {"CPU": 8.0, "GPU": 1.0})
+    with pytest.raises(UserError, match=r"a trial needs 2 workers x 0.5 CPUs \+ 0.5 for Ray Data = 1.5 CPUs"):
+        plan_trials(load_config(None, ["train.num_workers=2"]), {"CPU": 1.0})
 
 
 def test_search_space_from_config():

@@ -24,6 +24,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from alsoview import storage
 from alsoview.errors import UserError
 
 # --------------------------------------------------------------------------------------
@@ -240,8 +241,10 @@ GENERATION_RECORD = "generation.json"  # written last: its presence marks a comp
 
 
 def generate(out_dir: str | Path, users: int = 2000, items: int = 600, seed: int = 0) -> GenerateSummary:
-    """Synthesize a world and write reviews.json.gz, meta.json.gz and generation.json."""
+    """Synthesize a world and write reviews.json.gz, meta.json.gz and generation.json into a new
+    or empty folder, or over an earlier generated dataset (anything else is refused first)."""
     _validate(users, items, seed)
+    storage.check_replaceable(Path(out_dir), GENERATION_RECORD, "generated dataset")
     start = time.perf_counter()
     world = synthesize(users=users, items=items, seed=seed)
     summary = write_amazon_files(world, Path(out_dir), seed=seed)
