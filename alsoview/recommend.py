@@ -131,15 +131,16 @@ def read_user_ids(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"users file not found: {path}")
-    raw = path.read_bytes()
-    for number, line in enumerate(raw.splitlines(), start=1):
+    users = []
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
         try:
-            text = line.decode("utf-8")
+            text = line.decode("utf-8").strip()
         except UnicodeDecodeError:
             raise UserError(f"{path}:{number}: not UTF-8 text; give one reviewerID per line") from None
-        if not text.strip().isprintable():
+        if not text.isprintable():
             raise UserError(f"{path}:{number}: holds control characters; give one reviewerID per line")
-    users = [line.strip() for line in raw.decode("utf-8").splitlines() if line.strip()]
+        if text:
+            users.append(text)
     if not users:
         raise UserError(f"{path} holds no reviewer ids (one reviewerID per line)")
     return users

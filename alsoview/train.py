@@ -355,16 +355,22 @@ def _how_to_resume(run_dir: Path) -> str:
 def _failure(exc: Exception, run_dir: Path, max_failures: int) -> Exception:
     """A failed fit as one line: a worker's UserError as itself; anything else as RunFailedError
     naming the cause, the file that holds the whole traceback, and how to resume."""
-    cause = exc
-    for failure in getattr(exc, "worker_failures", {}).values():
-        cause = failure
-        while cause is not None and not isinstance(cause, UserError):
-            cause = cause.__cause__ or getattr(cause, "cause", None)
-        if isinstance(cause, UserError):
-            return UserError(str(cause))
-        cause = failure
+    failures = list(getattr(exc, "worker_failures", {}).values())
+    for failure in failures:
+        user_error = _user_error_in(failure)
+        if user_error is not None:
+            return UserError(str(user_error))
+    cause = failures[-1] if failures else exc
     details = run_dir / runs.ERROR_FILE
     details.write_text("".join(traceback.format_exception(exc)))
     restarts = "no restart allowed (train.max_failures=0)" if max_failures == 0 else f"after {max_failures} restart(s)"
     why = f"{type(cause).__name__}: {first_line(cause)}"
     return RunFailedError(f"training failed, {restarts}: {why}; traceback in {details}; {_how_to_resume(run_dir)}")
+
+
+def _user_error_in(failure: BaseException) -> UserError | None:
+    """The UserError a worker's failure was caused by (Ray wraps it), if any."""
+    cause: BaseException | None = failure
+    while cause is not None and not isinstance(cause, UserError):
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    return cause
