@@ -131,8 +131,8 @@ class ModelConfig:
     text_projection_dim: int = 64  # the description vector goes through Linear(text_dim, this)
     # Sparse embedding gradients with SparseAdam's update (only the rows in a batch move) for the
     # embeddings, Adam for the rest: about 2x the samples/s on the CPU at Video Games scale, with
-    # results within noise (README, Performance). One worker only (torch's gloo crashes on
-    # sparse all-reduce). Off by default: the design's dense Adam.
+    # results within noise (README, Performance). Works with several workers (gradient_sync.py).
+    # Off by default: the design's dense Adam.
     sparse_embeddings: bool = False
     # Also feed user * item (elementwise) to the MLP, as NeuMF's GMF branch does: an MLP over a
     # plain concatenation learns user-item interactions slowly. Off by default (the design).

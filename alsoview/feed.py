@@ -106,7 +106,7 @@ def worker_blocks(n_blocks: int, seed: int, epoch: int, rank: int, world: int) -
 def steps_per_epoch(
     block_sizes: np.ndarray, seed: int, epoch: int, world: int, samples_per_positive: int, worker_batch: int
 ) -> int:
-    """Batches every worker runs this epoch: the smallest share decides, so DDP ranks stay in step."""
+    """Batches every worker runs this epoch: the smallest share decides, so the gradient exchanges stay in step."""
     shares = [block_sizes[worker_blocks(len(block_sizes), seed, epoch, r, world)].sum() for r in range(world)]
     return int(math.ceil(min(shares) * samples_per_positive / worker_batch))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -44,12 +44,18 @@ class EpochTotals:
 
 
 def train_epoch(
-    model: torch.nn.Module, optimizer: Any, batches: Iterator[dict[str, torch.Tensor]], steps: int
+    model: torch.nn.Module,
+    optimizer: Any,
+    batches: Iterator[dict[str, torch.Tensor]],
+    steps: int,
+    sync_gradients: Callable[[], None] | None = None,
 ) -> EpochTotals:
     """At most `steps` optimiser steps of binary cross-entropy on (user, item, label) batches.
 
     Batches may carry `is_hard` (1 for an also-view negative) to count the realised share of
-    hard negatives. DDP needs every rank to take the same number of steps: the caller fixes it.
+    hard negatives. With several workers `sync_gradients` averages the gradients across them
+    (`gradient_sync.RowGradientSync`); each of its collectives needs every rank, so every rank
+    must take the same number of steps: the caller fixes it.
     """
     loss_fn = torch.nn.BCEWithLogitsLoss()
     totals = EpochTotals()
@@ -63,6 +69,8 @@ def train_epoch(
         loss = loss_fn(model(batch["user"], batch["item"]), batch["label"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if sync_gradients is not None:
+            sync_gradients()
         optimizer.step()
         size = len(batch["label"])
         totals.loss_sum += loss.item() * size

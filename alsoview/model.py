@@ -210,7 +210,7 @@ class AlsoViewMLP(nn.Module):
                 else torch.zeros_like(count)
             )
             own_rows = nn.functional.embedding(
-                leave_out, self.history_embedding.weight, sparse=self.config.sparse_embeddings
+                leave_out, self.history_embedding.weight, sparse=self.history_embedding.sparse
             )
             summed = summed - own[:, None] * own_rows
             count = count - own
@@ -455,7 +455,7 @@ class MixedOptimizer:
 
 def build_optimizer(model: nn.Module, lr: float, sparse: bool) -> torch.optim.Optimizer | MixedOptimizer:
     """Adam for a dense model; for ``sparse=True`` a :class:`MixedOptimizer` (RowSparseAdam, with
-    SparseAdam's update, on sparse embeddings; Adam on the rest). Works on a DDP-wrapped model too.
+    SparseAdam's update, on sparse embeddings; Adam on the rest).
     Raises ``ValueError`` when
     ``sparse`` does not match the model (plain Adam rejects sparse gradients, SparseAdam dense ones).
     """

@@ -67,6 +67,19 @@ def resolve_resources(config: Config, cluster: dict[str, float]) -> WorkerResour
     return WorkerResources(use_gpu, round(per_worker, 3), max(1, int(per_worker)))
 
 
+def sharing_cores_warning(config: Config, resources: WorkerResources) -> str | None:
+    """Why adding CPU workers will not speed training up here, when it will not: workers with less
+    than one CPU each share cores, so they split the same compute and add gradient exchange."""
+    workers = config.train.num_workers
+    if resources.use_gpu or workers == 1 or resources.cpus_per_worker >= 1:
+        return None
+    return (
+        f"train.num_workers={workers} gets {resources.cpus_per_worker:g} CPUs per worker: the workers share "
+        f"cores, so expect no speed-up over {max(1, math.floor(workers * resources.cpus_per_worker))} "
+        f"worker(s) (they split the same CPUs and exchange gradients each step); add workers on more CPUs or GPUs"
+    )
+
+
 def check_sample_memory(config: Config, n_positives: int, cluster: dict[str, float], cpus_per_worker: float) -> None:
     """Refuse settings whose mixed samples cannot fit: a mixing task's peak in the memory its
     CPUs come with, or the epochs in flight in the object store plus Ray's spill space."""

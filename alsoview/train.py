@@ -23,9 +23,10 @@ from alsoview.catalog import Catalog
 from alsoview.config import Config
 from alsoview.errors import RunFailedError, UserError, first_line
 from alsoview.feed import EpochFeeder, block_sizes, cached_catalog, steps_per_epoch
+from alsoview.gradient_sync import RowGradientSync
 from alsoview.loop import fixed_size_batches, train_epoch
 from alsoview.model import build_model
-from alsoview.resources import check_sample_memory, resolve_resources
+from alsoview.resources import check_sample_memory, resolve_resources, sharing_cores_warning
 from alsoview.validation import ValidationSet, validate, validation_set
 
 log = logging.getLogger("alsoview")
@@ -84,7 +85,7 @@ def _resume(model: torch.nn.Module, optimizer: Any, vocabulary: dict[str, int], 
 
 
 def train_loop_per_worker(setup: WorkerSetup) -> None:
-    """Runs on every Ray Train worker: DDP model, per-epoch mixing pipeline, validation, checkpoints."""
+    """Runs on every Ray Train worker: row-exchange gradient sync, per-epoch mixing feed, validation, checkpoints."""
     import ray.data
     import ray.train
     import ray.train.torch
@@ -108,7 +109,9 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
     state = _resume(model, optimizer, vocab, setup.run_storage)
     if state.resumed_from_epoch is not None and rank == 0:
         log.info("resumed from the checkpoint of epoch %d", state.resumed_from_epoch)
-    model = ray.train.torch.prepare_model(model)
+    model.to(device)
+    # Not DDP: it would all-reduce every embedding table each step (see gradient_sync.py).
+    sync_gradients = RowGradientSync(model) if world > 1 else None
 
     sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
     worker_batch = config.train.batch_size // world
@@ -147,13 +150,14 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
                 prefetch_batches=2,
                 dtypes={"user": torch.long, "item": torch.long, "label": torch.float32, "is_hard": torch.float32},
             )
-            totals = train_epoch(model, optimizer, fixed_size_batches(blocks, worker_batch), steps)
+            sent_before = (sync_gradients.bytes_sent, sync_gradients.steps) if sync_gradients else (0, 0)
+            totals = train_epoch(model, optimizer, fixed_size_batches(blocks, worker_batch), steps, sync_gradients)
             train_seconds = time.perf_counter() - start
             loss_sum, seen, hard, negatives = _all_reduce_sum(totals.as_list(), device)
 
             # Every rank validates on the same users: identical weights give identical numbers,
             # so every rank takes the same early-stopping decision without a broadcast.
-            metrics = validate(_unwrap(model), setup.validation, device)
+            metrics = validate(model, setup.validation, device)
             metrics.update(
                 {
                     "epoch": epoch,
@@ -167,7 +171,11 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
                     "train/data_wait_seconds": feed_wait + totals.data_wait_seconds,  # near 0 when the feed keeps up
                 }
             )
-            stop = state.record(epoch, metrics[metric], _unwrap(model).state_dict(), config.train.patience)
+            if sync_gradients is not None:  # what each worker handed to the gradient collectives per step
+                steps_taken = max(sync_gradients.steps - sent_before[1], 1)
+                metrics["train/gradient_bytes_per_step"] = (sync_gradients.bytes_sent - sent_before[0]) / steps_taken
+                metrics["train/all_reduce_bytes_per_step"] = sync_gradients.all_reduce_bytes  # DDP's, for comparison
+            stop = state.record(epoch, metrics[metric], model.state_dict(), config.train.patience)
             metrics.update(
                 {
                     "best/epoch": state.best_epoch,
@@ -182,10 +190,6 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
                 break
     finally:
         ray.kill(feeder)  # frees the epoch it may have mixed ahead
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 def _report(
@@ -204,7 +208,7 @@ def _report(
         ray.train.report(metrics, checkpoint=None)
         return
     with tempfile.TemporaryDirectory() as folder:
-        runs.save_checkpoint(folder, _unwrap(model).state_dict(), optimizer.state_dict(), state, setup.config, vocab)
+        runs.save_checkpoint(folder, model.state_dict(), optimizer.state_dict(), state, setup.config, vocab)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
     log.info("%s", epoch_line(metrics, run=Path(setup.run_storage).name))  # after: its checkpoint is saved
 
@@ -261,15 +265,9 @@ def build_trainer(
     resources = resolve_resources(config, budget or cluster)
     use_gpu, cpus_per_worker, threads = resources.use_gpu, resources.cpus_per_worker, resources.torch_threads
     check_sample_memory(config, len(catalog.train), {**cluster, **(budget or {})}, cpus_per_worker)
-    if config.model.sparse_embeddings and config.train.num_workers > 1:
-        # DDP all-reduces sparse gradients with gloo only (not NCCL), and on torch 2.13 CPU this
-        # model's sparse all-reduce corrupted the heap within 2,000 steps (SIGSEGV in gloo's ring),
-        # reproduced without Ray and with torch's own SparseAdam: refused, not left to crash.
-        raise UserError(
-            "model.sparse_embeddings=true needs train.num_workers=1: multi-worker training "
-            "all-reduces sparse gradients, which crashes in torch's gloo backend; use dense "
-            "embeddings (the default) for several workers"
-        )
+    sharing = sharing_cores_warning(config, resources)
+    if sharing:
+        log.warning(sharing)
     blocks = block_sizes(len(catalog.train), config.sampling.block_rows)
     if len(blocks) < config.train.num_workers:
         raise UserError(

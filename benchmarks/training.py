@@ -116,7 +116,41 @@ def pipeline(prepared: str, overrides: list[str], workers: int, epochs: int, run
         "train_seconds_by_epoch": [float(v) for v in history["train/seconds"]],
         "data_wait_seconds_by_epoch": [float(v) for v in history["train/data_wait_seconds"]],
         "valid_auc_last": float(history["valid/auc"].iloc[-1]),
+        # per worker and step, handed to the gradient collectives (0 with one worker: there are none)
+        "gradient_bytes_per_step": median(list(timed.get("train/gradient_bytes_per_step", [0.0]))),
+        "all_reduce_bytes_per_step": median(list(timed.get("train/all_reduce_bytes_per_step", [0.0]))),
     }
+
+
+def scaling_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each pipeline run beside the 1-worker run of its kind: throughput ratio and the bytes each
+    worker hands to the gradient collectives per step, against a DDP all-reduce of every gradient."""
+    runs = [r for r in rows if r["run"] == "pipeline"]
+    out = []
+    for r in runs:
+        one = next(
+            (
+                o
+                for o in runs
+                if o["workers"] == 1 and o["embeddings"] == r["embeddings"] and o["device"] == r["device"]
+            ),
+            None,
+        )
+        sent, dense = r["gradient_bytes_per_step"], r["all_reduce_bytes_per_step"]
+        out.append(
+            {
+                "embeddings": r["embeddings"],
+                "device": r["device"],
+                "workers": r["workers"],
+                "samples_per_s": r["samples_per_s"],
+                "samples_per_s_per_worker": r["samples_per_s"] / r["workers"],
+                "ratio_to_1_worker": r["samples_per_s"] / one["samples_per_s"] if one else math.nan,
+                "gradient_bytes_per_step": sent,
+                "all_reduce_bytes_per_step": dense,
+                "bytes_ratio": sent / dense if dense else math.nan,
+            }
+        )
+    return out
 
 
 def main() -> None:
@@ -196,13 +230,6 @@ def main() -> None:
                     for workers in worker_counts:
                         if device == "cuda" and workers > torch.cuda.device_count():
                             continue
-                        if mode == "sparse" and workers > 1:
-                            print(
-                                "[bench] skipped: sparse embeddings with several workers (refused by "
-                                "build_trainer: torch's gloo sparse all-reduce crashes)",
-                                flush=True,
-                            )
-                            continue
                         result = pipeline(prepared, [*base, *device_overrides], workers, args.epochs, runs_dir)
                         total_threads = result["threads_per_worker"] * workers
                         plain = next(
@@ -239,12 +266,30 @@ def main() -> None:
         rows,
         ["embeddings", "run", "device", "workers", "torch threads", "samples_per_s", "ratio_to_plain"],
     )
+    scaling = scaling_rows(rows)
+    if scaling:
+        table += "\n" + print_table(
+            "Scaling with workers (pipeline runs; gradient bytes per worker and step)",
+            scaling,
+            [
+                "embeddings",
+                "device",
+                "workers",
+                "samples_per_s",
+                "samples_per_s_per_worker",
+                "ratio_to_1_worker",
+                "gradient_bytes_per_step",
+                "all_reduce_bytes_per_step",
+                "bytes_ratio",
+            ],
+        )
     write_json(
         "training-gpu" if args.gpu else "training",
         {
             "dataset": prepared,
             "train_positives": len(catalog.train),
             "rows": rows,
+            "scaling": scaling,
             "table": table,
             "command": "python benchmarks/training.py "
             + " ".join(

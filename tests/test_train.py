@@ -14,7 +14,7 @@ from alsoview.config import load_config
 from alsoview.errors import UserError
 from alsoview.feed import block_sizes, mix_arguments, mix_block, mix_blocks, steps_per_epoch, worker_blocks
 from alsoview.loop import fixed_size_batches
-from alsoview.resources import check_sample_memory, resolve_resources
+from alsoview.resources import check_sample_memory, resolve_resources, sharing_cores_warning
 from alsoview.validation import validation_set
 
 
@@ -108,6 +108,16 @@ def test_more_workers_than_the_cpus_carry_are_refused_up_front():
     assert resolve_resources(load_config(None, ["train.num_workers=8"]), {"CPU": 8.0, "GPU": 8.0}).use_gpu
 
 
+def test_workers_that_share_cores_are_warned_about_with_the_reason():
+    two_on_two = load_config(None, ["train.num_workers=2"])
+    warning = sharing_cores_warning(two_on_two, resolve_resources(two_on_two, {"CPU": 2.0}))
+    assert warning and "0.75 CPUs per worker" in warning and "no speed-up over 1 worker" in warning
+    assert sharing_cores_warning(two_on_two, resolve_resources(two_on_two, {"CPU": 8.0})) is None
+    assert sharing_cores_warning(two_on_two, resolve_resources(two_on_two, {"CPU": 2.0, "GPU": 2.0})) is None
+    one = load_config(None, [])
+    assert sharing_cores_warning(one, resolve_resources(one, {"CPU": 1.0})) is None
+
+
 def test_negatives_that_cannot_fit_in_memory_are_refused_up_front():
     cluster = {"CPU": 2.0, "memory": 16 * 2**30, "object_store_memory": 7 * 2**30}
     check_sample_memory(load_config(None, []), 100_000, cluster, cpus_per_worker=1.5)  # the defaults fit
@@ -133,6 +143,9 @@ def test_training_learns(trained_run):
     for name in ("config.yaml", "metrics.json", "history.csv", "model.pt"):
         assert (result.run_dir / name).is_file(), name
     assert history["epoch"].tolist() == list(range(30))
+    # the workers exchanged the rows their batches touched, not every gradient (gradient_sync.py)
+    sent, all_reduce = history["train/gradient_bytes_per_step"], history["train/all_reduce_bytes_per_step"]
+    assert (sent > 0).all() and (sent < all_reduce).all()
 
 
 def test_a_second_run_with_the_same_name_resumes(trained_run):
@@ -181,20 +194,3 @@ def test_the_newest_checkpoint_that_loads_is_found_on_disk_and_old_ones_pruned(t
     assert str(newest) in caplog.text
     assert [p.name[-2:] for p in prune_checkpoints(tmp_path, keep=2)] == ["01", "02"]
     assert [p.name[-2:] for p in checkpoint_dirs(tmp_path)] == ["03", "04"]
-
-
-def test_sparse_embeddings_with_several_workers_are_refused_before_any_ray_work(prepared):
-    from alsoview.train import build_trainer
-
-    catalog = load_catalog(prepared.data.prepared_dir)
-    config = load_config(
-        None,
-        [
-            f"data.prepared_dir={prepared.data.prepared_dir}",
-            "model.sparse_embeddings=true",
-            "train.num_workers=2",
-            "sampling.block_rows=512",
-        ],
-    )
-    with pytest.raises(UserError, match="num_workers=1"):
-        build_trainer(config, catalog, budget={"CPU": 4})
