@@ -22,7 +22,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))  # run as `python benchmarks/x.py` from a checkout
 
 # Video Games 5-core (2018) has about 55k reviewers and 17k games with about 500k reviews; the
-# generator at this size writes 489,923 reviews and 86,710 meta lines in the raw format.
+# generator (version 2) at this size writes 487,655 reviews and 86,710 meta lines in the raw format.
 VG_USERS, VG_ITEMS, VG_SEED = 55_000, 17_000, 0
 BENCH_DATA = ROOT / "data" / "bench"
 
@@ -36,11 +36,18 @@ def vg_prepared_dir() -> Path:
 
 
 def ensure_vg_raw() -> Path:
-    """The generated Video-Games-scale raw files (made once, about 30 s)."""
-    from alsoview.data.synthetic import generate
+    """The generated Video-Games-scale raw files (made once per generator version, about 30 s)."""
+    import shutil
+
+    from alsoview.data.synthetic import GENERATION_RECORD, GENERATOR_VERSION, generate
 
     out = vg_raw_dir()
-    if not (out / "generation.json").is_file():
+    record = out / GENERATION_RECORD
+    if record.is_file() and json.loads(record.read_text()).get("generator_version", 1) != GENERATOR_VERSION:
+        print(f"[bench] {out} was made by another generator version: generating it again", flush=True)
+        shutil.rmtree(out)
+        shutil.rmtree(vg_prepared_dir(), ignore_errors=True)
+    if not record.is_file():
         print(
             f"[bench] generating a Video-Games-scale dataset in {out} ({VG_USERS} users, {VG_ITEMS} items)...",
             flush=True,
@@ -68,9 +75,9 @@ def vg_prepare_command(raw: Path, out: Path) -> list[str]:
 
 def ensure_vg_prepared() -> Path:
     """The prepared Video-Games-scale dataset with the hashing text encoder (made once, about 40 s)."""
+    raw = ensure_vg_raw()  # first: a stale raw set removes its prepared set too
     out = vg_prepared_dir()
     if not (out / "manifest.json").is_file():
-        raw = ensure_vg_raw()
         print(f"[bench] preparing {raw} -> {out} (hashing text encoder)...", flush=True)
         subprocess.run(vg_prepare_command(raw, out), check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -262,3 +263,38 @@ def test_a_prepared_dataset_is_reused_by_input_contents_not_paths(tmp_path):
     assert why_stale(manifest, config_at(copy)) == f"{copy / 'reviews.json.gz'} has other contents"
     del manifest["inputs"]["meta"][0]["sha256"]
     assert why_stale(manifest, config_at(first)) == "made before input files were fingerprinted"
+
+
+def test_the_generated_default_is_made_again_by_another_generator_or_settings(tmp_path, caplog):
+    """The default folder is reused only when its generation.json records this generator version and
+    the config's data.generate_* settings; otherwise it is made again and the log says what differs."""
+    from alsoview.data.prepare import with_default_inputs
+    from alsoview.data.synthetic import GENERATION_RECORD, GENERATOR_VERSION
+
+    folder = tmp_path / "generated"
+    record_path = folder / GENERATION_RECORD
+
+    def default_inputs(*overrides):
+        config = load_config(
+            None, [f"data.generated_dir={folder}", "data.generate_users=200", "data.generate_items=100", *overrides]
+        )
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="alsoview"):
+            config = with_default_inputs(config)
+        assert config.data.reviews == [str(folder / "reviews.json.gz")]
+        return json.loads(record_path.read_text()), caplog.text
+
+    record, _ = default_inputs()
+    assert record["generator_version"] == GENERATOR_VERSION
+    assert record["parameters"] == {"users": 200, "items": 100, "seed": 0}
+    _, log = default_inputs()
+    assert "using the generated default dataset" in log
+
+    record, log = default_inputs("data.generate_seed=1")
+    assert record["parameters"]["seed"] == 1 and "seed 0, config asks 1" in log
+
+    record.pop("generator_version")  # as the first generator wrote it
+    record_path.write_text(json.dumps(record))
+    record, log = default_inputs("data.generate_seed=1")
+    assert record["generator_version"] == GENERATOR_VERSION
+    assert f"generator version 1, now {GENERATOR_VERSION}" in log and "config asks" not in log

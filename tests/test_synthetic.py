@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from alsoview.data.synthetic import (
+    GENERATOR_VERSION,
     GENRES,
     PLATFORMS,
     GenerateSummary,
@@ -23,6 +24,7 @@ from alsoview.data.synthetic import (
     generate,
     synthesize,
 )
+from alsoview.data.synthetic.draws import Streams, stable_key
 from alsoview.errors import UserError
 
 USERS, ITEMS, SEED = 200, 100, 0
@@ -124,12 +126,60 @@ def test_summary_and_generation_json(
     gen = json.loads((d / "generation.json").read_text())
     assert "synthetic" in gen["note"].lower()
     assert gen["parameters"] == {"users": USERS, "items": ITEMS, "seed": SEED}
+    assert gen["generator_version"] == GENERATOR_VERSION == 2
     assert gen["counts"]["reviews"] == len(reviews)
+
+
+def test_item_steps_do_not_depend_on_the_user_steps() -> None:
+    """Each step of the world has its own stream: more users leave the catalog as it was."""
+    few, many = synthesize(users=50, items=40, seed=2), synthesize(users=80, items=40, seed=2)
+    assert few.item_asin == many.item_asin and few.item_brand == many.item_brand
+    for field in ("item_platform", "item_genre", "item_style", "item_popularity", "item_latent"):
+        assert np.array_equal(getattr(few, field), getattr(many, field)), field
 
 
 def test_creates_nested_out_dir(tmp_path: Path) -> None:
     s = generate(tmp_path / "x" / "y", users=10, items=20, seed=3)
     assert s.reviews_path.exists() and s.meta_path.exists() and s.generation_path.exists()
+
+
+# ---------------------------------------------------------------- named random streams
+
+
+def _draws(streams: Streams, name: str) -> np.ndarray:
+    return streams.generator(name).integers(0, 1 << 30, 8)
+
+
+def test_same_seed_scope_and_name_give_the_same_draws() -> None:
+    assert np.array_equal(_draws(Streams(7, "files"), "review.vote"), _draws(Streams(7, "files"), "review.vote"))
+
+
+@pytest.mark.parametrize(
+    "seed, scope, name", [(7, "files", "review.text"), (7, "world", "review.vote"), (8, "files", "review.vote")]
+)
+def test_another_name_scope_or_seed_gives_other_draws(seed: int, scope: str, name: str) -> None:
+    assert not np.array_equal(_draws(Streams(7, "files"), "review.vote"), _draws(Streams(seed, scope), name))
+
+
+def test_a_stream_name_can_be_taken_only_once() -> None:
+    streams = Streams(0, "files")
+    streams.generator("review.vote")
+    with pytest.raises(ValueError, match="review.vote"):
+        streams.generator("review.vote")
+    streams.generator("review.text")  # other names stay available
+
+
+def test_a_stream_does_not_depend_on_the_streams_taken_before_it() -> None:
+    alone = _draws(Streams(3, "files"), "meta.price")
+    busy = Streams(3, "files")
+    for name in ("meta.title", "review.vote", "meta.details"):
+        busy.generator(name).random(1000)
+    assert np.array_equal(alone, _draws(busy, "meta.price"))
+
+
+def test_stream_keys_do_not_depend_on_the_process() -> None:
+    """Python's str hash is salted per process; the keys must be the same in every run."""
+    assert stable_key("world") == 1654943304 and stable_key("review.vote") == 1958466473
 
 
 # ---------------------------------------------------------------- review file format

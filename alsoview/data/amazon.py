@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import ast
 import csv
+import dataclasses
 import datetime as dt
 import html
 import io
 import json
 import math
 import re
-import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Iterable, Sequence

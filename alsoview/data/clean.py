@@ -98,8 +98,9 @@ def clean(reviews: pd.DataFrame, meta: pd.DataFrame, options: CleanOptions) -> C
         "logged_negatives": len(logged),
     }
     stats = {**item_stats, "time_source": _time_source(reviews)}
-    return CleanDataset(interactions, _users_frame(user_ids), items, brands, logged,
-                        review_drops, meta_drops, counts, stats)
+    return CleanDataset(
+        interactions, _users_frame(user_ids), items, brands, logged, review_drops, meta_drops, counts, stats
+    )
 
 
 def _drop_unparsed(rows: pd.DataFrame, drops: DropLog) -> pd.DataFrame:
@@ -170,16 +171,21 @@ def _encode_interactions(rows: pd.DataFrame, user_index: pd.Series, item_index: 
     time = rows["time"].to_numpy(np.int64)
     order = rows["source"].to_numpy(np.int64) * (1 << 40) + rows["line"].to_numpy(np.int64)
     codes = assign_splits(user_idx, time, order)
-    frame = pd.DataFrame({
-        "user_idx": user_idx, "item_idx": item_idx,
-        "rating": rows["rating"].to_numpy(np.float32), "time": time,
-        "split": pd.Categorical.from_codes(codes, categories=list(SPLIT_NAMES)),
-    })
+    frame = pd.DataFrame(
+        {
+            "user_idx": user_idx,
+            "item_idx": item_idx,
+            "rating": rows["rating"].to_numpy(np.float32),
+            "time": time,
+            "split": pd.Categorical.from_codes(codes, categories=list(SPLIT_NAMES)),
+        }
+    )
     return frame.sort_values(["user_idx", "time", "item_idx"], kind="stable").reset_index(drop=True)
 
 
-def _logged_negatives(negatives: pd.DataFrame, positives: pd.DataFrame, user_index: pd.Series,
-                      item_index: pd.Series, drops: DropLog) -> pd.DataFrame:
+def _logged_negatives(
+    negatives: pd.DataFrame, positives: pd.DataFrame, user_index: pd.Series, item_index: pd.Series, drops: DropLog
+) -> pd.DataFrame:
     """Label-0 rows of combined_samples.csv: kept as a pool of logged negatives."""
     empty = pd.DataFrame({"user_idx": np.array([], np.int32), "item_idx": np.array([], np.int32)})
     if negatives.empty:
@@ -194,10 +200,16 @@ def _logged_negatives(negatives: pd.DataFrame, positives: pd.DataFrame, user_ind
     repeated = negatives.duplicated(["user", "item"], keep="first")
     drops.add("duplicate_logged_negative", negatives[repeated], "repeated (user, item) negative")
     negatives = negatives[~repeated]
-    return pd.DataFrame({
-        "user_idx": user_index.reindex(negatives["user"].to_numpy()).to_numpy(np.int32),
-        "item_idx": item_index.reindex(negatives["item"].to_numpy()).to_numpy(np.int32),
-    }).sort_values(["user_idx", "item_idx"]).reset_index(drop=True)
+    return (
+        pd.DataFrame(
+            {
+                "user_idx": user_index.reindex(negatives["user"].to_numpy()).to_numpy(np.int32),
+                "item_idx": item_index.reindex(negatives["item"].to_numpy()).to_numpy(np.int32),
+            }
+        )
+        .sort_values(["user_idx", "item_idx"])
+        .reset_index(drop=True)
+    )
 
 
 def _dedupe_meta(meta: pd.DataFrame, item_index: pd.Series, drops: DropLog) -> pd.DataFrame:
@@ -210,8 +222,9 @@ def _dedupe_meta(meta: pd.DataFrame, item_index: pd.Series, drops: DropLog) -> p
     return meta[~unreviewed]
 
 
-def _build_items(item_ids: np.ndarray, item_index: pd.Series, meta: pd.DataFrame,
-                 reviews: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def _build_items(
+    item_ids: np.ndarray, item_index: pd.Series, meta: pd.DataFrame, reviews: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Item features for the catalog: meta lines first, combined_samples.csv rows as fallback."""
     items = pd.DataFrame({"item_idx": item_index.to_numpy(), "asin": item_ids})
     source = meta.set_index("asin")
@@ -290,8 +303,11 @@ def _encode_also_view(items: pd.DataFrame, item_index: pd.Series) -> tuple[list[
     inside = inside.drop_duplicates(["item_idx", "target"], keep="first")
     lists = inside.groupby("item_idx", sort=False)["target"].agg(lambda s: s.astype(np.int32).tolist())
     encoded = [lists.get(i, []) for i in items["item_idx"]]
-    stats = {"also_view_raw_edges": raw_edges, "also_view_edges_outside_catalog": int(outside),
-             "also_view_self_links": int(self_links)}
+    stats = {
+        "also_view_raw_edges": raw_edges,
+        "also_view_edges_outside_catalog": int(outside),
+        "also_view_self_links": int(self_links),
+    }
     return encoded, stats
 
 

@@ -33,6 +33,8 @@ def read_manifest(prepared_dir: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: unreadable manifest ({exc}); prepare the dataset again") from None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version != FORMAT_VERSION:
-        raise UserError(f"{path}: prepared-dataset format {version!r}, this alsoview reads {FORMAT_VERSION}; "
-                        f"prepare the dataset again")
+        raise UserError(
+            f"{path}: prepared-dataset format {version!r}, this alsoview reads {FORMAT_VERSION}; "
+            f"prepare the dataset again"
+        )
     return manifest

@@ -39,17 +39,40 @@ log = logging.getLogger("alsoview")
 
 _SNIFF_LINES = 5
 
-REVIEW_SCHEMA = pa.schema([
-    ("user", pa.string()), ("item", pa.string()), ("rating", pa.float64()), ("time", pa.int64()),
-    ("label", pa.int8()), ("brand", pa.string()), ("price", pa.float64()), ("price_status", pa.string()),
-    ("description", pa.string()), ("also_view", pa.list_(pa.string())), ("drop_reason", pa.string()),
-    ("detail", pa.string()), ("source", pa.int32()), ("line", pa.int64()), ("format", pa.string()),
-])
-META_SCHEMA = pa.schema([
-    ("asin", pa.string()), ("title", pa.string()), ("brand", pa.string()), ("price", pa.float64()),
-    ("price_status", pa.string()), ("description", pa.string()), ("also_view", pa.list_(pa.string())),
-    ("drop_reason", pa.string()), ("detail", pa.string()), ("source", pa.int32()), ("line", pa.int64()),
-])
+REVIEW_SCHEMA = pa.schema(
+    [
+        ("user", pa.string()),
+        ("item", pa.string()),
+        ("rating", pa.float64()),
+        ("time", pa.int64()),
+        ("label", pa.int8()),
+        ("brand", pa.string()),
+        ("price", pa.float64()),
+        ("price_status", pa.string()),
+        ("description", pa.string()),
+        ("also_view", pa.list_(pa.string())),
+        ("drop_reason", pa.string()),
+        ("detail", pa.string()),
+        ("source", pa.int32()),
+        ("line", pa.int64()),
+        ("format", pa.string()),
+    ]
+)
+META_SCHEMA = pa.schema(
+    [
+        ("asin", pa.string()),
+        ("title", pa.string()),
+        ("brand", pa.string()),
+        ("price", pa.float64()),
+        ("price_status", pa.string()),
+        ("description", pa.string()),
+        ("also_view", pa.list_(pa.string())),
+        ("drop_reason", pa.string()),
+        ("detail", pa.string()),
+        ("source", pa.int32()),
+        ("line", pa.int64()),
+    ]
+)
 
 
 @dataclass
@@ -182,12 +205,14 @@ def _record_tables(files: list[InputFile], chunk_lines: int) -> list[pa.Table]:
 
 def _block(file: InputFile, lines: list[int], texts: list[str]) -> pa.Table:
     n = len(texts)
-    return pa.table({
-        "source": pa.array(np.full(n, file.source, np.int32)),
-        "line": pa.array(np.asarray(lines, np.int64)),
-        "format": pa.array([file.format] * n, pa.string()),
-        "text": pa.array(texts, pa.string()),
-    })
+    return pa.table(
+        {
+            "source": pa.array(np.full(n, file.source, np.int32)),
+            "line": pa.array(np.asarray(lines, np.int64)),
+            "format": pa.array([file.format] * n, pa.string()),
+            "text": pa.array(texts, pa.string()),
+        }
+    )
 
 
 # ---------------------------------------------------------------- parallel parsing
@@ -253,8 +278,9 @@ def embed_items(items: pd.DataFrame, config: Config) -> tuple[np.ndarray, dict[s
     from alsoview.data.text import resolve_text_encoder
     from alsoview.runtime import cluster_has_gpus
 
-    spec, reason = resolve_text_encoder(config.text.encoder, config.text.model_path, config.text.dim,
-                                        config.text.max_length)
+    spec, reason = resolve_text_encoder(
+        config.text.encoder, config.text.model_path, config.text.dim, config.text.max_length
+    )
     log.info("text encoder: %s", reason)
     use_gpu = spec.name == "minilm" and cluster_has_gpus()
     frame = pd.DataFrame({"item_idx": items["item_idx"].to_numpy(), "text": item_texts(items)})
@@ -278,9 +304,14 @@ def embed_items(items: pd.DataFrame, config: Config) -> tuple[np.ndarray, dict[s
     item_idx = np.concatenate(order) if order else np.array([], np.int64)
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, spec.dim), np.float32)
     position = pd.Series(np.arange(len(item_idx)), index=item_idx).reindex(items["item_idx"].to_numpy()).to_numpy()
-    info = {**spec.to_dict(), "reason": reason, "device": "cuda" if use_gpu else "cpu",
-            "items": len(frame), "seconds": round(seconds, 2),
-            "items_per_second": round(len(frame) / seconds, 1) if seconds > 0 else None}
+    info = {
+        **spec.to_dict(),
+        "reason": reason,
+        "device": "cuda" if use_gpu else "cpu",
+        "items": len(frame),
+        "seconds": round(seconds, 2),
+        "items_per_second": round(len(frame) / seconds, 1) if seconds > 0 else None,
+    }
     return matrix[position], info
 
 
@@ -297,8 +328,19 @@ def _write_dataset(data: CleanDataset, text_vectors: np.ndarray, out: Path) -> N
 
 def _items_table(items: pd.DataFrame, text_vectors: np.ndarray) -> pa.Table:
     dim = text_vectors.shape[1]
-    columns = ["item_idx", "asin", "title", "brand", "brand_idx", "price", "price_missing", "price_norm",
-               "price_status", "description", "has_meta"]
+    columns = [
+        "item_idx",
+        "asin",
+        "title",
+        "brand",
+        "brand_idx",
+        "price",
+        "price_missing",
+        "price_norm",
+        "price_status",
+        "description",
+        "has_meta",
+    ]
     table = pa.Table.from_pandas(items[columns], preserve_index=False)
     also_view = pa.array([list(v) for v in items["also_view"]], pa.list_(pa.int32()))
     flat = pa.array(text_vectors.reshape(-1).astype(np.float32))
@@ -306,8 +348,9 @@ def _items_table(items: pd.DataFrame, text_vectors: np.ndarray) -> pa.Table:
     return table.append_column("also_view", also_view).append_column("text_vector", vectors)
 
 
-def _manifest(files: list[InputFile], data: CleanDataset, text_info: dict[str, Any], config: Config,
-              seconds: dict[str, float]) -> dict[str, Any]:
+def _manifest(
+    files: list[InputFile], data: CleanDataset, text_info: dict[str, Any], config: Config, seconds: dict[str, float]
+) -> dict[str, Any]:
     reviews_read = sum(f.rows_read for f in files if f.role == "reviews")
     meta_read = sum(f.rows_read for f in files if f.role == "meta")
     reviews_kept = data.counts["interactions"] + data.counts["logged_negatives"]
@@ -323,14 +366,19 @@ def _manifest(files: list[InputFile], data: CleanDataset, text_info: dict[str, A
             "meta": {"read": meta_read, "kept": meta_kept, "dropped": data.meta_drops.total},
         },
         "counts": data.counts,
-        "dropped": {"reviews": dict(sorted(data.review_drops.counts.items())),
-                    "meta": dict(sorted(data.meta_drops.counts.items()))},
+        "dropped": {
+            "reviews": dict(sorted(data.review_drops.counts.items())),
+            "meta": dict(sorted(data.meta_drops.counts.items())),
+        },
         "drop_examples": {"reviews": data.review_drops.examples, "meta": data.meta_drops.examples},
         "stats": data.stats,
         "text_encoder": {k: v for k, v in text_info.items() if k not in ("seconds", "items_per_second")},
         "config": config.to_dict(),
-        "timing_seconds": {**seconds, "text_embedding": text_info["seconds"],
-                           "text_items_per_second": text_info["items_per_second"]},
+        "timing_seconds": {
+            **seconds,
+            "text_embedding": text_info["seconds"],
+            "text_items_per_second": text_info["items_per_second"],
+        },
     }
 
 
@@ -354,7 +402,9 @@ def _enforce_strict(data: CleanDataset) -> None:
         for reason in amazon.MALFORMED_REASONS:
             if drops.counts.get(reason):
                 example = drops.examples[reason][0] if drops.examples.get(reason) else reason
-                raise UserError(f"--strict: {drops.counts[reason]} malformed {role} record(s) ({reason}); first: {example}")
+                raise UserError(
+                    f"--strict: {drops.counts[reason]} malformed {role} record(s) ({reason}); first: {example}"
+                )
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -392,11 +442,18 @@ def prepare(config: Config, out_dir: str | Path | None = None) -> PrepareResult:
     if config.data.strict:
         _enforce_strict(data)
     if data.counts["interactions"] == 0:
-        raise UserError(f"no interactions left after cleaning {[f.path for f in reviews]}: "
-                        f"dropped {dict(data.review_drops.counts)}")
-    log.info("cleaned: %d users, %d items, %d interactions (train %d, valid %d, test %d)",
-             data.counts["users"], data.counts["items"], data.counts["interactions"],
-             data.counts["train"], data.counts["valid"], data.counts["test"])
+        raise UserError(
+            f"no interactions left after cleaning {[f.path for f in reviews]}: dropped {dict(data.review_drops.counts)}"
+        )
+    log.info(
+        "cleaned: %d users, %d items, %d interactions (train %d, valid %d, test %d)",
+        data.counts["users"],
+        data.counts["items"],
+        data.counts["interactions"],
+        data.counts["train"],
+        data.counts["valid"],
+        data.counts["test"],
+    )
 
     vectors, text_info = embed_items(data.items, config)
 
@@ -426,31 +483,63 @@ def with_default_inputs(config: Config) -> Config:
     """Point the config at the generated default dataset when no review files are given.
 
     The embedded default is generated on first use, in the raw Amazon format, so the demo runs
-    exactly the code path that real data runs.
+    exactly the code path that real data runs. A generated folder made by another generator
+    version or with other `data.generate_*` settings is generated again, saying what differs.
     """
     config = with_absolute_paths(config)
     if config.data.reviews:
         return config
-    from alsoview.data.synthetic import GENERATION_RECORD, generate
+    from alsoview.data.synthetic import GENERATION_RECORD, GENERATOR_VERSION, generate
 
     folder = Path(config.data.generated_dir)
     reviews, meta = folder / "reviews.json.gz", folder / "meta.json.gz"
+    wanted = {
+        "users": config.data.generate_users,
+        "items": config.data.generate_items,
+        "seed": config.data.generate_seed,
+    }
     with storage.locked(folder, "the generated default dataset"):
-        if (folder / GENERATION_RECORD).is_file():
+        record = folder / GENERATION_RECORD
+        differs = _generated_differs(record, GENERATOR_VERSION, wanted) if record.is_file() else None
+        if record.is_file() and differs is None:
             log.info("using the generated default dataset in %s", folder)
         else:
             storage.check_replaceable(folder, GENERATION_RECORD, "generated dataset")
-            log.info("generating the default dataset in %s (%d users, %d items, seed %d)", folder,
-                     config.data.generate_users, config.data.generate_items, config.data.generate_seed)
+            again = "" if differs is None else f" again; the old one differs: {differs}"
+            log.info(
+                "generating the default dataset in %s (%d users, %d items, seed %d)%s",
+                folder,
+                config.data.generate_users,
+                config.data.generate_items,
+                config.data.generate_seed,
+                again,
+            )
             staging = storage.staging_beside(folder)
             try:
-                generate(staging, users=config.data.generate_users, items=config.data.generate_items,
-                         seed=config.data.generate_seed)
+                generate(
+                    staging,
+                    users=config.data.generate_users,
+                    items=config.data.generate_items,
+                    seed=config.data.generate_seed,
+                )
                 storage.publish(staging, folder)
             finally:
                 storage.remove_staging(staging)
     data = dataclasses.replace(config.data, reviews=[str(reviews)], meta=[str(meta)])
     return dataclasses.replace(config, data=data)
+
+
+def _generated_differs(record: Path, version: int, wanted: dict[str, int]) -> str | None:
+    """What differs between a generated dataset's record and what the config asks (None: nothing)."""
+    try:
+        made = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return f"unreadable {record.name}"
+    made_version = made.get("generator_version", 1)  # version 1 wrote no version
+    differences = [f"generator version {made_version}, now {version}"] if made_version != version else []
+    parameters = made.get("parameters", {})
+    differences += [f"{k} {parameters.get(k)}, config asks {v}" for k, v in wanted.items() if parameters.get(k) != v]
+    return "; ".join(differences) or None
 
 
 def ensure_prepared(config: Config) -> Config:

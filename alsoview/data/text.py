@@ -91,22 +91,17 @@ def _model_dim(model_path: Path) -> int:
     and lets it reject a wrong path before any expensive work starts.
     """
     if not model_path.is_dir():
-        raise UserError(
-            f"text model path {model_path} does not exist or is not a directory; {_INSTALL_HINT}"
-        )
+        raise UserError(f"text model path {model_path} does not exist or is not a directory; {_INSTALL_HINT}")
     config_file = model_path / "config.json"
     if not config_file.is_file():
         raise UserError(
-            f"text model path {model_path} is not a transformers model directory "
-            f"(no config.json); {_INSTALL_HINT}"
+            f"text model path {model_path} is not a transformers model directory (no config.json); {_INSTALL_HINT}"
         )
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
         dim = int(config["hidden_size"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(
-            f"text model path {model_path}: cannot read hidden_size from {config_file} ({exc})"
-        ) from exc
+        raise UserError(f"text model path {model_path}: cannot read hidden_size from {config_file} ({exc})") from exc
     return dim
 
 
@@ -119,9 +114,7 @@ def _check_positive(name: str, value: int) -> None:
 def _minilm_spec(model_path: Path, max_length: int) -> TextEncoderSpec:
     """Spec for the transformer encoder; its dim comes from the model, not from text.dim."""
     dim = _model_dim(model_path)
-    return TextEncoderSpec(
-        name="minilm", dim=dim, model_path=str(model_path.resolve()), max_length=max_length
-    )
+    return TextEncoderSpec(name="minilm", dim=dim, model_path=str(model_path.resolve()), max_length=max_length)
 
 
 def resolve_text_encoder(
@@ -143,9 +136,7 @@ def resolve_text_encoder(
     """
     normalized = str(choice).strip().lower()
     if normalized not in TEXT_ENCODERS:
-        raise UserError(
-            f"unknown text encoder {choice!r}; choose one of: {', '.join(TEXT_ENCODERS)}"
-        )
+        raise UserError(f"unknown text encoder {choice!r}; choose one of: {', '.join(TEXT_ENCODERS)}")
     if normalized == "hashing":
         _check_positive("dim", dim)
         return TextEncoderSpec(name="hashing", dim=dim), f"hashing (dim {dim}) as configured"
@@ -236,9 +227,7 @@ def _term_counts(rows: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.nda
         return rows, keys, np.zeros(0, dtype=np.int64)
     order = np.lexsort((keys, rows))
     rows, keys = rows[order], keys[order]
-    starts = np.flatnonzero(
-        np.concatenate(([True], (rows[1:] != rows[:-1]) | (keys[1:] != keys[:-1])))
-    )
+    starts = np.flatnonzero(np.concatenate(([True], (rows[1:] != rows[:-1]) | (keys[1:] != keys[:-1]))))
     counts = np.diff(np.append(starts, len(keys)))
     return rows[starts], keys[starts], counts
 
@@ -302,9 +291,7 @@ class HashingTextEncoder:
         return _l2_normalize(flat.reshape(len(texts), self._dim))
 
     @staticmethod
-    def _term_keys(
-        word_ids: np.ndarray, lengths: np.ndarray, vocab_size: int
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _term_keys(word_ids: np.ndarray, lengths: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(row, term key) of every unigram and bigram occurrence in the chunk.
 
         Unigram keys are word ids (< vocab_size); the bigram (a, b) gets key
@@ -385,9 +372,7 @@ class TransformerTextEncoder:
     def _load(self, path: Path) -> tuple[Any, Any]:
         """Load tokenizer and model from ``path`` only, turning any failure into a UserError."""
         if not path.is_dir():
-            raise UserError(
-                f"text model path {path} does not exist or is not a directory; {_INSTALL_HINT}"
-            )
+            raise UserError(f"text model path {path} does not exist or is not a directory; {_INSTALL_HINT}")
         # Set before importing transformers/huggingface_hub: they read these at import time.
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -465,8 +450,6 @@ def build_text_encoder(
             device=device,
         )
         if encoder.dim != spec.dim:
-            raise UserError(
-                f"text model at {spec.model_path} produces dim {encoder.dim}, spec says {spec.dim}"
-            )
+            raise UserError(f"text model at {spec.model_path} produces dim {encoder.dim}, spec says {spec.dim}")
         return encoder
     raise UserError(f"unknown text encoder {spec.name!r}; choose one of: minilm, hashing")
