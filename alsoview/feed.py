@@ -13,12 +13,14 @@ store.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from alsoview.catalog import Catalog
 from alsoview.config import Config
+from alsoview.resources import SAMPLE_BYTES
 from alsoview.sampling import epoch_rng, mix_negatives
 
 SAMPLE_COLUMNS = ("user", "item", "label", "is_hard")
@@ -111,24 +113,75 @@ def steps_per_epoch(
     return int(math.ceil(min(shares) * samples_per_positive / worker_batch))
 
 
-def epoch_dataset(blocks: np.ndarray, config: Config, catalog_ref: list, epoch: int, udf: Any = None) -> Any:
-    """The Ray Data pipeline of one worker for one epoch: its block ids -> mixed samples.
+@dataclass(frozen=True)
+class RunPlan:
+    """Which blocks each mixing task of one worker's run mixes: tasks go epoch after epoch, each
+    taking the next `blocks_per_task` of that epoch's blocks for this worker (`worker_blocks`).
 
-    `udf` replaces :func:`mix_blocks` with a function of the same signature (benchmarks wrap
+    Every epoch has the same number of tasks (a worker's share of the blocks has a fixed size),
+    so a task's index alone says its epoch and blocks, and a task can work them out itself.
+    """
+
+    n_blocks: int
+    rank: int
+    world: int
+    seed: int
+    first_epoch: int
+    epochs: int  # epochs first_epoch .. epochs - 1
+    blocks_per_task: int
+
+    @property
+    def tasks_per_epoch(self) -> int:
+        share = len(range(self.rank, self.n_blocks, self.world))
+        return max(1, math.ceil(share / self.blocks_per_task))
+
+    @property
+    def n_tasks(self) -> int:
+        return self.tasks_per_epoch * max(0, self.epochs - self.first_epoch)
+
+    def task(self, index: int) -> tuple[int, np.ndarray]:
+        """(epoch, block ids) of task `index`."""
+        epoch = self.first_epoch + index // self.tasks_per_epoch
+        start = (index % self.tasks_per_epoch) * self.blocks_per_task
+        blocks = worker_blocks(self.n_blocks, self.seed, epoch, self.rank, self.world)
+        return epoch, blocks[start : start + self.blocks_per_task]
+
+
+def mix_planned(
+    batch: dict[str, np.ndarray], catalog_ref: list, plan: RunPlan, config: Config
+) -> dict[str, np.ndarray]:
+    """Ray Data UDF: one task index -> the mixed samples of its blocks for its epoch (see RunPlan)."""
+    (index,) = batch["id"].tolist()
+    epoch, blocks = plan.task(int(index))
+    return mix_blocks({"block": blocks}, catalog_ref, **mix_arguments(config, epoch))
+
+
+def run_dataset(config: Config, catalog_ref: list, plan: RunPlan, udf: Any = None) -> Any:
+    """The Ray Data pipeline of one worker for a whole run: task indices -> mixed samples, in
+    order, every epoch of `plan` in one streaming execution. One execution keeps its executor
+    and its mixing worker processes for the run: a pipeline per epoch started both afresh each
+    epoch, which cost seconds per epoch (benchmarks/README.md).
+
+    `udf` replaces :func:`mix_planned` with a function of the same signature (benchmarks wrap
     it to time the tasks)."""
     import ray.data
 
-    sampling = config.sampling
-    per_task = sampling.blocks_per_task
-    return ray.data.from_items(
-        [{"block": int(b)} for b in blocks], override_num_blocks=max(1, math.ceil(len(blocks) / per_task))
-    ).map_batches(
-        udf or mix_blocks,
-        batch_size=per_task,
+    # from_items, not ray.data.range: a range is read by tasks of one CPU, more than training
+    # leaves free; these input blocks are made here and need no task.
+    tasks = [{"id": index} for index in range(plan.n_tasks)]
+    return ray.data.from_items(tasks, override_num_blocks=max(1, plan.n_tasks)).map_batches(
+        udf or mix_planned,
+        batch_size=1,
         batch_format="numpy",
-        num_cpus=sampling.cpus_per_task,
-        fn_kwargs={"catalog_ref": catalog_ref, **mix_arguments(config, epoch)},
+        num_cpus=config.sampling.cpus_per_task,
+        fn_kwargs={"catalog_ref": catalog_ref, "plan": plan, "config": config},
     )
+
+
+def epoch_rows(plan: RunPlan, block_sizes: np.ndarray, samples_per_positive: int, epoch: int) -> int:
+    """Mixed samples of one epoch of one worker: every positive of its blocks with its negatives."""
+    blocks = worker_blocks(plan.n_blocks, plan.seed, epoch, plan.rank, plan.world)
+    return int(block_sizes[blocks].sum()) * samples_per_positive
 
 
 def mix_arguments(config: Config, epoch: int) -> dict[str, Any]:
@@ -146,28 +199,55 @@ def mix_arguments(config: Config, epoch: int) -> dict[str, Any]:
 
 
 class EpochFeeder:
-    """Materialises one worker's epochs with Ray Data, one epoch ahead of its training loop.
+    """Runs one worker's mixing pipeline for the whole run and hands it its samples epoch by epoch.
 
     Ray Data's streaming executor runs in the process that iterates a dataset. Inside a
     training worker its scheduling loop held the GIL in about 90% of py-spy's samples
     (benchmarks/README.md) and slowed the training steps by a third. This actor (no CPU of its
-    own) runs the pipeline instead: the mixing still happens in parallel Ray Data tasks on the
-    CPUs training leaves free, the worker only reads finished blocks, and the actor owns them
-    for as long as the run needs them. Cost: up to two epochs of this worker's samples in the
-    object store (13 bytes a row; Ray spills to disk beyond its memory).
+    own) iterates the pipeline instead: the mixing happens in parallel Ray Data tasks on the
+    CPUs training leaves free, and the worker only reads finished blocks. The executor may run
+    ahead by about one epoch of this worker's samples (`resource_limits`), so with the epoch
+    being trained and the one handed over up to three epochs are alive (13 bytes a row; Ray
+    spills to disk beyond its memory).
     """
 
-    def __init__(self, config: Config, catalog_ref: list, n_blocks: int, rank: int, world: int) -> None:
+    def __init__(
+        self, config: Config, catalog_ref: list, plan: RunPlan, block_sizes: np.ndarray, udf: Any = None
+    ) -> None:
         import ray.data
+        from ray.data import ExecutionResources
 
         from alsoview.logs import quiet_ray
 
-        ray.data.DataContext.get_current().execution_options.preserve_order = True  # part of the seeded epoch
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True  # part of the seeded epoch
+        first = epoch_rows(plan, block_sizes, 1 + config.sampling.negatives_per_positive, plan.first_epoch)
+        context.execution_options.resource_limits = ExecutionResources(
+            object_store_memory=max(SAMPLE_BYTES * first, 64 * 2**20)
+        )
         quiet_ray()
-        self.config, self.catalog_ref = config, catalog_ref
-        self.n_blocks, self.rank, self.world = n_blocks, rank, world
+        self.plan, self.block_sizes = plan, block_sizes
+        self.samples_per_positive = 1 + config.sampling.negatives_per_positive
+        self.next_epoch = plan.first_epoch
+        dataset = run_dataset(config, catalog_ref, plan, udf)  # udf: benchmarks time the tasks
+        self._blocks = iter(dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0))
 
-    def materialize(self, epoch: int) -> Any:
-        """This worker's mixed samples of `epoch`, as a MaterializedDataset (its blocks in order)."""
-        blocks = worker_blocks(self.n_blocks, self.config.seed, epoch, self.rank, self.world)
-        return epoch_dataset(blocks, self.config, self.catalog_ref, epoch).materialize()
+    def epoch(self, epoch: int) -> list:
+        """Object refs of this worker's mixed blocks of `epoch` (column dicts, in order); epochs
+        must be asked for in order, each once."""
+        import ray
+
+        if epoch != self.next_epoch:
+            raise RuntimeError(f"the feed is at epoch {self.next_epoch}, asked for epoch {epoch}")
+        wanted = epoch_rows(self.plan, self.block_sizes, self.samples_per_positive, epoch)
+        refs, rows = [], 0
+        while rows < wanted:
+            block = next(self._blocks, None)
+            if block is None:
+                raise RuntimeError(f"the mixing pipeline ended {wanted - rows} samples short of epoch {epoch}")
+            refs.append(ray.put(block))
+            rows += len(block["label"])
+        if rows != wanted:  # a block crossed an epoch boundary: the plan and the pipeline disagree
+            raise RuntimeError(f"epoch {epoch} got {rows} mixed samples, expected {wanted}")
+        self.next_epoch += 1
+        return refs

@@ -81,6 +81,16 @@ def train_epoch(
     return totals
 
 
+# What the training step takes from a mixed block's columns (ids widen to int64 for embeddings).
+SAMPLE_DTYPES = {"user": torch.long, "item": torch.long, "label": torch.float32, "is_hard": torch.float32}
+
+
+def sample_tensors(mixed: dict[str, Any], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """A mixed block's numpy columns (`feed.mix_block`) as training tensors on `device`; copies,
+    so read-only columns from Ray's object store are fine."""
+    return {name: torch.tensor(mixed[name], dtype=dtype, device=device) for name, dtype in SAMPLE_DTYPES.items()}
+
+
 def local_epoch_blocks(catalog: Any, config: Any, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
     """One epoch's mixed blocks in this process, as one Ray Train worker of a one-worker run gets them
     (the same blocks, order and negatives): for benchmarks and tests without Ray."""
@@ -88,13 +98,7 @@ def local_epoch_blocks(catalog: Any, config: Any, epoch: int) -> Iterator[dict[s
 
     n_blocks = len(block_sizes(len(catalog.train), config.sampling.block_rows))
     for block in worker_blocks(n_blocks, config.seed, epoch, 0, 1):
-        mixed = mix_block(int(block), catalog, **mix_arguments(config, epoch))
-        yield {
-            "user": torch.as_tensor(mixed["user"], dtype=torch.long),
-            "item": torch.as_tensor(mixed["item"], dtype=torch.long),
-            "label": torch.as_tensor(mixed["label"], dtype=torch.float32),
-            "is_hard": torch.as_tensor(mixed["is_hard"], dtype=torch.float32),
-        }
+        yield sample_tensors(mix_block(int(block), catalog, **mix_arguments(config, epoch)))
 
 
 def fit_in_process(

@@ -25,8 +25,9 @@ MIN_CPUS_PER_WORKER = 0.5
 # copied again when the task concatenates its blocks; 100 leaves room.
 SAMPLE_BYTES = 13
 MIX_TASK_PEAK_BYTES = 100
-# Mixed epochs alive at once per worker: the one training reads and the one mixed ahead.
-EPOCHS_IN_FLIGHT = 2
+# Mixed epochs alive at once per worker: the one training reads, the one handed over next and
+# what the feed's executor may mix ahead (limited to about one epoch: feed.EpochFeeder).
+EPOCHS_IN_FLIGHT = 3
 
 
 @dataclass(frozen=True)

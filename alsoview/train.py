@@ -22,9 +22,9 @@ from alsoview import checkpoint as runs
 from alsoview.catalog import Catalog
 from alsoview.config import Config
 from alsoview.errors import RunFailedError, UserError, first_line
-from alsoview.feed import EpochFeeder, block_sizes, cached_catalog, steps_per_epoch
+from alsoview.feed import EpochFeeder, RunPlan, block_sizes, cached_catalog, steps_per_epoch
 from alsoview.gradient_sync import RowGradientSync
-from alsoview.loop import fixed_size_batches, train_epoch
+from alsoview.loop import fixed_size_batches, sample_tensors, train_epoch
 from alsoview.model import build_model
 from alsoview.resources import check_sample_memory, resolve_resources, sharing_cores_warning
 from alsoview.validation import ValidationSet, validate, validation_set
@@ -128,28 +128,31 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
             )
         _report(dict(state.history[-1]), model, optimizer, state, setup, vocab, rank)
         return
-    # The feed runs one epoch ahead in its own actor (see EpochFeeder for why); "DEFAULT" keeps
-    # it and its Ray Data tasks out of this worker's placement group.
+    # The feed runs in its own actor (see EpochFeeder for why), one Ray Data execution for the
+    # whole run; "DEFAULT" keeps it and its Ray Data tasks out of this worker's placement group.
+    plan = RunPlan(
+        n_blocks=len(sizes),
+        rank=rank,
+        world=world,
+        seed=config.seed,
+        first_epoch=state.epoch + 1,
+        epochs=config.train.epochs,
+        blocks_per_task=config.sampling.blocks_per_task,
+    )
     feeder = ray.remote(num_cpus=0, scheduling_strategy="DEFAULT")(EpochFeeder).remote(
-        config, setup.catalog_ref, len(sizes), rank, world
+        config, setup.catalog_ref, plan, sizes
     )
     try:
-        next_epoch_samples = feeder.materialize.remote(state.epoch + 1)
-        for epoch in range(state.epoch + 1, config.train.epochs):
+        next_epoch_blocks = feeder.epoch.remote(plan.first_epoch)
+        for epoch in range(plan.first_epoch, config.train.epochs):
             start = time.perf_counter()
             steps = steps_per_epoch(sizes, config.seed, epoch, world, samples_per_positive, worker_batch)
-            dataset = ray.get(next_epoch_samples)
+            block_refs = ray.get(next_epoch_blocks)
             if epoch + 1 < config.train.epochs:
-                next_epoch_samples = feeder.materialize.remote(epoch + 1)
+                next_epoch_blocks = feeder.epoch.remote(epoch + 1)  # asked now: mixed while this epoch trains
             feed_wait = time.perf_counter() - start  # time this worker waited for the feed
-            # Whole mixed blocks cross from Ray Data and are cut into batches here: the same rows in
-            # the same order as Ray's own batching, without its per-batch cost (measured in benchmarks/).
-            blocks = dataset.iter_torch_batches(
-                batch_size=None,
-                device=device,
-                prefetch_batches=2,
-                dtypes={"user": torch.long, "item": torch.long, "label": torch.float32, "is_hard": torch.float32},
-            )
+            # Whole mixed blocks come from the object store and are cut into batches here.
+            blocks = (sample_tensors(ray.get(ref), device) for ref in block_refs)
             sent_before = (sync_gradients.bytes_sent, sync_gradients.steps) if sync_gradients else (0, 0)
             totals = train_epoch(model, optimizer, fixed_size_batches(blocks, worker_batch), steps, sync_gradients)
             train_seconds = time.perf_counter() - start

@@ -8,9 +8,10 @@ a naive per-row Python sampler, on the generated Video-Games-scale dataset (k=4,
   rejection draws for random items against a Python set), on the first ``--naive-positives``;
 - pure, one process: ``feed.mix_block`` over every block of an epoch (block_rows positives
   each, as training uses), one after the other;
-- Ray Data: ``feed.epoch_dataset(...).materialize()`` for all blocks, the stage training runs
-  (tasks of ``sampling.blocks_per_task`` blocks, ``sampling.cpus_per_task`` CPUs each), the
-  median of the epochs after the first. "End to end" is the wall time of the whole epoch
+- Ray Data: epochs taken back to back from a ``feed.EpochFeeder`` (one streaming execution of
+  ``feed.run_dataset`` for all epochs, as a one-worker training run uses it; tasks of
+  ``sampling.blocks_per_task`` blocks, ``sampling.cpus_per_task`` CPUs each), the median of the
+  epochs after the first. "End to end" is the wall time of the whole epoch
   (executor start, worker processes, object store) over the cores Ray has; "per CPU-second" is
   the negatives over the CPU time the tasks spent in the mixing function (``time.process_time``).
 
@@ -60,30 +61,43 @@ def pure_epoch(catalog: Any, config: Any, epoch: int) -> tuple[int, float]:
     return negatives, time.perf_counter() - begin
 
 
-def timed_mix_blocks(batch: dict, catalog_ref: list, **mix_args: Any) -> dict:
-    """feed.mix_blocks plus the task's CPU seconds (in its first row; the others hold 0)."""
+def timed_mix_planned(batch: dict, catalog_ref: list, plan: Any, config: Any) -> dict:
+    """feed.mix_planned plus the task's CPU seconds (in its first row; the others hold 0)."""
     import numpy as np
 
-    from alsoview.feed import mix_blocks
+    from alsoview.feed import mix_planned
 
     begin = time.process_time()
-    out = mix_blocks(batch, catalog_ref, **mix_args)
+    out = mix_planned(batch, catalog_ref, plan, config)
     cpu = np.zeros(len(out["label"]))
     cpu[0] = time.process_time() - begin
     return {**out, "task_cpu_seconds": cpu}
 
 
-def ray_epoch(catalog_ref: list, config: Any, n_blocks: int, epoch: int) -> tuple[int, float, float]:
-    """(negatives, wall seconds to materialise the epoch, CPU seconds inside the mixing tasks)."""
+def ray_epochs(catalog_ref: list, config: Any, catalog: Any, epochs: int) -> list[tuple[int, float, float]]:
+    """Per epoch (negatives, wall seconds, CPU seconds inside the mixing tasks), taken back to back
+    from one `feed.EpochFeeder` actor, as a one-worker training run takes them."""
     import numpy as np
+    import ray
 
-    from alsoview.feed import epoch_dataset
+    from alsoview.feed import EpochFeeder, RunPlan, block_sizes
 
-    begin = time.perf_counter()
-    dataset = epoch_dataset(np.arange(n_blocks), config, catalog_ref, epoch, udf=timed_mix_blocks).materialize()
-    seconds = time.perf_counter() - begin
-    negatives = dataset.count() - int(dataset.sum("label"))
-    return negatives, seconds, float(dataset.sum("task_cpu_seconds"))
+    sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
+    plan = RunPlan(len(sizes), 0, 1, config.seed, 0, epochs, config.sampling.blocks_per_task)
+    feeder = ray.remote(num_cpus=0)(EpochFeeder).remote(config, catalog_ref, plan, sizes, timed_mix_planned)
+    out = []
+    try:
+        for epoch in range(epochs):
+            begin = time.perf_counter()
+            refs = ray.get(feeder.epoch.remote(epoch))
+            seconds = time.perf_counter() - begin
+            blocks = ray.get(refs)
+            negatives = sum(int((b["label"] == 0).sum()) for b in blocks)
+            cpu = float(np.sum([b["task_cpu_seconds"].sum() for b in blocks]))
+            out.append((negatives, seconds, cpu))
+    finally:
+        ray.kill(feeder)
+    return out
 
 
 def main() -> None:
@@ -145,7 +159,7 @@ def main() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     catalog_ref = [ray.put(catalog)]
-    epochs = [ray_epoch(catalog_ref, config, n_blocks, epoch) for epoch in range(args.epochs)]
+    epochs = ray_epochs(catalog_ref, config, catalog, args.epochs)
     timed = epochs[1:] or epochs
     seconds = median([t for _, t, _ in timed])
     cpu_seconds = median([c for _, _, c in timed])

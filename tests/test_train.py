@@ -12,7 +12,16 @@ import torch
 from alsoview.catalog import load_catalog
 from alsoview.config import load_config
 from alsoview.errors import UserError
-from alsoview.feed import block_sizes, mix_arguments, mix_block, mix_blocks, steps_per_epoch, worker_blocks
+from alsoview.feed import (
+    RunPlan,
+    block_sizes,
+    epoch_rows,
+    mix_arguments,
+    mix_block,
+    mix_blocks,
+    steps_per_epoch,
+    worker_blocks,
+)
 from alsoview.loop import fixed_size_batches
 from alsoview.resources import check_sample_memory, resolve_resources, sharing_cores_warning
 from alsoview.validation import validation_set
@@ -34,6 +43,20 @@ def test_steps_per_epoch_never_exceed_any_workers_batches():
         for rank in range(world):
             rows = sizes[worker_blocks(len(sizes), 0, 2, rank, world)].sum() * 5
             assert steps <= -(-rows // 100)
+
+
+def test_a_run_plan_gives_each_epoch_its_workers_blocks_in_order():
+    sizes = block_sizes(5000, 512)
+    for world, per_task in ((1, 3), (3, 2), (2, 16)):
+        for rank in range(world):
+            plan = RunPlan(len(sizes), rank, world, seed=7, first_epoch=2, epochs=5, blocks_per_task=per_task)
+            tasks = [plan.task(index) for index in range(plan.n_tasks)]
+            assert [epoch for epoch, _ in tasks] == sorted(epoch for epoch, _ in tasks)
+            for epoch in range(2, 5):
+                blocks = np.concatenate([b for e, b in tasks if e == epoch])
+                assert np.array_equal(blocks, worker_blocks(len(sizes), 7, epoch, rank, world))
+                assert epoch_rows(plan, sizes, 5, epoch) == sizes[blocks].sum() * 5
+            assert {epoch for epoch, _ in tasks} == {2, 3, 4}
 
 
 @pytest.fixture()
