@@ -15,8 +15,8 @@ or NCCL):
 - a table the optimiser treats as dense (fused Adam, the default) gets that average back as a
   dense gradient, zero outside the touched rows, so dense Adam's semantics are unchanged; a
   table under RowSparseAdam keeps it sparse;
-- the other parameters (the MLP: small) are averaged with one all-reduce of a flat buffer, which
-  runs while the rows are exchanged.
+- the other parameters (the MLP: small) are averaged with one all-reduce of a flat buffer,
+  started before the rows are exchanged.
 
 Each worker hands the collectives about (rows touched x row width) floats for the tables plus
 the MLP's size, instead of every parameter: ``bytes_per_step`` says how many.
@@ -66,6 +66,8 @@ class RowGradientSync:
                 table_weights.add(id(module.weight))
                 module.sparse = True  # the backward pass then names the rows it touched
         self.dense_params = [p for p in model.parameters() if p.requires_grad and id(p) not in table_weights]
+        if len({t.weight.dtype for t in self.tables}) > 1:
+            raise ValueError("row exchange packs every table into one payload: the tables need one dtype")
         self.bytes_per_step = 0  # what this worker handed to the collectives in its last step
         self.bytes_sent = 0  # ... and in all steps so far, with their count: for per-epoch means
         self.steps = 0
@@ -130,35 +132,32 @@ class RowGradientSync:
         return ids, values
 
     def _exchange_rows(self) -> None:
+        """Two collectives whatever the number of tables: each worker's row counts, then one payload
+        per worker with its row ids (int64 bits carried as elements of the tables' dtype) and its
+        gradient rows. Each collective costs about a millisecond of latency on gloo here, more
+        than the bytes: measured in benchmarks/README.md."""
         ids, values = self._local_rows()
-        device = self.tables[0].weight.device
+        device, dtype = self.tables[0].weight.device, self.tables[0].weight.dtype
         counts = torch.tensor([len(rows) for rows in ids], dtype=torch.long, device=device)
-        all_counts = _all_gather_equal(counts, self.world)  # [world, tables]
-        widths = torch.tensor([t.weight.shape[1] for t in self.tables], dtype=torch.long, device=device)
-        id_length = int(all_counts.sum(dim=1).max())
-        value_length = int((all_counts * widths).sum(dim=1).max())
-        flat_ids = torch.cat(ids)
-        flat_values = torch.cat([v.reshape(-1) for v in values]).to(self.tables[0].weight.dtype)
-        gathered_ids = _all_gather_padded(flat_ids, id_length, self.world)
-        gathered_values = _all_gather_padded(flat_values, value_length, self.world)
-        # what each worker sends, padding included: the collectives move the longest worker's length
-        self.bytes_per_step += (
-            counts.numel() * counts.element_size()
-            + id_length * flat_ids.element_size()
-            + value_length * flat_values.element_size()
-        )
-        counts_per_rank = all_counts.tolist()
+        all_counts = torch.stack(_all_gather(counts, self.world)).tolist()  # [world][tables]
+        id_bits = torch.cat(ids).view(dtype)
+        payload = torch.cat([id_bits, *(v.reshape(-1).to(dtype) for v in values)])
+        per_id = torch.empty(0, dtype=torch.long).element_size() // payload.element_size()
+        widths = [t.weight.shape[1] for t in self.tables]
+        lengths = [sum(c) * per_id + sum(n * w for n, w in zip(c, widths)) for c in all_counts]
+        padded = max(lengths)
+        gathered = _all_gather(torch.cat([payload, payload.new_zeros(padded - len(payload))]), self.world)
+        # what each worker sends, padding included: the collective moves the longest worker's length
+        self.bytes_per_step += counts.numel() * counts.element_size() + padded * payload.element_size()
         per_table_ids: list[list[torch.Tensor]] = [[] for _ in self.tables]
         per_table_values: list[list[torch.Tensor]] = [[] for _ in self.tables]
-        for rank in range(self.world):
-            id_offset = value_offset = 0
-            for t, table in enumerate(self.tables):
-                n = counts_per_rank[rank][t]
-                width = table.weight.shape[1]
-                per_table_ids[t].append(gathered_ids[rank, id_offset : id_offset + n])
-                per_table_values[t].append(
-                    gathered_values[rank, value_offset : value_offset + n * width].view(n, width)
-                )
+        for rank_counts, received in zip(all_counts, gathered):
+            n_ids = sum(rank_counts)
+            rank_ids = received[: n_ids * per_id].view(torch.long)
+            id_offset, value_offset = 0, n_ids * per_id
+            for t, (n, width) in enumerate(zip(rank_counts, widths)):
+                per_table_ids[t].append(rank_ids[id_offset : id_offset + n])
+                per_table_values[t].append(received[value_offset : value_offset + n * width].view(n, width))
                 id_offset += n
                 value_offset += n * width
         for t, table in enumerate(self.tables):
@@ -180,15 +179,8 @@ class RowGradientSync:
         weight.grad = table.buffer
 
 
-def _all_gather_equal(tensor: torch.Tensor, world: int) -> torch.Tensor:
-    """Stack every worker's tensor (all the same shape) into [world, ...]."""
+def _all_gather(tensor: torch.Tensor, world: int) -> list[torch.Tensor]:
+    """Every worker's tensor (all of one shape), each in its own storage."""
     out = [torch.empty_like(tensor) for _ in range(world)]
     dist.all_gather(out, tensor)
-    return torch.stack(out)
-
-
-def _all_gather_padded(tensor: torch.Tensor, length: int, world: int) -> torch.Tensor:
-    """All-gather 1-D tensors of different lengths: pad each to the longest, stack to [world, length]."""
-    padded = tensor.new_zeros(length)
-    padded[: len(tensor)] = tensor
-    return _all_gather_equal(padded, world)
+    return out

@@ -72,8 +72,9 @@ def score_pairs(
     model.eval()
     out = []
     for start in range(0, len(users), batch_size):
-        u = torch.as_tensor(users[start : start + batch_size], dtype=torch.long, device=device)
-        i = torch.as_tensor(items[start : start + batch_size], dtype=torch.long, device=device)
+        # copies: the arrays may be read-only views into Ray's object store
+        u = torch.tensor(users[start : start + batch_size], dtype=torch.long, device=device)
+        i = torch.tensor(items[start : start + batch_size], dtype=torch.long, device=device)
         out.append(model(u, i).float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros(0, np.float32)
