@@ -134,15 +134,14 @@ class RowGradientSync:
     def _exchange_rows(self) -> None:
         """Two collectives whatever the number of tables: each worker's row counts, then one payload
         per worker with its row ids (int64 bits carried as elements of the tables' dtype) and its
-        gradient rows. Each collective costs about a millisecond of latency on gloo here, more
-        than the bytes: measured in benchmarks/README.md."""
+        gradient rows: fewer collectives, since each one waits for every worker (benchmarks/README.md)."""
         ids, values = self._local_rows()
         device, dtype = self.tables[0].weight.device, self.tables[0].weight.dtype
         counts = torch.tensor([len(rows) for rows in ids], dtype=torch.long, device=device)
         all_counts = torch.stack(_all_gather(counts, self.world)).tolist()  # [world][tables]
         id_bits = torch.cat(ids).view(dtype)
         payload = torch.cat([id_bits, *(v.reshape(-1).to(dtype) for v in values)])
-        per_id = torch.empty(0, dtype=torch.long).element_size() // payload.element_size()
+        per_id = torch.long.itemsize // dtype.itemsize  # payload elements per row id
         widths = [t.weight.shape[1] for t in self.tables]
         lengths = [sum(c) * per_id + sum(n * w for n, w in zip(c, widths)) for c in all_counts]
         padded = max(lengths)
