@@ -106,7 +106,7 @@ class SamplingConfig:
     block_rows: int = 2048
     # Blocks each Ray Data mixing task draws, one after the other (a task's scheduling costs more
     # than mixing a block; the results do not depend on this).
-    blocks_per_task: int = 16
+    blocks_per_task: int = 32
     cpus_per_task: float = 0.5  # CPUs each Ray Data mixing task asks for
 
     def validate(self) -> None:

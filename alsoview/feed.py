@@ -20,7 +20,7 @@ import numpy as np
 
 from alsoview.catalog import Catalog
 from alsoview.config import Config
-from alsoview.resources import SAMPLE_BYTES
+from alsoview.resources import EPOCHS_IN_FLIGHT, SAMPLE_BYTES
 from alsoview.sampling import epoch_rng, mix_negatives
 
 SAMPLE_COLUMNS = ("user", "item", "label", "is_hard")
@@ -170,12 +170,34 @@ def run_dataset(config: Config, catalog_ref: list, plan: RunPlan, udf: Any = Non
     # leaves free; these input blocks are made here and need no task.
     tasks = [{"id": index} for index in range(plan.n_tasks)]
     return ray.data.from_items(tasks, override_num_blocks=max(1, plan.n_tasks)).map_batches(
-        udf or mix_planned,
+        as_arrow_table,
         batch_size=1,
         batch_format="numpy",
         num_cpus=config.sampling.cpus_per_task,
-        fn_kwargs={"catalog_ref": catalog_ref, "plan": plan, "config": config},
+        fn_kwargs={"udf": udf or mix_planned, "catalog_ref": catalog_ref, "plan": plan, "config": config},
     )
+
+
+def as_arrow_table(batch: dict[str, np.ndarray], udf: Any, **kwargs: Any) -> Any:
+    """`udf`'s column dict as a `pyarrow.Table` (a table passes through), which Ray Data keeps
+    as the block as it is.
+
+    Given a dict of numpy arrays, Ray Data infers each column's Arrow type with
+    ``pyarrow.infer_type``, which walks every value: about 20 ms per column of 160k rows here,
+    as long as the mixing itself (benchmarks/README.md). Arrow takes numpy's dtypes directly.
+    """
+    import pyarrow as pa
+
+    out = udf(batch, **kwargs)
+    return out if isinstance(out, pa.Table) else pa.table(out)
+
+
+def block_columns(block: Any) -> dict[str, np.ndarray]:
+    """A mixed block as `run_dataset` stores it (an Arrow table) -> its numpy columns, without
+    copying the numeric ones; a dict of columns passes through."""
+    if isinstance(block, dict):
+        return block
+    return {name: block.column(name).to_numpy() for name in block.column_names}
 
 
 def epoch_rows(plan: RunPlan, block_sizes: np.ndarray, samples_per_positive: int, epoch: int) -> int:
@@ -208,7 +230,8 @@ class EpochFeeder:
     CPUs training leaves free, and the worker only reads finished blocks. The executor may run
     ahead by about one epoch of this worker's samples (`resource_limits`), so with the epoch
     being trained and the one handed over up to three epochs are alive (13 bytes a row; Ray
-    spills to disk beyond its memory).
+    spills to disk beyond its memory). The actor hands over references only: the samples go
+    from the mixing task's output straight to the worker.
     """
 
     def __init__(
@@ -221,32 +244,38 @@ class EpochFeeder:
 
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # part of the seeded epoch
+        # Ray Data counts a block against this limit until every reference to it is gone, the
+        # training worker's included: the epoch it trains and the one handed to it count, so
+        # the limit leaves room for one more (resources.EPOCHS_IN_FLIGHT). With room for only
+        # those two, the executor ran one mixing task at a time (benchmarks/README.md).
         first = epoch_rows(plan, block_sizes, 1 + config.sampling.negatives_per_positive, plan.first_epoch)
         context.execution_options.resource_limits = ExecutionResources(
-            object_store_memory=max(SAMPLE_BYTES * first, 64 * 2**20)
+            object_store_memory=max(EPOCHS_IN_FLIGHT * SAMPLE_BYTES * first, 64 * 2**20)
         )
         quiet_ray()
         self.plan, self.block_sizes = plan, block_sizes
         self.samples_per_positive = 1 + config.sampling.negatives_per_positive
         self.next_epoch = plan.first_epoch
         dataset = run_dataset(config, catalog_ref, plan, udf)  # udf: benchmarks time the tasks
-        self._blocks = iter(dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0))
+        # References to the blocks as the mixing tasks stored them: this actor never reads or
+        # copies samples, the training worker fetches each block once (`block_columns`).
+        self._bundles = dataset.iter_internal_ref_bundles()
 
     def epoch(self, epoch: int) -> list:
-        """Object refs of this worker's mixed blocks of `epoch` (column dicts, in order); epochs
-        must be asked for in order, each once."""
-        import ray
-
+        """Object refs of this worker's mixed blocks of `epoch` (Arrow tables, in order; read them
+        with `block_columns`); epochs must be asked for in order, each once."""
         if epoch != self.next_epoch:
             raise RuntimeError(f"the feed is at epoch {self.next_epoch}, asked for epoch {epoch}")
         wanted = epoch_rows(self.plan, self.block_sizes, self.samples_per_positive, epoch)
         refs, rows = [], 0
         while rows < wanted:
-            block = next(self._blocks, None)
-            if block is None:
+            bundle = next(self._bundles, None)
+            if bundle is None:
                 raise RuntimeError(f"the mixing pipeline ended {wanted - rows} samples short of epoch {epoch}")
-            refs.append(ray.put(block))
-            rows += len(block["label"])
+            if any(piece is not None for piece in bundle.slices or ()):
+                raise RuntimeError(f"the mixing pipeline handed over part of a block in epoch {epoch}")
+            refs.extend(bundle.block_refs)
+            rows += bundle.num_rows()
         if rows != wanted:  # a block crossed an epoch boundary: the plan and the pipeline disagree
             raise RuntimeError(f"epoch {epoch} got {rows} mixed samples, expected {wanted}")
         self.next_epoch += 1

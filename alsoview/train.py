@@ -22,7 +22,7 @@ from alsoview import checkpoint as runs
 from alsoview.catalog import Catalog
 from alsoview.config import Config
 from alsoview.errors import RunFailedError, UserError, first_line
-from alsoview.feed import EpochFeeder, RunPlan, block_sizes, cached_catalog, steps_per_epoch
+from alsoview.feed import EpochFeeder, RunPlan, block_columns, block_sizes, cached_catalog, steps_per_epoch
 from alsoview.gradient_sync import RowGradientSync
 from alsoview.loop import fixed_size_batches, sample_tensors, train_epoch
 from alsoview.model import build_model
@@ -152,7 +152,7 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
                 next_epoch_blocks = feeder.epoch.remote(epoch + 1)  # asked now: mixed while this epoch trains
             feed_wait = time.perf_counter() - start  # time this worker waited for the feed
             # Whole mixed blocks come from the object store and are cut into batches here.
-            blocks = (sample_tensors(ray.get(ref), device) for ref in block_refs)
+            blocks = (sample_tensors(block_columns(ray.get(ref)), device) for ref in block_refs)
             sent_before = (sync_gradients.bytes_sent, sync_gradients.steps) if sync_gradients else (0, 0)
             totals = train_epoch(model, optimizer, fixed_size_batches(blocks, worker_batch), steps, sync_gradients)
             train_seconds = time.perf_counter() - start

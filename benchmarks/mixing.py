@@ -61,26 +61,24 @@ def pure_epoch(catalog: Any, config: Any, epoch: int) -> tuple[int, float]:
     return negatives, time.perf_counter() - begin
 
 
-def timed_mix_planned(batch: dict, catalog_ref: list, plan: Any, config: Any) -> dict:
-    """feed.mix_planned plus the task's CPU seconds (in its first row; the others hold 0)."""
-    import numpy as np
+def timed_mix_planned(batch: dict, catalog_ref: list, plan: Any, config: Any) -> Any:
+    """feed.mix_planned as an Arrow table whose schema metadata holds the task's CPU seconds (a
+    column would add bytes to every sample and change what the feed holds)."""
+    import pyarrow as pa
 
     from alsoview.feed import mix_planned
 
     begin = time.process_time()
-    out = mix_planned(batch, catalog_ref, plan, config)
-    cpu = np.zeros(len(out["label"]))
-    cpu[0] = time.process_time() - begin
-    return {**out, "task_cpu_seconds": cpu}
+    table = pa.table(mix_planned(batch, catalog_ref, plan, config))
+    return table.replace_schema_metadata({"task_cpu_seconds": repr(time.process_time() - begin)})
 
 
 def ray_epochs(catalog_ref: list, config: Any, catalog: Any, epochs: int) -> list[tuple[int, float, float]]:
     """Per epoch (negatives, wall seconds, CPU seconds inside the mixing tasks), taken back to back
     from one `feed.EpochFeeder` actor, as a one-worker training run takes them."""
-    import numpy as np
     import ray
 
-    from alsoview.feed import EpochFeeder, RunPlan, block_sizes
+    from alsoview.feed import EpochFeeder, RunPlan, block_columns, block_sizes
 
     sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
     plan = RunPlan(len(sizes), 0, 1, config.seed, 0, epochs, config.sampling.blocks_per_task)
@@ -90,10 +88,11 @@ def ray_epochs(catalog_ref: list, config: Any, catalog: Any, epochs: int) -> lis
         for epoch in range(epochs):
             begin = time.perf_counter()
             refs = ray.get(feeder.epoch.remote(epoch))
+            tables = ray.get(refs)
+            blocks = [block_columns(table) for table in tables]  # in this process, as training reads them
             seconds = time.perf_counter() - begin
-            blocks = ray.get(refs)
             negatives = sum(int((b["label"] == 0).sum()) for b in blocks)
-            cpu = float(np.sum([b["task_cpu_seconds"].sum() for b in blocks]))
+            cpu = sum(float(table.schema.metadata[b"task_cpu_seconds"]) for table in tables)
             out.append((negatives, seconds, cpu))
     finally:
         ray.kill(feeder)
