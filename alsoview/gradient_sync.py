@@ -11,12 +11,17 @@ or NCCL):
 
 - embedding tables emit row-sparse gradients (``nn.Embedding.sparse``), so each worker knows the
   rows it touched; the workers all-gather (row ids, gradient rows), and every worker sums them per
-  row and divides by the number of workers: the same average DDP computes, on every worker;
+  row and divides by the number of workers: the same average DDP computes, on every worker.
+  One all-gather a step carries the row counts with the rows, in room for as many rows per
+  table as any worker has sent so far; rows beyond it follow in a second all-gather, which
+  after the first steps is rare. A collective costs its latency whatever it carries (about
+  0.3-1 ms over gloo on the development VM), so fewer of them matter as much as fewer bytes;
 - a table the optimiser treats as dense (fused Adam, the default) gets that average back as a
   dense gradient, zero outside the touched rows, so dense Adam's semantics are unchanged; a
   table under RowSparseAdam keeps it sparse;
 - the other parameters (the MLP: small) are averaged with one all-reduce of a flat buffer,
-  started before the rows are exchanged.
+  started before the rows are exchanged; with two workers they ride in the rows' all-gather
+  instead, which moves the same bytes as a ring all-reduce in one collective fewer.
 
 Each worker hands the collectives about (rows touched x row width) floats for the tables plus
 the MLP's size, instead of every parameter: ``bytes_per_step`` says how many.
@@ -66,8 +71,18 @@ class RowGradientSync:
                 table_weights.add(id(module.weight))
                 module.sparse = True  # the backward pass then names the rows it touched
         self.dense_params = [p for p in model.parameters() if p.requires_grad and id(p) not in table_weights]
-        if len({t.weight.dtype for t in self.tables}) > 1:
-            raise ValueError("row exchange packs every table into one payload: the tables need one dtype")
+        if len({p.dtype for p in model.parameters() if p.requires_grad}) > 1:
+            raise ValueError("row exchange packs gradients into shared buffers: the parameters need one dtype")
+        first = next(model.parameters())
+        self.device, self.dtype = first.device, first.dtype
+        if self.dtype not in _PER_LONG:
+            raise ValueError(f"row exchange carries int64 row ids in float buffers; {self.dtype} parameters cannot")
+        # In an all-gather each worker receives (world - 1) x the buffer, in a ring all-reduce
+        # 2 (world - 1) / world x: the same for two workers, who then save a collective.
+        self.dense_in_gather = self.world == 2
+        # rows of each table every worker's payload has room for: the most any worker has sent
+        self.capacity = [0] * len(self.tables)
+        self.second_rounds = 0  # steps on which rows beyond the capacity needed a second all-gather
         self.bytes_per_step = 0  # what this worker handed to the collectives in its last step
         self.bytes_sent = 0  # ... and in all steps so far, with their count: for per-epoch means
         self.steps = 0
@@ -80,12 +95,18 @@ class RowGradientSync:
     def __call__(self) -> None:
         """Replace every gradient by its average over all workers."""
         flat = self._flat_dense_grads()
-        pending = dist.all_reduce(flat, async_op=True) if flat.numel() else None
-        self.bytes_per_step = flat.numel() * flat.element_size()
-        if self.tables:
-            self._exchange_rows()
+        ids, values = self._local_rows()
+        pending = None
+        if not self.dense_in_gather:
+            pending = dist.all_reduce(flat, async_op=True) if flat.numel() else None
+            self.bytes_per_step = flat.numel() * flat.element_size()
+        else:
+            self.bytes_per_step = 0
+        if self.tables or self.dense_in_gather:
+            flat = self._gather(flat, ids, values)
         if pending is not None:
             pending.wait()
+        if flat.numel():
             self._unflatten_dense_grads(flat.div_(self.world))
         self.bytes_sent += self.bytes_per_step
         self.steps += 1
@@ -97,9 +118,7 @@ class RowGradientSync:
             torch.zeros(p.numel(), device=p.device, dtype=p.dtype) if p.grad is None else p.grad.reshape(-1)
             for p in self.dense_params
         ]
-        if not parts:
-            return torch.zeros(0)
-        return torch.cat(parts)
+        return torch.cat(parts) if parts else torch.zeros(0, device=self.device, dtype=self.dtype)
 
     def _unflatten_dense_grads(self, flat: torch.Tensor) -> None:
         offset = 0
@@ -131,36 +150,67 @@ class RowGradientSync:
                 values.append(grad.index_select(0, rows))
         return ids, values
 
-    def _exchange_rows(self) -> None:
-        """Two collectives whatever the number of tables: each worker's row counts, then one payload
-        per worker with its row ids (int64 bits carried as elements of the tables' dtype) and its
-        gradient rows: fewer collectives, since each one waits for every worker (benchmarks/README.md)."""
-        ids, values = self._local_rows()
-        device, dtype = self.tables[0].weight.device, self.tables[0].weight.dtype
-        counts = torch.tensor([len(rows) for rows in ids], dtype=torch.long, device=device)
-        all_counts = torch.stack(_all_gather(counts, self.world)).tolist()  # [world][tables]
-        id_bits = torch.cat(ids).view(dtype)
-        payload = torch.cat([id_bits, *(v.reshape(-1).to(dtype) for v in values)])
-        per_id = torch.long.itemsize // dtype.itemsize  # payload elements per row id
-        widths = [t.weight.shape[1] for t in self.tables]
-        lengths = [sum(c) * per_id + sum(n * w for n, w in zip(c, widths)) for c in all_counts]
-        padded = max(lengths)
-        gathered = _all_gather(torch.cat([payload, payload.new_zeros(padded - len(payload))]), self.world)
-        # what each worker sends, padding included: the collective moves the longest worker's length
-        self.bytes_per_step += counts.numel() * counts.element_size() + padded * payload.element_size()
-        per_table_ids: list[list[torch.Tensor]] = [[] for _ in self.tables]
-        per_table_values: list[list[torch.Tensor]] = [[] for _ in self.tables]
+    def _gather(self, flat: torch.Tensor, ids: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
+        """One all-gather of every worker's row counts, its rows up to `capacity` per table (zero
+        padded) and, with two workers, its flat MLP gradient; a second one only for rows beyond
+        the capacity. Returns the summed flat gradient when it came along, else `flat` as given.
+
+        The capacity is the most rows any worker has sent of each table so far: every worker
+        sees the same counts, so they all grow it alike and the payloads keep one length."""
+        counts = torch.tensor([len(rows) for rows in ids], dtype=torch.long, device=self.device)
+        head = [counts.view(self.dtype), self._pack(ids, values, [0] * len(ids), self.capacity)]
+        gathered = _all_gather(torch.cat([*head, flat] if self.dense_in_gather else head), self.world)
+        self.bytes_per_step += gathered[0].numel() * gathered[0].element_size()
+        n_counts = counts.numel() * _PER_LONG[self.dtype]
+        all_counts = torch.stack([received[:n_counts] for received in gathered]).view(torch.long).tolist()
+        parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in self.tables]  # [table][piece]
         for rank_counts, received in zip(all_counts, gathered):
-            n_ids = sum(rank_counts)
-            rank_ids = received[: n_ids * per_id].view(torch.long)
-            id_offset, value_offset = 0, n_ids * per_id
-            for t, (n, width) in enumerate(zip(rank_counts, widths)):
-                per_table_ids[t].append(rank_ids[id_offset : id_offset + n])
-                per_table_values[t].append(received[value_offset : value_offset + n * width].view(n, width))
-                id_offset += n
-                value_offset += n * width
-        for t, table in enumerate(self.tables):
-            self._set_average(table, torch.cat(per_table_ids[t]), torch.cat(per_table_values[t]))
+            fitted = [min(n, room) for n, room in zip(rank_counts, self.capacity)]
+            for t, piece in enumerate(self._unpack(received[n_counts:], self.capacity, fitted)):
+                parts[t].append(piece)
+        extra = [max(max(c[t] for c in all_counts) - room, 0) for t, room in enumerate(self.capacity)]
+        if any(extra):  # some worker touched more rows than the capacity: they follow in a second round
+            self.second_rounds += 1
+            overflow = _all_gather(self._pack(ids, values, self.capacity, extra), self.world)
+            self.bytes_per_step += overflow[0].numel() * overflow[0].element_size()
+            for rank_counts, received in zip(all_counts, overflow):
+                beyond = [max(n - room, 0) for n, room in zip(rank_counts, self.capacity)]
+                for t, piece in enumerate(self._unpack(received, extra, beyond)):
+                    parts[t].append(piece)
+        self.capacity = [max(room, *(c[t] for c in all_counts)) for t, room in enumerate(self.capacity)]
+        for table, pieces in zip(self.tables, parts):
+            self._set_average(table, torch.cat([rows for rows, _ in pieces]), torch.cat([v for _, v in pieces]))
+        if not self.dense_in_gather:
+            return flat
+        return torch.stack([received[len(received) - flat.numel() :] for received in gathered]).sum(dim=0)
+
+    def _pack(
+        self, ids: list[torch.Tensor], values: list[torch.Tensor], start: list[int], room: list[int]
+    ) -> torch.Tensor:
+        """Rows `start[t]` up to `start[t] + room[t]` of each table, zero padded to `room[t]`: all
+        the row ids first (int64 bits as elements of the tables' dtype), then the gradient rows."""
+        id_parts, row_parts = [], []
+        for table, rows, vals, first, n in zip(self.tables, ids, values, start, room):
+            rows, vals = rows[first : first + n], vals[first : first + n].to(self.dtype)
+            id_parts.append(torch.cat([rows, rows.new_zeros(n - len(rows))]).view(self.dtype))
+            row_parts.append(torch.cat([vals, vals.new_zeros((n - len(vals), table.weight.shape[1]))]).reshape(-1))
+        return torch.cat([*id_parts, *row_parts]) if id_parts else torch.zeros(0, device=self.device, dtype=self.dtype)
+
+    def _unpack(
+        self, received: torch.Tensor, room: list[int], used: list[int]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A `_pack` payload of `room` rows per table -> each table's first `used` (ids, rows)."""
+        per_id = _PER_LONG[self.dtype]
+        id_at, row_at = 0, sum(room) * per_id
+        out = []
+        for table, n, k in zip(self.tables, room, used):
+            width = table.weight.shape[1]
+            rows = received[id_at : id_at + n * per_id].view(torch.long)[:k]
+            vals = received[row_at : row_at + n * width].view(n, width)[:k]
+            out.append((rows, vals))
+            id_at += n * per_id
+            row_at += n * width
+        return out
 
     def _set_average(self, table: _Table, rows: torch.Tensor, values: torch.Tensor) -> None:
         """Give the table the workers' summed rows divided by the worker count, densely or sparsely."""
@@ -176,6 +226,13 @@ class RowGradientSync:
         table.buffer.index_add_(0, rows, values)
         table.last_rows = rows
         weight.grad = table.buffer
+
+
+# elements of a floating dtype that carry the bits of one int64 (row ids and counts travel in float buffers)
+_PER_LONG = {
+    dtype: torch.long.itemsize // dtype.itemsize
+    for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+}
 
 
 def _all_gather(tensor: torch.Tensor, world: int) -> list[torch.Tensor]:
