@@ -1,4 +1,4 @@
-"""The epoch feed: training positives -> mixed samples, as a Ray Data pipeline per worker and epoch.
+"""The epoch feed: training positives -> mixed samples, one Ray Data pipeline per worker and run.
 
 Pure numpy plus Ray Data, no torch: Ray Data's mixing tasks run in worker processes that import
 this module, and a lighter import makes a fresh worker start faster.
@@ -192,12 +192,10 @@ def as_arrow_table(batch: dict[str, np.ndarray], udf: Any, **kwargs: Any) -> Any
     return out if isinstance(out, pa.Table) else pa.table(out)
 
 
-def block_columns(block: Any) -> dict[str, np.ndarray]:
-    """A mixed block as `run_dataset` stores it (an Arrow table) -> its numpy columns, without
-    copying the numeric ones; a dict of columns passes through."""
-    if isinstance(block, dict):
-        return block
-    return {name: block.column(name).to_numpy() for name in block.column_names}
+def block_columns(table: Any) -> dict[str, np.ndarray]:
+    """A mixed block as `run_dataset` stores it (a `pyarrow.Table`) -> its numpy columns, the
+    numeric ones without a copy."""
+    return {name: table.column(name).to_numpy() for name in table.column_names}
 
 
 def epoch_rows(plan: RunPlan, block_sizes: np.ndarray, samples_per_positive: int, epoch: int) -> int:
