@@ -96,12 +96,10 @@ class RowGradientSync:
         """Replace every gradient by its average over all workers."""
         flat = self._flat_dense_grads()
         ids, values = self._local_rows()
-        pending = None
-        if not self.dense_in_gather:
-            pending = dist.all_reduce(flat, async_op=True) if flat.numel() else None
+        pending, self.bytes_per_step = None, 0
+        if not self.dense_in_gather and flat.numel():
+            pending = dist.all_reduce(flat, async_op=True)
             self.bytes_per_step = flat.numel() * flat.element_size()
-        else:
-            self.bytes_per_step = 0
         if self.tables or self.dense_in_gather:
             flat = self._gather(flat, ids, values)
         if pending is not None:
