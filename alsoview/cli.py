@@ -15,6 +15,7 @@ from typing import NoReturn, Sequence
 from alsoview.config import Config, check_plain_name, load_config, with_absolute_paths
 from alsoview.errors import RunFailedError, UserError
 from alsoview.logs import configure as configure_logging
+from alsoview.logs import tensorboard_hint
 
 log = logging.getLogger("alsoview")
 
@@ -183,6 +184,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = compare(config, fractions, args.seeds, args.name, args.max_users)
     print((result.run_dir / "comparison.md").read_text())
     print(f"written: {result.run_dir}/comparison.md, comparison.json, comparison.png")
+    print(tensorboard_hint(result.run_dir))
     return 0
 
 
@@ -224,6 +226,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for key, value in best["params"].items():
         print(f"  {key} = {value}")
     print(f"tuning run: {result.run_dir}  (trials.csv, best.json, balance.png)")
+    print(tensorboard_hint(result.run_dir))
     if result.final is not None:
         from alsoview.report import headline_verdict
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from alsoview import checkpoint as runs
 from alsoview.config import Config, check_plain_name
-from alsoview.errors import UserError
+from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
 from alsoview.evaluate import (
     PROTOCOLS,
     REPORT_COLUMNS,
@@ -29,6 +29,7 @@ from alsoview.evaluate import (
     reference_scorers,
     skipped_note,
 )
+from alsoview.logs import verbose
 
 log = logging.getLogger("alsoview")
 
@@ -60,27 +61,29 @@ def compare(
     import ray.train
     from ray import tune as ray_tune
 
+    from alsoview.resources import plan_resources
     from alsoview.runtime import start_run
-    from alsoview.tune import plan_trials, restore_or_start, trial_trainable
+    from alsoview.tune import TrialLog, check_some_trial_ran, restore_or_start, trial_trainable
 
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
     check_plain_name(name, "--name")
-    start = start_run(config, name)
-    config, catalog, run_dir = start.config, start.catalog, start.run_dir
+    begun = start_run(config, name)
+    config, catalog, run_dir = begun.config, begun.catalog, begun.run_dir
 
     grid_size = len(fractions) * seeds
-    plan = plan_trials(_with_samples(config, grid_size), ray.cluster_resources())
-    trainable = trial_trainable(config, catalog, plan.budget, run_dir)
+    plan = plan_resources(_with_samples(config, grid_size), ray.cluster_resources(), "compare")
+    trainable = trial_trainable(config, catalog, plan, run_dir)
 
-    def start() -> Any:
+    def start_grid() -> Any:
         log.info(
-            "comparing also-view fractions %s x %d seeds: %d models of %d epochs, %d at a time",
+            "comparing also-view fractions %s x %d seeds: %d models of %d epochs, %d at a time; resources: %s",
             fractions,
             seeds,
             grid_size,
             config.train.epochs,
-            plan.concurrency,
+            plan.runs,
+            plan.summary(),
         )
         return ray_tune.Tuner(
             trainable,
@@ -88,12 +91,18 @@ def compare(
                 "sampling.also_view_fraction": ray_tune.grid_search(fractions),
                 "seed": ray_tune.grid_search(list(range(config.seed, config.seed + seeds))),
             },
-            tune_config=ray_tune.TuneConfig(max_concurrent_trials=plan.concurrency),
-            run_config=ray_tune.RunConfig(name=name, storage_path=str(Path(config.train.runs_dir))),
+            tune_config=ray_tune.TuneConfig(max_concurrent_trials=plan.runs),
+            run_config=ray_tune.RunConfig(
+                name=name,
+                storage_path=str(Path(config.train.runs_dir)),
+                verbose=2 if verbose() else 0,  # TrialLog's lines instead of Tune's tables
+                callbacks=[TrialLog(grid_size, config.train.early_stopping_metric)],
+            ),
         )
 
-    tuner = restore_or_start(run_dir, trainable, start)
+    tuner = restore_or_start(run_dir, trainable, start_grid)
     grid = tuner.fit()
+    check_some_trial_ran(grid)
 
     scorers: dict[str, Any] = {}
     trained: dict[str, dict[str, Any]] = {}
@@ -101,7 +110,10 @@ def compare(
         # Train's TuneReportCallback passes the trial's latest Train checkpoint as a path in the metrics.
         path = (result.metrics or {}).get("checkpoint_path")
         if result.error is not None or path is None:
-            raise UserError(f"comparison trial {result.config} failed: {result.error or 'no checkpoint reported'}")
+            cause = own_error_in(result.error) or result.error
+            why = first_line(cause, 1000) if cause is not None else "no checkpoint reported"
+            failed = UserError if isinstance(cause, UserError) else RunFailedError
+            raise failed(f"comparison trial {result.config} failed: {why}")
         with ray.train.Checkpoint(path).as_directory() as folder:
             saved = runs.load_checkpoint(folder)
         key = f"model f={result.config['sampling.also_view_fraction']:g} seed={result.config['seed']}"

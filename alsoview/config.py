@@ -107,7 +107,9 @@ class SamplingConfig:
     # Blocks each Ray Data mixing task draws, one after the other (a task's scheduling costs more
     # than mixing a block; the results do not depend on this).
     blocks_per_task: int = 32
-    cpus_per_task: float = 0.5  # CPUs each Ray Data mixing task asks for
+    # CPUs each Ray Data mixing task asks for; None: the resource plan picks (0.5 where there is
+    # room, down to 0.25), so that one task per worker's feed fits beside everything else.
+    cpus_per_task: Union[float, None] = None
 
     def validate(self) -> None:
         _check(self.negatives_per_positive >= 1, "sampling.negatives_per_positive", ">= 1", self.negatives_per_positive)
@@ -118,7 +120,8 @@ class SamplingConfig:
         _check(self.popularity_exponent >= 0, "sampling.popularity_exponent", ">= 0", self.popularity_exponent)
         _check(self.block_rows >= 16, "sampling.block_rows", ">= 16", self.block_rows)
         _check(self.blocks_per_task >= 1, "sampling.blocks_per_task", ">= 1", self.blocks_per_task)
-        _check(0 < self.cpus_per_task <= MAX_CPUS, "sampling.cpus_per_task", CPUS_RULE, self.cpus_per_task)
+        if self.cpus_per_task is not None:
+            _check(0 < self.cpus_per_task <= MAX_CPUS, "sampling.cpus_per_task", CPUS_RULE, self.cpus_per_task)
 
 
 @dataclass(frozen=True)
@@ -184,8 +187,8 @@ class TrainConfig:
     learning_rate: float = 0.01
     num_workers: int = 1
     use_gpu: Union[bool, Literal["auto"]] = "auto"  # auto: use GPUs when the cluster has them
-    # CPUs per training worker; None: leave a share of the cluster's CPUs to Ray Data (it hangs
-    # when training takes every CPU and the mixing tasks cannot be scheduled).
+    # CPUs per training worker; None: the resource plan picks a share that leaves every worker's
+    # feed room for a mixing task (resources.py; a task that cannot start hangs the run).
     cpus_per_worker: Union[float, None] = None
     runs_dir: str = "runs"
     run_name: str = "default"  # the same name again resumes from the last checkpoint
@@ -198,6 +201,10 @@ class TrainConfig:
     valid_users: int = 2000
     early_stopping_metric: ValidationMetric = "valid/full/ndcg@10"
     patience: int = 10  # epochs without improvement before stopping; 0 turns early stopping off
+    # Seconds without a finished training step (or validation) before the run stops with what was
+    # waiting and for which resources (stall.py): a run on a cluster it does not own can starve.
+    # 0: wait for ever.
+    stall_timeout: float = 300.0
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
@@ -226,9 +233,16 @@ class TrainConfig:
             self.early_stopping_metric,
         )
         _check(self.patience >= 0, "train.patience", ">= 0", self.patience)
+        week = 7 * 86400
+        _check(0 <= self.stall_timeout <= week, "train.stall_timeout", f"in [0, {week}] seconds", self.stall_timeout)
 
 
 SEARCH_KINDS = ("uniform", "loguniform", "choice", "randint")
+# Keys the resource plan of a search depends on: it is made once, before the first trial.
+_PLANNED = "the search's resource plan (trials at once, each one's CPUs) is made once from it"
+UNSEARCHABLE = {
+    key: _PLANNED for key in ("train.num_workers", "train.use_gpu", "train.cpus_per_worker", "sampling.cpus_per_task")
+}
 
 
 def _default_search_space() -> dict[str, Any]:
@@ -310,6 +324,8 @@ def _check_search_spec(key: str, spec: dict) -> None:
     known = {f.name for f in dataclasses.fields(typing.get_type_hints(Config)[section])} if section_type else set()
     if name not in known:
         raise UserError(f"config: {where} names no config key")
+    if key in UNSEARCHABLE:
+        raise UserError(f"config: {where} cannot be searched: {UNSEARCHABLE[key]}")
     kind, args = next(iter(spec.items()))
     if kind == "choice":
         _check(isinstance(args, list) and len(args) >= 1, where, "a non-empty list for choice", args)

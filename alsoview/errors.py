@@ -15,3 +15,14 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def own_error_in(exc: BaseException | None) -> UserError | RunFailedError | None:
+    """The UserError or RunFailedError an exception from Ray was caused by (Ray wraps what a task,
+    actor or training worker raised in its own errors, as `cause` or `__cause__`), if any."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, (UserError, RunFailedError)):
+            return exc
+        exc, seen = exc.__cause__ or getattr(exc, "cause", None), seen + 1
+    return None

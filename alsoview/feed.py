@@ -166,6 +166,8 @@ def run_dataset(config: Config, catalog_ref: list, plan: RunPlan, udf: Any = Non
     it to time the tasks)."""
     import ray.data
 
+    if config.sampling.cpus_per_task is None:
+        raise ValueError("sampling.cpus_per_task unset: plan the run first (resources.with_planned_split)")
     # from_items, not ray.data.range: a range is read by tasks of one CPU, more than training
     # leaves free; these input blocks are made here and need no task.
     tasks = [{"id": index} for index in range(plan.n_tasks)]

@@ -27,8 +27,13 @@ ROUTINE_RAY_MESSAGES = (
     "Progress will be logged because stdout",
     "Running Dataset:",  # ray.data logging progress (non-interactive stdout)
     "does not have any available CPUs",  # ray.data, while training holds its CPUs (see above)
+    # ray.data, when its own share of the cluster looks too small for a task a minute long; the
+    # resource plan proves one mixing task per feed fits, and a real starvation (someone else holds
+    # the CPUs) ends the run through the stall watch with its cause (stall.py)
+    "Cluster resources are not enough to run any task from",
     "Reporting training result",  # ray.train, every report of every worker
     "Checkpoint successfully created at",
+    "Wrote the latest version of all result files",  # ray.tune, at the end of every search
     "is illegal; using",  # tensorboardX renaming our metric names (`@` is not allowed there)
 )
 
@@ -73,6 +78,45 @@ def quiet_ray() -> None:
     context.print_on_execution_start = False
     context.enable_progress_bars = False
     _filter_handlers(("", "ray", "ray.data", "ray.train", "ray.tune"))
+    _drop_routine_raylet_reports()
+    # Tune's console reporter prints a boxed summary and a TensorBoard hint pointing into Ray's
+    # session folder (gone with the session) whatever RunConfig's verbosity; its older reporter
+    # is silent at verbosity 0. TrialLog says what matters; `tensorboard_hint` the right folder.
+    os.environ.setdefault(TUNE_NEW_OUTPUT_ENV, "0")
+
+
+TUNE_NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
+
+
+def tensorboard_hint(run_dir: object) -> str:
+    """Where Tune's TensorBoard event files are: each trial's folder under the experiment's."""
+    return f"learning curves: tensorboard --logdir {run_dir}  (pip install tensorboard)"
+
+
+# The raylet's report that it started "N PYTHON worker processes", repeated at every multiple of
+# the CPU count: a Tune trial, its Train controller, workers, feeders and mixing tasks are that many
+# processes by design. Ray prints these reports to the driver's stdout itself, not through logging.
+ROUTINE_RAYLET_REPORTS = ("worker processes have been started on node",)
+
+
+def _drop_routine_raylet_reports() -> None:
+    """Wrap the function Ray's driver prints the raylet's reports with, leaving out the routine ones."""
+    from ray._private import worker
+
+    printer = worker.print_to_stdstream
+    if getattr(printer, "_alsoview_filtered", False):
+        return
+
+    def print_to_stdstream(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") == "raylet":
+            lines = [line for line in data.get("lines", []) if not any(t in line for t in ROUTINE_RAYLET_REPORTS)]
+            if not lines:
+                return
+            data = {**data, "lines": lines}
+        printer(data, ignore_prefix)
+
+    print_to_stdstream._alsoview_filtered = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = print_to_stdstream
 
 
 def _filter_handlers(logger_names: tuple[str, ...]) -> None:

@@ -49,18 +49,20 @@ def train_epoch(
     batches: Iterator[dict[str, torch.Tensor]],
     steps: int,
     sync_gradients: Callable[[], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> EpochTotals:
     """At most `steps` optimiser steps of binary cross-entropy on (user, item, label) batches.
 
     Batches may carry `is_hard` (1 for an also-view negative) to count the realised share of
     hard negatives. With several workers `sync_gradients` averages the gradients across them
     (`gradient_sync.RowGradientSync`); each of its collectives needs every rank, so every rank
-    must take the same number of steps: the caller fixes it.
+    must take the same number of steps: the caller fixes it. `on_step(steps so far)` runs after
+    each step (the Ray Train worker reports progress there: stall.py).
     """
     loss_fn = torch.nn.BCEWithLogitsLoss()
     totals = EpochTotals()
     model.train()
-    for _ in range(steps):
+    for step in range(steps):
         waited = time.perf_counter()
         batch = next(batches, None)
         totals.data_wait_seconds += time.perf_counter() - waited
@@ -78,6 +80,8 @@ def train_epoch(
         totals.negatives += float(size - batch["label"].sum())
         if "is_hard" in batch:
             totals.hard_negatives += float(batch["is_hard"].sum())
+        if on_step is not None:
+            on_step(step + 1)
     return totals
 
 

@@ -21,12 +21,19 @@ import torch
 from alsoview import checkpoint as runs
 from alsoview.catalog import Catalog
 from alsoview.config import Config
-from alsoview.errors import RunFailedError, UserError, first_line
+from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
 from alsoview.feed import EpochFeeder, RunPlan, block_columns, block_sizes, cached_catalog, steps_per_epoch
 from alsoview.gradient_sync import RowGradientSync
 from alsoview.loop import fixed_size_batches, sample_tensors, train_epoch
 from alsoview.model import build_model
-from alsoview.resources import check_sample_memory, resolve_resources, sharing_cores_warning
+from alsoview.resources import (
+    ResourcePlan,
+    check_sample_memory,
+    plan_resources,
+    sharing_cores_warning,
+    with_planned_split,
+)
+from alsoview.stall import StallError, StallWatch, WorkerBeat, diagnose
 from alsoview.validation import ValidationSet, validate, validation_set
 
 log = logging.getLogger("alsoview")
@@ -52,6 +59,7 @@ class WorkerSetup:
     validation: ValidationSet
     run_storage: str  # Ray Train's folder of this run (its checkpoints)
     torch_threads: int
+    board: Any = None  # stall.ProgressBoard actor the workers report progress to (None: unwatched)
 
 
 def _resume(model: torch.nn.Module, optimizer: Any, vocabulary: dict[str, int], run_storage: str) -> runs.LoopState:
@@ -96,6 +104,7 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
     config = setup.config
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    beat = WorkerBeat(setup.board, rank)
     torch.set_num_threads(setup.torch_threads)
     torch.manual_seed(config.seed)
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # reproducible batch order
@@ -147,6 +156,7 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
         for epoch in range(plan.first_epoch, config.train.epochs):
             start = time.perf_counter()
             steps = steps_per_epoch(sizes, config.seed, epoch, world, samples_per_positive, worker_batch)
+            beat.waiting(f"epoch {epoch}'s mixed samples from its feed")
             block_refs = ray.get(next_epoch_blocks)
             if epoch + 1 < config.train.epochs:
                 next_epoch_blocks = feeder.epoch.remote(epoch + 1)  # asked now: mixed while this epoch trains
@@ -154,13 +164,15 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
             # Whole mixed blocks come from the object store and are cut into batches here.
             blocks = (sample_tensors(block_columns(ray.get(ref)), device) for ref in block_refs)
             sent_before = (sync_gradients.bytes_sent, sync_gradients.steps) if sync_gradients else (0, 0)
-            totals = train_epoch(model, optimizer, fixed_size_batches(blocks, worker_batch), steps, sync_gradients)
+            batches = fixed_size_batches(blocks, worker_batch)
+            totals = train_epoch(model, optimizer, batches, steps, sync_gradients, on_step=beat.step)
             train_seconds = time.perf_counter() - start
             loss_sum, seen, hard, negatives = _all_reduce_sum(totals.as_list(), device)
 
             # Every rank validates on the same users: identical weights give identical numbers,
             # so every rank takes the same early-stopping decision without a broadcast.
             metrics = validate(model, setup.validation, device)
+            beat.progressed()
             metrics.update(
                 {
                     "epoch": epoch,
@@ -250,25 +262,19 @@ class TrainResult:
 def build_trainer(
     config: Config,
     catalog: Catalog,
+    plan: ResourcePlan,
     callbacks: list | None = None,
     run_name: str | None = None,
     storage_path: str | None = None,
-    budget: dict[str, float] | None = None,
+    board: Any = None,
 ) -> Any:
-    """The TorchTrainer for `config` (also used by Tune, which builds one per trial).
-
-    `budget` is the share of the cluster this run may plan with (a Tune trial's share); by
-    default the whole cluster.
-    """
+    """The TorchTrainer for `config` with the split of `plan` (also used by Tune, one per trial)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    cluster = ray.cluster_resources()
-    resources = resolve_resources(config, budget or cluster)
-    use_gpu, cpus_per_worker, threads = resources.use_gpu, resources.cpus_per_worker, resources.torch_threads
-    check_sample_memory(config, len(catalog.train), {**cluster, **(budget or {})}, cpus_per_worker)
-    sharing = sharing_cores_warning(config, resources)
+    check_sample_memory(config, len(catalog.train), ray.cluster_resources(), plan)
+    sharing = sharing_cores_warning(config, plan)
     if sharing:
         log.warning(sharing)
     blocks = block_sizes(len(catalog.train), config.sampling.block_rows)
@@ -278,6 +284,7 @@ def build_trainer(
             f"sampling.block_rows={config.sampling.block_rows}: fewer than train.num_workers="
             f"{config.train.num_workers}; lower sampling.block_rows"
         )
+    config = with_planned_split(config, plan)  # the workers' feeds ask the plan's CPUs per task
     name = run_name or config.train.run_name
     storage = storage_path or str(Path(config.train.runs_dir).resolve())
     setup = WorkerSetup(
@@ -285,46 +292,98 @@ def build_trainer(
         catalog_ref=[ray.put(catalog)],
         validation=validation_set(catalog, config.seed, config.train.valid_users),
         run_storage=str(Path(storage) / name),
-        torch_threads=threads,
+        torch_threads=plan.torch_threads,
+        board=board,
     )
     log.info(
-        "training: %d workers x %g CPUs%s, %d threads each; %d positives in %d blocks, k=%d, also-view share %.2f",
-        config.train.num_workers,
-        cpus_per_worker,
-        " + 1 GPU" if use_gpu else "",
-        threads,
+        "training %s: %d positives in %d blocks, k=%d, also-view share %.2f; %d torch threads a worker; %s",
+        name,
         len(catalog.train),
         len(blocks),
         config.sampling.negatives_per_positive,
         config.sampling.also_view_fraction,
+        plan.torch_threads,
+        plan.summary(),
     )
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=setup,
         scaling_config=ScalingConfig(
-            num_workers=config.train.num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}
+            num_workers=config.train.num_workers,
+            use_gpu=plan.use_gpu,
+            resources_per_worker={"CPU": plan.cpus_per_worker},  # Ray Train adds GPU: 1 with use_gpu
         ),
         run_config=RunConfig(
             name=name,
             storage_path=storage,
             checkpoint_config=CheckpointConfig(num_to_keep=config.train.num_to_keep),
-            failure_config=FailureConfig(max_failures=config.train.max_failures),
+            # With a stall timeout, workers that cannot be placed within it end the run (stall.py)
+            failure_config=FailureConfig(
+                max_failures=config.train.max_failures,
+                controller_failure_limit=0 if config.train.stall_timeout > 0 else -1,
+            ),
             callbacks=callbacks,
         ),
     )
 
 
+def fit_watched(
+    config: Config,
+    catalog: Catalog,
+    plan: ResourcePlan,
+    callbacks: list | None = None,
+    run_name: str | None = None,
+    storage_path: str | None = None,
+) -> Any:
+    """`build_trainer(...).fit()` under the stall watch (stall.py) unless train.stall_timeout is 0.
+
+    Raises StallError (one line: what waited, resources held and free) when the run stopped
+    because nothing moved for train.stall_timeout seconds.
+    """
+    import ray
+
+    from alsoview.stall import ProgressBoard, is_start_timeout, register_controller_callback, train_start_timeout
+
+    timeout = config.train.stall_timeout
+    if timeout <= 0:
+        return build_trainer(config, catalog, plan, callbacks, run_name, storage_path).fit()
+    board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+    callbacks = [*(callbacks or []), register_controller_callback(board)]
+    trainer = build_trainer(config, catalog, plan, callbacks, run_name, storage_path, board)
+    name = run_name or config.train.run_name
+    try:
+        with train_start_timeout(timeout), StallWatch(board, timeout, plan, name) as watch:
+            try:
+                result = trainer.fit()
+            except Exception as exc:
+                if watch.reason is None and is_start_timeout(exc):  # Train's timeout came first
+                    watch.reason = diagnose(ray.get(board.snapshot.remote()), plan, timeout, name)
+                if watch.reason is None:
+                    raise
+                result = None
+        if watch.reason is not None:
+            raise StallError(watch.reason)
+        return result
+    finally:
+        ray.kill(board)
+
+
 def train(config: Config, catalog: Catalog | None = None) -> TrainResult:
     """Fit the model with Ray Train; writes config.yaml, metrics.json, history.csv and model.pt to the run dir."""
+    import ray
+
     from alsoview.runtime import start_run
 
-    start = start_run(config, config.train.run_name, catalog)
-    config, catalog, run_dir = start.config, start.catalog, start.run_dir
+    begun = start_run(config, config.train.run_name, catalog)
+    config, catalog, run_dir = begun.config, begun.catalog, begun.run_dir
     _check_resumable(run_dir, catalog)
+    plan = plan_resources(config, ray.cluster_resources(), "train")
     try:
-        result = build_trainer(config, catalog).fit()
+        result = fit_watched(config, catalog, plan)
     except SystemExit:  # Ray Train's Ctrl-C handler aborts the run, then calls sys.exit inside fit()
         raise KeyboardInterrupt(f"training stopped; {_how_to_resume(run_dir)}") from None
+    except StallError as exc:
+        raise StallError(f"{exc}; {_how_to_resume(run_dir)}") from None
     except Exception as exc:
         raise _failure(exc, run_dir, config.train.max_failures) from None
     if result.checkpoint is None:
@@ -358,8 +417,8 @@ def _failure(exc: Exception, run_dir: Path, max_failures: int) -> Exception:
     naming the cause, the file that holds the whole traceback, and how to resume."""
     failures = list(getattr(exc, "worker_failures", {}).values())
     for failure in failures:
-        user_error = _user_error_in(failure)
-        if user_error is not None:
+        user_error = own_error_in(failure)
+        if isinstance(user_error, UserError):
             return UserError(str(user_error))
     cause = failures[-1] if failures else exc
     details = run_dir / runs.ERROR_FILE
@@ -367,11 +426,3 @@ def _failure(exc: Exception, run_dir: Path, max_failures: int) -> Exception:
     restarts = "no restart allowed (train.max_failures=0)" if max_failures == 0 else f"after {max_failures} restart(s)"
     why = f"{type(cause).__name__}: {first_line(cause)}"
     return RunFailedError(f"training failed, {restarts}: {why}; traceback in {details}; {_how_to_resume(run_dir)}")
-
-
-def _user_error_in(failure: BaseException) -> UserError | None:
-    """The UserError a worker's failure was caused by (Ray wraps it), if any."""
-    cause: BaseException | None = failure
-    while cause is not None and not isinstance(cause, UserError):
-        cause = cause.__cause__ or getattr(cause, "cause", None)
-    return cause

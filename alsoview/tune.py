@@ -25,14 +25,13 @@ from ray.tune import Callback
 from alsoview.catalog import Catalog
 from alsoview.checkpoint import plain, prune_checkpoints
 from alsoview.config import Config, flatten_search_space, with_absolute_paths, with_overrides
-from alsoview.errors import UserError
+from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
 from alsoview.logs import verbose
-from alsoview.resources import MIN_CPUS_PER_WORKER
+from alsoview.resources import TRIAL_CPU, ResourcePlan, plan_resources
 
 log = logging.getLogger("alsoview")
 
 FRACTION_KEY = "sampling.also_view_fraction"
-TRIAL_CPU = 0.01  # the trial function itself only waits on its TorchTrainer
 TRIAL_RUNS = "train_runs"  # <tuning run>/train_runs/trial-<id>/: each trial's Ray Train run
 FINAL_RUN = "best"  # <tuning run>/best/: the final model, a run directory like any other
 
@@ -61,72 +60,26 @@ def param_space(config: Config) -> dict[str, Any]:
     return space
 
 
-@dataclass(frozen=True)
-class TrialPlan:
-    concurrency: int
-    budget: dict[str, float]  # resources each trial plans its TorchTrainer against
-    num_samples: int
-
-
-def plan_trials(config: Config, cluster: dict[str, float]) -> TrialPlan:
-    """How many trials run at once so none waits for CPUs or GPUs, and each one's share.
-
-    A trial needs its workers plus one Ray Data mixing task; without a GPU each worker takes at
-    least `resources.MIN_CPUS_PER_WORKER` (the rule each trial's `resolve_resources` applies).
-    """
-    cpus, gpus = cluster.get("CPU", 1.0), cluster.get("GPU", 0.0)
-    workers = config.train.num_workers
-    use_gpu = gpus > 0 if config.train.use_gpu == "auto" else bool(config.train.use_gpu)
-    if use_gpu:
-        fit = int(gpus // workers)
-        if fit < 1:
-            raise UserError(f"a trial needs {workers} GPUs, the cluster has {gpus:g}")
-    else:
-        per_worker = config.train.cpus_per_worker or MIN_CPUS_PER_WORKER
-        per_trial = workers * per_worker + config.sampling.cpus_per_task
-        fit = int(cpus // per_trial)
-        if fit < 1:  # refused here, not once per trial inside Tune
-            raise UserError(
-                f"a trial needs {workers} workers x {per_worker:g} CPUs + {config.sampling.cpus_per_task:g} "
-                f"for Ray Data = {per_trial:g} CPUs, the cluster has {cpus:g}; lower train.num_workers"
-            )
-    fit = max(1, min(fit, config.tune.max_concurrent_trials or fit))
-    samples = config.tune.num_samples or max(8, 4 * fit)
-    concurrency = min(fit, samples)
-    # TRIAL_CPU is not taken out of the budget: the workers keep their whole share, and the
-    # concurrency x 1% it overcommits can only make a mixing task wait for another to finish.
-    budget = {"CPU": cpus / concurrency, "GPU": gpus / concurrency if use_gpu else 0.0}
-    return TrialPlan(concurrency, budget, samples)
-
-
-def run_trial(
-    params: dict[str, Any], base: Config, catalog: Catalog, budget: dict[str, float], trainer_storage: str
-) -> None:
+def run_trial(params: dict[str, Any], base: Config, catalog: Catalog, plan: ResourcePlan, trainer_storage: str) -> None:
     """One Tune trial: the base config with the trial's parameters, fitted by a TorchTrainer."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from alsoview.train import build_trainer
+    from alsoview.train import fit_watched
 
     config = with_overrides(base, params)
-    trainer = build_trainer(
-        config,
-        catalog,
-        callbacks=[TuneReportCallback()],
-        run_name=trial_run_name(tune.get_context().get_trial_id()),
-        storage_path=trainer_storage,
-        budget=budget,
-    )
-    trainer.fit()
+    run_name = trial_run_name(tune.get_context().get_trial_id())
+    fit_watched(config, catalog, plan, [TuneReportCallback()], run_name, trainer_storage)
 
 
-def trial_trainable(config: Config, catalog: Catalog, budget: dict[str, float], run_dir: Path) -> Any:
-    """`run_trial` bound to its config and catalog (shipped once), asking Tune for almost no CPU itself."""
+def trial_trainable(config: Config, catalog: Catalog, plan: ResourcePlan, run_dir: Path) -> Any:
+    """`run_trial` bound to its config, catalog (shipped once) and the search's resource plan,
+    asking Tune for the trial function's own sliver of CPU (`resources.TRIAL_CPU`)."""
     from ray import tune as ray_tune
 
     return ray_tune.with_resources(
         ray_tune.with_parameters(
-            run_trial, base=config, catalog=catalog, budget=budget, trainer_storage=str(run_dir / TRIAL_RUNS)
+            run_trial, base=config, catalog=catalog, plan=plan, trainer_storage=str(run_dir / TRIAL_RUNS)
         ),
         {"CPU": TRIAL_CPU},
     )
@@ -187,12 +140,24 @@ class TrialLog(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended += 1
         log.warning(
-            "trial %s failed (%d of %d ended); its log is in %s",
+            "trial %s failed (%d of %d ended): %s; its log is in %s",
             trial.trial_id,
             self.ended,
             self.total,
+            trial_failure(trial),
             trial.local_path,
         )
+
+
+def trial_failure(trial: Any) -> str:
+    """Why a trial failed, in one line: the alsoview error inside Ray's wrapping, else the first line."""
+    try:
+        error = trial.get_pickled_error()
+    except Exception as exc:  # storage may not have it yet
+        return f"its error could not be read ({type(exc).__name__})"
+    if error is None:
+        return "no error recorded"
+    return first_line(own_error_in(error) or error)
 
 
 def _short(value: Any) -> str:
@@ -217,8 +182,23 @@ class TuneResult:
     final: FinalResult | None = None
 
 
+def check_some_trial_ran(grid: Any) -> None:
+    """A search whose every trial failed ends here, with the first trial's reason."""
+    errors = [result.error for result in grid]
+    if errors and all(error is not None for error in errors):
+        cause = own_error_in(errors[0]) or errors[0]
+        raise RunFailedError(f"every one of the {len(errors)} trials failed; the first: {first_line(cause, 1000)}")
+
+
 def tune_config_of(config: Config) -> Config:
-    """Trials train for tune.max_epochs when set."""
+    """Trials train for tune.max_epochs when set; ASHA's grace period must fit in them."""
+    epochs = config.tune.max_epochs or config.train.epochs
+    if config.tune.grace_period > epochs:
+        where = "tune.max_epochs" if config.tune.max_epochs else "train.epochs"
+        raise UserError(
+            f"config: tune.grace_period={config.tune.grace_period} is more than the {epochs} epochs a trial runs "
+            f"({where}); lower tune.grace_period to at most {epochs}"
+        )
     if config.tune.max_epochs is None:
         return config
     return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=config.tune.max_epochs))
@@ -238,25 +218,24 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
     from alsoview.runtime import start_run
 
     stages = dict(stage_seconds or {})
-    start_search = time.perf_counter()
+    search_began = time.perf_counter()
     full = with_absolute_paths(config)  # the final run trains for train.epochs
-    start = start_run(tune_config_of(full), full.tune.name, catalog)  # trials train for tune.max_epochs
-    config, catalog, run_dir = start.config, start.catalog, start.run_dir
+    begun = start_run(tune_config_of(full), full.tune.name, catalog)  # trials train for tune.max_epochs
+    config, catalog, run_dir = begun.config, begun.catalog, begun.run_dir
     storage = run_dir.parent
 
-    plan = plan_trials(config, ray.cluster_resources())
+    plan = plan_resources(config, ray.cluster_resources(), "tune")
     metric = config.tune.metric
-    trainable = trial_trainable(config, catalog, plan.budget, run_dir)
+    trainable = trial_trainable(config, catalog, plan, run_dir)
 
-    def start() -> Any:
+    def start_search() -> Any:
         log.info(
-            "tuning %d trials, %d at a time, each with %g CPUs%s; metric %s; epochs per trial %d",
+            "tuning %d trials, %d at a time; metric %s; epochs per trial %d; resources: %s",
             plan.num_samples,
-            plan.concurrency,
-            plan.budget["CPU"],
-            f" and {plan.budget['GPU']:g} GPUs" if plan.budget["GPU"] else "",
+            plan.runs,
             metric,
             config.train.epochs,
+            plan.summary(),
         )
         return ray_tune.Tuner(
             trainable,
@@ -272,7 +251,7 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
                     reduction_factor=config.tune.reduction_factor,
                 ),
                 num_samples=plan.num_samples,
-                max_concurrent_trials=plan.concurrency,
+                max_concurrent_trials=plan.runs,
             ),
             run_config=ray_tune.RunConfig(
                 name=config.tune.name,
@@ -283,12 +262,13 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
             ),
         )
 
-    tuner = restore_or_start(run_dir, trainable, start)
+    tuner = restore_or_start(run_dir, trainable, start_search)
     grid = tuner.fit()
+    check_some_trial_ran(grid)
     for trial_storage in sorted((run_dir / TRIAL_RUNS).glob("*")):
         prune_checkpoints(trial_storage, config.train.num_to_keep)
     result = write_outputs(run_dir, grid, config)
-    stages["search"] = time.perf_counter() - start_search
+    stages["search"] = time.perf_counter() - search_began
     if full.tune.final:
         result.final = finish(run_dir, full, result.best, catalog, stages)
     return result

@@ -112,9 +112,12 @@ def main() -> None:
     from alsoview.catalog import load_catalog
     from alsoview.config import load_config
     from alsoview.feed import block_sizes
+    from alsoview.resources import plan_resources, with_planned_split
 
     prepared = args.prepared or str(ensure_vg_prepared())
     config = load_config(None, [f"data.prepared_dir={prepared}", *args.overrides])
+    # the split a one-worker `alsoview train` on this machine gets
+    config = with_planned_split(config, plan_resources(config, {"CPU": float(os.cpu_count() or 1)}, "train"))
     s = config.sampling
     catalog = load_catalog(prepared)
     n_blocks = len(block_sizes(len(catalog.train), s.block_rows))

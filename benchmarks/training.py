@@ -81,7 +81,7 @@ def pipeline(prepared: str, overrides: list[str], workers: int, epochs: int, run
     import pandas as pd
     import ray
 
-    from alsoview.resources import resolve_resources
+    from alsoview.resources import plan_resources
     from alsoview.train import train
 
     name = f"bench-{workers}w-{int(time.time())}"
@@ -96,8 +96,8 @@ def pipeline(prepared: str, overrides: list[str], workers: int, epochs: int, run
             f"train.run_name={name}",
         ],
     )
-    resources = resolve_resources(config, ray.cluster_resources())
-    cpus_per_worker, threads = resources.cpus_per_worker, resources.torch_threads
+    plan = plan_resources(config, ray.cluster_resources(), "train")
+    cpus_per_worker, threads = plan.cpus_per_worker, plan.torch_threads
     begin = time.perf_counter()
     result = train(config)
     wall = time.perf_counter() - begin
@@ -169,7 +169,7 @@ def main() -> None:
     import torch
 
     from alsoview.catalog import load_catalog
-    from alsoview.resources import resolve_resources
+    from alsoview.resources import plan_resources
 
     prepared = args.prepared or str(ensure_vg_prepared())
     catalog = load_catalog(prepared)
@@ -192,7 +192,7 @@ def main() -> None:
         threads_for = {}
         for workers in worker_counts:
             cfg = _config(prepared, [*base, f"train.num_workers={workers}"])
-            threads_for[workers] = resolve_resources(cfg, {"CPU": cores}).torch_threads * workers
+            threads_for[workers] = plan_resources(cfg, {"CPU": cores}, "train").torch_threads * workers
         for threads in [] if args.skip_plain else sorted(set(threads_for.values())):
             result = plain_loop(catalog, config, threads, "cpu")
             rows.append(

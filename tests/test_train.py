@@ -23,7 +23,7 @@ from alsoview.feed import (
     worker_blocks,
 )
 from alsoview.loop import fixed_size_batches
-from alsoview.resources import check_sample_memory, resolve_resources, sharing_cores_warning
+from alsoview.resources import check_sample_memory, plan_resources, sharing_cores_warning
 from alsoview.validation import validation_set
 
 
@@ -112,43 +112,25 @@ def test_validation_pairs_are_real_negatives(prepared):
         assert negative in row
 
 
-def test_resources_leave_room_for_ray_data():
-    config = load_config(None, ["train.num_workers=2"])
-    resources = resolve_resources(config, {"CPU": 2.0})
-    assert (resources.use_gpu, resources.torch_threads) == (False, 1)
-    assert 2 * resources.cpus_per_worker + config.sampling.cpus_per_task <= 2.0
-    assert resolve_resources(load_config(None, []), {"CPU": 16.0, "GPU": 1.0}).use_gpu is True
-    with pytest.raises(UserError, match="exceed"):
-        resolve_resources(load_config(None, ["train.num_workers=4", "train.cpus_per_worker=1"]), {"CPU": 2.0})
-    with pytest.raises(UserError, match="GPUs"):
-        resolve_resources(load_config(None, ["train.use_gpu=true"]), {"CPU": 2.0})
-
-
-def test_more_workers_than_the_cpus_carry_are_refused_up_front():
-    with pytest.raises(UserError, match=r"train.num_workers=8 on 2 CPUs .* use at most 3 workers"):
-        resolve_resources(load_config(None, ["train.num_workers=8"]), {"CPU": 2.0})
-    assert resolve_resources(load_config(None, ["train.num_workers=3"]), {"CPU": 2.0}).cpus_per_worker == 0.5
-    assert resolve_resources(load_config(None, ["train.num_workers=8"]), {"CPU": 8.0, "GPU": 8.0}).use_gpu
-
-
 def test_workers_that_share_cores_are_warned_about_with_the_reason():
     two_on_two = load_config(None, ["train.num_workers=2"])
-    warning = sharing_cores_warning(two_on_two, resolve_resources(two_on_two, {"CPU": 2.0}))
-    assert warning and "0.75 CPUs per worker" in warning and "no speed-up over 1 worker" in warning
-    assert sharing_cores_warning(two_on_two, resolve_resources(two_on_two, {"CPU": 8.0})) is None
-    assert sharing_cores_warning(two_on_two, resolve_resources(two_on_two, {"CPU": 2.0, "GPU": 2.0})) is None
+    warning = sharing_cores_warning(two_on_two, plan_resources(two_on_two, {"CPU": 2.0}, "train"))
+    assert warning and "0.5 CPUs per worker" in warning and "no speed-up over 1 worker" in warning
+    assert sharing_cores_warning(two_on_two, plan_resources(two_on_two, {"CPU": 8.0}, "train")) is None
+    assert sharing_cores_warning(two_on_two, plan_resources(two_on_two, {"CPU": 2.0, "GPU": 2.0}, "train")) is None
     one = load_config(None, [])
-    assert sharing_cores_warning(one, resolve_resources(one, {"CPU": 1.0})) is None
+    assert sharing_cores_warning(one, plan_resources(one, {"CPU": 1.0}, "train")) is None
 
 
 def test_negatives_that_cannot_fit_in_memory_are_refused_up_front():
     cluster = {"CPU": 2.0, "memory": 16 * 2**30, "object_store_memory": 7 * 2**30}
-    check_sample_memory(load_config(None, []), 100_000, cluster, cpus_per_worker=1.5)  # the defaults fit
+    plan = plan_resources(load_config(None, []), cluster, "train")
+    check_sample_memory(load_config(None, []), 100_000, cluster, plan)  # the defaults fit
     with pytest.raises(UserError, match=r"one mixing task .* lower sampling.blocks_per_task"):
-        check_sample_memory(load_config(None, ["sampling.negatives_per_positive=100000"]), 2048, cluster, 1.5)
+        check_sample_memory(load_config(None, ["sampling.negatives_per_positive=100000"]), 2048, cluster, plan)
     with pytest.raises(UserError, match=r"samples an epoch"):
         many = load_config(None, ["sampling.negatives_per_positive=2000", "sampling.blocks_per_task=1"])
-        check_sample_memory(many, 1_000_000, cluster, 1.5)
+        check_sample_memory(many, 1_000_000, cluster, plan)
 
 
 def test_training_learns(trained_run):

@@ -10,28 +10,7 @@ import pytest
 
 from alsoview.config import flatten_search_space, load_config
 from alsoview.errors import UserError
-from alsoview.resources import resolve_resources
-from alsoview.tune import param_space, plan_trials
-
-
-def test_trials_are_planned_so_none_waits_for_cpus():
-    config = load_config(None, ["tune.num_samples=8"])
-    plan = plan_trials(config, {"CPU": 2.0})
-    assert plan.concurrency == 2
-    assert plan.concurrency * plan.budget["CPU"] <= 2.0 + 1e-9
-    resources = resolve_resources(config, plan.budget)  # each trial's share passes the training rule
-    assert resources.cpus_per_worker + config.sampling.cpus_per_task <= plan.budget["CPU"]
-    assert plan_trials(config, {"CPU": 16.0, "GPU": 4.0}).concurrency == 4  # one GPU worker per trial
-    two_gpu_workers = load_config(None, ["train.num_workers=2", "train.use_gpu=true"])
-    assert plan_trials(two_gpu_workers, {"CPU": 16.0, "GPU": 4.0}).concurrency == 2
-    assert plan_trials(load_config(None, ["tune.num_samples=1"]), {"CPU": 64.0}).concurrency == 1
-    # num_samples by default follows the cluster: 4 per concurrent trial, at least 8
-    assert plan_trials(load_config(None, []), {"CPU": 2.0}).num_samples == 8
-    assert plan_trials(load_config(None, []), {"CPU": 16.0, "GPU": 4.0}).num_samples == 16
-    with pytest.raises(UserError, match="GPUs"):
-        plan_trials(load_config(None, ["train.use_gpu=true", "train.num_workers=2"]), {"CPU": 8.0, "GPU": 1.0})
-    with pytest.raises(UserError, match=r"a trial needs 2 workers x 0.5 CPUs \+ 0.5 for Ray Data = 1.5 CPUs"):
-        plan_trials(load_config(None, ["train.num_workers=2"]), {"CPU": 1.0})
+from alsoview.tune import param_space
 
 
 def test_search_space_from_config():
@@ -50,6 +29,8 @@ def test_search_space_from_config():
         load_config(None, ["tune.search_space.model.dropout={uniform: [0.5, 0.1]}"])
     with pytest.raises(UserError, match="kind"):
         load_config(None, ["tune.search_space.model.dropout={gaussian: [0, 1]}"])
+    with pytest.raises(UserError, match="train.num_workers cannot be searched: the search's resource plan"):
+        load_config(None, ["tune.search_space.train.num_workers={choice: [1, 2]}"])
 
 
 def test_tuning_runs_every_trial_to_completion_or_asha_retrains_the_best_and_restores(smoke_config):
@@ -112,3 +93,12 @@ def test_an_experiment_others_could_have_written_is_not_resumed(tmp_path):
     (tmp_path / "tuner.pkl").chmod(0o666)
     with pytest.raises(UserError, match=r"tuner.pkl is writable by every user: refusing to resume"):
         check_experiment_is_ours(tmp_path)
+
+
+def test_a_grace_period_longer_than_a_trial_is_refused_in_one_line():
+    from alsoview.tune import tune_config_of
+
+    config = load_config("configs/video_games.yaml", ["tune.max_epochs=1"])
+    with pytest.raises(UserError, match=r"tune.grace_period=4 is more than the 1 epochs a trial runs .*at most 1"):
+        tune_config_of(config)
+    assert tune_config_of(load_config("configs/video_games.yaml", [])).train.epochs == 20

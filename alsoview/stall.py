@@ -1,0 +1,290 @@
+"""No silent stall: a training run that makes no progress for `train.stall_timeout` seconds stops
+and says what was waiting, for which resources, and what to change.
+
+The resource plan (`resources.py`) proves that a run fits a cluster it has to itself. On a
+cluster shared with others it can still starve: someone else holds the CPUs its workers or its
+mixing tasks need, and Ray waits for ever without a word. So every run has a watch:
+
+- the workers tell a `ProgressBoard` actor when they start, each (throttled) step, when they wait
+  for their feed and when they finish validating;
+- a thread beside `TorchTrainer.fit()` (in the driver, or in a Tune trial's function) reads the
+  board; when nothing moved for the timeout it writes down the diagnosis (Ray's resources and
+  who holds them) and stops the run;
+- workers that cannot be placed at all are Ray Train's own case: the run sets Train's worker-group
+  start timeout to the stall timeout and allows no retry of it (`train_settings`), so Train stops
+  by itself and removes its waiting placement group. (Train's controller cannot be aborted
+  while it waits for one: it waits synchronously; killing it would leave the group behind, to
+  be placed later and hold the CPUs until the driver ends.)
+- workers that were placed and then wait (for their feed, a collective) are aborted through
+  Train's controller, which the board learned of from `RegisterController` when it started;
+- `train.fit_watched` turns the stopped fit into one line (`StallError`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from alsoview.errors import RunFailedError
+from alsoview.resources import ResourcePlan
+
+log = logging.getLogger("alsoview")
+
+BEAT_EVERY = 1.0  # seconds between a worker's step reports (each is one actor call)
+ABORT_GRACE = 30.0  # seconds Train may take to stop after the watch (or its own timeout) said so
+START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"  # Ray Train passes it to its controller
+
+
+@contextlib.contextmanager
+def train_start_timeout(seconds: float) -> Iterator[None]:
+    """Ray Train's worker-group start timeout set to `seconds` while the block runs (the driver
+    passes it to the controller it starts); the previous value is put back."""
+    before = os.environ.get(START_TIMEOUT_ENV)
+    os.environ[START_TIMEOUT_ENV] = f"{seconds:g}"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(START_TIMEOUT_ENV, None)
+        else:
+            os.environ[START_TIMEOUT_ENV] = before
+
+
+def is_start_timeout(exc: BaseException) -> bool:
+    """Whether `fit()` failed because Train's workers could not be placed in time."""
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+
+    return isinstance(getattr(exc, "controller_failure", None), WorkerGroupStartupTimeoutError)
+
+
+class StallError(RunFailedError):
+    """The run made no progress for train.stall_timeout seconds and was stopped."""
+
+
+@dataclass
+class Snapshot:
+    idle_seconds: float  # since the last progress of any worker (or the start)
+    started: list[int]  # ranks whose loop began
+    steps: dict[int, int]  # rank -> steps taken in this run
+    waiting: dict[int, tuple[str, float]]  # rank -> (what it waits for, seconds so far)
+    has_controller: bool = False
+
+
+@dataclass
+class ProgressBoard:
+    """What the workers of one run report; runs as a zero-CPU actor owned by whoever calls fit().
+
+    Times are taken in this actor's process only, so they never mix clocks of several nodes.
+    """
+
+    last: float = field(default_factory=time.monotonic)
+    started: set[int] = field(default_factory=set)
+    steps: dict[int, int] = field(default_factory=dict)
+    waiting_since: dict[int, tuple[str, float]] = field(default_factory=dict)
+    controller: Any = None
+
+    def worker_started(self, rank: int) -> None:
+        self.started.add(rank)
+        self.last = time.monotonic()
+
+    def progressed(self, rank: int, steps: int) -> None:
+        self.steps[rank] = steps
+        self.waiting_since.pop(rank, None)
+        self.last = time.monotonic()
+
+    def waiting(self, rank: int, what: str) -> None:
+        self.waiting_since[rank] = (what, time.monotonic())
+
+    def set_controller(self, handle: Any) -> None:
+        self.controller = handle
+
+    def snapshot(self) -> Snapshot:
+        now = time.monotonic()
+        return Snapshot(
+            idle_seconds=now - self.last,
+            started=sorted(self.started),
+            steps=dict(self.steps),
+            waiting={rank: (what, now - since) for rank, (what, since) in self.waiting_since.items()},
+            has_controller=self.controller is not None,
+        )
+
+    def abort(self, force: bool = False) -> bool:
+        """Ask Train's controller to abort the run (it stops the workers, then exits); `force`:
+        kill it, for when its event loop is stuck (it waits for a placement group synchronously),
+        and its workers with it (they are its children; Train's cleaner removes the group)."""
+        if self.controller is None:
+            return False
+        if force:
+            import ray
+
+            ray.kill(self.controller, no_restart=True)
+        else:
+            self.controller.abort.remote()
+        return True
+
+
+def register_controller_callback(board: Any) -> Any:
+    """A Ray Train controller callback that hands the controller's handle to `board` when it starts.
+
+    Train V2 runs `fit()` as a controller actor with no public handle; its `abort()` is the
+    graceful stop Ctrl-C uses. The callback class is Ray Train's internal `ControllerCallback`
+    (ray is pinned to 2.60.0 in pyproject.toml; tests/test_stall.py exercises it).
+    """
+    from ray.train.v2._internal.execution.callback import ControllerCallback
+
+    class RegisterController(ControllerCallback):
+        def __init__(self, board: Any) -> None:
+            self.board = board
+
+        def after_controller_start(self, train_run_context: Any) -> None:
+            import ray
+
+            self.board.set_controller.remote(ray.get_runtime_context().current_actor)
+
+    return RegisterController(board)
+
+
+class WorkerBeat:
+    """A training worker's side: tells the board it started, waits, steps (at most every
+    BEAT_EVERY seconds, fire-and-forget) and validated. No board: does nothing."""
+
+    def __init__(self, board: Any, rank: int) -> None:
+        self.board, self.rank, self.steps, self.sent = board, rank, 0, 0.0
+        if board is not None:
+            board.worker_started.remote(rank)
+
+    def waiting(self, what: str) -> None:
+        if self.board is not None:
+            self.board.waiting.remote(self.rank, what)
+
+    def step(self, _steps_this_epoch: int = 0) -> None:
+        self.steps += 1
+        now = time.monotonic()
+        if self.board is not None and now - self.sent >= BEAT_EVERY:
+            self.sent = now
+            self.board.progressed.remote(self.rank, self.steps)
+
+    def progressed(self) -> None:
+        """Work other than a step finished (validation, a checkpoint)."""
+        if self.board is not None:
+            self.sent = time.monotonic()
+            self.board.progressed.remote(self.rank, self.steps)
+
+
+class StallWatch:
+    """A thread beside `fit()`: when the board shows no progress for `timeout` seconds it writes
+    the diagnosis to `reason` and aborts the run."""
+
+    def __init__(self, board: Any, timeout: float, plan: ResourcePlan, run: str) -> None:
+        self.board, self.timeout, self.plan, self.run = board, timeout, plan, run
+        self.reason: str | None = None
+        self._stop = threading.Event()  # set when fit() has returned
+        self._thread = threading.Thread(target=self._watch, name=f"stall-watch-{run}", daemon=True)
+
+    def __enter__(self) -> StallWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _watch(self) -> None:
+        import ray
+
+        poll = min(5.0, max(0.5, self.timeout / 10))
+        while not self._stop.wait(poll):
+            try:
+                snapshot = ray.get(self.board.snapshot.remote(), timeout=60)
+            except Exception as exc:  # the board went with the run (fit is ending): nothing to watch
+                log.debug("stall watch of %s ended: %s", self.run, exc)
+                return
+            if snapshot.idle_seconds < self.timeout:
+                continue
+            self.reason = diagnose(snapshot, self.plan, self.timeout, self.run)
+            log.warning("%s", self.reason)
+            placed = len(snapshot.started) >= self.plan.workers
+            if placed and not ray.get(self.board.abort.remote(), timeout=60):
+                log.warning("%s: Ray Train's controller never started; it cannot be stopped from here", self.run)
+            # Unplaced workers: Train's own start timeout (the same length) ends the run.
+            if not self._stop.wait(ABORT_GRACE + (0 if placed else self.timeout)):
+                log.warning("%s: Ray Train did not stop; killing its controller", self.run)
+                ray.get(self.board.abort.remote(force=True), timeout=60)
+            return
+
+
+def diagnose(snapshot: Snapshot, plan: ResourcePlan, timeout: float, run: str) -> str:
+    """One line: what waited, the cluster's resources held and free (Ray's state), what to change."""
+    import ray
+
+    gpu = " + 1 GPU" if plan.use_gpu else ""
+    if len(snapshot.started) < plan.workers:
+        waited = (
+            f"{plan.workers - len(snapshot.started)} of its {plan.workers} training workers "
+            f"({plan.cpus_per_worker:g} CPU{gpu} each) were never placed"
+        )
+        change = "free those CPUs, or lower train.num_workers or train.cpus_per_worker"
+    elif snapshot.waiting:
+        waits = sorted(snapshot.waiting.items())
+        waited = "; ".join(f"worker {rank} waited {seconds:.0f}s for {what}" for rank, (what, seconds) in waits)
+        change = (
+            f"each feed's mixing tasks ask {plan.cpus_per_mix_task:g} CPU: free that much, or set "
+            f"sampling.cpus_per_task lower"
+        )
+    else:
+        steps = ", ".join(f"worker {rank}: {n}" for rank, n in sorted(snapshot.steps.items())) or "none"
+        waited = f"the workers were placed and fed but took no step (steps so far: {steps})"
+        change = "see the workers' logs (Ray dashboard) for where they wait"
+    total, free = ray.cluster_resources(), ray.available_resources()
+    cpus = f"the cluster has {total.get('CPU', 0):g} CPUs, {free.get('CPU', 0):.3g} free"
+    if plan.use_gpu:
+        cpus += f", {total.get('GPU', 0):g} GPUs, {free.get('GPU', 0):.3g} free"
+    return (
+        f"{run} stalled: no training step for {timeout:g}s (train.stall_timeout): {waited}; {cpus}; "
+        f"{holders()}; {change}, or set train.stall_timeout=0 to wait for ever"
+    )
+
+
+def holders() -> str:
+    """Who holds CPUs, and what waits for them, from Ray's state API (best effort: it needs the
+    dashboard, and a cluster may not run one)."""
+    try:
+        from ray.util.state import list_actors, list_tasks
+
+        actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=10_000, timeout=20)
+        running = list_tasks(filters=[("state", "=", "RUNNING")], detail=True, limit=10_000, timeout=20)
+        pending = list_tasks(filters=[("state", "=", "PENDING_NODE_ASSIGNMENT")], detail=True, limit=10_000, timeout=20)
+    except Exception as exc:
+        return f"who holds them is unknown (Ray's state API did not answer: {type(exc).__name__})"
+    held: Counter[tuple[str, float]] = Counter()
+    for actor in actors:
+        cpus = _cpus(actor.required_resources)
+        if cpus > 0:
+            held[(actor.class_name, cpus)] += 1
+    for task in running:
+        cpus = _cpus(task.required_resources)
+        if cpus > 0 and task.type == "NORMAL_TASK":
+            held[(task.name, cpus)] += 1
+    asks = ((t.name, _cpus(t.required_resources)) for t in pending)
+    waiting: Counter[tuple[str, float]] = Counter(ask for ask in asks if ask[1] > 0)
+    text = "held: " + (_counted(held) or "nothing")
+    return text + (f"; waiting for CPUs: {_counted(waiting)}" if waiting else "")
+
+
+def _cpus(resources: dict | None) -> float:
+    """CPUs a task or actor asks, its placement-group bundle's included (`CPU_group_<id>` keys)."""
+    resources = resources or {}
+    if "CPU" in resources:
+        return float(resources["CPU"])
+    group = [value for key, value in resources.items() if key.startswith("CPU_group_") and key.count("_") == 2]
+    return float(group[0]) if group else 0.0
+
+
+def _counted(counts: Counter) -> str:
+    return ", ".join(f"{n} x {name} ({cpus:g} CPU)" for (name, cpus), n in counts.most_common())

@@ -1,0 +1,129 @@
+"""No silent stall: a run starved by someone else's actor stops after train.stall_timeout with one
+line saying what waited and who holds the CPUs; the watch's pieces on their own."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from alsoview.stall import ProgressBoard, WorkerBeat, _counted, _cpus
+
+pytestmark = pytest.mark.ray
+
+
+def test_the_board_counts_idle_time_from_the_last_progress_of_any_worker():
+    board = ProgressBoard()
+    board.worker_started(0)
+    board.waiting(1, "epoch 0's mixed samples from its feed")
+    time.sleep(0.05)
+    snapshot = board.snapshot()
+    assert snapshot.started == [0] and snapshot.idle_seconds >= 0.05
+    assert snapshot.waiting[1][0] == "epoch 0's mixed samples from its feed" and snapshot.waiting[1][1] >= 0.05
+    board.progressed(1, 7)
+    snapshot = board.snapshot()
+    assert snapshot.idle_seconds < 0.05 and snapshot.steps == {1: 7} and 1 not in snapshot.waiting
+    assert board.abort() is False  # no controller registered: nothing to stop
+
+
+def test_a_worker_without_a_board_reports_nothing_and_does_not_fail():
+    beat = WorkerBeat(None, 0)
+    beat.waiting("x")
+    beat.step(1)
+    beat.progressed()
+    assert beat.steps == 1
+
+
+def test_cpus_are_read_from_plain_and_placement_group_requests():
+    assert _cpus({"CPU": 0.5}) == 0.5
+    assert _cpus({"CPU_group_0_abc": 0.75, "CPU_group_abc": 0.75, "bundle_group_abc": 0.001}) == 0.75
+    assert _cpus(None) == 0.0
+    assert _counted(Counter({("Hog", 1.6): 1, ("RayTrainWorker", 0.5): 2})) == (
+        "2 x RayTrainWorker (0.5 CPU), 1 x Hog (1.6 CPU)"
+    )
+
+
+def _all_cpus_come_back(ray) -> None:
+    """The stopped run holds nothing, no placement group included (the hog's CPUs return once Ray
+    has killed it)."""
+    deadline = time.time() + 60
+    while ray.available_resources().get("CPU", 0) < 1.99 and time.time() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) >= 1.99, ray.available_resources()
+
+
+def _hog(ray, cpus: float):
+    """Someone else's actor, holding CPUs of the cluster a run joins (defined here: Ray ships a
+    class of a test module by value only when it is local)."""
+
+    class Hog:
+        def ready(self) -> bool:
+            return True
+
+    hog = ray.remote(num_cpus=cpus)(Hog).remote()
+    ray.get(hog.ready.remote(), timeout=60)
+    return hog
+
+
+def test_a_run_whose_feed_cannot_get_a_cpu_stops_with_what_waited_and_who_holds_the_cpus(smoke_config, capsys):
+    """One worker places (1.5 of 2 CPUs), but 0.4 CPU held elsewhere leaves its mixing task (0.5)
+    no room: the run stops after the stall timeout, exit code 1, with the diagnosis."""
+    import ray
+
+    from alsoview.cli import main
+
+    hog = _hog(ray, 0.4)
+    try:
+        code = main(
+            [
+                "train",
+                "--config",
+                "configs/smoke.yaml",
+                f"data.generated_dir={smoke_config.data.generated_dir}",
+                f"data.prepared_dir={smoke_config.data.prepared_dir}",
+                f"train.runs_dir={smoke_config.train.runs_dir}",
+                "train.run_name=starved-feed",
+                "train.num_workers=1",
+                "train.stall_timeout=15",
+            ]
+        )
+    finally:
+        ray.kill(hog)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1, err
+    line = err[-1]
+    assert line.startswith("alsoview: failed: starved-feed stalled: no training step for 15s (train.stall_timeout)")
+    assert "worker 0 waited" in line and "for epoch 0's mixed samples from its feed" in line
+    assert "the cluster has 2 CPUs" in line and "Hog (0.4 CPU)" in line
+    assert "waiting for CPUs: 1 x MapBatches(as_arrow_table) (0.5 CPU)" in line  # the mixing task
+    assert "sampling.cpus_per_task" in line and "train.stall_timeout=0" in line
+    assert "no checkpoint was written, so running it again starts over" in line
+    _all_cpus_come_back(ray)
+
+
+def test_a_run_whose_workers_are_never_placed_stops_with_the_reason(smoke_config):
+    import dataclasses
+
+    import ray
+
+    from alsoview.stall import StallError
+    from alsoview.train import train
+
+    config = dataclasses.replace(
+        smoke_config,
+        train=dataclasses.replace(
+            smoke_config.train, num_workers=1, run_name="starved-workers", stall_timeout=10, epochs=1
+        ),
+    )
+    hog = _hog(ray, 1.0)
+    try:
+        with pytest.raises(StallError) as stalled:
+            train(config)
+    finally:
+        ray.kill(hog)
+    _all_cpus_come_back(ray)
+    message = str(stalled.value)
+    assert "starved-workers stalled: no training step for 10s" in message
+    assert "1 of its 1 training workers (1.5 CPU each) were never placed" in message
+    assert "Hog (1 CPU)" in message and "lower train.num_workers or train.cpus_per_worker" in message
