@@ -237,18 +237,27 @@ class ModelScorer:
 # ---------------------------------------------------------------- Ray Data glue
 
 
-class _CaseScorer:
-    """Ray Data actor: builds its scorer once (model weights loaded once per actor)."""
+class _CaseScorers:
+    """Ray Data actor: builds every scorer once (model weights loaded once per actor) and scores
+    each batch of cases with all of them, so an evaluation starts one actor pool, not one per scorer."""
 
-    def __init__(self, scorer_ref: list, cases_ref: list, device: str):
+    def __init__(self, scorers_ref: list, cases_ref: list, device: str):
         import ray
 
         self.cases: EvalCases = ray.get(cases_ref[0])
-        built = ray.get(scorer_ref[0])
-        self.scorer = built(device) if callable(built) and not hasattr(built, "score") else built
+        self.scorers = [_built(scorer, device) for scorer in ray.get(scorers_ref[0])]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return score_rows(self.scorer, self.cases, batch["row"].astype(np.int64))
+        rows = batch["row"].astype(np.int64)
+        out: dict[str, np.ndarray] = {}
+        for index, scorer in enumerate(self.scorers):
+            out.update({f"{index}/{key}": value for key, value in score_rows(scorer, self.cases, rows).items()})
+        return out
+
+
+def _built(scorer: Any, device: str) -> Any:
+    """A scorer, or the scorer a factory (a trained model's weights) builds on `device`."""
+    return scorer(device) if callable(scorer) and not hasattr(scorer, "score") else scorer
 
 
 @dataclass(frozen=True)
@@ -270,27 +279,34 @@ class ModelFactory:
 def evaluate_scorers(
     scorers: dict[str, Any], cases: EvalCases, batch_users: int = 256, actors: int = 1, use_gpu: bool = False
 ) -> dict[str, dict[str, float]]:
-    """Run every scorer over the cases with a Ray Data actor pool; metrics per scorer."""
+    """Every scorer over the cases in one pass of a Ray Data actor pool; metrics per scorer.
+
+    Models go to the GPU when `use_gpu` (each actor then takes one); baselines score with numpy.
+    """
     import ray
     import ray.data
 
-    cases_ref = [ray.put(cases)]
+    names = list(scorers)
+    on_gpu = use_gpu and any(isinstance(s, ModelFactory) for s in scorers.values())
+    dataset = ray.data.from_items([{"row": r} for r in range(len(cases.users))]).map_batches(
+        _CaseScorers,
+        fn_constructor_args=([ray.put(list(scorers.values()))], [ray.put(cases)], "cuda" if on_gpu else "cpu"),
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        batch_size=batch_users,
+        batch_format="numpy",
+        num_gpus=1 if on_gpu else 0,
+    )
+    parts = []
+    progress = Progress(f"scoring {len(names)} scorers", len(cases.users), f"{cases.split} users")
+    for part in dataset.iter_batches(batch_format="numpy", batch_size=None):
+        parts.append(part)
+        progress.advance(len(next(iter(part.values()))))
     results: dict[str, dict[str, float]] = {}
-    for name, scorer in scorers.items():
-        on_gpu = use_gpu and isinstance(scorer, ModelFactory)
-        dataset = ray.data.from_items([{"row": r} for r in range(len(cases.users))]).map_batches(
-            _CaseScorer,
-            fn_constructor_args=([ray.put(scorer)], cases_ref, "cuda" if on_gpu else "cpu"),
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            batch_size=batch_users,
-            batch_format="numpy",
-            num_gpus=1 if on_gpu else 0,
-        )
-        parts, progress = [], Progress(f"scoring {name}", len(cases.users), f"{cases.split} users")
-        for part in dataset.iter_batches(batch_format="numpy", batch_size=None):
-            parts.append(part)
-            progress.advance(len(next(iter(part.values()))))
-        counts = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    for index, name in enumerate(names):
+        prefix = f"{index}/"
+        counts = {
+            key[len(prefix) :]: np.concatenate([p[key] for p in parts]) for key in parts[0] if key.startswith(prefix)
+        }
         results[name] = summarize(counts, cases.split)
         log.info(
             "evaluated %s on %d %s users: full ndcg@10 %.4f, sampled100 hr@10 %.4f, hard auc %.4f",

@@ -13,8 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 REALWORLD = Path(os.environ.get("ALSOVIEW_REALWORLD_DIR", ROOT.parent / "shared" / "data" / "realworld"))
 
 
+# Fixtures that start Ray or need a trained model: a test using any of them is in the slow tier.
+RAY_FIXTURES = {"ray_session", "ray_head", "smoke_config", "trained_run"}
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "ray_cluster: starts its own Ray head with `ray start`; runs first")
+    config.addinivalue_line("markers", "ray: starts or uses Ray; `pytest -m 'not ray'` is the fast tier")
     # Relative output paths resolve under ALSOVIEW_HOME: the suite writes into a folder of its
     # own (subprocesses inherit it), never into the user's ~/alsoview.
     config._alsoview_home = tempfile.mkdtemp(prefix="alsoview-tests-home-")
@@ -28,7 +33,11 @@ def pytest_unconfigure(config):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Tests that start a Ray head run before the suite's shared in-process Ray instance exists."""
+    """Tests that start a Ray head run before the suite's shared in-process Ray instance exists;
+    tests that use Ray (through a fixture, or marked) form the slow tier."""
+    for item in items:
+        if RAY_FIXTURES & set(item.fixturenames) or item.get_closest_marker("ray_cluster"):
+            item.add_marker(pytest.mark.ray)
     items.sort(key=lambda item: 0 if item.get_closest_marker("ray_cluster") or "ray_head" in item.fixturenames else 1)
 
 
@@ -56,31 +65,59 @@ def realworld() -> Path:
 
 
 @pytest.fixture(scope="session")
-def smoke_config(ray_session, tmp_path_factory):
-    """configs/smoke.yaml pointed at a temporary folder, its dataset generated and prepared once."""
-    from alsoview.config import load_config
+def smoke_config(ray_session):
+    """configs/smoke.yaml as the README's commands use it (outputs under the suite's storage root),
+    its dataset generated and prepared once."""
+    from alsoview.config import load_config, with_absolute_paths
     from alsoview.data.prepare import ensure_prepared
 
-    root = tmp_path_factory.mktemp("smoke")
-    config = load_config(
-        ROOT / "configs" / "smoke.yaml",
-        [
-            f"data.generated_dir={root / 'raw'}",
-            f"data.prepared_dir={root / 'prepared'}",
-            f"train.runs_dir={root / 'runs'}",
-        ],
-    )
-    return ensure_prepared(config)
+    return ensure_prepared(with_absolute_paths(load_config(ROOT / "configs" / "smoke.yaml")))
+
+
+# The README's train and evaluate commands; the suite runs each once (training for 30 epochs) and
+# tests the model and the evaluation they make.
+README_TRAIN = "alsoview train --config configs/smoke.yaml train.run_name=f05 sampling.also_view_fraction=0.5"
+README_TRAIN_EPOCHS = ["train.epochs=30"]
+README_EVALUATE = "alsoview evaluate --run ~/alsoview/runs/f05"
+
+
+def run_readme_command(command: str, extra: list[str]) -> None:
+    """A README command through the CLI's entry point in this process, from the checkout, with
+    `~/alsoview` (the default storage root) read as the suite's storage root."""
+    import shlex
+
+    from alsoview.cli import main
+
+    words = [w.replace("~/alsoview", os.environ["ALSOVIEW_HOME"]) for w in shlex.split(command)]
+    before = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        code = main([*words[1:], *extra])
+    finally:
+        os.chdir(before)
+    assert code == 0, f"{command!r} exited {code}"
 
 
 @pytest.fixture(scope="session")
 def trained_run(smoke_config):
-    """The smoke config trained once with 2 workers and the design's default model (30 epochs)."""
-    import dataclasses
+    """The README's train command as written (2 workers, the smoke dataset) with 30 epochs, run
+    through the CLI's entry point on this suite's 2-CPU Ray instance: (its config, its result)."""
+    import json
 
-    from alsoview.train import train
+    from alsoview.config import load_config
+    from alsoview.train import TrainResult
 
-    config = dataclasses.replace(
-        smoke_config, train=dataclasses.replace(smoke_config.train, epochs=30, run_name="trained", patience=0)
-    )
-    return config, train(config)
+    run_readme_command(README_TRAIN, README_TRAIN_EPOCHS)
+    run_dir = Path(smoke_config.train.runs_dir) / "f05"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return load_config(run_dir / "config.yaml"), TrainResult(run_dir, metrics)
+
+
+@pytest.fixture(scope="session")
+def evaluated_run(trained_run):
+    """The README's evaluate command on that model: (its run, every scorer's test metrics)."""
+    import json
+
+    _, run = trained_run
+    run_readme_command(README_EVALUATE, [])
+    return run, json.loads((run.run_dir / "evaluation.json").read_text())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -12,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from alsoview.baselines import PopularityScorer
 from alsoview.catalog import load_catalog
-from alsoview.evaluate import CUTOFFS, PROTOCOLS, build_cases, evaluate_run, full_candidates, score_rows, summarize
+from alsoview.evaluate import CUTOFFS, PROTOCOLS, build_cases, full_candidates, score_rows, summarize
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +64,8 @@ def test_metrics_of_a_scorer_match_a_brute_force_computation(catalog):
             assert f"test/{protocol}/{name}" in metrics
 
 
-def test_trained_model_beats_random_everywhere_and_popularity_on_full_ranking(trained_run):
-    _, run = trained_run
-    results = evaluate_run(run.run_dir, "test")
+def test_trained_model_beats_random_everywhere_and_popularity_on_full_ranking(evaluated_run):
+    run, results = evaluated_run  # the README's `alsoview evaluate` of the README's trained run
     mlp, random, popularity = results["model"], results["random"], results["popularity"]
     for protocol in PROTOCOLS:
         for metric in ("auc", "gauc", "ndcg@10", "mrr"):
@@ -145,17 +143,3 @@ def test_recommendations_never_repeat_what_the_user_has(trained_run, tmp_path):
     batch = pd.read_parquet(out)
     merged = batch.merge(frame, on=["reviewer_id", "rank"], suffixes=("", "_single"))
     assert len(merged) == len(frame) and (merged["asin"] == merged["asin_single"]).all()
-
-
-def test_compare_writes_the_table_and_the_plot(smoke_config):
-    from alsoview.compare import compare
-
-    config = dataclasses.replace(smoke_config, train=dataclasses.replace(smoke_config.train, epochs=2, num_workers=1))
-    result = compare(config, [0.0, 1.0], seeds=1, name="compare-test", max_users=300)
-    assert result.table["fraction"].tolist() == [0.0, 1.0]
-    assert set(result.baselines) == {"popularity", "random", "cooccurrence", "als", "bpr"}
-    report = json.loads((result.run_dir / "comparison.json").read_text())
-    assert len(report["runs"]) == 2
-    text = (result.run_dir / "comparison.md").read_text()
-    assert "| 0 | 1 |" in text and "baseline: popularity" in text and "baseline: als" in text
-    assert (result.run_dir / "comparison.png").stat().st_size > 20_000

@@ -15,29 +15,31 @@ The `ray job submit` block needs a head started the README's way: tests/test_job
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shlex
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from conftest import README_EVALUATE, README_TRAIN, README_TRAIN_EPOCHS
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND_STARTS = ("alsoview ", "python rayjobs/", "ray job submit ")
 JOB_TEST = "tests/test_jobs.py::test_the_readme_job_runs_on_a_two_cpu_head_as_written"
 
-# README command -> the overrides the suite appends (epoch and trial counts only)
+# README command -> the overrides the suite appends (epoch, trial and grace-period epoch counts only)
 RUNS: dict[str, list[str]] = {
-    "alsoview train --config configs/smoke.yaml": ["train.epochs=2"],
-    "alsoview train train.run_name=f05 sampling.also_view_fraction=0.5 train.num_workers=2": ["train.epochs=1"],
-    "alsoview evaluate --run ~/alsoview/runs/f05": [],
+    README_TRAIN: README_TRAIN_EPOCHS,  # conftest's trained_run: the model the other tests score
+    README_EVALUATE: [],  # conftest's evaluated_run: test_evaluate checks its numbers
     "alsoview compare --config configs/smoke.yaml --fractions 0,1 --seeds 1": ["train.epochs=1"],
     "alsoview tune --config configs/video_games.yaml tune.num_samples=32": [
         "tune.num_samples=2",
         "tune.max_epochs=1",
         "tune.grace_period=1",  # the epochs ASHA lets every trial run: at most tune.max_epochs
-        "train.epochs=1",
+        "train.epochs=1",  # a trial's: the best trial's checkpoint is the final model
     ],
 }
 README_JOB = (
@@ -103,41 +105,36 @@ def in_root(ray_session):
     os.chdir(before)
 
 
-def test_train_on_the_smoke_config(in_root, capsys):
-    out = _run("alsoview train --config configs/smoke.yaml", capsys)
-    metrics = json.loads(out[out.index("{") :])
-    assert metrics["epochs_total"] == 2 and "valid/auc" in json.dumps(metrics)
-
-
-@pytest.fixture(scope="module")
-def f05(in_root):
-    """The README's second command: the default dataset (generated and prepared on first use)."""
-    from alsoview.cli import main
-
-    command = "alsoview train train.run_name=f05 sampling.also_view_fraction=0.5 train.num_workers=2"
-    assert main([*shlex.split(command)[1:], *RUNS[command]]) == 0
-    return Path(os.environ["ALSOVIEW_HOME"]) / "runs" / "f05"
-
-
-def test_train_and_evaluate_on_the_default_dataset(f05, capsys):
-    assert (f05 / "model.pt").is_file()
-    out = _run("alsoview evaluate --run ~/alsoview/runs/f05", capsys)
-    assert "| model |" in out and "| cooccurrence |" in out
-    assert (f05 / "evaluation.json").is_file()
+def test_train_then_evaluate_its_model(evaluated_run):
+    run, results = evaluated_run
+    assert run.metrics["epochs_total"] == 30 and (run.run_dir / "model.pt").is_file()
+    assert set(results) == {"model", "popularity", "random", "cooccurrence", "als", "bpr"}
+    assert "| model |" in (run.run_dir / "evaluation.md").read_text()  # what the command prints
 
 
 def test_compare_on_the_smoke_config(in_root, capsys):
     out = _run("alsoview compare --config configs/smoke.yaml --fractions 0,1 --seeds 1", capsys)
     run_dir = Path(os.environ["ALSOVIEW_HOME"]) / "runs" / "compare"
+    assert "Configuration for experiment" not in out and "driver_artifacts" not in out  # Tune's box and hint
     assert "| 0 | 1 |" in out and "| 1 | 1 |" in out
+    assert "baseline: popularity" in out and "baseline: als" in out
+    report = json.loads((run_dir / "comparison.json").read_text())
+    assert len(report["runs"]) == 2
+    assert set(report["baselines"]) == {"popularity", "random", "cooccurrence", "als", "bpr"}
     assert (run_dir / "comparison.png").stat().st_size > 20_000
     assert f"tensorboard --logdir {run_dir}" in out
     assert list(run_dir.glob("*/events.out.tfevents.*")), "TensorBoard's files are not where the hint says"
 
 
-def test_tune_on_the_video_games_config(tmp_path, capsys, ray_session):
-    """configs/video_games.yaml as written, from a folder holding files of the Video Games names."""
+def test_tune_on_the_video_games_config_then_resume_it(tmp_path, capsys, ray_session):
+    """configs/video_games.yaml as written, from a folder holding files of the Video Games names:
+    the search, the best trial as the final model, tested and reported; the same name again
+    restores the finished search without new trials. (Training the best settings again, when
+    train.epochs is more than a trial's, is test_tune's `_finished_trial` test plus `train`.)"""
+    from alsoview.config import flatten_search_space, load_config
     from alsoview.data.synthetic import generate
+    from alsoview.recommend import Recommender
+    from alsoview.tune import tune
 
     raw = tmp_path / "data" / "raw"
     summary = generate(tmp_path / "generated", users=800, items=200, seed=0)
@@ -153,5 +150,37 @@ def test_tune_on_the_video_games_config(tmp_path, capsys, ray_session):
         os.chdir(before)
     run_dir = Path(os.environ["ALSOVIEW_HOME"]) / "runs" / "tune"
     assert "trials: 2 (" in out and f"final model: {run_dir / 'best'}" in out
-    assert (run_dir / "report.md").is_file() and (run_dir / "best" / "model.pt").is_file()
     assert f"tensorboard --logdir {run_dir}" in out
+
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert len(trials) == 2 and set(trials["status"]) <= {"completed", "stopped early"}
+    assert (trials["training_iteration"] == 1).all()
+    config = load_config(run_dir / "config.yaml")
+    best = json.loads((run_dir / "best.json").read_text())
+    space = flatten_search_space(config.tune.search_space)
+    assert set(best["params"]) == set(space)
+    for key, spec in space.items():
+        kind, args = next(iter(spec.items()))
+        value = best["params"][key]
+        assert value in args if kind == "choice" else args[0] <= value <= args[1], key
+    assert (run_dir / "balance.png").stat().st_size > 10_000
+
+    history = pd.read_csv(run_dir / "best" / "history.csv")
+    assert len(history) == 1
+    saved = load_config(run_dir / "best" / "config.yaml")
+    for key, value in best["params"].items():  # the final run trained the best trial's settings
+        section, name = key.split(".")
+        assert getattr(getattr(saved, section), name) == pytest.approx(value), key
+    report = (run_dir / "report.md").read_text()
+    assert "| model |" in report and "| cooccurrence |" in report and "| bpr |" in report
+    assert "test/full/ndcg@10: model" in report
+    assert "| final model (the best trial's checkpoint) |" in report
+    assert "| prepare (or reuse) the dataset |" in report
+    assert (run_dir / "learning_curves.png").stat().st_size > 10_000
+    recommender = Recommender.from_run(run_dir / "best")
+    top = recommender.recommend([recommender.catalog.user_reviewer_id[1]], 5)
+    assert len(top) == 5 and (top["source"] == "model").all()
+
+    again = tune(dataclasses.replace(config, tune=dataclasses.replace(config.tune, final=False)))
+    assert again.final is None
+    assert sorted(again.trials["trial_id"]) == sorted(trials["trial_id"])

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
-
-import pandas as pd
 import pytest
 
 from alsoview.config import flatten_search_space, load_config
@@ -33,58 +29,6 @@ def test_search_space_from_config():
         load_config(None, ["tune.search_space.train.num_workers={choice: [1, 2]}"])
 
 
-def test_tuning_runs_every_trial_to_completion_or_asha_retrains_the_best_and_restores(smoke_config):
-    from alsoview.recommend import Recommender
-    from alsoview.tune import tune
-
-    # trials run 3 epochs, the final model train.epochs=4: the best settings are trained again
-    config = dataclasses.replace(
-        smoke_config, train=dataclasses.replace(smoke_config.train, num_workers=1, epochs=4, valid_users=300)
-    )
-    config = dataclasses.replace(
-        config,
-        tune=dataclasses.replace(config.tune, name="tune-test", num_samples=2, max_epochs=3, final_eval_users=200),
-    )
-    result = tune(config, stage_seconds={"prepare": 1.0})
-    trials = pd.read_csv(result.run_dir / "trials.csv")
-    assert len(trials) == 2
-    assert set(trials["status"]) <= {"completed", "stopped early"}
-    assert trials["training_iteration"].between(1, 3).all()
-    best = json.loads((result.run_dir / "best.json").read_text())
-    space = flatten_search_space(config.tune.search_space)
-    assert set(best["params"]) == set(space)
-    for key, spec in space.items():
-        kind, args = next(iter(spec.items()))
-        value = best["params"][key]
-        assert value in args if kind == "choice" else args[0] <= value <= args[1], key
-    assert best["value"] == pytest.approx(trials[config.tune.metric].max(), abs=0.05)
-    assert (result.run_dir / "balance.png").stat().st_size > 10_000
-
-    final = result.final
-    assert final is not None and not final.reused_trial
-    assert final.best_dir == result.run_dir / "best"
-    history = pd.read_csv(final.best_dir / "history.csv")
-    assert len(history) == 4  # train.epochs, not the trials' tune.max_epochs
-    saved = load_config(final.best_dir / "config.yaml")
-    for key, value in best["params"].items():  # the final run trained the best trial's settings
-        section, name = key.split(".")
-        assert getattr(getattr(saved, section), name) == pytest.approx(value), key
-    report = (result.run_dir / "report.md").read_text()
-    assert "| model |" in report and "| cooccurrence |" in report and "| bpr |" in report
-    assert "test/full/ndcg@10: model" in report
-    assert "| final training |" in report and "| prepare |" in report
-    assert (result.run_dir / "learning_curves.png").stat().st_size > 10_000
-    some_user = Recommender.from_run(final.best_dir).catalog.user_reviewer_id[1]
-    top = Recommender.from_run(final.best_dir).recommend([some_user], 5)
-    assert len(top) == 5 and (top["source"] == "model").all()
-
-    # the same name: Tune restores the finished experiment, no new trials (the final stage off)
-    config = dataclasses.replace(config, tune=dataclasses.replace(config.tune, final=False))
-    again = tune(config)
-    assert again.final is None
-    assert sorted(again.trials["trial_id"]) == sorted(trials["trial_id"])
-
-
 def test_an_experiment_others_could_have_written_is_not_resumed(tmp_path):
     from alsoview.tune import check_experiment_is_ours
 
@@ -102,3 +46,25 @@ def test_a_grace_period_longer_than_a_trial_is_refused_in_one_line():
     with pytest.raises(UserError, match=r"tune.grace_period=4 is more than the 1 epochs a trial runs .*at most 1"):
         tune_config_of(config)
     assert tune_config_of(load_config("configs/video_games.yaml", [])).train.epochs == 20
+
+
+def test_the_best_trial_is_the_final_model_only_when_it_ran_the_final_epochs(tmp_path):
+    """`finish` keeps the best trial's checkpoint when it trained train.epochs (or stopped itself
+    early) under the same settings; otherwise the best settings train again."""
+    import torch
+
+    from alsoview.checkpoint import LoopState, save_checkpoint
+    from alsoview.tune import _finished_trial
+
+    def trial(name: str, epochs_run: int, epochs: int, early: bool = False):
+        folder = tmp_path / name / "checkpoint_2026-01-01_00-00-00.000000"
+        folder.mkdir(parents=True)
+        state = LoopState(epoch=epochs_run - 1, history=[{"epoch": epochs_run - 1, "early_stopped": early}])
+        config = load_config(None, [f"train.epochs={epochs}"])
+        save_checkpoint(folder, {"w": torch.ones(1)}, {}, state, config, {"users": 1})
+        return tmp_path / name
+
+    assert _finished_trial(trial("ran-all", 3, 3), 3) is not None
+    assert _finished_trial(trial("stopped-itself", 2, 3, early=True), 3) is not None
+    assert _finished_trial(trial("ran-fewer", 1, 1), 3) is None  # trials of tune.max_epochs=1, final 3
+    assert _finished_trial(tmp_path / "none", 3) is None
