@@ -100,19 +100,40 @@ def _connect(target: str, source: str) -> str:
     import ray
 
     host, _, port = target.split("://")[-1].rpartition(":")
-    hint = " (a stale record: `ray stop` removes it)" if source.startswith("the head") else ""
     # Ray retries an unreachable GCS for minutes before it gives up; a refused TCP connection
-    # says the same at once.
+    # says the same at once (and, for the head `ray start` recorded, that the record is stale).
     if "://" not in target and port.isdigit() and not _accepts_connections(host, int(port)):
-        raise UserError(f"no Ray cluster answers at {target} (from {source}){hint}")
+        stale = " (a stale record: `ray stop` removes it)" if source.startswith("the head") else ""
+        raise UserError(f"no Ray cluster answers at {target} (from {source}){stale}")
     if host in LOOPBACK:
         _stay_on_loopback()  # else Ray rewrites 127.0.0.1 to this machine's network address
+    if source.startswith("the head"):
+        _use_local_token()
     try:
         ray.init(address=target, log_to_driver=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"could not connect to the Ray cluster at {target} from {source}{hint}: {first}") from None
+        auth = ""
+        if os.environ.get(AUTH_MODE_ENV, "").lower() != "token":
+            auth = f"; if the cluster has token authentication on, set {AUTH_MODE_ENV}=token"
+        raise UserError(f"could not connect to the Ray cluster at {target} from {source}: {first}{auth}") from None
     return f"connected to the Ray cluster at {target} ({source})"
+
+
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+
+
+def _use_local_token() -> None:
+    """Join this machine's own `ray start` head as Ray's `ray.init()` would find it: with token
+    authentication when RAY_AUTH_MODE is unset and a token exists (~/.ray/auth_token). Ray does
+    this itself only without an address; alsoview passes the head's recorded address (to join
+    that head and no other), so it asks for the same here. An address the user gives
+    (--address, RAY_ADDRESS) gets no token unless RAY_AUTH_MODE=token says so, as in Ray."""
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available,
+    )
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _start_local(num_cpus: int) -> str:
