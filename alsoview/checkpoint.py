@@ -22,6 +22,7 @@ import torch
 
 from alsoview.config import Config, config_from_dict, save_config
 from alsoview.errors import UserError, first_line
+from alsoview.model.scorer import MODEL_FORMAT
 
 log = logging.getLogger("alsoview")
 
@@ -104,6 +105,7 @@ def save_checkpoint(
             "loop": plain(state.counters()),
             "vocabulary": dict(vocabulary),
             "config": plain(config.to_dict()),
+            "model_format": MODEL_FORMAT,
         },
         Path(folder) / CHECKPOINT_FILE,
     )
@@ -118,13 +120,25 @@ class SavedCheckpoint:
     vocabulary: dict[str, int]
     config: Config
     state: LoopState
+    model_format: int = MODEL_FORMAT  # 1: the first single-class model (its weights still load)
+
+    def check_resumable(self, where: Path | str) -> None:
+        """Training continues only from this model format: an older one's optimiser state follows
+        another parameter order (its weights still load for evaluate and recommend)."""
+        if self.model_format != MODEL_FORMAT:
+            raise UserError(
+                f"{where} was written by model format {self.model_format} (this alsoview writes "
+                f"{MODEL_FORMAT}, the model built from parts): its weights load for evaluate and recommend, "
+                f"but training cannot continue from it; use another train.run_name"
+            )
 
 
 def load_checkpoint(folder: str | Path) -> SavedCheckpoint:
     raw = _load(Path(folder) / CHECKPOINT_FILE)
     state = LoopState(**raw["loop"], best_model_state=raw["best_model"], history=raw["history"])
     state.resumed_from_epoch = state.epoch
-    return SavedCheckpoint(raw["model"], raw["optimizer"], raw["vocabulary"], config_from_dict(raw["config"]), state)
+    config = config_from_dict(raw["config"])
+    return SavedCheckpoint(raw["model"], raw["optimizer"], raw["vocabulary"], config, state, raw.get("model_format", 1))
 
 
 def checkpoint_dirs(run_storage: str | Path) -> list[Path]:
@@ -185,6 +199,7 @@ def write_run_outputs(run_dir: Path, checkpoint: SavedCheckpoint, dataset: str) 
             "vocabulary": checkpoint.vocabulary,
             "config": plain(checkpoint.config.to_dict()),
             "epoch": state.best_epoch,
+            "model_format": checkpoint.model_format,
         },
         run_dir / MODEL_FILE,
     )

@@ -226,7 +226,7 @@ class ModelScorer:
 
     def score_all(self, users: np.ndarray) -> np.ndarray:
         """Logits [B, n_items] of every item, computed once per user and once per item where the
-        model allows (see `AlsoViewMLP.score_all_items`): the same numbers as `score`, to float rounding."""
+        model allows (see `TowerModel.score_all_items`): the same numbers as `score`, to float rounding."""
         import torch
 
         with torch.inference_mode():

@@ -114,7 +114,8 @@ def fit_in_process(
     `optimizer` replace the configured ones (benchmarks compare implementations)."""
     from alsoview.checkpoint import LoopState
     from alsoview.feed import block_sizes, steps_per_epoch
-    from alsoview.model import build_model, build_optimizer
+    from alsoview.model import build_model
+    from alsoview.optim import build_optimizer
     from alsoview.validation import validate, validation_set
 
     torch.manual_seed(config.seed)

@@ -87,6 +87,7 @@ def _resume(model: torch.nn.Module, optimizer: Any, vocabulary: dict[str, int], 
             f"the checkpoint was trained on another dataset ({saved.vocabulary} vs {vocabulary}); "
             f"use another train.run_name"
         )
+    saved.check_resumable(run_storage)
     model.load_state_dict(saved.model)
     optimizer.load_state_dict(saved.optimizer)
     return saved.state
@@ -99,7 +100,7 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
     import ray.train.torch
 
     from alsoview.logs import quiet_ray
-    from alsoview.model import build_optimizer
+    from alsoview.optim import build_optimizer
 
     config = setup.config
     context = ray.train.get_context()
@@ -395,14 +396,17 @@ def train(config: Config, catalog: Catalog | None = None) -> TrainResult:
 
 
 def _check_resumable(run_dir: Path, catalog: Catalog) -> None:
-    """A checkpoint of another dataset under this run name is refused here, before any worker
-    starts: raised in the workers it would be retried train.max_failures times first."""
+    """A checkpoint of another dataset, or of an older model format, under this run name is refused
+    here, before any worker starts: raised in the workers it would be retried train.max_failures
+    times first."""
     found = runs.latest_checkpoint(run_dir)
     if found is not None and found[1].vocabulary != catalog.vocabulary():
         raise UserError(
             f"{found[0]} was trained on another dataset (vocabulary {found[1].vocabulary} vs "
             f"{catalog.vocabulary()}); use another train.run_name"
         )
+    if found is not None:
+        found[1].check_resumable(found[0])
 
 
 def _how_to_resume(run_dir: Path) -> str:

@@ -9,7 +9,7 @@ initial ones: the cost of scoring does not depend on their values.
 
 - pair by pair: ``evaluate.ModelScorer.score``, the model's forward pass on every (user, item)
   pair of [users x all items] in chunks of 65,536 pairs (how evaluation scored before);
-- all items: ``ModelScorer.score_all`` -> ``AlsoViewMLP.score_all_items``, which computes the
+- all items: ``ModelScorer.score_all`` -> ``TowerModel.score_all_items``, which computes the
   first layer's user part once per user and its item part once per item, then only adds them
   and runs the rest of the MLP per pair (what `alsoview evaluate` uses for full ranking).
 

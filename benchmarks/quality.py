@@ -37,9 +37,10 @@ def train_in_process(catalog: Any, config: Any, variant: str) -> tuple[Any, dict
     if variant == "reference":
         torch.manual_seed(config.seed)
         model = build_model(catalog, config)
-        for index, layer in enumerate(model.mlp):
+        layers = model.heads["mlp"].layers
+        for index, layer in enumerate(layers):
             if type(layer).__name__ == "FastDropout":
-                model.mlp[index] = torch.nn.Dropout(layer.p)
+                layers[index] = torch.nn.Dropout(layer.p)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
     model, state = fit_in_process(catalog, config, model=model, optimizer=optimizer)
     return model, {"valid/auc": max(epoch["valid/auc"] for epoch in state.history)}

@@ -41,7 +41,8 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
 
     from alsoview.feed import block_sizes, mix_arguments, mix_block, worker_blocks
     from alsoview.loop import train_epoch
-    from alsoview.model import build_model, build_optimizer
+    from alsoview.model import build_model
+    from alsoview.optim import build_optimizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(config.seed)

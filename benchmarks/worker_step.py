@@ -35,7 +35,8 @@ def _worker(rank: int, world: int, sparse: bool, steps: int, prepared: str, stor
     from alsoview.config import load_config
     from alsoview.gradient_sync import RowGradientSync
     from alsoview.loop import fixed_size_batches, local_epoch_blocks
-    from alsoview.model import build_model, build_optimizer
+    from alsoview.model import build_model
+    from alsoview.optim import build_optimizer
 
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(1)

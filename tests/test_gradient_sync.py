@@ -18,7 +18,8 @@ import torch.multiprocessing as mp
 
 from alsoview.gradient_sync import RowGradientSync
 from alsoview.loop import train_epoch
-from alsoview.model import AlsoViewMLP, ModelConfig, build_optimizer
+from alsoview.model import ModelConfig, TowerModel, build_tower_model
+from alsoview.optim import build_optimizer
 
 N_USERS, N_ITEMS, N_BRANDS, TEXT_DIM = 40, 60, 5, 8
 GLOBAL_BATCH, STEPS, WORLD = 32, 4, 2
@@ -38,10 +39,10 @@ CONFIGS = {
 }
 
 
-def _model(config: ModelConfig) -> AlsoViewMLP:
+def _model(config: ModelConfig) -> TowerModel:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    return AlsoViewMLP(
+    return build_tower_model(
         N_USERS,
         N_ITEMS,
         N_BRANDS,

@@ -1,4 +1,5 @@
-"""Shapes, unknown ids, buffers, the sparse variant and the parameter count of AlsoViewMLP."""
+"""The model's parts: towers, heads, the scorer that sums them; shapes, unknown ids, buffers, the
+sparse variant, parameter counts, each head's fast path, and loading the first format's weights."""
 
 from __future__ import annotations
 
@@ -11,15 +12,14 @@ from torch import nn
 
 from alsoview.errors import UserError
 from alsoview.model import (
-    AlsoViewMLP,
     FastDropout,
-    MixedOptimizer,
     ModelConfig,
-    RowSparseAdam,
-    build_optimizer,
+    TowerModel,
+    build_tower_model,
     count_parameters,
     to_known_ids,
 )
+from alsoview.optim import MixedOptimizer, build_optimizer
 
 N_USERS, N_ITEMS, N_BRANDS, TEXT_DIM = 5, 7, 3, 10
 
@@ -29,12 +29,12 @@ HISTORY_INDPTR = np.array([0, 0, 2, 5, 6, 8])
 HISTORY_ITEMS = np.array([1, 3, 2, 4, 6, 5, 1, 2])
 
 
-def make_model(config: ModelConfig = ModelConfig(), text_dim: int = TEXT_DIM, seed: int = 0) -> AlsoViewMLP:
+def make_model(config: ModelConfig = ModelConfig(), text_dim: int = TEXT_DIM, seed: int = 0) -> TowerModel:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     missing = (torch.rand(N_ITEMS, generator=gen) < 0.3).float()
     price = torch.randn(N_ITEMS, generator=gen) * (1 - missing)
-    return AlsoViewMLP(
+    return build_tower_model(
         N_USERS,
         N_ITEMS,
         N_BRANDS,
@@ -65,7 +65,7 @@ def test_forward_backward_shapes_and_finite_logits(text_dim: int) -> None:
     assert torch.isfinite(logits).all()
     nn.functional.binary_cross_entropy_with_logits(logits, labels).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-    assert (model.text_projection is None) == (text_dim == 0)
+    assert (model.heads["mlp"].text_projection is None) == (text_dim == 0)
     model.eval()
     proba = model.predict_proba(users, items)
     assert proba.shape == (16,) and ((proba > 0) & (proba < 1)).all()
@@ -97,7 +97,8 @@ def test_to_known_ids_maps_out_of_range_to_zero() -> None:
 def test_item_feature_buffers_in_state_dict_and_round_trip() -> None:
     model = make_model(seed=0)
     state = model.state_dict()
-    for name in ("item_brand", "item_price", "item_price_missing", "item_text"):
+    for name in ("brand", "price", "price_missing", "text"):
+        name = f"item_tower.features.{name}"
         assert name in state
         assert name not in dict(model.named_parameters())
     buffer = io.BytesIO()
@@ -108,22 +109,14 @@ def test_item_feature_buffers_in_state_dict_and_round_trip() -> None:
     model.eval(), other.eval()
     users, items, _ = batch()
     torch.testing.assert_close(model(users, items), other(users, items))
-    torch.testing.assert_close(other.item_text, model.item_text)
+    torch.testing.assert_close(other.item_tower.features.text, model.item_tower.features.text)
 
 
 def test_unknown_rows_start_at_zero() -> None:
     model = make_model()
-    for emb in (model.user_embedding, model.item_embedding, model.brand_embedding):
+    for emb in (model.user_tower.id_embedding, model.item_tower.id_embedding, model.item_tower.brand_embedding):
         assert torch.count_nonzero(emb.weight[0]) == 0
         assert emb.weight[1:].abs().max() < 1.0
-
-
-def test_dense_optimizer_is_adam_and_rejects_sparse_model() -> None:
-    assert isinstance(build_optimizer(make_model(), 1e-3, sparse=False), torch.optim.Adam)
-    with pytest.raises(ValueError, match="sparse=True"):
-        build_optimizer(make_model(ModelConfig(sparse_embeddings=True)), 1e-3, sparse=False)
-    with pytest.raises(ValueError, match="sparse_embeddings=True"):
-        build_optimizer(make_model(), 1e-3, sparse=True)
 
 
 def test_sparse_variant_trains_one_step() -> None:
@@ -135,14 +128,19 @@ def test_sparse_variant_trains_one_step() -> None:
     opt.zero_grad()
     loss = nn.functional.binary_cross_entropy_with_logits(model(users, items), labels)
     loss.backward()
-    assert model.user_embedding.weight.grad.is_sparse
-    assert not model.mlp[0].weight.grad.is_sparse
+    assert model.user_tower.id_embedding.weight.grad.is_sparse
+    assert not model.heads["mlp"].layers[0].weight.grad.is_sparse
     opt.step()
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
-    assert {"user_embedding.weight", "item_embedding.weight", "mlp.0.weight", "text_projection.weight"} <= changed
+    assert {
+        "user_tower.id_embedding.weight",
+        "item_tower.id_embedding.weight",
+        "heads.mlp.layers.0.weight",
+        "heads.mlp.text_projection.weight",
+    } <= changed
     untouched_user = sorted(set(range(N_USERS)) - set(users.tolist()))
     torch.testing.assert_close(
-        model.user_embedding.weight[untouched_user], before["user_embedding.weight"][untouched_user]
+        model.user_tower.id_embedding.weight[untouched_user], before["user_tower.id_embedding.weight"][untouched_user]
     )
 
     clone = build_optimizer(make_model(ModelConfig(sparse_embeddings=True)), 1e-2, sparse=True)
@@ -170,9 +168,9 @@ def test_config_and_feature_validation() -> None:
     with pytest.raises(UserError, match="model.hidden_dims"):
         ModelConfig(hidden_dims=(0,))
     with pytest.raises(ValueError, match="item_brand values"):
-        AlsoViewMLP(N_USERS, 3, 2, 0, torch.tensor([0, 1, 2]), torch.zeros(3), torch.zeros(3), None)
+        build_tower_model(N_USERS, 3, 2, 0, torch.tensor([0, 1, 2]), torch.zeros(3), torch.zeros(3), None)
     with pytest.raises(ValueError, match="item_text must have shape"):
-        AlsoViewMLP(
+        build_tower_model(
             N_USERS, 3, 2, 4, torch.zeros(3, dtype=torch.long), torch.zeros(3), torch.zeros(3), torch.zeros(3, 5)
         )
 
@@ -185,36 +183,6 @@ def test_product_interaction_adds_the_elementwise_term() -> None:
     users, items = torch.tensor([1, 2]), torch.tensor([3, 4])
     product.eval()
     assert product(users, items).shape == (2,)
-
-
-def test_row_sparse_adam_matches_torch_sparse_adam_with_repeated_rows() -> None:
-    torch.manual_seed(0)
-    ours, theirs = nn.Embedding(50, 4, sparse=True), nn.Embedding(50, 4, sparse=True)
-    theirs.load_state_dict(ours.state_dict())
-    opt_ours, opt_theirs = (
-        RowSparseAdam(ours.parameters(), lr=0.01),
-        torch.optim.SparseAdam(theirs.parameters(), lr=0.01),
-    )
-    for _ in range(25):
-        ids = torch.randint(0, 12, (40,))  # many repeats: the duplicate rows' gradients must be summed
-        weight = torch.randn(40, 4)
-        for emb, opt in ((ours, opt_ours), (theirs, opt_theirs)):
-            opt.zero_grad()
-            (emb(ids) * weight).sum().backward()
-            opt.step()
-    torch.testing.assert_close(ours.weight, theirs.weight, rtol=1e-6, atol=1e-7)
-    for key in ("exp_avg", "exp_avg_sq"):
-        torch.testing.assert_close(opt_ours.state[ours.weight][key], opt_theirs.state[theirs.weight][key])
-    assert opt_ours.state[ours.weight]["step"] == 25
-    assert torch.equal(ours.weight[12:], theirs.weight[12:])  # rows never in a batch never move
-
-
-def test_row_sparse_adam_refuses_dense_gradients() -> None:
-    layer = nn.Linear(3, 1)
-    opt = RowSparseAdam(layer.parameters(), lr=0.1)
-    layer(torch.ones(2, 3)).sum().backward()
-    with pytest.raises(RuntimeError, match="sparse gradients"):
-        opt.step()
 
 
 @pytest.mark.parametrize("p", [0.5, 0.3, 0.0])
@@ -254,11 +222,15 @@ QUALITY_SWITCHES = [
 ]
 
 
-@pytest.mark.parametrize(
-    "config",
-    QUALITY_SWITCHES,
-    ids=lambda c: f"h{c.user_history:d}d{c.dot_product:d}m{c.mlp:d}p{c.product_interaction:d}",
-)
+def switch_id(c: ModelConfig) -> str:
+    """Every switch in the id, so no two parametrized cases share one."""
+    return (
+        f"h{c.user_history:d}d{c.dot_product:d}m{c.mlp:d}p{c.product_interaction:d}"
+        f"f{c.item_features:d}u{c.user_id:d}w{'-'.join(map(str, c.hidden_dims))}"
+    )
+
+
+@pytest.mark.parametrize("config", QUALITY_SWITCHES, ids=switch_id)
 @pytest.mark.parametrize("text_dim", [TEXT_DIM, 0])
 def test_score_all_items_equals_forward_on_every_pair(config: ModelConfig, text_dim: int) -> None:
     model = make_model(config, text_dim=text_dim)
@@ -273,45 +245,63 @@ def test_score_all_items_equals_forward_on_every_pair(config: ModelConfig, text_
     assert not model.training  # scoring leaves the mode as it was
 
 
+@pytest.mark.parametrize("config", QUALITY_SWITCHES, ids=switch_id)
+def test_each_heads_fast_path_equals_its_score_on_every_pair(config: ModelConfig) -> None:
+    """Per part: every head's `score_all` equals its `score` over every (user, item) pair."""
+    model = make_model(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.3)
+    model.eval()
+    user = model.user_tower(torch.arange(N_USERS))
+    users, items = torch.arange(N_USERS).repeat_interleave(N_ITEMS), torch.arange(N_ITEMS).repeat(N_USERS)
+    for name, head in model.heads.items():
+        every = head.score_all(user, model.item_tower, elements_per_chunk=64)
+        pairs = head.score(user.repeat_interleave(N_ITEMS, dim=0), items, model.item_tower).reshape(N_USERS, -1)
+        torch.testing.assert_close(every, pairs, rtol=1e-5, atol=1e-5, msg=name)
+    assert len(users) == N_USERS * N_ITEMS
+
+
 def test_dot_product_alone_is_user_vector_dot_item_plus_bias() -> None:
     model = make_model(ModelConfig(dot_product=True, mlp=False, user_history=True))
+    dot, items_side = model.heads["dot"], model.item_tower
     with torch.no_grad():
-        model.item_bias.weight.normal_()
+        dot.item_bias.weight.normal_()
     model.eval()
     users, items = torch.tensor([1, 2, 3]), torch.tensor([2, 5, 6])
-    content = model.brand_embedding(model.item_brand[items]) + model.item_text[items] @ model.text_to_item.weight.T
-    expected = (model.user_vector(users) * (model.item_embedding(items) + content)).sum(-1) + model.item_bias.weight[
-        items, 0
-    ]
-    torch.testing.assert_close(model(users, items), expected)
-    assert model.mlp is None
+    features = items_side.features
+    content = items_side.brand_embedding(features.brand[items]) + features.text[items] @ dot.text_to_item.weight.T
+    expected = (model.user_tower(users) * (items_side.id_embedding(items) + content)).sum(-1)
+    torch.testing.assert_close(model(users, items), expected + dot.item_bias.weight[items, 0])
+    assert list(model.heads) == ["dot"]
     bare = make_model(ModelConfig(dot_product=True, mlp=False, user_history=True, item_features=False)).eval()
-    assert bare.text_to_item is None
-    torch.testing.assert_close(bare(users, items), (bare.user_vector(users) * bare.item_embedding(items)).sum(-1))
+    assert bare.heads["dot"].text_to_item is None
+    expected = (bare.user_tower(users) * bare.item_tower.id_embedding(items)).sum(-1)
+    torch.testing.assert_close(bare(users, items), expected)
 
 
 def test_user_history_is_the_scaled_sum_of_the_users_items_without_the_scored_one() -> None:
     model = make_model(ModelConfig(user_history=True))
-    rows, own = model.history_embedding.weight, model.user_embedding.weight
+    tower = model.user_tower
+    rows, own = tower.history.embedding.weight, tower.id_embedding.weight
     # user 2 had items 2, 4 and 6
-    torch.testing.assert_close(
-        model.user_vector(torch.tensor([2])), own[2:3] + (rows[2] + rows[4] + rows[6])[None] / 3**0.5
-    )
+    torch.testing.assert_close(tower(torch.tensor([2])), own[2:3] + (rows[2] + rows[4] + rows[6])[None] / 3**0.5)
     # training on (2, 4): item 4 leaves the history; on (2, 5), not in it, nothing leaves
-    left_out = model.user_vector(torch.tensor([2, 2]), leave_out=torch.tensor([4, 5]))
+    left_out = tower(torch.tensor([2, 2]), leave_out=torch.tensor([4, 5]))
     torch.testing.assert_close(left_out[0], own[2] + (rows[2] + rows[6]) / 2**0.5)
     torch.testing.assert_close(left_out[1], own[2] + (rows[2] + rows[4] + rows[6]) / 3**0.5)
     # user 0 has no history: the bare embedding; user 3's only item scored: nothing left, no division by 0
-    torch.testing.assert_close(model.user_vector(torch.tensor([0])), own[0:1])
-    torch.testing.assert_close(model.user_vector(torch.tensor([3]), leave_out=torch.tensor([5])), own[3:4])
+    torch.testing.assert_close(tower(torch.tensor([0])), own[0:1])
+    torch.testing.assert_close(tower(torch.tensor([3]), leave_out=torch.tensor([5])), own[3:4])
     # the forward pass leaves the scored item out only while training (no MLP, so no dropout noise)
     dot = make_model(ModelConfig(user_history=True, dot_product=True, mlp=False))
     user, item = torch.tensor([2]), torch.tensor([4])
-    item_row = dot.item_vector(item)[0]
-    torch.testing.assert_close(dot.train()(user, item), (dot.user_vector(user, leave_out=item) * item_row).sum(-1))
-    torch.testing.assert_close(dot.eval()(user, item), (dot.user_vector(user) * item_row).sum(-1))
+    item_row = dot.heads["dot"].item_vector(item, dot.item_tower)[0]
+    train_user = dot.user_tower(user, leave_out=item)
+    torch.testing.assert_close(dot.train()(user, item), (train_user * item_row).sum(-1))
+    torch.testing.assert_close(dot.eval()(user, item), (dot.user_tower(user) * item_row).sum(-1))
     with pytest.raises(ValueError, match="user_history"):
-        AlsoViewMLP(
+        build_tower_model(
             N_USERS,
             N_ITEMS,
             N_BRANDS,
@@ -331,15 +321,16 @@ def test_quality_switches_train_with_sparse_embeddings() -> None:
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     nn.functional.binary_cross_entropy_with_logits(model(users, items), labels).backward()
     optimizer.step()
-    for name in ("history_embedding.weight", "item_bias.weight", "user_embedding.weight"):
+    for name in ("user_tower.history.embedding.weight", "heads.dot.item_bias.weight", "user_tower.id_embedding.weight"):
         assert not torch.equal(before[name], dict(model.named_parameters())[name]), name
 
 
 def test_without_item_features_the_mlp_sees_only_the_two_embeddings() -> None:
     plain, bare = make_model(), make_model(ModelConfig(item_features=False))
     d, t = ModelConfig().embedding_dim, ModelConfig().text_projection_dim
-    assert plain.mlp[0].in_features - bare.mlp[0].in_features == d + 2 + t  # brand, price pair, text
-    assert bare.mlp[0].in_features == 2 * d
+    first, bare_first = plain.heads["mlp"].layers[0], bare.heads["mlp"].layers[0]
+    assert first.in_features - bare_first.in_features == d + 2 + t  # brand, price pair, text
+    assert bare_first.in_features == 2 * d
 
 
 def test_a_model_needs_a_scoring_branch() -> None:
@@ -348,5 +339,69 @@ def test_a_model_needs_a_scoring_branch() -> None:
     with pytest.raises(UserError, match="model.user_id"):
         ModelConfig(user_id=False)  # without user_history a user would have no vector
     history_only = make_model(ModelConfig(user_history=True, user_id=False))
-    assert history_only.user_embedding is None
-    torch.testing.assert_close(history_only.user_vector(torch.tensor([0])), torch.zeros(1, 64))
+    assert history_only.user_tower.id_embedding is None
+    torch.testing.assert_close(history_only.user_tower(torch.tensor([0])), torch.zeros(1, 64))
+
+
+# Parameter sums of the first model version (one class, `AlsoViewMLP`) built by `make_model` with
+# seed 0, under this model's names: the parts draw their initial weights in the same order, so every
+# seed still gives the weights (and results) it gave. The recommended model no longer keeps the
+# text projection that version drew and never used.
+FIRST_VERSION_SUMS = {
+    "design": (
+        ModelConfig(),
+        {
+            "user_tower.id_embedding.weight": 0.430966,
+            "item_tower.id_embedding.weight": 0.089574,
+            "item_tower.brand_embedding.weight": -0.902455,
+            "heads.mlp.text_projection.weight": -4.136151,
+            "heads.mlp.text_projection.bias": -0.210133,
+            "heads.mlp.layers.0.weight": 9.415429,
+            "heads.mlp.layers.0.bias": -0.13247,
+            "heads.mlp.layers.3.weight": 0.083054,
+            "heads.mlp.layers.3.bias": 0.31213,
+            "heads.mlp.layers.6.weight": 0.311617,
+            "heads.mlp.layers.6.bias": -0.107766,
+        },
+    ),
+    "recommended": (
+        ModelConfig(user_history=True, dot_product=True, mlp=False, user_id=False),
+        {
+            "item_tower.id_embedding.weight": -1.163083,
+            "item_tower.brand_embedding.weight": 1.196497,
+            "user_tower.history.embedding.weight": -0.442982,
+            "heads.dot.item_bias.weight": 0.0,
+            "heads.dot.text_to_item.weight": -2.976691,
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FIRST_VERSION_SUMS)
+def test_a_seed_gives_the_initial_weights_of_the_first_version(name: str) -> None:
+    config, sums = FIRST_VERSION_SUMS[name]
+    params = dict(make_model(config).named_parameters())
+    assert set(params) == set(sums)
+    for key, expected in sums.items():
+        assert float(params[key].detach().double().sum()) == pytest.approx(expected, abs=2e-6), key
+
+
+def test_weights_of_the_first_format_load_under_the_new_names() -> None:
+    """A state_dict written by the first model version (model_format 1) loads; the text projection
+    that version kept in every model is dropped where no head uses it."""
+    from alsoview.model.scorer import LEGACY_KEYS, is_legacy_state
+
+    to_legacy = {new: old for old, new in LEGACY_KEYS.items()}
+    for config in (ModelConfig(), ModelConfig(user_history=True, dot_product=True, mlp=False, user_id=False)):
+        source = make_model(config, seed=3).eval()
+        state = {}
+        for key, value in source.state_dict().items():
+            legacy = to_legacy.get(key) or key.replace("heads.mlp.layers.", "mlp.")
+            state[legacy] = value
+        if not config.mlp:
+            state["text_projection.weight"], state["text_projection.bias"] = torch.zeros(64, TEXT_DIM), torch.zeros(64)
+        assert is_legacy_state(state)
+        target = make_model(config, seed=4).eval()
+        target.load_state_dict(state)
+        users, items, _ = batch()
+        torch.testing.assert_close(target(users, items), source(users, items))

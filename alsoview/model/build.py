@@ -1,0 +1,110 @@
+"""The config mapped to parts, in one place: which towers and heads a model has.
+
+The construction order below is the random-number order of the first version of the model (one
+class, `AlsoViewMLP`): every seed gives the initial weights it gave then, so results stay
+comparable across versions (README, "Quality on real data"). That version drew a text
+projection for every model with description vectors, used or not; it is drawn here in the same
+place and dropped where no head uses it. A new part draws its weights after the existing ones.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from alsoview.config import ModelConfig
+from alsoview.model.dot_head import DotHead
+from alsoview.model.features import ItemFeatures
+from alsoview.model.history import HistoryBag
+from alsoview.model.ids import init_embedding
+from alsoview.model.mlp_head import MLPHead, mlp_layers
+from alsoview.model.scorer import TowerModel
+from alsoview.model.towers import ItemTower, UserTower
+
+if TYPE_CHECKING:
+    from alsoview.catalog import Catalog
+    from alsoview.config import Config
+
+
+def build_model(catalog: "Catalog", config: "Config") -> TowerModel:
+    """The configured model over a prepared dataset's vocabulary and item features."""
+    return build_tower_model(
+        n_users=catalog.n_users,
+        n_items=catalog.n_items,
+        n_brands=catalog.n_brands,
+        text_dim=catalog.text_dim,
+        # copies: the catalog's arrays are read-only views into Ray's object store
+        item_brand=torch.tensor(catalog.item_brand),
+        item_price=torch.tensor(catalog.item_price),
+        item_price_missing=torch.tensor(catalog.item_price_missing),
+        item_text=torch.tensor(catalog.item_text),
+        config=config.model,
+        user_history=training_history(catalog) if config.model.user_history else None,
+    )
+
+
+def build_tower_model(
+    n_users: int,
+    n_items: int,
+    n_brands: int,
+    text_dim: int,
+    item_brand: torch.Tensor,
+    item_price: torch.Tensor,
+    item_price_missing: torch.Tensor,
+    item_text: torch.Tensor | None,
+    config: ModelConfig = ModelConfig(),
+    user_history: tuple[np.ndarray, np.ndarray] | None = None,
+) -> TowerModel:
+    """Towers and heads for `config` over these vocabularies and feature tables."""
+    if min(n_users, n_items, n_brands) < 1 or text_dim < 0:
+        raise ValueError("vocabulary sizes must be >= 1 (id 0 is reserved) and text_dim >= 0")
+    if config.user_history and user_history is None:
+        raise ValueError("model.user_history needs the users' training items (user_history=(indptr, items))")
+    features = ItemFeatures(n_brands, item_brand, item_price, item_price_missing, item_text, text_dim)
+    if features.n_items != n_items:
+        raise ValueError(f"item_brand must have shape ({n_items},), got ({features.n_items},)")
+    d, sparse = config.embedding_dim, config.sparse_embeddings
+
+    user_id = nn.Embedding(n_users, d, sparse=sparse) if config.user_id else None
+    item_id = nn.Embedding(n_items, d, sparse=sparse)
+    brand = nn.Embedding(n_brands, d, sparse=sparse)
+    for table in (user_id, item_id, brand):
+        if table is not None:
+            init_embedding(table)
+    text_projection = nn.Linear(text_dim, config.text_projection_dim) if text_dim > 0 else None
+    history = None
+    if config.user_history:
+        bag = nn.EmbeddingBag(n_items, d, mode="sum", sparse=sparse)
+        init_embedding(bag)
+        history = HistoryBag(bag, n_users, *user_history)
+
+    heads: dict[str, nn.Module] = {}
+    dot = None
+    if config.dot_product:
+        item_bias = nn.Embedding(n_items, 1, sparse=sparse)
+        nn.init.zeros_(item_bias.weight)
+        text_to_item = nn.Linear(text_dim, d, bias=False) if config.item_features and text_dim > 0 else None
+        dot = DotHead(item_bias, text_to_item, config.item_features)
+    if config.mlp:
+        head = MLPHead(d, nn.Sequential(), text_projection, config.item_features, config.product_interaction)
+        width = d + head.item_width() + (d if config.product_interaction else 0)
+        head.layers = mlp_layers(width, config.hidden_dims, config.dropout)
+        heads["mlp"] = head
+    if dot is not None:
+        heads["dot"] = dot  # after the MLP: the logit adds the heads in this order
+    return TowerModel(UserTower(n_users, d, user_id, history), ItemTower(item_id, brand, features), heads)
+
+
+def training_history(catalog: "Catalog") -> tuple[np.ndarray, np.ndarray]:
+    """Each user's distinct training items, as CSR (indptr over users, item ids)."""
+    keys = np.unique(catalog.train.users * catalog.n_items + catalog.train.items)
+    users, items = keys // catalog.n_items, keys % catalog.n_items
+    return np.searchsorted(users, np.arange(catalog.n_users + 1)).astype(np.int64), items.astype(np.int64)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (buffers such as the item feature tables are not counted)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,57 @@
+"""A user described by the items they trained on (FISM, SVD++): the 1/sqrt(n)-scaled sum of
+"history" embeddings of the user's n training items.
+
+A user with five interactions is described by those items, whose embeddings every other user of
+them also trains. While training, the scored item itself is left out of its user's history, or
+the model would learn to find an item in its own input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class HistoryBag(nn.Module):
+    """The history part of a user vector; each user's training items are CSR buffers (not saved
+    with the weights: rebuilt from the dataset)."""
+
+    def __init__(self, embedding: nn.EmbeddingBag, n_users: int, indptr: np.ndarray, items: np.ndarray) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.n_users, self.n_items = n_users, embedding.num_embeddings
+        indptr = torch.as_tensor(np.asarray(indptr), dtype=torch.int64)
+        items = torch.as_tensor(np.asarray(items), dtype=torch.int64)
+        if indptr.shape != (n_users + 1,) or int(indptr[-1]) != len(items) or bool((indptr[1:] < indptr[:-1]).any()):
+            raise ValueError(f"user_history indptr must be a CSR index over {n_users} users")
+        if len(items) and (int(items.min()) < 0 or int(items.max()) >= self.n_items):
+            raise ValueError(f"user_history items must be item ids in [0, {self.n_items})")
+        owners = torch.repeat_interleave(torch.arange(n_users), indptr[1:] - indptr[:-1])
+        keys, _ = torch.sort(owners * self.n_items + items)
+        self.register_buffer("indptr", indptr, persistent=False)
+        self.register_buffer("items", items, persistent=False)
+        self.register_buffer("keys", keys, persistent=False)  # sorted user * n_items + item
+
+    def forward(self, users: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, d]; `leave_out` [B] is one item per user to drop from its history where the user has it."""
+        starts = self.indptr.index_select(0, users)
+        lengths = self.indptr.index_select(0, users + 1) - starts
+        offsets = torch.cumsum(lengths, 0) - lengths
+        flat = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(
+            int(lengths.sum()), device=users.device
+        )
+        summed = self.embedding(self.items.index_select(0, flat), offsets)
+        count = lengths.to(summed.dtype)
+        if leave_out is not None:
+            keys = users * self.n_items + leave_out
+            found = torch.searchsorted(self.keys, keys).clamp(max=max(len(self.keys) - 1, 0))
+            own = (
+                (self.keys.index_select(0, found) == keys).to(summed.dtype)
+                if len(self.keys)
+                else torch.zeros_like(count)
+            )
+            own_rows = nn.functional.embedding(leave_out, self.embedding.weight, sparse=self.embedding.sparse)
+            summed = summed - own[:, None] * own_rows
+            count = count - own
+        return summed * count.clamp(min=1.0).rsqrt()[:, None]

@@ -1,0 +1,41 @@
+"""Ids and embedding rows: the conventions every part of the model shares.
+
+Id 0 is the reserved "unknown" row of every vocabulary and works like any other row (its
+embedding starts at zero, a neutral input, and stays trainable). Ids outside ``[0, vocab)`` are
+not remapped silently: callers that may see new ids (serving, evaluation on other data) map them
+with :func:`to_known_ids` first; in eval mode the model checks the range and raises a
+``ValueError`` instead of an opaque CUDA device-side assert (training skips the check: it costs a
+device sync, and the training pipeline only produces known ids).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+# Embedding rows start small (like Keras' uniform(-0.05, 0.05)); N(0, 1) rows would dwarf the
+# scalar price features in the first layer.
+EMBEDDING_INIT_STD = 0.05
+
+
+def to_known_ids(ids: torch.Tensor | np.ndarray, vocab_size: int) -> torch.Tensor | np.ndarray:
+    """Map ids outside ``[0, vocab_size)`` to 0 ("unknown"); use before inference on unseen ids."""
+    if isinstance(ids, torch.Tensor):
+        return torch.where((ids >= 0) & (ids < vocab_size), ids, torch.zeros_like(ids))
+    ids = np.asarray(ids)
+    return np.where((ids >= 0) & (ids < vocab_size), ids, 0).astype(ids.dtype, copy=False)
+
+
+def check_ids(name: str, ids: torch.Tensor, vocab_size: int) -> None:
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise ValueError(
+            f"{name} ids must be in [0, {vocab_size}); map unseen ids to 0 with to_known_ids(ids, {vocab_size})"
+        )
+
+
+def init_embedding(emb: nn.Embedding | nn.EmbeddingBag) -> None:
+    """Small random rows; row 0 ("unknown") starts at zero so unseen ids get a neutral input."""
+    with torch.no_grad():
+        nn.init.normal_(emb.weight, std=EMBEDDING_INIT_STD)
+        emb.weight[0].zero_()

@@ -1,0 +1,117 @@
+"""The original design's head: [user, item, brand, price, missing flag, projected description
+(, user * item)] -> Dense(128) -> ReLU -> dropout -> Dense(64) -> ReLU -> dropout -> Dense(1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from alsoview.model.towers import ItemTower
+
+
+class MLPHead(nn.Module):
+    """An MLP over the concatenated user vector and item parts (`model.mlp`).
+
+    `item_features` false leaves brand, price and text out of its input (to measure what they
+    add); `product` adds user * item, as NeuMF's GMF branch does inside the MLP.
+    """
+
+    def __init__(
+        self, dim: int, layers: nn.Sequential, text_projection: nn.Linear | None, item_features: bool, product: bool
+    ) -> None:
+        super().__init__()
+        self.dim, self.item_features, self.product = dim, item_features, product
+        self.text_projection = text_projection if item_features else None
+        self.layers = layers
+
+    def item_width(self) -> int:
+        """Width of an item's part of the input: its embedding, then brand, price pair and text."""
+        if not self.item_features:
+            return self.dim
+        return 2 * self.dim + 2 + (self.text_projection.out_features if self.text_projection is not None else 0)
+
+    def _item_side(self, tower: ItemTower, items: torch.Tensor, item: torch.Tensor) -> list[torch.Tensor]:
+        if not self.item_features:
+            return [item]
+        parts = [item, tower.brand(items), tower.features.price_pair(items)]
+        if self.text_projection is not None:
+            parts.append(self.text_projection(tower.features.texts(items)))
+        return parts
+
+    def score(self, user: torch.Tensor, items: torch.Tensor, tower: ItemTower) -> torch.Tensor:
+        """Logits [B] of (user vector, item) pairs."""
+        item = tower.ids(items)
+        parts = [user, *self._item_side(tower, items, item)]
+        if self.product:
+            parts.append(user * item)
+        return self.layers(torch.cat(parts, dim=-1)).squeeze(-1)
+
+    @torch.no_grad()
+    def score_all(self, user: torch.Tensor, tower: ItemTower, elements_per_chunk: int = 1 << 23) -> torch.Tensor:
+        """Logits [B, n_items], as `score` in eval mode gives them (to float rounding): the first
+        layer is linear in its concatenated input, so its user part is computed once per user and
+        its item part once per item; only the addition and the rest of the MLP run per pair."""
+        items = tower.every_item()
+        weight = tower.id_embedding.weight
+        first, rest = self.layers[0], self.layers[1:]
+        d, width = self.dim, self.item_width()
+        item_part = torch.cat(self._item_side(tower, items, weight), dim=-1) @ first.weight[:, d : d + width].T
+        item_part = item_part + first.bias  # [N, H]
+        user_part = user @ first.weight[:, :d].T  # [B, H]
+        product_weight = first.weight[:, d + width :] if self.product else None
+        scores = torch.empty(len(user), tower.n_items, device=weight.device, dtype=weight.dtype)
+        chunk = max(1, elements_per_chunk // max(1, tower.n_items * first.out_features))
+        was_training = self.training
+        self.eval()  # dropout off
+        for start in range(0, len(user), chunk):
+            stop = start + chunk
+            hidden = user_part[start:stop, None, :] + item_part[None]
+            if product_weight is not None:
+                hidden = hidden + (user[start:stop, None, :] * weight[None]) @ product_weight.T
+            scores[start:stop] = rest(hidden).squeeze(-1)
+        self.train(was_training)
+        return scores
+
+
+class FastDropout(nn.Module):
+    """Inverted dropout with the same distribution as ``nn.Dropout``, at about half its CPU cost.
+
+    On the CPU, ``torch.nn.functional.dropout`` draws one Bernoulli per element through a slow
+    path (about 1.2 ms for a 512 x 128 activation on one core, more than the layer's matmul;
+    forward plus backward here: 0.68 ms against 1.21 ms).
+    Here each element gets 16 random bits from one 64-bit draw per four elements, and is kept
+    when those bits are at or above ``p`` quantised to 1/65536; the kept values are scaled by the
+    exact keep rate of that quantised ``p`` (unbiased). Seeded by torch's generator like
+    ``nn.Dropout``. On other devices, and in eval mode, it is ``nn.functional.dropout``.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self._dropped_levels = round(p * 65536)  # of 65536 equally likely 16-bit values
+        self._scale = 65536 / (65536 - self._dropped_levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self._dropped_levels == 0:
+            return x
+        if x.device.type != "cpu":
+            return nn.functional.dropout(x, self.p, training=True)
+        n = x.numel()
+        words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+        bits = words.view(torch.int16)[:n].view(x.shape)  # uniform over [-32768, 32767]
+        keep = (bits >= self._dropped_levels - 32768).to(x.dtype).mul_(self._scale)
+        return x * keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def mlp_layers(width: int, hidden_dims: tuple[int, ...], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for hidden in hidden_dims:
+        layers += [nn.Linear(width, hidden), nn.ReLU(), FastDropout(dropout)]
+        width = hidden
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)

@@ -1,0 +1,50 @@
+"""The optimisers: Adam for dense models, RowSparseAdam (SparseAdam's update, dense row operations)
+for sparse embedding tables, and the pair behind one object."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_model import make_model
+from torch import nn
+
+from alsoview.model import ModelConfig
+from alsoview.optim import RowSparseAdam, build_optimizer
+
+
+def test_dense_optimizer_is_adam_and_rejects_sparse_model() -> None:
+    assert isinstance(build_optimizer(make_model(), 1e-3, sparse=False), torch.optim.Adam)
+    with pytest.raises(ValueError, match="sparse=True"):
+        build_optimizer(make_model(ModelConfig(sparse_embeddings=True)), 1e-3, sparse=False)
+    with pytest.raises(ValueError, match="sparse_embeddings=True"):
+        build_optimizer(make_model(), 1e-3, sparse=True)
+
+
+def test_row_sparse_adam_matches_torch_sparse_adam_with_repeated_rows() -> None:
+    torch.manual_seed(0)
+    ours, theirs = nn.Embedding(50, 4, sparse=True), nn.Embedding(50, 4, sparse=True)
+    theirs.load_state_dict(ours.state_dict())
+    opt_ours, opt_theirs = (
+        RowSparseAdam(ours.parameters(), lr=0.01),
+        torch.optim.SparseAdam(theirs.parameters(), lr=0.01),
+    )
+    for _ in range(25):
+        ids = torch.randint(0, 12, (40,))  # many repeats: the duplicate rows' gradients must be summed
+        weight = torch.randn(40, 4)
+        for emb, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            opt.zero_grad()
+            (emb(ids) * weight).sum().backward()
+            opt.step()
+    torch.testing.assert_close(ours.weight, theirs.weight, rtol=1e-6, atol=1e-7)
+    for key in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(opt_ours.state[ours.weight][key], opt_theirs.state[theirs.weight][key])
+    assert opt_ours.state[ours.weight]["step"] == 25
+    assert torch.equal(ours.weight[12:], theirs.weight[12:])  # rows never in a batch never move
+
+
+def test_row_sparse_adam_refuses_dense_gradients() -> None:
+    layer = nn.Linear(3, 1)
+    opt = RowSparseAdam(layer.parameters(), lr=0.1)
+    layer(torch.ones(2, 3)).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        opt.step()
