@@ -122,9 +122,15 @@ class SavedCheckpoint:
     state: LoopState
     model_format: int = MODEL_FORMAT  # 1: the first single-class model (its weights still load)
 
-    def check_resumable(self, where: Path | str) -> None:
-        """Training continues only from this model format: an older one's optimiser state follows
-        another parameter order (its weights still load for evaluate and recommend)."""
+    def check_resumable(self, where: Path | str, vocabulary: dict[str, int]) -> None:
+        """Training continues from this checkpoint only on the same dataset (its vocabulary
+        sizes) and model format: an older format's optimiser state follows another parameter
+        order (its weights still load for evaluate and recommend)."""
+        if self.vocabulary != vocabulary:
+            raise UserError(
+                f"{where} was trained on another dataset (vocabulary {self.vocabulary} vs {vocabulary}); "
+                f"use another train.run_name"
+            )
         if self.model_format != MODEL_FORMAT:
             raise UserError(
                 f"{where} was written by model format {self.model_format} (this alsoview writes "

@@ -20,16 +20,9 @@ import pandas as pd
 from alsoview import checkpoint as runs
 from alsoview.config import Config, check_plain_name
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
-from alsoview.evaluate import (
-    PROTOCOLS,
-    REPORT_COLUMNS,
-    ModelFactory,
-    build_cases,
-    evaluate_scorers,
-    reference_scorers,
-    skipped_note,
-)
+from alsoview.evaluate import ModelFactory, evaluate_scorers
 from alsoview.logs import verbose
+from alsoview.protocols import PROTOCOLS, REPORT_COLUMNS, build_cases, reference_scorers, skipped_note
 
 log = logging.getLogger("alsoview")
 

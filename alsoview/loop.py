@@ -1,7 +1,10 @@
-"""One training epoch, without Ray: the step the Ray Train worker runs and the benchmarks call.
+"""Training without Ray: one epoch (`train_epoch`) and the epochs of a run (`run_epochs`, the one
+epoch driver), used by the Ray Train worker and by the in-process path alike.
 
-The worker (`train.py`) feeds it batches from its Ray Data feed; `benchmarks/` feed it the same
-mixed blocks in process. Either way the same function takes the steps and counts what it saw.
+The worker (`train.py`) hands `run_epochs` its batches from its Ray Data feed, a sum over the
+workers and a checkpointing report; `fit_in_process` (benchmarks, tests) hands it the same mixed
+blocks made in this process. Either way the same code takes the steps, validates, decides on
+early stopping and writes one set of history keys.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ SAMPLE_DTYPES = {"user": torch.long, "item": torch.long, "label": torch.float32,
 
 
 def sample_tensors(mixed: dict[str, Any], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """A mixed block's numpy columns (`feed.mix_block`) as training tensors on `device`; copies,
+    """A mixed block's numpy columns (`blocks.mix_block`) as training tensors on `device`; copies,
     so read-only columns from Ray's object store are fine."""
     return {name: torch.tensor(mixed[name], dtype=dtype, device=device) for name, dtype in SAMPLE_DTYPES.items()}
 
@@ -98,11 +101,83 @@ def sample_tensors(mixed: dict[str, Any], device: torch.device | str = "cpu") ->
 def local_epoch_blocks(catalog: Any, config: Any, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
     """One epoch's mixed blocks in this process, as one Ray Train worker of a one-worker run gets them
     (the same blocks, order and negatives): for benchmarks and tests without Ray."""
-    from alsoview.feed import block_sizes, mix_arguments, mix_block, worker_blocks
+    from alsoview.blocks import block_sizes, mix_arguments, mix_block, worker_blocks
 
     n_blocks = len(block_sizes(len(catalog.train), config.sampling.block_rows))
     for block in worker_blocks(n_blocks, config.seed, epoch, 0, 1):
         yield sample_tensors(mix_block(int(block), catalog, **mix_arguments(config, epoch)))
+
+
+@dataclass
+class EpochInputs:
+    """One epoch's batches for `run_epochs`, and what the caller already waited for them."""
+
+    batches: Iterator[dict[str, torch.Tensor]]
+    steps: int  # optimiser steps this epoch (the same on every worker)
+    wait_seconds: float = 0.0  # waited for the epoch's feed before its first batch
+
+
+def run_epochs(
+    model: torch.nn.Module,
+    optimizer: Any,
+    config: Any,
+    state: Any,
+    epoch_inputs: Callable[[int], EpochInputs],
+    validate: Callable[[torch.nn.Module], dict[str, float]],
+    report: Callable[[dict[str, Any]], None],
+    first_epoch: int = 0,
+    sync_gradients: Any = None,
+    sum_over_workers: Callable[[list[float]], list[float]] = lambda values: values,
+    on_step: Callable[[int], None] | None = None,
+) -> Any:
+    """Train epochs `first_epoch` .. `train.epochs - 1`, or until early stopping; `state`
+    (`checkpoint.LoopState`) keeps the best weights and every epoch's metrics.
+
+    Each epoch: `epoch_inputs(epoch)`, `train_epoch`, the totals summed over the workers,
+    `validate(model)`, then the history row and `report(metrics)` (the worker checkpoints there).
+    """
+    metric = config.train.early_stopping_metric
+    for epoch in range(first_epoch, config.train.epochs):
+        start = time.perf_counter()
+        inputs = epoch_inputs(epoch)
+        sent_before = (sync_gradients.bytes_sent, sync_gradients.steps) if sync_gradients is not None else (0, 0)
+        totals = train_epoch(model, optimizer, inputs.batches, inputs.steps, sync_gradients, on_step)
+        train_seconds = time.perf_counter() - start
+        loss_sum, seen, hard, negatives = sum_over_workers(totals.as_list())
+        # Every rank validates on the same users: identical weights give identical numbers, so
+        # every rank takes the same early-stopping decision without a broadcast.
+        metrics = validate(model)
+        metrics.update(
+            {
+                "epoch": epoch,
+                "train/loss": loss_sum / max(seen, 1.0),
+                "train/samples": seen,
+                "train/hard_negative_share": hard / max(negatives, 1.0),  # realised share of also-view negatives
+                "train/learning_rate": optimizer.param_groups[0]["lr"],
+                "train/epoch_seconds": time.perf_counter() - start,  # training and validation
+                "train/seconds": train_seconds,  # this worker's data pipeline and steps
+                "train/samples_per_second": seen / train_seconds,  # all workers' samples
+                "train/data_wait_seconds": inputs.wait_seconds + totals.data_wait_seconds,  # ~0 when the feed keeps up
+            }
+        )
+        if sync_gradients is not None:  # what each worker handed to the gradient collectives per step
+            steps_taken = max(sync_gradients.steps - sent_before[1], 1)
+            metrics["train/gradient_bytes_per_step"] = (sync_gradients.bytes_sent - sent_before[0]) / steps_taken
+            metrics["train/all_reduce_bytes_per_step"] = sync_gradients.all_reduce_bytes  # DDP's, for comparison
+        stop = state.record(epoch, metrics[metric], model.state_dict(), config.train.patience)
+        metrics.update(
+            {
+                "best/epoch": state.best_epoch,
+                f"best/{metric}": state.best_value,
+                "early_stopped": stop,
+                "resumed_from_epoch": -1 if state.resumed_from_epoch is None else state.resumed_from_epoch,
+            }
+        )
+        state.history.append(dict(metrics))
+        report(metrics)
+        if stop:
+            break
+    return state
 
 
 def fit_in_process(
@@ -112,8 +187,8 @@ def fit_in_process(
     batches, `train_epoch`, validation and early stopping; returns the model with its best
     epoch's weights (eval mode) and the loop state (history, best epoch). `model` and
     `optimizer` replace the configured ones (benchmarks compare implementations)."""
+    from alsoview.blocks import block_sizes, steps_per_epoch
     from alsoview.checkpoint import LoopState
-    from alsoview.feed import block_sizes, steps_per_epoch
     from alsoview.model import build_model
     from alsoview.optim import build_optimizer
     from alsoview.validation import validate, validation_set
@@ -123,33 +198,23 @@ def fit_in_process(
     optimizer = optimizer or build_optimizer(model, config.train.learning_rate, config.model.sparse_embeddings)
     valid = validation_set(catalog, config.seed, config.train.valid_users)
     sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
-    state = LoopState()
     metric = config.train.early_stopping_metric
-    for epoch in range(config.train.epochs):
-        begin = time.perf_counter()
-        steps = steps_per_epoch(
-            sizes, config.seed, epoch, 1, 1 + config.sampling.negatives_per_positive, config.train.batch_size
-        )
-        totals = train_epoch(
-            model,
-            optimizer,
-            fixed_size_batches(local_epoch_blocks(catalog, config, epoch), config.train.batch_size),
-            steps,
-        )
-        metrics = {
-            "epoch": epoch,
-            "train/loss": totals.loss_sum / max(totals.samples, 1.0),
-            **validate(model, valid, torch.device("cpu")),
-            "train/epoch_seconds": time.perf_counter() - begin,
-        }
-        stop = state.record(epoch, metrics[metric], model.state_dict(), config.train.patience)
-        state.history.append(metrics)
+
+    def epoch_inputs(epoch: int) -> EpochInputs:
+        samples_per_positive = 1 + config.sampling.negatives_per_positive
+        steps = steps_per_epoch(sizes, config.seed, epoch, 1, samples_per_positive, config.train.batch_size)
+        blocks = local_epoch_blocks(catalog, config, epoch)
+        return EpochInputs(fixed_size_batches(blocks, config.train.batch_size), steps)
+
+    def report(metrics: dict[str, Any]) -> None:
         if log is not None:
             log(
-                f"epoch {epoch}: loss {metrics['train/loss']:.4f}  {metric} {metrics[metric]:.4f}  "
+                f"epoch {metrics['epoch']}: loss {metrics['train/loss']:.4f}  {metric} {metrics[metric]:.4f}  "
                 f"({metrics['train/epoch_seconds']:.1f}s)"
             )
-        if stop:
-            break
+
+    state = run_epochs(
+        model, optimizer, config, LoopState(), epoch_inputs, lambda m: validate(m, valid, torch.device("cpu")), report
+    )
     model.load_state_dict(state.best_model_state)
     return model.eval(), state

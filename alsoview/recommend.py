@@ -13,7 +13,8 @@ from alsoview.baselines import PopularityScorer
 from alsoview.catalog import Catalog, load_catalog
 from alsoview.checkpoint import load_saved_model
 from alsoview.errors import UserError
-from alsoview.evaluate import ModelFactory, ModelScorer
+from alsoview.evaluate import ModelFactory
+from alsoview.protocols import ModelScorer
 from alsoview.storage import check_writable_file
 
 log = logging.getLogger("alsoview")

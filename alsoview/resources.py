@@ -37,7 +37,7 @@ DEFAULT_CPUS_PER_MIX_TASK = 0.5  # what a mixing task asks when the plan has roo
 MIN_CPUS_PER_MIX_TASK = 0.25  # the least the plan picks: tinier requests let Ray pile tasks onto a core
 # Bytes per mixed sample: the 13 of its columns (int32 user and item, float32 label, uint8 hard
 # flag) as stored in the object store, and the peak of a mixing task per sample it outputs:
-# 58-69 bytes in `feed.mix_block` (tracemalloc, k = 1..256 on the generated data) plus the 13
+# 58-69 bytes in `blocks.mix_block` (tracemalloc, k = 1..256 on the generated data) plus the 13
 # copied again when the task concatenates its blocks; 100 leaves room.
 SAMPLE_BYTES = 13
 MIX_TASK_PEAK_BYTES = 100

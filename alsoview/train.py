@@ -19,12 +19,13 @@ from typing import Any
 import torch
 
 from alsoview import checkpoint as runs
+from alsoview.blocks import RunPlan, block_sizes, steps_per_epoch
 from alsoview.catalog import Catalog
 from alsoview.config import Config
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
-from alsoview.feed import EpochFeeder, RunPlan, block_columns, block_sizes, cached_catalog, steps_per_epoch
+from alsoview.feed import EpochFeeder, block_columns, cached_catalog
 from alsoview.gradient_sync import RowGradientSync
-from alsoview.loop import fixed_size_batches, sample_tensors, train_epoch
+from alsoview.loop import EpochInputs, fixed_size_batches, run_epochs, sample_tensors
 from alsoview.model import build_model
 from alsoview.resources import (
     ResourcePlan,
@@ -82,12 +83,7 @@ def _resume(model: torch.nn.Module, optimizer: Any, vocabulary: dict[str, int], 
             return runs.LoopState()
         folder, saved = found
         log.info("resuming from %s", folder)
-    if saved.vocabulary != vocabulary:
-        raise UserError(
-            f"the checkpoint was trained on another dataset ({saved.vocabulary} vs {vocabulary}); "
-            f"use another train.run_name"
-        )
-    saved.check_resumable(run_storage)
+    saved.check_resumable(run_storage, vocabulary)
     model.load_state_dict(saved.model)
     optimizer.load_state_dict(saved.optimizer)
     return saved.state
@@ -126,7 +122,6 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
     sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
     worker_batch = config.train.batch_size // world
     samples_per_positive = 1 + config.sampling.negatives_per_positive
-    metric = config.train.early_stopping_metric
 
     if state.epoch + 1 >= config.train.epochs and state.history:
         # Nothing left to train (e.g. the driver died after the last epoch): report the final
@@ -152,58 +147,39 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
     feeder = ray.remote(num_cpus=0, scheduling_strategy="DEFAULT")(EpochFeeder).remote(
         config, setup.catalog_ref, plan, sizes
     )
-    try:
-        next_epoch_blocks = feeder.epoch.remote(plan.first_epoch)
-        for epoch in range(plan.first_epoch, config.train.epochs):
-            start = time.perf_counter()
-            steps = steps_per_epoch(sizes, config.seed, epoch, world, samples_per_positive, worker_batch)
-            beat.waiting(f"epoch {epoch}'s mixed samples from its feed")
-            block_refs = ray.get(next_epoch_blocks)
-            if epoch + 1 < config.train.epochs:
-                next_epoch_blocks = feeder.epoch.remote(epoch + 1)  # asked now: mixed while this epoch trains
-            feed_wait = time.perf_counter() - start  # time this worker waited for the feed
-            # Whole mixed blocks come from the object store and are cut into batches here.
-            blocks = (sample_tensors(block_columns(ray.get(ref)), device) for ref in block_refs)
-            sent_before = (sync_gradients.bytes_sent, sync_gradients.steps) if sync_gradients else (0, 0)
-            batches = fixed_size_batches(blocks, worker_batch)
-            totals = train_epoch(model, optimizer, batches, steps, sync_gradients, on_step=beat.step)
-            train_seconds = time.perf_counter() - start
-            loss_sum, seen, hard, negatives = _all_reduce_sum(totals.as_list(), device)
+    asked = {plan.first_epoch: feeder.epoch.remote(plan.first_epoch)}
 
-            # Every rank validates on the same users: identical weights give identical numbers,
-            # so every rank takes the same early-stopping decision without a broadcast.
-            metrics = validate(model, setup.validation, device)
-            beat.progressed()
-            metrics.update(
-                {
-                    "epoch": epoch,
-                    "train/loss": loss_sum / max(seen, 1.0),
-                    "train/samples": seen,
-                    "train/hard_negative_share": hard / max(negatives, 1.0),  # realised share of also-view negatives
-                    "train/learning_rate": optimizer.param_groups[0]["lr"],
-                    "train/epoch_seconds": time.perf_counter() - start,  # training and validation
-                    "train/seconds": train_seconds,  # this worker's data pipeline and steps
-                    "train/samples_per_second": seen / train_seconds,  # all workers' samples
-                    "train/data_wait_seconds": feed_wait + totals.data_wait_seconds,  # near 0 when the feed keeps up
-                }
-            )
-            if sync_gradients is not None:  # what each worker handed to the gradient collectives per step
-                steps_taken = max(sync_gradients.steps - sent_before[1], 1)
-                metrics["train/gradient_bytes_per_step"] = (sync_gradients.bytes_sent - sent_before[0]) / steps_taken
-                metrics["train/all_reduce_bytes_per_step"] = sync_gradients.all_reduce_bytes  # DDP's, for comparison
-            stop = state.record(epoch, metrics[metric], model.state_dict(), config.train.patience)
-            metrics.update(
-                {
-                    "best/epoch": state.best_epoch,
-                    f"best/{metric}": state.best_value,
-                    "early_stopped": stop,
-                    "resumed_from_epoch": -1 if state.resumed_from_epoch is None else state.resumed_from_epoch,
-                }
-            )
-            state.history.append(dict(metrics))
-            _report(metrics, model, optimizer, state, setup, vocab, rank)
-            if stop:
-                break
+    def epoch_inputs(epoch: int) -> EpochInputs:
+        """This worker's mixed blocks of `epoch` from its feed; the next epoch is asked for at
+        once, so it is mixed while this one trains. Whole blocks come from the object store."""
+        begin = time.perf_counter()
+        steps = steps_per_epoch(sizes, config.seed, epoch, world, samples_per_positive, worker_batch)
+        beat.waiting(f"epoch {epoch}'s mixed samples from its feed")
+        block_refs = ray.get(asked.pop(epoch))
+        if epoch + 1 < config.train.epochs:
+            asked[epoch + 1] = feeder.epoch.remote(epoch + 1)
+        blocks = (sample_tensors(block_columns(ray.get(ref)), device) for ref in block_refs)
+        return EpochInputs(fixed_size_batches(blocks, worker_batch), steps, time.perf_counter() - begin)
+
+    def validate_epoch(model: torch.nn.Module) -> dict[str, float]:
+        metrics = validate(model, setup.validation, device)
+        beat.progressed()
+        return metrics
+
+    try:
+        run_epochs(
+            model,
+            optimizer,
+            config,
+            state,
+            epoch_inputs,
+            validate_epoch,
+            report=lambda metrics: _report(metrics, model, optimizer, state, setup, vocab, rank),
+            first_epoch=plan.first_epoch,
+            sync_gradients=sync_gradients,
+            sum_over_workers=lambda values: _all_reduce_sum(values, device),
+            on_step=beat.step,
+        )
     finally:
         ray.kill(feeder)  # frees the epoch it may have mixed ahead
 
@@ -400,13 +376,8 @@ def _check_resumable(run_dir: Path, catalog: Catalog) -> None:
     here, before any worker starts: raised in the workers it would be retried train.max_failures
     times first."""
     found = runs.latest_checkpoint(run_dir)
-    if found is not None and found[1].vocabulary != catalog.vocabulary():
-        raise UserError(
-            f"{found[0]} was trained on another dataset (vocabulary {found[1].vocabulary} vs "
-            f"{catalog.vocabulary()}); use another train.run_name"
-        )
     if found is not None:
-        found[1].check_resumable(found[0])
+        found[1].check_resumable(found[0], catalog.vocabulary())
 
 
 def _how_to_resume(run_dir: Path) -> str:

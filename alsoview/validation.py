@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from alsoview.blocks import EPOCH_ORDER_KEY
 from alsoview.catalog import Catalog
-from alsoview.evaluate import EvalCases, ModelScorer, build_cases, score_rows, summarize
-from alsoview.feed import EPOCH_ORDER_KEY
 from alsoview.metrics import pairwise_auc
+from alsoview.protocols import EvalCases, ModelScorer, build_cases, score_rows, summarize
 from alsoview.sampling import epoch_rng, mix_negatives
 
 RANKING_PROTOCOLS = ("full", "sampled100")

@@ -39,8 +39,8 @@ def main() -> None:
 
     from alsoview.catalog import load_catalog
     from alsoview.config import load_config
-    from alsoview.evaluate import ModelScorer
     from alsoview.model import build_model
+    from alsoview.protocols import ModelScorer
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -6,7 +6,7 @@ a naive per-row Python sampler, on the generated Video-Games-scale dataset (k=4,
 
 - naive: a per-row loop (``random.sample`` from the also-view list minus the user's items, then
   rejection draws for random items against a Python set), on the first ``--naive-positives``;
-- pure, one process: ``feed.mix_block`` over every block of an epoch (block_rows positives
+- pure, one process: ``blocks.mix_block`` over every block of an epoch (block_rows positives
   each, as training uses), one after the other;
 - Ray Data: epochs taken back to back from a ``feed.EpochFeeder`` (one streaming execution of
   ``feed.run_dataset`` for all epochs, as a one-worker training run uses it; tasks of
@@ -51,7 +51,7 @@ def naive_sampler(catalog: Any, n_positives: int, k: int, fraction: float, seed:
 
 
 def pure_epoch(catalog: Any, config: Any, epoch: int) -> tuple[int, float]:
-    from alsoview.feed import block_sizes, mix_arguments, mix_block
+    from alsoview.blocks import block_sizes, mix_arguments, mix_block
 
     s = config.sampling
     begin = time.perf_counter()
@@ -78,7 +78,8 @@ def ray_epochs(catalog_ref: list, config: Any, catalog: Any, epochs: int) -> lis
     from one `feed.EpochFeeder` actor, as a one-worker training run takes them."""
     import ray
 
-    from alsoview.feed import EpochFeeder, RunPlan, block_columns, block_sizes
+    from alsoview.blocks import RunPlan, block_sizes
+    from alsoview.feed import EpochFeeder, block_columns
 
     sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
     plan = RunPlan(len(sizes), 0, 1, config.seed, 0, epochs, config.sampling.blocks_per_task)
@@ -109,9 +110,9 @@ def main() -> None:
 
     import ray
 
+    from alsoview.blocks import block_sizes
     from alsoview.catalog import load_catalog
     from alsoview.config import load_config
-    from alsoview.feed import block_sizes
     from alsoview.resources import plan_resources, with_planned_split
 
     prepared = args.prepared or str(ensure_vg_prepared())

@@ -49,7 +49,7 @@ def train_in_process(catalog: Any, config: Any, variant: str) -> tuple[Any, dict
 def evaluate_model(model: Any, catalog: Any, seed: int) -> dict[str, float]:
     import numpy as np
 
-    from alsoview.evaluate import ModelScorer, build_cases, score_rows, summarize
+    from alsoview.protocols import ModelScorer, build_cases, score_rows, summarize
 
     cases = build_cases(catalog, "test", seed)
     counts = score_rows(ModelScorer(model), cases, np.arange(len(cases.users)))

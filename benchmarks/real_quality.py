@@ -89,7 +89,7 @@ def reference_rows(catalog: Any, cases: Any, dataset: str) -> list[dict[str, Any
     """Baselines and peers on the test cases (deterministic given the data: one run each)."""
     import numpy as np
 
-    from alsoview.evaluate import reference_scorers, score_rows, summarize
+    from alsoview.protocols import reference_scorers, score_rows, summarize
 
     references = reference_scorers(catalog, seed=0)
     for name, why in references.skipped.items():
@@ -108,8 +108,8 @@ def model_run(
     import numpy as np
 
     from alsoview.config import load_config
-    from alsoview.evaluate import ModelScorer, score_rows, summarize
     from alsoview.loop import fit_in_process
+    from alsoview.protocols import ModelScorer, score_rows, summarize
 
     config = load_config(
         None,
@@ -165,7 +165,7 @@ def main() -> None:
     import torch
 
     from alsoview.catalog import load_catalog
-    from alsoview.evaluate import build_cases
+    from alsoview.protocols import build_cases
 
     torch.set_num_threads(args.threads)
     ray_local()  # prepare runs Ray Data; training and scoring below run in this process

@@ -39,7 +39,7 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
     import numpy as np
     import torch
 
-    from alsoview.feed import block_sizes, mix_arguments, mix_block, worker_blocks
+    from alsoview.blocks import block_sizes, mix_arguments, mix_block, worker_blocks
     from alsoview.loop import train_epoch
     from alsoview.model import build_model
     from alsoview.optim import build_optimizer

@@ -59,11 +59,13 @@ def test_a_truncated_run_file_is_one_clear_error(tmp_path):
 def test_a_first_format_checkpoint_loads_but_training_does_not_continue_from_it(tmp_path):
     save_checkpoint(tmp_path, {"w": torch.ones(2)}, {}, LoopState(epoch=3), load_config(None, []), {"users": 1})
     assert load_checkpoint(tmp_path).model_format == 2
-    load_checkpoint(tmp_path).check_resumable(tmp_path)  # this format: fine
+    load_checkpoint(tmp_path).check_resumable(tmp_path, {"users": 1})  # this format and dataset: fine
+    with pytest.raises(UserError, match=r"trained on another dataset .* use another train.run_name"):
+        load_checkpoint(tmp_path).check_resumable(tmp_path, {"users": 2})
     raw = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     del raw["model_format"]  # as the first model version wrote them
     torch.save(raw, tmp_path / "checkpoint.pt")
     saved = load_checkpoint(tmp_path)
     assert saved.model_format == 1 and torch.equal(saved.model["w"], torch.ones(2))
     with pytest.raises(UserError, match=r"model format 1 .* training cannot continue from it; use another"):
-        saved.check_resumable(tmp_path)
+        saved.check_resumable(tmp_path, {"users": 1})

@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from alsoview.baselines import PopularityScorer
 from alsoview.catalog import load_catalog
-from alsoview.evaluate import CUTOFFS, PROTOCOLS, build_cases, full_candidates, score_rows, summarize
+from alsoview.protocols import CUTOFFS, PROTOCOLS, build_cases, full_candidates, score_rows, summarize
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +100,8 @@ def test_every_item_at_once_ranks_like_pair_by_pair_scoring(catalog, smoke_confi
     import torch
 
     from alsoview.config import load_config
-    from alsoview.evaluate import ModelScorer
     from alsoview.model import build_model
+    from alsoview.protocols import ModelScorer
 
     torch.manual_seed(0)
     config = load_config(None, [f"data.prepared_dir={smoke_config.data.prepared_dir}", *switches])

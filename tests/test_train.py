@@ -9,19 +9,19 @@ import pandas as pd
 import pytest
 import torch
 
-from alsoview.catalog import load_catalog
-from alsoview.config import load_config
-from alsoview.errors import UserError
-from alsoview.feed import (
+from alsoview.blocks import (
     RunPlan,
     block_sizes,
     epoch_rows,
     mix_arguments,
     mix_block,
-    mix_blocks,
     steps_per_epoch,
     worker_blocks,
 )
+from alsoview.catalog import load_catalog
+from alsoview.config import load_config
+from alsoview.errors import UserError
+from alsoview.feed import mix_blocks
 from alsoview.loop import fixed_size_batches
 from alsoview.resources import check_sample_memory, plan_resources, sharing_cores_warning
 from alsoview.validation import validation_set

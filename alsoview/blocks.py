@@ -1,0 +1,133 @@
+"""An epoch's samples, defined without Ray: which training positives form each block, which
+worker gets which blocks, and each block's negatives.
+
+The training positives are cut into fixed blocks of ``sampling.block_rows``; each epoch deals
+them to the workers by a seeded permutation, and each block's negatives are seeded by
+(seed, epoch, block). An epoch's samples therefore do not depend on the number of workers or
+on how many blocks one Ray Data task mixes (`feed.py` runs these functions in its tasks; the
+in-process loop and the benchmarks call them directly).
+
+Pure numpy, no torch: Ray Data's mixing tasks import it, and a lighter import makes a fresh
+worker start faster.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from alsoview.catalog import Catalog
+from alsoview.config import Config
+from alsoview.sampling import epoch_rng, mix_negatives
+
+SAMPLE_COLUMNS = ("user", "item", "label", "is_hard")
+# epoch_rng key of the per-epoch permutation of blocks (block ids are far below it)
+EPOCH_ORDER_KEY = 2**40
+
+
+def block_sizes(n_positives: int, block_rows: int) -> np.ndarray:
+    """Rows of each fixed block of training positives; block b covers [b * block_rows, ...)."""
+    full, rest = divmod(n_positives, block_rows)
+    return np.array([block_rows] * full + ([rest] if rest else []), dtype=np.int64)
+
+
+def mix_block(
+    block: int,
+    catalog: Catalog,
+    block_rows: int,
+    seed: int,
+    epoch: int,
+    negatives_per_positive: int,
+    also_view_fraction: float,
+    random_pool: str,
+    popularity_exponent: float,
+) -> dict[str, np.ndarray]:
+    """One block's positives plus fresh negatives, rows shuffled; the block id seeds the draw."""
+    rows = slice(block * block_rows, (block + 1) * block_rows)
+    rng = epoch_rng(seed, epoch, block)
+    columns, _ = mix_negatives(
+        catalog.train.users[rows],
+        catalog.train.items[rows],
+        catalog.sampling,
+        negatives_per_positive=negatives_per_positive,
+        also_view_fraction=also_view_fraction,
+        rng=rng,
+        random_pool=random_pool,
+        popularity_exponent=popularity_exponent,
+    )
+    order = rng.permutation(len(columns["label"]))
+    out = {name: columns[name][order] for name in SAMPLE_COLUMNS}
+    # int32 ids halve what an epoch of samples takes in the object store (training casts back)
+    out["user"], out["item"] = out["user"].astype(np.int32), out["item"].astype(np.int32)
+    return out
+
+
+def worker_blocks(n_blocks: int, seed: int, epoch: int, rank: int, world: int) -> np.ndarray:
+    """This worker's blocks for the epoch: a seeded permutation dealt round-robin."""
+    order = epoch_rng(seed, epoch, EPOCH_ORDER_KEY).permutation(n_blocks)
+    return order[rank::world]
+
+
+def steps_per_epoch(
+    block_sizes: np.ndarray, seed: int, epoch: int, world: int, samples_per_positive: int, worker_batch: int
+) -> int:
+    """Batches every worker runs this epoch: the smallest share decides, so the gradient exchanges stay in step."""
+    shares = [block_sizes[worker_blocks(len(block_sizes), seed, epoch, r, world)].sum() for r in range(world)]
+    return int(math.ceil(min(shares) * samples_per_positive / worker_batch))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Which blocks each mixing task of one worker's run mixes: tasks go epoch after epoch, each
+    taking the next `blocks_per_task` of that epoch's blocks for this worker (`worker_blocks`).
+
+    Every epoch has the same number of tasks (a worker's share of the blocks has a fixed size),
+    so a task's index alone says its epoch and blocks, and a task can work them out itself.
+    """
+
+    n_blocks: int
+    rank: int
+    world: int
+    seed: int
+    first_epoch: int
+    epochs: int  # epochs first_epoch .. epochs - 1
+    blocks_per_task: int
+
+    @property
+    def tasks_per_epoch(self) -> int:
+        share = len(range(self.rank, self.n_blocks, self.world))
+        return max(1, math.ceil(share / self.blocks_per_task))
+
+    @property
+    def n_tasks(self) -> int:
+        return self.tasks_per_epoch * max(0, self.epochs - self.first_epoch)
+
+    def task(self, index: int) -> tuple[int, np.ndarray]:
+        """(epoch, block ids) of task `index`."""
+        epoch = self.first_epoch + index // self.tasks_per_epoch
+        start = (index % self.tasks_per_epoch) * self.blocks_per_task
+        blocks = worker_blocks(self.n_blocks, self.seed, epoch, self.rank, self.world)
+        return epoch, blocks[start : start + self.blocks_per_task]
+
+
+def epoch_rows(plan: RunPlan, block_sizes: np.ndarray, samples_per_positive: int, epoch: int) -> int:
+    """Mixed samples of one epoch of one worker: every positive of its blocks with its negatives."""
+    blocks = worker_blocks(plan.n_blocks, plan.seed, epoch, plan.rank, plan.world)
+    return int(block_sizes[blocks].sum()) * samples_per_positive
+
+
+def mix_arguments(config: Config, epoch: int) -> dict[str, Any]:
+    """The keyword arguments of :func:`mix_block` (after the block and catalog) for `epoch`."""
+    s = config.sampling
+    return {
+        "block_rows": s.block_rows,
+        "seed": config.seed,
+        "epoch": epoch,
+        "negatives_per_positive": s.negatives_per_positive,
+        "also_view_fraction": s.also_view_fraction,
+        "random_pool": s.random_pool,
+        "popularity_exponent": s.popularity_exponent,
+    }

@@ -1,0 +1,277 @@
+"""The evaluation protocols: which candidates each held-out (user, item) is ranked against, how
+a scorer's ranks become metrics, and the scorers a model is compared with (pure numpy/torch; the
+Ray Data scoring that runs them is `evaluate.py`).
+
+Every held-out (user, item) of a split is ranked against negatives chosen by a protocol:
+- `full`: every catalog item the user has not interacted with before the split (train for
+  `valid`; train and valid for `test`);
+- `sampled100`: 100 items the user never interacted with (any split), drawn uniformly without
+  replacement with a fixed seed, as in SASRec-style papers;
+- `hard`: the held-out item's also-view items, less the user's own items; only users whose
+  item has such items are covered (reported as `users`).
+Per protocol: `auc` is the share of (held-out item, negative) pairs over all users where the
+held-out item scores higher (ties count one half); `gauc` is that share per user, averaged
+with equal weight per user; `hr@K`, `ndcg@K`, `mrr` use the expected rank under random
+tie-breaking (a constant scorer gets chance level). Keys read `<split>/<protocol>/<metric>`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from alsoview.baselines import Scorer, build_baselines, matrix_factorisation_peers
+from alsoview.catalog import Catalog
+from alsoview.errors import UserError
+from alsoview.metrics import expected_rank_metrics, rank_counts
+
+log = logging.getLogger("alsoview")
+
+PROTOCOLS = ("full", "sampled100", "hard")
+REPORTED_METRICS = ("auc", "gauc", "ndcg@10", "hr@10", "mrr")
+# The columns of every evaluation table (evaluate, compare): protocol/metric, full ranking first.
+REPORT_COLUMNS = tuple(f"{protocol}/{metric}" for protocol in PROTOCOLS for metric in REPORTED_METRICS)
+CUTOFFS = (5, 10, 20)
+SAMPLED_NEGATIVES = 100
+
+
+# ---------------------------------------------------------------- the cases (built once, on the driver)
+
+
+@dataclass(frozen=True)
+class EvalCases:
+    """The held-out pairs of one split and the negatives each protocol ranks them against."""
+
+    split: str
+    users: np.ndarray  # int64 [n]
+    positives: np.ndarray  # int64 [n]
+    history_indptr: np.ndarray  # CSR over case rows: items to exclude in `full` (before the split)
+    history_items: np.ndarray
+    sampled: np.ndarray  # int64 [n, 100], 0 = padding (users with fewer unseen items)
+    hard: np.ndarray  # int64 [n, L], 0 = padding
+    n_items: int
+
+
+def build_cases(catalog: Catalog, split: str, seed: int, max_users: int | None = None) -> EvalCases:
+    """Held-out pairs of `split` with their sampled and also-view negatives (fixed seed)."""
+    held = catalog.split(split)
+    if len(held) == 0:
+        raise UserError(f"the {split} split is empty: no user has 3 or more interactions")
+    rows = np.arange(len(held))
+    if max_users is not None and len(held) > max_users:
+        rows = np.sort(np.random.default_rng(seed).choice(len(held), max_users, replace=False))
+    users, positives = held.users[rows], held.items[rows]
+    before = ("train",) if split == "valid" else ("train", "valid")
+    indptr, items = _history(catalog, users, before)
+    rng = np.random.default_rng([seed, 100])
+    return EvalCases(
+        split,
+        users,
+        positives,
+        indptr,
+        items,
+        _sampled_negatives(catalog, users, rng),
+        _hard_negatives(catalog, users, positives),
+        catalog.n_items,
+    )
+
+
+def _history(catalog: Catalog, users: np.ndarray, splits: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per case row, the user's items in `splits` (CSR), for the full protocol's exclusions."""
+    pairs_users = np.concatenate([catalog.split(s).users for s in splits])
+    pairs_items = np.concatenate([catalog.split(s).items for s in splits])
+    order = np.argsort(pairs_users, kind="stable")
+    pairs_users, pairs_items = pairs_users[order], pairs_items[order]
+    starts = np.searchsorted(pairs_users, users, side="left")
+    ends = np.searchsorted(pairs_users, users, side="right")
+    lengths = ends - starts
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    gather = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+    return indptr, pairs_items[gather].astype(np.int64)
+
+
+def _sampled_negatives(catalog: Catalog, users: np.ndarray, rng: np.random.Generator, chunk: int = 512) -> np.ndarray:
+    """100 never-interacted items per user, uniformly without replacement (random priorities)."""
+    tables = catalog.sampling
+    out = np.zeros((len(users), SAMPLED_NEGATIVES), dtype=np.int64)
+    all_items = np.arange(catalog.n_items)
+    for start in range(0, len(users), chunk):
+        block = users[start : start + chunk]
+        priority = rng.random((len(block), catalog.n_items))
+        priority[:, 0] = np.inf
+        seen = tables.interacted(np.repeat(block, catalog.n_items), np.tile(all_items, len(block)))
+        priority[seen.reshape(len(block), catalog.n_items)] = np.inf
+        take = min(SAMPLED_NEGATIVES, catalog.n_items)
+        chosen = np.argpartition(priority, take - 1, axis=1)[:, :take]
+        usable = np.isfinite(np.take_along_axis(priority, chosen, axis=1))
+        out[start : start + len(block), :take] = np.where(usable, chosen, 0)
+    return out
+
+
+def _hard_negatives(catalog: Catalog, users: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """The held-out item's also-view items minus the user's items, padded with 0."""
+    tables = catalog.sampling
+    lengths = tables.also_view_indptr[positives + 1] - tables.also_view_indptr[positives]
+    width = int(lengths.max()) if len(lengths) else 0
+    out = np.zeros((len(users), max(width, 1)), dtype=np.int64)
+    if width == 0:
+        return out
+    column = np.arange(width)
+    valid = column[None, :] < lengths[:, None]
+    index = np.minimum(tables.also_view_indptr[positives][:, None] + column[None, :], len(tables.also_view_indices) - 1)
+    candidates = np.where(valid, tables.also_view_indices[index], 0)
+    flat_users = np.repeat(users, width)
+    seen = tables.interacted(flat_users, candidates.reshape(-1)).reshape(len(users), width)
+    out[:] = np.where(valid & ~seen, candidates, 0)
+    return out
+
+
+# ---------------------------------------------------------------- scoring a batch of cases
+
+
+def full_candidates(cases: EvalCases, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every item per case row, with a mask that drops item 0, the positive and the history."""
+    n = cases.n_items
+    items = np.broadcast_to(np.arange(n), (len(rows), n))
+    mask = np.ones((len(rows), n), dtype=bool)
+    mask[:, 0] = False
+    mask[np.arange(len(rows)), cases.positives[rows]] = False
+    lengths = cases.history_indptr[rows + 1] - cases.history_indptr[rows]
+    owners = np.repeat(np.arange(len(rows)), lengths)
+    starts = np.repeat(cases.history_indptr[rows], lengths)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    mask[owners, cases.history_items[starts + offsets]] = False
+    return items, mask
+
+
+def score_rows(
+    scorer: Scorer, cases: EvalCases, rows: np.ndarray, protocols: tuple[str, ...] = PROTOCOLS
+) -> dict[str, np.ndarray]:
+    """Per case row and protocol: negatives above the positive, equal to it, and in total.
+
+    A scorer with `score_all(users) -> [B, n_items]` (every item at once, e.g. a matrix product)
+    is asked once per row for all protocols; others score each protocol's candidates.
+    """
+    users, positives = cases.users[rows], cases.positives[rows]
+    out: dict[str, np.ndarray] = {"row": rows}
+    every_item = scorer.score_all(users) if hasattr(scorer, "score_all") else None
+    for protocol in protocols:
+        if protocol == "full":
+            items, mask = full_candidates(cases, rows)
+        else:
+            items = cases.sampled[rows] if protocol == "sampled100" else cases.hard[rows]
+            mask = items > 0
+        if every_item is not None:
+            positive_scores = every_item[np.arange(len(rows)), positives]
+            negative_scores = every_item if protocol == "full" else np.take_along_axis(every_item, items, axis=1)
+        else:
+            scores = scorer.score(users, np.concatenate([positives[:, None], items], axis=1))
+            positive_scores, negative_scores = scores[:, 0], scores[:, 1:]
+        greater, ties, total = rank_counts(positive_scores, negative_scores, mask)
+        out[f"{protocol}_greater"], out[f"{protocol}_ties"], out[f"{protocol}_n"] = greater, ties, total
+    return out
+
+
+def summarize(counts: dict[str, np.ndarray], split: str, protocols: tuple[str, ...] = PROTOCOLS) -> dict[str, float]:
+    """Metric keys `<split>/<protocol>/<metric>` from per-row rank counts."""
+    metrics: dict[str, float] = {}
+    for protocol in protocols:
+        n = counts[f"{protocol}_n"]
+        covered = n > 0
+        greater, ties, n = counts[f"{protocol}_greater"][covered], counts[f"{protocol}_ties"][covered], n[covered]
+        per_user = expected_rank_metrics(greater, ties, CUTOFFS, n_negatives=n)
+        prefix = f"{split}/{protocol}"
+        metrics[f"{prefix}/users"] = int(covered.sum())
+        metrics[f"{prefix}/negatives_per_user"] = float(n.mean()) if len(n) else float("nan")
+        metrics[f"{prefix}/auc"] = float((n - greater - 0.5 * ties).sum() / n.sum()) if n.sum() else float("nan")
+        metrics[f"{prefix}/gauc"] = float(np.mean(per_user["auc"])) if len(n) else float("nan")
+        for name, values in per_user.items():
+            if name != "auc":
+                metrics[f"{prefix}/{name}"] = float(np.mean(values)) if len(values) else float("nan")
+    return metrics
+
+
+# ---------------------------------------------------------------- the trained model as a scorer
+
+
+class ModelScorer:
+    """The trained model behind the Scorer interface: logits for [B, C] candidates, in sub-batches."""
+
+    name = "model"
+
+    def __init__(self, model: Any, device: str = "cpu", pairs_per_batch: int = 65536):
+        import torch
+
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.pairs_per_batch = pairs_per_batch
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        import torch
+
+        flat_items = np.asarray(items, dtype=np.int64).reshape(-1)
+        flat_users = np.repeat(np.asarray(users, dtype=np.int64), items.shape[1])
+        out = np.empty(len(flat_items), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(flat_items), self.pairs_per_batch):
+                stop = start + self.pairs_per_batch
+                u = torch.as_tensor(flat_users[start:stop], device=self.device)
+                i = torch.as_tensor(flat_items[start:stop], device=self.device)
+                out[start:stop] = self.model(u, i).float().cpu().numpy()
+        return out.reshape(items.shape)
+
+    def score_all(self, users: np.ndarray) -> np.ndarray:
+        """Logits [B, n_items] of every item, computed once per user and once per item where the
+        model allows (see `TowerModel.score_all_items`): the same numbers as `score`, to float rounding."""
+        import torch
+
+        with torch.inference_mode():
+            u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
+            return self.model.score_all_items(u).float().cpu().numpy()
+
+
+@dataclass(frozen=True)
+class References:
+    """The scorers a model is compared with, and the peers that could not be built (name -> why)."""
+
+    scorers: dict[str, Scorer]
+    skipped: dict[str, str]
+
+
+def reference_scorers(catalog: Catalog, seed: int, peers: bool = True) -> References:
+    """Popularity, random and co-occurrence; with `peers`, ALS and BPR fitted on the same train split."""
+    train = catalog.train
+    scorers = build_baselines(train.users, train.items, catalog.n_users, catalog.n_items, seed)
+    skipped: dict[str, str] = {}
+    if peers:
+        fitted, skipped = matrix_factorisation_peers(train.users, train.items, catalog.n_users, catalog.n_items, seed)
+        scorers.update(fitted)
+        for name, why in skipped.items():
+            log.warning("peer %s skipped: %s", name, why)
+    return References(scorers, skipped)
+
+
+def markdown_table(results: dict[str, dict[str, float]], split: str, skipped: dict[str, str] | None = None) -> str:
+    """One row per scorer; the protocol of every column is in its name."""
+    columns = REPORT_COLUMNS
+    lines = [f"| scorer | {' | '.join(columns)} |", "|---|" + "---|" * len(columns)]
+    for name, metrics in results.items():
+        values = [f"{metrics.get(f'{split}/{c}', float('nan')):.4f}" for c in columns]
+        lines.append(f"| {name} | {' | '.join(values)} |")
+    any_metrics = next(iter(results.values()))
+    coverage = ", ".join(
+        f"{p}: {any_metrics[f'{split}/{p}/users']} users, "
+        f"{any_metrics[f'{split}/{p}/negatives_per_user']:.1f} negatives each"
+        for p in PROTOCOLS
+    )
+    return "\n".join(lines) + f"\n\nSplit `{split}`; {coverage}.\n" + skipped_note(skipped)
+
+
+def skipped_note(skipped: dict[str, str] | None) -> str:
+    """The peers a table lacks, and why (empty when none were skipped)."""
+    if not skipped:
+        return ""
+    return "\nPeers skipped: " + "; ".join(f"{name}: {why}" for name, why in skipped.items()) + ".\n"
