@@ -169,3 +169,9 @@ def test_a_private_instance_listens_on_loopback_only(ray_session):
     assert len(listeners) >= 4, listeners  # GCS, raylet, dashboard, agents at least
     exposed = {pid: sorted(a for a in addresses if not is_loopback(a)) for pid, addresses in listeners.items()}
     assert not any(exposed.values()), exposed
+
+
+def test_a_private_instance_runs_without_ray_trains_preemption_watcher(ray_session):
+    """One machine of our own has no node a cloud could take back: Ray Train's controller is told
+    (through the driver's environment, which it passes on) not to start the watcher actor."""
+    assert os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER") == "0"
