@@ -73,7 +73,6 @@ class Snapshot:
     started: list[int]  # ranks whose loop began
     steps: dict[int, int]  # rank -> steps taken in this run
     waiting: dict[int, tuple[str, float]]  # rank -> (what it waits for, seconds so far)
-    has_controller: bool = False
 
 
 @dataclass
@@ -111,7 +110,6 @@ class ProgressBoard:
             started=sorted(self.started),
             steps=dict(self.steps),
             waiting={rank: (what, now - since) for rank, (what, since) in self.waiting_since.items()},
-            has_controller=self.controller is not None,
         )
 
     def abort(self, force: bool = False) -> bool:

@@ -81,21 +81,21 @@ README_TRAIN_EPOCHS = ["train.epochs=30"]
 README_EVALUATE = "alsoview evaluate --run ~/alsoview/runs/f05"
 
 
-def run_readme_command(command: str, extra: list[str]) -> None:
-    """A README command through the CLI's entry point in this process, from the checkout, with
-    `~/alsoview` (the default storage root) read as the suite's storage root."""
+def run_readme_command(command: str, extra: list[str], cwd: Path = ROOT) -> int:
+    """A README command through the CLI's entry point in this process, from `cwd` (the checkout:
+    the commands name configs/ relative to it), with `~/alsoview` (the default storage root)
+    read as the suite's storage root; its exit code."""
     import shlex
 
     from alsoview.cli import main
 
     words = [w.replace("~/alsoview", os.environ["ALSOVIEW_HOME"]) for w in shlex.split(command)]
     before = os.getcwd()
-    os.chdir(ROOT)
+    os.chdir(cwd)
     try:
-        code = main([*words[1:], *extra])
+        return main([*words[1:], *extra])
     finally:
         os.chdir(before)
-    assert code == 0, f"{command!r} exited {code}"
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +107,7 @@ def trained_run(smoke_config):
     from alsoview.config import load_config
     from alsoview.train import TrainResult
 
-    run_readme_command(README_TRAIN, README_TRAIN_EPOCHS)
+    assert run_readme_command(README_TRAIN, README_TRAIN_EPOCHS) == 0
     run_dir = Path(smoke_config.train.runs_dir) / "f05"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return load_config(run_dir / "config.yaml"), TrainResult(run_dir, metrics)
@@ -119,5 +119,5 @@ def evaluated_run(trained_run):
     import json
 
     _, run = trained_run
-    run_readme_command(README_EVALUATE, [])
+    assert run_readme_command(README_EVALUATE, []) == 0
     return run, json.loads((run.run_dir / "evaluation.json").read_text())

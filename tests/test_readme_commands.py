@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import README_EVALUATE, README_TRAIN, README_TRAIN_EPOCHS
+from conftest import README_EVALUATE, README_TRAIN, README_TRAIN_EPOCHS, run_readme_command
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND_STARTS = ("alsoview ", "python rayjobs/", "ray job submit ")
@@ -82,27 +82,13 @@ def test_the_parser_reads_continuations_comments_and_environment():
     assert readme_commands(text) == ["ray job submit --address x -- python rayjobs/tune.py"]
 
 
-def _run(command: str, capsys) -> str:
-    """The command as written plus its RUNS overrides, through the CLI's entry point in this
-    process (it joins the suite's Ray instance: 2 CPUs, as on the machine this was tried on)."""
-    from alsoview.cli import main
-
-    home = os.environ["ALSOVIEW_HOME"]
-    words = [w.replace("~/alsoview", home) for w in shlex.split(command)]
-    assert words[0] == "alsoview"
-    code = main([*words[1:], *RUNS[command]])
+def _run(command: str, capsys, cwd: Path = ROOT) -> str:
+    """The command as written plus its RUNS overrides (conftest's `run_readme_command`: it joins
+    the suite's Ray instance, 2 CPUs, as on the machine this was tried on); its stdout."""
+    code = run_readme_command(command, RUNS[command], cwd)
     out, err = capsys.readouterr()
     assert code == 0, f"{command!r} exited {code}:\n{err[-3000:]}"
     return out
-
-
-@pytest.fixture(scope="module")
-def in_root(ray_session):
-    """The README's commands run from the checkout (they name configs/ relative to it)."""
-    before = os.getcwd()
-    os.chdir(ROOT)
-    yield ROOT
-    os.chdir(before)
 
 
 def test_train_then_evaluate_its_model(evaluated_run):
@@ -112,7 +98,7 @@ def test_train_then_evaluate_its_model(evaluated_run):
     assert "| model |" in (run.run_dir / "evaluation.md").read_text()  # what the command prints
 
 
-def test_compare_on_the_smoke_config(in_root, capsys):
+def test_compare_on_the_smoke_config(capsys, ray_session):
     out = _run("alsoview compare --config configs/smoke.yaml --fractions 0,1 --seeds 1", capsys)
     run_dir = Path(os.environ["ALSOVIEW_HOME"]) / "runs" / "compare"
     assert "Configuration for experiment" not in out and "driver_artifacts" not in out  # Tune's box and hint
@@ -142,12 +128,7 @@ def test_tune_on_the_video_games_config_then_resume_it(tmp_path, capsys, ray_ses
     summary.reviews_path.rename(raw / "Video_Games_5.json.gz")
     summary.meta_path.rename(raw / "meta_Video_Games.json.gz")
     (tmp_path / "configs").symlink_to(ROOT / "configs")
-    before = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        out = _run("alsoview tune --config configs/video_games.yaml tune.num_samples=32", capsys)
-    finally:
-        os.chdir(before)
+    out = _run("alsoview tune --config configs/video_games.yaml tune.num_samples=32", capsys, cwd=tmp_path)
     run_dir = Path(os.environ["ALSOVIEW_HOME"]) / "runs" / "tune"
     assert "trials: 2 (" in out and f"final model: {run_dir / 'best'}" in out
     assert f"tensorboard --logdir {run_dir}" in out

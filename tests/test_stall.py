@@ -80,9 +80,7 @@ def test_a_run_whose_feed_cannot_get_a_cpu_stops_with_what_waited_and_who_holds_
                 "train",
                 "--config",
                 "configs/smoke.yaml",
-                f"data.generated_dir={smoke_config.data.generated_dir}",
-                f"data.prepared_dir={smoke_config.data.prepared_dir}",
-                f"train.runs_dir={smoke_config.train.runs_dir}",
+                # its outputs resolve under the suite's storage root, where smoke_config prepared its data
                 "train.run_name=starved-feed",
                 "train.num_workers=1",
                 "train.stall_timeout=15",
