@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from alsoview.data import layout
-from alsoview.sampling import SamplingTables
+from alsoview.sampling_tables import SamplingTables
 
 
 @dataclass(frozen=True)

@@ -228,7 +228,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(f"tuning run: {result.run_dir}  (trials.csv, best.json, balance.png)")
     print(tensorboard_hint(result.run_dir))
     if result.final is not None:
-        from alsoview.report import headline_verdict
+        from alsoview.reporting.tuning import headline_verdict
 
         print(headline_verdict(result.final.evaluation).replace("**", ""))
         print(f"final model: {result.final.best_dir}  (alsoview recommend --run {result.final.best_dir} --user ID)")

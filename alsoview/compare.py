@@ -7,26 +7,19 @@ every model and the baselines are scored on the same test cases and protocols.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import pandas as pd
 
 from alsoview import checkpoint as runs
 from alsoview.config import Config, check_plain_name
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
 from alsoview.evaluate import ModelFactory, evaluate_scorers
 from alsoview.logs import verbose
-from alsoview.protocols import PROTOCOLS, REPORT_COLUMNS, build_cases, reference_scorers, skipped_note
+from alsoview.protocols import build_cases, reference_scorers
+from alsoview.reporting.comparison import CompareResult, write_compare_report
 
 log = logging.getLogger("alsoview")
-
-PLOTTED = ("ndcg@10", "auc")
 
 
 def parse_fractions(text: str) -> list[float]:
@@ -37,13 +30,6 @@ def parse_fractions(text: str) -> list[float]:
     if not fractions or any(not 0 <= f <= 1 for f in fractions):
         raise UserError(f"--fractions must be numbers in [0, 1], got {text!r}")
     return fractions
-
-
-@dataclass
-class CompareResult:
-    run_dir: Path
-    table: pd.DataFrame  # one row per fraction: mean and std over seeds of every metric
-    baselines: dict[str, dict[str, float]]
 
 
 def compare(
@@ -120,7 +106,7 @@ def compare(
     references = reference_scorers(catalog, config.seed)
     cases = build_cases(catalog, "test", config.seed, max_users)
     results = evaluate_scorers({**scorers, **references.scorers}, cases)
-    return write_report(run_dir, trained, results, list(references.scorers), cases.split, references.skipped)
+    return write_compare_report(run_dir, trained, results, list(references.scorers), cases.split, references.skipped)
 
 
 def _with_samples(config: Config, samples: int) -> Config:
@@ -128,97 +114,3 @@ def _with_samples(config: Config, samples: int) -> Config:
     import dataclasses
 
     return dataclasses.replace(config, tune=dataclasses.replace(config.tune, num_samples=samples))
-
-
-def write_report(
-    run_dir: Path,
-    trained: dict[str, dict[str, Any]],
-    results: dict[str, dict[str, float]],
-    baseline_names: list[str],
-    split: str,
-    skipped: dict[str, str] | None = None,
-) -> CompareResult:
-    """comparison.json (every model, baseline and peer), comparison.md (mean +- std per fraction), comparison.png."""
-    per_run = pd.DataFrame([{**trained[k], **results[k]} for k in trained])
-    metric_columns = [c for c in per_run.columns if c.startswith(f"{split}/")]
-    grouped = per_run.groupby("fraction")[metric_columns]
-    table = grouped.mean().add_suffix(" mean").join(grouped.std(ddof=0).add_suffix(" std")).reset_index()
-    table.insert(1, "seeds", per_run.groupby("fraction").size().to_numpy())
-    baselines = {name: results[name] for name in baseline_names}
-    report = {
-        "split": split,
-        "runs": {k: {**trained[k], "metrics": results[k]} for k in trained},
-        "baselines": baselines,
-        "skipped_peers": skipped or {},
-        "by_fraction": table.to_dict(orient="records"),
-    }
-    (run_dir / "comparison.json").write_text(json.dumps(runs.plain(report), indent=2, default=str) + "\n")
-    (run_dir / "comparison.md").write_text(_markdown(table, baselines, split) + skipped_note(skipped))
-    _plot(table, baselines, split, run_dir / "comparison.png")
-    return CompareResult(run_dir, table, baselines)
-
-
-def _markdown(table: pd.DataFrame, baselines: dict[str, dict[str, float]], split: str) -> str:
-    columns = REPORT_COLUMNS
-    head = "| also-view fraction | seeds | " + " | ".join(columns) + " |"
-    lines = [
-        f"# Also-view vs random negatives ({split} split)",
-        "",
-        "Model rows: mean ± std over seeds (same config and epoch budget); baselines and peers (ALS, BPR) "
-        "are fitted once on the same train split.",
-        "",
-        head,
-        "|" + "---|" * (len(columns) + 2),
-    ]
-    for _, row in table.iterrows():
-        cells = [f"{row[f'{split}/{c} mean']:.4f} ± {row[f'{split}/{c} std']:.4f}" for c in columns]
-        lines.append(f"| {row['fraction']:g} | {int(row['seeds'])} | " + " | ".join(cells) + " |")
-    for name, metrics in baselines.items():
-        cells = [f"{metrics[f'{split}/{c}']:.4f}" for c in columns]
-        lines.append(f"| baseline: {name} | - | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _plot(table: pd.DataFrame, baselines: dict[str, dict[str, float]], split: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        len(PLOTTED), len(PROTOCOLS), figsize=(4.2 * len(PROTOCOLS), 3.4 * len(PLOTTED)), squeeze=False
-    )
-    styles = {"popularity": "--", "random": ":", "cooccurrence": "-.", "als": (0, (5, 1)), "bpr": (0, (1, 2))}
-    for r, metric in enumerate(PLOTTED):
-        for c, protocol in enumerate(PROTOCOLS):
-            ax = axes[r][c]
-            key = f"{split}/{protocol}/{metric}"
-            ax.errorbar(
-                table["fraction"],
-                table[f"{key} mean"],
-                yerr=table[f"{key} std"],
-                marker="o",
-                capsize=3,
-                label="model (mean ± std over seeds)",
-            )
-            for name, metrics in baselines.items():
-                value = metrics.get(key, math.nan)
-                if np.isfinite(value):
-                    ax.axhline(value, linestyle=styles.get(name, "--"), color="grey", linewidth=1)
-                    ax.annotate(
-                        name,
-                        (1.0, value),
-                        xytext=(-4, 2),
-                        textcoords="offset points",
-                        ha="right",
-                        fontsize=7,
-                        color="grey",
-                    )
-            ax.set_title(f"{protocol}: {metric}")
-            ax.set_xlabel("also-view fraction")
-            ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"Also-view vs random negatives ({split} split)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -4,36 +4,37 @@ Ray Train V2 style: Tune does not wrap the trainer; each trial's function builds
 `TorchTrainer`, and Train's `TuneReportCallback` forwards every epoch's metrics to Tune so
 ASHA can stop weak trials early. The question users come with is the also-view / random
 balance, so the outputs put `sampling.also_view_fraction` first.
+
+This module is the search; what follows it (trials.csv, best.json, the final model in best/,
+report.md) is `tune_finish.py`. `compare.py` runs its grid with the same trial function,
+resuming and trial log.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
 import stat
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from ray.tune import Callback
 
 from alsoview.catalog import Catalog
-from alsoview.checkpoint import plain, prune_checkpoints
+from alsoview.checkpoint import prune_checkpoints
 from alsoview.config import Config, flatten_search_space, with_absolute_paths, with_overrides
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
 from alsoview.logs import verbose
 from alsoview.resources import TRIAL_CPU, ResourcePlan, plan_resources
+from alsoview.tune_finish import TuneResult, finish, write_outputs
 
 log = logging.getLogger("alsoview")
 
-FRACTION_KEY = "sampling.also_view_fraction"
 TRIAL_RUNS = "train_runs"  # <tuning run>/train_runs/trial-<id>/: each trial's Ray Train run
-FINAL_RUN = "best"  # <tuning run>/best/: the final model, a run directory like any other
 
 
 def trial_run_name(trial_id: str) -> str:
@@ -85,15 +86,15 @@ def trial_trainable(config: Config, catalog: Catalog, plan: ResourcePlan, run_di
     )
 
 
-def restore_or_start(run_dir: Path, trainable: Any, start: Any) -> Any:
-    """The experiment in `run_dir` restored when it exists (unfinished trials resume), else `start()`."""
+def restore_or_start(run_dir: Path, trainable: Any, new_tuner: Callable[[], Any]) -> Any:
+    """The experiment in `run_dir` restored when it exists (unfinished trials resume), else `new_tuner()`."""
     from ray import tune as ray_tune
 
     if ray_tune.Tuner.can_restore(str(run_dir)):
         check_experiment_is_ours(run_dir)
         log.info("resuming the experiment in %s (unfinished trials continue from their checkpoints)", run_dir)
         return ray_tune.Tuner.restore(str(run_dir), trainable=trainable, resume_errored=True)
-    return start()
+    return new_tuner()
 
 
 def check_experiment_is_ours(run_dir: Path) -> None:
@@ -164,24 +165,6 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-@dataclass
-class FinalResult:
-    """The best settings trained to the end, tested, and reported."""
-
-    best_dir: Path
-    report: Path
-    evaluation: dict[str, dict[str, float]]
-    reused_trial: bool  # the best trial had already run train.epochs: no retraining
-
-
-@dataclass
-class TuneResult:
-    run_dir: Path
-    best: dict[str, Any]
-    trials: pd.DataFrame
-    final: FinalResult | None = None
-
-
 def check_some_trial_ran(grid: Any) -> None:
     """A search whose every trial failed ends here, with the first trial's reason."""
     errors = [result.error for result in grid]
@@ -206,7 +189,7 @@ def tune_config_of(config: Config) -> Config:
 
 def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str, float] | None = None) -> TuneResult:
     """Run (or resume) the search; write trials.csv, best.json and the balance plot; then, unless
-    tune.final is off, the final model in best/ and report.md (see `finish`).
+    tune.final is off, the final model in best/ and report.md (see `tune_finish.finish`).
 
     `stage_seconds`: stages the caller ran before (e.g. preparing the dataset), for the report.
     """
@@ -270,161 +253,6 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
     result = write_outputs(run_dir, grid, config)
     stages["search"] = time.perf_counter() - search_began
     if full.tune.final:
-        result.final = finish(run_dir, full, result.best, catalog, stages)
+        best_trial = run_dir / TRIAL_RUNS / trial_run_name(result.best["trial_id"])
+        result.final = finish(run_dir, full, result.best, best_trial, catalog, stages)
     return result
-
-
-def finish(
-    run_dir: Path, config: Config, best: dict[str, Any], catalog: Catalog, stages: dict[str, float]
-) -> FinalResult:
-    """The best settings as a model: best/ (a run directory), its test evaluation, report.md.
-
-    When the best trial already trained for train.epochs (or stopped itself early), its last
-    checkpoint is the final model; otherwise the settings train again for train.epochs as the
-    Ray Train run `best` (an interrupted job resumes it).
-    """
-    from alsoview import checkpoint as runs
-    from alsoview.evaluate import evaluate_run
-    from alsoview.report import write_report
-    from alsoview.train import train
-
-    final_config = with_overrides(config, best["params"])
-    final_config = dataclasses.replace(
-        final_config, train=dataclasses.replace(final_config.train, runs_dir=str(run_dir), run_name=FINAL_RUN)
-    )
-    best_dir = run_dir / FINAL_RUN
-    start = time.perf_counter()
-    trial = _finished_trial(run_dir / TRIAL_RUNS / trial_run_name(best["trial_id"]), final_config.train.epochs)
-    if trial is not None:
-        log.info("the best trial ran all %d epochs: its checkpoint is the final model", final_config.train.epochs)
-        runs.write_run_outputs(runs.start_run_dir(final_config, best_dir), trial, final_config.data.prepared_dir)
-    else:
-        log.info("training the best settings for train.epochs=%d into %s", final_config.train.epochs, best_dir)
-        train(final_config, catalog)
-    stages["final model (the best trial's checkpoint)" if trial is not None else "final training"] = (
-        time.perf_counter() - start
-    )
-
-    start = time.perf_counter()
-    log.info("evaluating the final model on the test split against the baselines")
-    evaluation = evaluate_run(best_dir, "test", config.tune.final_eval_users)
-    stages["test evaluation"] = time.perf_counter() - start
-    report = write_report(run_dir, best, best_dir, evaluation, stages)
-    return FinalResult(best_dir, report, evaluation, reused_trial=trial is not None)
-
-
-def _finished_trial(trial_storage: Path, epochs: int) -> Any:
-    """The trial's last checkpoint when it trained `epochs` epochs or early-stopped itself, else None."""
-    from alsoview import checkpoint as runs
-
-    found = runs.latest_checkpoint(trial_storage)
-    if found is None:
-        return None
-    _, saved = found
-    last = saved.state.history[-1] if saved.state.history else {}
-    finished = saved.state.epoch >= epochs - 1 or bool(last.get("early_stopped"))
-    return saved if finished and saved.config.train.epochs == epochs else None
-
-
-def write_outputs(run_dir: Path, grid: Any, config: Config) -> TuneResult:
-    """trials.csv (every trial's parameters and final metrics), best.json, the balance plot."""
-    metric = config.tune.metric
-    frame = grid.get_dataframe()
-    params = [c for c in frame.columns if c.startswith("config/")]
-    columns = [
-        "valid/full/ndcg@10",
-        "valid/full/hr@10",
-        "valid/sampled100/hr@10",
-        "valid/auc",
-        "valid/hard_auc",
-        "train/hard_negative_share",
-        "train/loss",
-        "training_iteration",
-        "best/epoch",
-    ]
-    keep = ["trial_id", "status", *params, metric, *[c for c in columns if c != metric]]
-    status = {r.metrics.get("trial_id"): _status(r, config.train.epochs) for r in grid if r.metrics}
-    frame["status"] = frame["trial_id"].map(status).fillna("failed")
-    trials = frame[[c for c in keep if c in frame.columns]].rename(columns=lambda c: c.removeprefix("config/"))
-    trials = trials.sort_values(metric, ascending=False, na_position="last")
-    trials.to_csv(run_dir / "trials.csv", index=False)
-
-    best_result = grid.get_best_result(metric=metric, mode="max", scope="all")
-    best = {
-        "trial_id": best_result.metrics.get("trial_id"),
-        "metric": metric,
-        "value": _best_value(best_result, metric),
-        "params": plain(dict(best_result.config)),
-        "last_metrics": {
-            k: plain(v)
-            for k, v in (best_result.metrics or {}).items()
-            if k.startswith(("valid/", "train/", "best/")) or k == "training_iteration"
-        },
-        "trials": len(trials),
-        "trials_completed": int((trials["status"] == "completed").sum()),
-        "trials_stopped_early": int((trials["status"] == "stopped early").sum()),
-        "trials_failed": int((trials["status"] == "failed").sum()),
-    }
-    (run_dir / "best.json").write_text(json.dumps(best, indent=2) + "\n")
-    plot_balance(trials, metric, run_dir / "balance.png")
-    return TuneResult(run_dir, best, trials)
-
-
-def _status(result: Any, epochs: int) -> str:
-    """failed, completed (all epochs, or its own early stopping), or stopped early (by ASHA)."""
-    if result.error is not None:
-        return "failed"
-    metrics = result.metrics or {}
-    # Our own epoch counter, not Tune's training_iteration (which a restored trial may not continue).
-    finished = metrics.get("early_stopped") or metrics.get("epoch") == epochs - 1
-    return "completed" if finished else "stopped early"
-
-
-def _best_value(result: Any, metric: str) -> float:
-    history = result.metrics_dataframe
-    if history is not None and metric in history:
-        return float(history[metric].max())
-    return float((result.metrics or {}).get(metric, math.nan))
-
-
-def plot_balance(trials: pd.DataFrame, metric: str, path: Path) -> None:
-    """The tuning metric against the also-view share of negatives, one point per trial."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    if FRACTION_KEY in trials and metric in trials:
-        data = trials.dropna(subset=[metric])
-        k_key = "sampling.negatives_per_positive"
-        points = None
-        # Trials ASHA stopped are drawn hollow: their last value comes from fewer epochs.
-        for stopped, group in data.groupby(data["status"] == "stopped early"):
-            colour = group[k_key] if k_key in group else "tab:blue"
-            points = ax.scatter(
-                group[FRACTION_KEY],
-                group[metric],
-                c=colour,
-                cmap="viridis",
-                s=46,
-                marker="o" if not stopped else "X",
-                edgecolors="black",
-                vmin=1,
-                vmax=8,
-                label="stopped early by ASHA" if stopped else "ran to the end",
-            )
-        if points is not None and k_key in data:
-            fig.colorbar(points, ax=ax, label="negatives per positive")
-        ax.legend(fontsize=8, loc="lower left")
-        if len(data):
-            top = data.iloc[0]
-            ax.annotate("best", (top[FRACTION_KEY], top[metric]), textcoords="offset points", xytext=(6, 6))
-    ax.set_xlabel("also-view share of negatives (sampling.also_view_fraction)")
-    ax.set_ylabel(f"{metric} (last reported epoch)")
-    ax.set_title("Tuning: the also-view / random balance")
-    ax.set_xlim(-0.05, 1.05)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from alsoview.data import amazon
 from alsoview.data.amazon import RecordError
-from alsoview.data.prepare import parse_meta_block, parse_review_block
+from alsoview.data.parse import parse_meta_block, parse_review_block
 
 
 @pytest.mark.parametrize(

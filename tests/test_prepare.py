@@ -233,7 +233,7 @@ def test_cli_reports_user_errors_in_one_line(tmp_path):
 def test_a_prepared_dataset_is_reused_by_input_contents_not_paths(tmp_path):
     """A job's inputs arrive in a fresh copy of its working directory on every submission: the
     same files elsewhere reuse the dataset; other contents or settings prepare it again."""
-    from alsoview.data.prepare import file_sha256, why_stale
+    from alsoview.data.inputs import file_sha256, why_stale
 
     first = tmp_path / "first"
     first.mkdir()

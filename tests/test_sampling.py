@@ -8,13 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from alsoview.sampling import (
-    MixStats,
+from alsoview.sampling import MixStats, epoch_rng, mix_negatives
+from alsoview.sampling_tables import (
     SamplingTables,
     _hash_slots,  # noqa: PLC2701  (the filter's hash, to count what passes it)
     _KeySet,  # noqa: PLC2701  (the membership structure is worth testing directly)
-    epoch_rng,
-    mix_negatives,
 )
 
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from alsoview.data import text as text_mod
+from alsoview.data.minilm import TransformerTextEncoder
 from alsoview.data.text import (
     HashingTextEncoder,
     TextEncoderSpec,
-    TransformerTextEncoder,
     build_text_encoder,
     find_minilm_path,
     resolve_text_encoder,

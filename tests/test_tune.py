@@ -54,7 +54,7 @@ def test_the_best_trial_is_the_final_model_only_when_it_ran_the_final_epochs(tmp
     import torch
 
     from alsoview.checkpoint import LoopState, save_checkpoint
-    from alsoview.tune import _finished_trial
+    from alsoview.tune_finish import _finished_trial
 
     def trial(name: str, epochs_run: int, epochs: int, early: bool = False):
         folder = tmp_path / name / "checkpoint_2026-01-01_00-00-00.000000"

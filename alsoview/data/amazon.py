@@ -10,16 +10,16 @@ Formats read:
 
 Every record yields a row: either parsed values, or a `drop_reason` with a short detail, so
 the prepare step can account for every raw line.
+
+One field's cleaning lives in `fields.py`, telling a file's format and splitting CSV records in
+`formats.py`; the names callers use from them (`brand_key`, `sniff_review_format`,
+`sniff_meta_format`, `split_csv_records`) are re-exported here.
 """
 
 from __future__ import annotations
 
-import ast
-import csv
 import dataclasses
 import datetime as dt
-import html
-import io
 import json
 import math
 import re
@@ -27,27 +27,21 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Iterable, Sequence
 
+from alsoview.data.fields import brand_key as brand_key
+from alsoview.data.fields import clean_asin_list, normalize_brand, parse_price, strip_html
+from alsoview.data.formats import COMBINED_COLUMNS, _literal_or_none
+from alsoview.data.formats import sniff_meta_format as sniff_meta_format
+from alsoview.data.formats import sniff_review_format as sniff_review_format
+from alsoview.data.formats import split_csv_records as split_csv_records
 from alsoview.errors import first_line
 
 # Drop reasons of the parse stage: malformed input (fatal with --strict).
 MALFORMED_REASONS = ("malformed_record", "missing_field", "bad_rating", "bad_time", "bad_label")
 BLANK = "blank_line"  # an empty line: counted, never fatal
 
-REVIEW_FORMATS = ("reviews_json", "ratings_csv", "combined_csv")
-META_FORMATS = ("meta_json",)  # meta_json lines may be 2018 JSON or 2014 Python literals
-
-COMBINED_COLUMNS = ("reviewerID", "asin", "brand", "price", "description", "also_view", "label")
-
-_TAG = re.compile(r"<[^>]*(?:>|$)")  # an unclosed tag at the end is cut too
-_SPACE = re.compile(r"\s+")
 _SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads pairs valid ones: only lone ones remain
-_NUMBER = r"(\d[\d,]*(?:\.\d+)?|\.\d+)"
-_PRICE_ONE = re.compile(rf"^\$?\s*{_NUMBER}$")
-_PRICE_RANGE = re.compile(rf"^\$?\s*{_NUMBER}\s*(?:-|–|to)\s*\$?\s*{_NUMBER}$")
-_MAX_PRICE = 100_000.0
 _MAX_TIME = 2**53  # beyond any real timestamp; int64 and float64 hold it exactly
 _DETAIL_CHARS = 60  # a bad value is quoted in drop details up to this length
-_UNKNOWN_BRANDS = {"", "unknown", "n/a", "na", "none", "null", "-", ".", "not applicable"}
 
 
 class RecordError(ValueError):
@@ -57,92 +51,6 @@ class RecordError(ValueError):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-
-
-# ---------------------------------------------------------------- field cleaning
-
-
-def strip_html(text: Any) -> str:
-    """Plain text from scraped HTML: entities decoded, tags removed, whitespace collapsed."""
-    if text is None:
-        return ""
-    if isinstance(text, (list, tuple)):
-        text = " ".join(str(t) for t in text if t is not None)
-    text = html.unescape(_TAG.sub(" ", str(text)))
-    # Unescaping can reveal tags that were escaped twice (&lt;b&gt;).
-    if "<" in text:
-        text = _TAG.sub(" ", text)
-    return _SPACE.sub(" ", text).strip()
-
-
-def parse_price(value: Any) -> tuple[float | None, str]:
-    """A price string to (dollars, status); status is ok | range | missing | junk.
-
-    Ranges ("$9.99 - $19.99") become their midpoint; empty means missing; anything else that
-    is not a plain dollar amount (scraped CSS, HTML, words) is junk and also missing.
-    """
-    if value is None:
-        return None, "missing"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not 0 <= value < _MAX_PRICE:  # compared before float(): a 400-digit int overflows it
-            return None, "junk"
-        return float(value), "ok"
-    text = str(value).strip()
-    if not text:
-        return None, "missing"
-    match = _PRICE_ONE.match(text)
-    if match:
-        return _checked(_to_float(match.group(1)), "ok")
-    match = _PRICE_RANGE.match(text)
-    if match:
-        low, high = _to_float(match.group(1)), _to_float(match.group(2))
-        return _checked((low + high) / 2, "range")
-    return None, "junk"
-
-
-def _to_float(text: str) -> float:
-    return float(text.replace(",", ""))
-
-
-def _checked(price: float, status: str) -> tuple[float | None, str]:
-    return (price, status) if 0 <= price < _MAX_PRICE else (None, "junk")
-
-
-def normalize_brand(value: Any) -> str:
-    """The brand as displayed, cleaned; "" means unknown (vocabulary id 0).
-
-    Scraped brands come as "by\\n    \\n    Nintendo", with HTML, or as placeholders like
-    "Unknown"; these all normalise so the same publisher gets one id (see `brand_key`).
-    """
-    text = strip_html(value)
-    if text.lower().startswith("by "):
-        text = text[3:].strip()
-    return "" if text.casefold() in _UNKNOWN_BRANDS else text
-
-
-def brand_key(brand: str) -> str:
-    """Vocabulary key: case and spacing differences of one publisher map to one id."""
-    return brand.casefold()
-
-
-def clean_asin_list(value: Any) -> list[str]:
-    """A list of asins from a JSON list, a Python-literal string, or a delimited string."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return []
-        if text.startswith("["):
-            try:
-                value = ast.literal_eval(text)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                value = re.findall(r"[A-Za-z0-9]{10}", text)
-        else:
-            value = re.split(r"[\s,;|]+", text)
-    if not isinstance(value, (list, tuple)):
-        return []
-    return [str(a).strip() for a in value if isinstance(a, (str, int)) and str(a).strip()]
 
 
 # ---------------------------------------------------------------- review records
@@ -323,16 +231,6 @@ def parse_meta_line(text: str) -> ItemMeta:
     )
 
 
-def _literal_or_none(text: str) -> Any:
-    stripped = text.strip()
-    if not stripped.startswith("{"):
-        return None
-    try:
-        return ast.literal_eval(stripped)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return None
-
-
 # ---------------------------------------------------------------- batches
 
 
@@ -435,79 +333,3 @@ def _append_row(
         out[name].append(list(value) if isinstance(value, tuple) else value)
     out["drop_reason"].append(reason)
     out["detail"].append(detail)
-
-
-# ---------------------------------------------------------------- format sniffing
-
-
-def split_csv_records(lines: Iterable[str]) -> Iterable[tuple[int, list[str]]]:
-    """CSV records with the line number each starts on (quoted fields may span lines)."""
-    reader = csv.reader(lines)
-    start = 1
-    for fields in reader:
-        yield start, fields
-        start = reader.line_num + 1
-
-
-def sniff_review_format(path_name: str, first_lines: Sequence[str]) -> str:
-    """Which review format a file holds, judged from its name and first non-empty lines.
-
-    Raises ValueError with a user-facing reason when the file is not review data (for example
-    an item metadata file given as reviews).
-    """
-    sample = [line for line in first_lines if line.strip()]
-    if not sample:
-        raise ValueError("no data lines")
-    first = sample[0].lstrip("\ufeff").strip()
-    if first.startswith("{"):
-        try:
-            record = json.loads(first)
-        except json.JSONDecodeError:
-            if _literal_or_none(first) is not None:
-                raise ValueError("looks like 2014 item metadata (Python-literal lines), not reviews") from None
-            raise ValueError("first line is neither JSON nor CSV") from None
-        if isinstance(record, dict) and "reviewerID" in record:
-            return "reviews_json"
-        if isinstance(record, dict) and ({"also_view", "title", "related", "description"} & record.keys()):
-            raise ValueError("looks like item metadata (has title/also_view, no reviewerID), not reviews")
-        raise ValueError("JSON lines without reviewerID/asin: not Amazon review data")
-    fields = next(csv.reader(io.StringIO(first)))
-    header = [f.strip() for f in fields]
-    if "label" in header and "reviewerID" in header:
-        missing = [c for c in COMBINED_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(f"combined samples CSV lacks columns {missing}")
-        return "combined_csv"
-    if len(fields) == 4:
-        try:
-            float(fields[2])
-            float(fields[3])
-        except ValueError:
-            raise ValueError("4-column CSV whose rating/time columns are not numbers") from None
-        return "ratings_csv"
-    raise ValueError(f"not a known review format (first line: {first[:80]!r})")
-
-
-def sniff_meta_format(first_lines: Sequence[str]) -> str:
-    """Check that a file holds item metadata; raises ValueError with a reason otherwise."""
-    sample = [line for line in first_lines if line.strip()]
-    if not sample:
-        raise ValueError("no data lines")
-    first = sample[0].lstrip("\ufeff").strip()
-    try:
-        record = json.loads(first)
-    except json.JSONDecodeError:
-        record = _literal_or_none(first)
-    if not isinstance(record, dict):
-        raise ValueError(f"first line is not a JSON or Python-literal object: {first[:80]!r}")
-    if "reviewerID" in record:
-        raise ValueError("looks like reviews (has reviewerID), not item metadata")
-    if "asin" not in record:
-        raise ValueError("objects without an asin: not Amazon item metadata")
-    return "meta_json"
-
-
-def combined_header_index(header: Sequence[str]) -> list[int]:
-    """Positions of COMBINED_COLUMNS in a combined_samples.csv header (extra columns allowed)."""
-    names = [h.strip() for h in header]
-    return [names.index(c) for c in COMBINED_COLUMNS]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alsoview.data.amazon import brand_key
+from alsoview.data.fields import brand_key
 
 SPLIT_NAMES = ("train", "valid", "test")
 

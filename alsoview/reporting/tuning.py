@@ -1,8 +1,8 @@
 """The tuning job's report: what was searched, what won, how it does on the test split, what it cost.
 
 `report.md` sits in the tuning run directory beside the plots it shows (`balance.png`,
-`learning_curves.png`), so it reads the same in a file browser, on GitHub, or after
-`ray rsync-down`.
+`learning_curves.png`) and the table of every trial (`trials.csv`), so it reads the same in a
+file browser, on GitHub, or after `ray rsync-down`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,43 @@ from typing import Any
 
 import pandas as pd
 
+from alsoview.reporting.plots import plot_learning_curves
+
 REPORT_FILE = "report.md"
 CURVES_FILE = "learning_curves.png"
+BALANCE_FILE = "balance.png"
+TRIALS_FILE = "trials.csv"
 HEADLINE = "test/full/ndcg@10"  # the verdict's metric: full ranking first
+# trials.csv's metric columns after the tuning metric, when Tune reported them
+TRIAL_COLUMNS = (
+    "valid/full/ndcg@10",
+    "valid/full/hr@10",
+    "valid/sampled100/hr@10",
+    "valid/auc",
+    "valid/hard_auc",
+    "train/hard_negative_share",
+    "train/loss",
+    "training_iteration",
+    "best/epoch",
+)
 
 
-def write_report(
+def write_trials_csv(frame: pd.DataFrame, status: dict[Any, str], metric: str, path: Path) -> pd.DataFrame:
+    """trials.csv: every trial's parameters and final metrics, best first.
+
+    `frame`: Tune's results table (`ResultGrid.get_dataframe()`: `trial_id`, `config/<key>`, the
+    last metrics); `status`: trial id -> its status (a trial missing there failed).
+    """
+    params = [c for c in frame.columns if c.startswith("config/")]
+    keep = ["trial_id", "status", *params, metric, *[c for c in TRIAL_COLUMNS if c != metric]]
+    frame = frame.assign(status=frame["trial_id"].map(status).fillna("failed"))
+    trials = frame[[c for c in keep if c in frame.columns]].rename(columns=lambda c: c.removeprefix("config/"))
+    trials = trials.sort_values(metric, ascending=False, na_position="last")
+    trials.to_csv(path, index=False)
+    return trials
+
+
+def write_tuning_report(
     run_dir: Path,
     best: dict[str, Any],
     best_dir: Path,
@@ -56,7 +87,7 @@ def _search_section(best: dict[str, Any]) -> str:
         "|---|---|",
     ]
     lines += [f"| `{key}` | {_value(value)} |" for key, value in best["params"].items()]
-    lines += ["", "![balance](balance.png)", "", "Every trial: `trials.csv`.", ""]
+    lines += ["", f"![balance]({BALANCE_FILE})", "", f"Every trial: `{TRIALS_FILE}`.", ""]
     return "\n".join(lines)
 
 
@@ -112,33 +143,3 @@ def _timing_section(stage_seconds: dict[str, float]) -> str:
 
 def _value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def plot_learning_curves(history: pd.DataFrame, metric: str, path: Path) -> None:
-    """Training loss and the validation metric per epoch, the best epoch marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
-    loss_ax.plot(history["epoch"], history["train/loss"], marker=".")
-    loss_ax.set_title("training loss (binary cross-entropy)")
-    loss_ax.set_xlabel("epoch")
-    metric_ax.plot(history["epoch"], history[metric], marker=".", label=metric)
-    if "valid/sampled100/hr@10" in history and metric != "valid/sampled100/hr@10":
-        metric_ax.plot(
-            history["epoch"], history["valid/sampled100/hr@10"], marker=".", alpha=0.6, label="valid/sampled100/hr@10"
-        )
-    best_epoch = history.loc[history[metric].idxmax(), "epoch"]
-    metric_ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
-    metric_ax.set_title("validation")
-    metric_ax.set_xlabel("epoch")
-    metric_ax.legend(fontsize=8)
-    for ax in (loss_ax, metric_ax):
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

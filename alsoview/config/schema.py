@@ -1,24 +1,19 @@
-"""Typed configuration: YAML files plus `section.key=value` overrides, validated up front.
+"""The typed config: one dataclass per YAML section, each with its defaults and `validate()`.
 
-Every run is a YAML file (configs/) plus command-line overrides, in the torchtune style.
-A typo in a key or an out-of-range value is a user mistake: it ends the run with one clear
-line (UserError), never a traceback deep inside Ray.
+Every value's type and allowed range is here; an out-of-range value is a user mistake that
+ends the run with one clear line (UserError). Also the choice lists code elsewhere acts on
+(`TEXT_ENCODERS`, `RANDOM_POOLS`, `VALIDATION_METRICS`) and the rule for run and experiment names.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import os
 import re
-import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
-
+from alsoview.config.search_space import _check_search_spec, _default_search_space, flatten_search_space
 from alsoview.errors import UserError
 
 # Each set of choices is one Literal: the config checks values against it, and the code that acts
@@ -39,6 +34,27 @@ TEXT_ENCODERS: tuple[str, ...] = typing.get_args(TextEncoder)
 RANDOM_POOLS: tuple[str, ...] = typing.get_args(RandomPool)
 # What early stopping and tuning can maximise.
 VALIDATION_METRICS: tuple[str, ...] = typing.get_args(ValidationMetric)
+
+# Run and experiment names become one folder under runs_dir: letters, digits, '.', '_', '-',
+# starting with a letter or digit, so '..', '/' or an absolute path can never leave it.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+PLAIN_NAME_RULE = "a plain name: letters, digits, '.', '_', '-', starting with a letter or digit"
+MAX_CPUS = 1024  # a CPU request beyond any node (inf included) is a typo, not a plan
+CPUS_RULE = f"> 0 and <= {MAX_CPUS}"
+
+
+def is_plain_name(name: Any) -> bool:
+    return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None
+
+
+def check_plain_name(name: Any, what: str) -> None:
+    if not is_plain_name(name):
+        raise UserError(f"{what} must be {PLAIN_NAME_RULE}, got {name!r}")
+
+
+def _check(ok: bool, key: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise UserError(f"config: {key} must be {expected} (got {got!r})")
 
 
 @dataclass
@@ -237,28 +253,6 @@ class TrainConfig:
         _check(0 <= self.stall_timeout <= week, "train.stall_timeout", f"in [0, {week}] seconds", self.stall_timeout)
 
 
-SEARCH_KINDS = ("uniform", "loguniform", "choice", "randint")
-# Keys the resource plan of a search depends on: it is made once, before the first trial.
-_PLANNED = "the search's resource plan (trials at once, each one's CPUs) is made once from it"
-UNSEARCHABLE = {
-    key: _PLANNED for key in ("train.num_workers", "train.use_gpu", "train.cpus_per_worker", "sampling.cpus_per_task")
-}
-
-
-def _default_search_space() -> dict[str, Any]:
-    return {
-        "sampling": {"also_view_fraction": {"uniform": [0.0, 1.0]}, "negatives_per_positive": {"choice": [1, 2, 4, 8]}},
-        "train": {"learning_rate": {"loguniform": [0.001, 0.03]}},
-        "model": {
-            "dropout": {"uniform": [0.0, 0.6]},
-            "embedding_dim": {"choice": [16, 32, 64]},
-            "product_interaction": {"choice": [False, True]},
-            "user_history": {"choice": [False, True]},
-            "dot_product": {"choice": [False, True]},
-        },
-    }
-
-
 @dataclass
 class TuneConfig:
     """Ray Tune with Optuna (TPE) and ASHA over the search space; every trial is one Ray Train run."""
@@ -295,55 +289,7 @@ class TuneConfig:
         _check(is_plain_name(self.name), "tune.name", PLAIN_NAME_RULE, self.name)
         _check(isinstance(self.search_space, dict), "tune.search_space", "a mapping", self.search_space)
         for key, spec in flatten_search_space(self.search_space).items():
-            _check_search_spec(key, spec)
-
-
-def flatten_search_space(space: dict, prefix: str = "") -> dict[str, dict]:
-    """{"sampling": {"k": {"choice": [...]}}} -> {"sampling.k": {"choice": [...]}}; null entries dropped."""
-    flat: dict[str, dict] = {}
-    for key, value in space.items():
-        dotted = f"{prefix}{key}"
-        if value is None:
-            continue
-        if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SEARCH_KINDS:
-            flat[dotted] = value
-        elif isinstance(value, dict):
-            flat.update(flatten_search_space(value, dotted + "."))
-        else:
-            raise UserError(
-                f"config: tune.search_space.{dotted} must be {{kind: arguments}} with kind one of "
-                f"{SEARCH_KINDS}, got {value!r}"
-            )
-    return flat
-
-
-def _check_search_spec(key: str, spec: dict) -> None:
-    where = f"tune.search_space.{key}"
-    section, _, name = key.partition(".")
-    section_type = {f.name: f.type for f in dataclasses.fields(Config)}.get(section)
-    known = {f.name for f in dataclasses.fields(typing.get_type_hints(Config)[section])} if section_type else set()
-    if name not in known:
-        raise UserError(f"config: {where} names no config key")
-    if key in UNSEARCHABLE:
-        raise UserError(f"config: {where} cannot be searched: {UNSEARCHABLE[key]}")
-    kind, args = next(iter(spec.items()))
-    if kind == "choice":
-        _check(isinstance(args, list) and len(args) >= 1, where, "a non-empty list for choice", args)
-    else:
-        ok = isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)
-        _check(ok and args[0] < args[1], where, f"[low, high] with low < high for {kind}", args)
-        if kind == "loguniform":
-            _check(args[0] > 0, where, "positive bounds for loguniform", args)
-
-
-def with_overrides(config: "Config", values: dict[str, Any]) -> "Config":
-    """A copy of `config` with dotted keys set (a tuning trial's parameters), validated."""
-    raw = config.to_dict()
-    for key, value in values.items():
-        _set_dotted(raw, key, value)
-    result = _build(Config, raw, prefix="")
-    result.validate()
-    return result
+            _check_search_spec(key, spec, Config)
 
 
 @dataclass
@@ -358,7 +304,7 @@ class Config:
     tune: TuneConfig = field(default_factory=TuneConfig)
     seed: int = 0
     # Where relative output paths (data.generated_dir, data.prepared_dir, train.runs_dir) live.
-    # None: $ALSOVIEW_HOME, else ~/alsoview (see storage_root).
+    # None: $ALSOVIEW_HOME, else ~/alsoview (see paths.storage_root).
     storage: Union[str, None] = None
 
     def validate(self) -> None:
@@ -376,230 +322,3 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-# Run and experiment names become one folder under runs_dir: letters, digits, '.', '_', '-',
-# starting with a letter or digit, so '..', '/' or an absolute path can never leave it.
-PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-PLAIN_NAME_RULE = "a plain name: letters, digits, '.', '_', '-', starting with a letter or digit"
-MAX_CPUS = 1024  # a CPU request beyond any node (inf included) is a typo, not a plan
-CPUS_RULE = f"> 0 and <= {MAX_CPUS}"
-
-
-def is_plain_name(name: Any) -> bool:
-    return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None
-
-
-def check_plain_name(name: Any, what: str) -> None:
-    if not is_plain_name(name):
-        raise UserError(f"{what} must be {PLAIN_NAME_RULE}, got {name!r}")
-
-
-def _check(ok: bool, key: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise UserError(f"config: {key} must be {expected} (got {got!r})")
-
-
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Read a YAML config (or the built-in defaults), apply `key=value` overrides, validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        raw = _read_yaml(Path(path))
-    for item in overrides:
-        key, value = _split_override(item)
-        _set_dotted(raw, key, value)
-    config = _build(Config, raw, prefix="")
-    config.validate()
-    return config
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise UserError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
-    return data
-
-
-def _split_override(item: str) -> tuple[str, Any]:
-    if "=" not in item:
-        raise UserError(f"override {item!r} is not of the form section.key=value")
-    key, text = item.split("=", 1)
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
-    return key.strip(), value
-
-
-def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = raw
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise UserError(f"override {key!r}: {part!r} is a value, not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    """Turn a nested dict into the dataclass `cls`, rejecting unknown keys and wrong types."""
-    where = prefix.rstrip(".") or "the config"
-    if not isinstance(raw, dict):
-        raise UserError(f"config: {where} must be a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in known:
-            hint = difflib.get_close_matches(str(key), sorted(known), n=1)
-            suggestion = f"; did you mean {prefix}{hint[0]}?" if hint else f"; known keys: {', '.join(sorted(known))}"
-            raise UserError(f"config: unknown key {prefix}{key}{suggestion}")
-    kwargs = {}
-    defaults = {
-        f.name: f.default_factory for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING
-    }
-    for name in known & raw.keys():
-        value = raw[name]
-        if hints[name] is dict and isinstance(value, dict) and name in defaults:
-            value = _deep_merge(defaults[name](), value)  # a YAML mapping refines the default, key by key
-        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
-    return cls(**kwargs)
-
-
-def _deep_merge(base: dict, update: dict) -> dict:
-    merged = dict(base)
-    for key, value in update.items():
-        if (
-            isinstance(value, dict)
-            and isinstance(merged.get(key), dict)
-            and not (len(value) == 1 and next(iter(value)) in SEARCH_KINDS)
-        ):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _describe(hint: Any) -> str:
-    if typing.get_origin(hint) is Literal:
-        return " or ".join(repr(v) for v in typing.get_args(hint))
-    return getattr(hint, "__name__", str(hint))
-
-
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    """Check `value` against a type hint, with the few conversions YAML users expect."""
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value if value is not None else {}, key + ".")
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        for arg in options:
-            try:
-                return _coerce(arg, value, key)
-            except UserError:
-                continue
-        if len(options) == 1:
-            return _coerce(options[0], value, key)  # raises with that type's message
-        expected = " or ".join(_describe(a) for a in options)
-        raise UserError(f"config: {key} must be {expected}, got {value!r}")
-    if origin is Literal:
-        if value in typing.get_args(hint):
-            return value
-        raise UserError(f"config: {key} must be one of {typing.get_args(hint)}, got {value!r}")
-    if origin is list:
-        (item_type,) = typing.get_args(hint)
-        items = value if isinstance(value, list) else [value]
-        return [_coerce(item_type, v, key) for v in items]
-    if origin is tuple:
-        item_type = typing.get_args(hint)[0]
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"config: {key} must be a list, got {value!r}")
-        return tuple(_coerce(item_type, v, key) for v in value)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e9 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-    else:
-        return value
-    raise UserError(f"config: {key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
-
-
-def config_from_dict(raw: dict[str, Any]) -> Config:
-    """A Config from its `to_dict()` form (a run's saved config), validated."""
-    config = _build(Config, raw, prefix="")
-    config.validate()
-    return config
-
-
-STORAGE_ENV = "ALSOVIEW_HOME"
-DEFAULT_STORAGE = "~/alsoview"
-
-
-def storage_root(config: Config) -> Path:
-    """The folder relative output paths resolve against: `storage`, else $ALSOVIEW_HOME, else ~/alsoview.
-
-    Not the current directory: a `ray job submit` driver runs in Ray's temporary copy of the
-    working directory, which is deleted with the Ray session (the way Ray Tune defaults to
-    ~/ray_results for the same reason).
-    """
-    raw = config.storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
-    return Path(raw).expanduser().resolve()
-
-
-def with_absolute_paths(config: Config) -> Config:
-    """Every path made absolute, so runs and jobs agree on where things are (idempotent).
-
-    What a run reads that the user named (review and meta files, a text model) resolves against
-    the current directory, where the user typed it; what alsoview writes (generated data,
-    prepared datasets, runs) resolves against `storage_root`.
-    """
-    root = storage_root(config)
-
-    def written(path: str) -> str:
-        return str((root / Path(path).expanduser()).resolve())
-
-    def read(path: str) -> str:
-        return str(Path(path).expanduser().resolve())
-
-    data = dataclasses.replace(
-        config.data,
-        reviews=[read(p) for p in config.data.reviews],
-        meta=[read(p) for p in config.data.meta],
-        generated_dir=written(config.data.generated_dir),
-        prepared_dir=written(config.data.prepared_dir),
-    )
-    text = config.text
-    if text.model_path is not None:
-        text = dataclasses.replace(text, model_path=read(text.model_path))
-    train = dataclasses.replace(config.train, runs_dir=written(config.train.runs_dir))
-    return dataclasses.replace(config, data=data, text=text, train=train, storage=str(root))
-
-
-def save_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config, so a run directory says exactly what ran."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,76 @@
+"""The typed config: a YAML file plus `section.key=value` overrides, validated up front.
+
+A typo in a key or an out-of-range value is a user mistake: it ends the run with one clear line
+(UserError), never a traceback deep inside Ray. One file per job:
+
+- `schema.py`: the dataclasses (one per YAML section, `Config` the whole), their defaults and
+  `validate()`, the choice lists (`TEXT_ENCODERS`, `RANDOM_POOLS`, `VALIDATION_METRICS`), the
+  plain-name and CPU rules;
+- `overrides.py`: the engine: YAML and overrides typed into a `Config` (`load_config`,
+  `with_overrides`, `config_from_dict`), `save_config`;
+- `search_space.py`: the grammar of `tune.search_space` (`SEARCH_KINDS`, `flatten_search_space`,
+  the checks of each entry, the keys that cannot be searched);
+- `paths.py`: where paths resolve (`storage_root`, `with_absolute_paths`).
+
+Imports go one way: search_space <- schema <- overrides, paths (search_space imports no other
+file here; it is handed the `Config` class to check key names against). Import from the package.
+"""
+
+from alsoview.config.overrides import config_from_dict, load_config, save_config, with_overrides
+from alsoview.config.paths import DEFAULT_STORAGE, STORAGE_ENV, storage_root, with_absolute_paths
+from alsoview.config.schema import (
+    CPUS_RULE,
+    MAX_CPUS,
+    PLAIN_NAME,
+    PLAIN_NAME_RULE,
+    RANDOM_POOLS,
+    TEXT_ENCODERS,
+    VALIDATION_METRICS,
+    Config,
+    DataConfig,
+    ModelConfig,
+    RandomPool,
+    SamplingConfig,
+    TextConfig,
+    TextEncoder,
+    TrainConfig,
+    TuneConfig,
+    ValidationMetric,
+    check_plain_name,
+    is_plain_name,
+)
+from alsoview.config.search_space import SEARCH_KINDS, UNSEARCHABLE, flatten_search_space, is_search_spec
+
+__all__ = [
+    "CPUS_RULE",
+    "DEFAULT_STORAGE",
+    "MAX_CPUS",
+    "PLAIN_NAME",
+    "PLAIN_NAME_RULE",
+    "RANDOM_POOLS",
+    "SEARCH_KINDS",
+    "STORAGE_ENV",
+    "TEXT_ENCODERS",
+    "UNSEARCHABLE",
+    "VALIDATION_METRICS",
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "RandomPool",
+    "SamplingConfig",
+    "TextConfig",
+    "TextEncoder",
+    "TrainConfig",
+    "TuneConfig",
+    "ValidationMetric",
+    "check_plain_name",
+    "config_from_dict",
+    "flatten_search_space",
+    "is_plain_name",
+    "is_search_spec",
+    "load_config",
+    "save_config",
+    "storage_root",
+    "with_absolute_paths",
+    "with_overrides",
+]

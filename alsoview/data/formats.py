@@ -1,0 +1,101 @@
+"""Which raw format a file holds, judged from its name and first lines, and how CSV records are
+split (quoted fields may span lines). Pure functions, no Ray; the format names are those
+`amazon.py` parses.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import json
+from typing import Any, Iterable, Sequence
+
+REVIEW_FORMATS = ("reviews_json", "ratings_csv", "combined_csv")
+META_FORMATS = ("meta_json",)  # meta_json lines may be 2018 JSON or 2014 Python literals
+
+COMBINED_COLUMNS = ("reviewerID", "asin", "brand", "price", "description", "also_view", "label")
+
+
+def _literal_or_none(text: str) -> Any:
+    """A line read as a 2014 Python-literal object, or None (`amazon.py`'s meta parser uses it too)."""
+    stripped = text.strip()
+    if not stripped.startswith("{"):
+        return None
+    try:
+        return ast.literal_eval(stripped)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+
+
+def split_csv_records(lines: Iterable[str]) -> Iterable[tuple[int, list[str]]]:
+    """CSV records with the line number each starts on (quoted fields may span lines)."""
+    reader = csv.reader(lines)
+    start = 1
+    for fields in reader:
+        yield start, fields
+        start = reader.line_num + 1
+
+
+def sniff_review_format(path_name: str, first_lines: Sequence[str]) -> str:
+    """Which review format a file holds, judged from its name and first non-empty lines.
+
+    Raises ValueError with a user-facing reason when the file is not review data (for example
+    an item metadata file given as reviews).
+    """
+    sample = [line for line in first_lines if line.strip()]
+    if not sample:
+        raise ValueError("no data lines")
+    first = sample[0].lstrip("\ufeff").strip()
+    if first.startswith("{"):
+        try:
+            record = json.loads(first)
+        except json.JSONDecodeError:
+            if _literal_or_none(first) is not None:
+                raise ValueError("looks like 2014 item metadata (Python-literal lines), not reviews") from None
+            raise ValueError("first line is neither JSON nor CSV") from None
+        if isinstance(record, dict) and "reviewerID" in record:
+            return "reviews_json"
+        if isinstance(record, dict) and ({"also_view", "title", "related", "description"} & record.keys()):
+            raise ValueError("looks like item metadata (has title/also_view, no reviewerID), not reviews")
+        raise ValueError("JSON lines without reviewerID/asin: not Amazon review data")
+    fields = next(csv.reader(io.StringIO(first)))
+    header = [f.strip() for f in fields]
+    if "label" in header and "reviewerID" in header:
+        missing = [c for c in COMBINED_COLUMNS if c not in header]
+        if missing:
+            raise ValueError(f"combined samples CSV lacks columns {missing}")
+        return "combined_csv"
+    if len(fields) == 4:
+        try:
+            float(fields[2])
+            float(fields[3])
+        except ValueError:
+            raise ValueError("4-column CSV whose rating/time columns are not numbers") from None
+        return "ratings_csv"
+    raise ValueError(f"not a known review format (first line: {first[:80]!r})")
+
+
+def sniff_meta_format(first_lines: Sequence[str]) -> str:
+    """Check that a file holds item metadata; raises ValueError with a reason otherwise."""
+    sample = [line for line in first_lines if line.strip()]
+    if not sample:
+        raise ValueError("no data lines")
+    first = sample[0].lstrip("\ufeff").strip()
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:
+        record = _literal_or_none(first)
+    if not isinstance(record, dict):
+        raise ValueError(f"first line is not a JSON or Python-literal object: {first[:80]!r}")
+    if "reviewerID" in record:
+        raise ValueError("looks like reviews (has reviewerID), not item metadata")
+    if "asin" not in record:
+        raise ValueError("objects without an asin: not Amazon item metadata")
+    return "meta_json"
+
+
+def combined_header_index(header: Sequence[str]) -> list[int]:
+    """Positions of COMBINED_COLUMNS in a combined_samples.csv header (extra columns allowed)."""
+    names = [h.strip() for h in header]
+    return [names.index(c) for c in COMBINED_COLUMNS]

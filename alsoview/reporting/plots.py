@@ -1,0 +1,146 @@
+"""The figures: a final run's learning curves, the tuning balance, the comparison of fractions.
+
+matplotlib is imported when a figure is drawn (not when alsoview is), on the Agg backend: the
+figures are files, drawn where there is no display (Ray workers, CI). `_figure` is the one
+place a figure is set up, saved and closed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alsoview.protocols import PROTOCOLS
+
+FRACTION_KEY = "sampling.also_view_fraction"  # the balance the tuning plot puts on its x axis
+PLOTTED = ("ndcg@10", "auc")  # the comparison's rows, one column per protocol
+
+
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files only)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@contextmanager
+def _figure(path: Path, dpi: int, *grid: int, **options: Any) -> Iterator[tuple[Any, Any]]:
+    """A new figure and its axes (`plt.subplots(*grid, **options)`) to draw in; then laid out,
+    saved to `path` at `dpi` and closed."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(*grid, **options)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
+
+
+def plot_learning_curves(history: pd.DataFrame, metric: str, path: Path) -> None:
+    """Training loss and the validation metric per epoch, the best epoch marked."""
+    from matplotlib.ticker import MaxNLocator
+
+    with _figure(path, 100, 1, 2, figsize=(10, 3.8)) as (fig, (loss_ax, metric_ax)):
+        loss_ax.plot(history["epoch"], history["train/loss"], marker=".")
+        loss_ax.set_title("training loss (binary cross-entropy)")
+        loss_ax.set_xlabel("epoch")
+        metric_ax.plot(history["epoch"], history[metric], marker=".", label=metric)
+        if "valid/sampled100/hr@10" in history and metric != "valid/sampled100/hr@10":
+            metric_ax.plot(
+                history["epoch"],
+                history["valid/sampled100/hr@10"],
+                marker=".",
+                alpha=0.6,
+                label="valid/sampled100/hr@10",
+            )
+        best_epoch = history.loc[history[metric].idxmax(), "epoch"]
+        metric_ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
+        metric_ax.set_title("validation")
+        metric_ax.set_xlabel("epoch")
+        metric_ax.legend(fontsize=8)
+        for ax in (loss_ax, metric_ax):
+            ax.grid(alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plot_balance(trials: pd.DataFrame, metric: str, path: Path) -> None:
+    """The tuning metric against the also-view share of negatives, one point per trial."""
+    with _figure(path, 110, figsize=(6.5, 4.2)) as (fig, ax):
+        if FRACTION_KEY in trials and metric in trials:
+            data = trials.dropna(subset=[metric])
+            k_key = "sampling.negatives_per_positive"
+            points = None
+            # Trials ASHA stopped are drawn hollow: their last value comes from fewer epochs.
+            for stopped, group in data.groupby(data["status"] == "stopped early"):
+                colour = group[k_key] if k_key in group else "tab:blue"
+                points = ax.scatter(
+                    group[FRACTION_KEY],
+                    group[metric],
+                    c=colour,
+                    cmap="viridis",
+                    s=46,
+                    marker="o" if not stopped else "X",
+                    edgecolors="black",
+                    vmin=1,
+                    vmax=8,
+                    label="stopped early by ASHA" if stopped else "ran to the end",
+                )
+            if points is not None and k_key in data:
+                fig.colorbar(points, ax=ax, label="negatives per positive")
+            ax.legend(fontsize=8, loc="lower left")
+            if len(data):
+                top = data.iloc[0]
+                ax.annotate("best", (top[FRACTION_KEY], top[metric]), textcoords="offset points", xytext=(6, 6))
+        ax.set_xlabel("also-view share of negatives (sampling.also_view_fraction)")
+        ax.set_ylabel(f"{metric} (last reported epoch)")
+        ax.set_title("Tuning: the also-view / random balance")
+        ax.set_xlim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+
+
+def plot_comparison(table: pd.DataFrame, baselines: dict[str, dict[str, float]], split: str, path: Path) -> None:
+    """Each PLOTTED metric per protocol against the also-view fraction (mean +- std over seeds),
+    the baselines and peers as horizontal lines."""
+    size = (4.2 * len(PROTOCOLS), 3.4 * len(PLOTTED))
+    with _figure(path, 100, len(PLOTTED), len(PROTOCOLS), figsize=size, squeeze=False) as (fig, axes):
+        styles = {"popularity": "--", "random": ":", "cooccurrence": "-.", "als": (0, (5, 1)), "bpr": (0, (1, 2))}
+        for r, metric in enumerate(PLOTTED):
+            for c, protocol in enumerate(PROTOCOLS):
+                ax = axes[r][c]
+                key = f"{split}/{protocol}/{metric}"
+                ax.errorbar(
+                    table["fraction"],
+                    table[f"{key} mean"],
+                    yerr=table[f"{key} std"],
+                    marker="o",
+                    capsize=3,
+                    label="model (mean ± std over seeds)",
+                )
+                for name, metrics in baselines.items():
+                    value = metrics.get(key, math.nan)
+                    if np.isfinite(value):
+                        ax.axhline(value, linestyle=styles.get(name, "--"), color="grey", linewidth=1)
+                        ax.annotate(
+                            name,
+                            (1.0, value),
+                            xytext=(-4, 2),
+                            textcoords="offset points",
+                            ha="right",
+                            fontsize=7,
+                            color="grey",
+                        )
+                ax.set_title(f"{protocol}: {metric}")
+                ax.set_xlabel("also-view fraction")
+                ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7, loc="best")
+        fig.suptitle(f"Also-view vs random negatives ({split} split)")
