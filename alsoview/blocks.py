@@ -21,7 +21,7 @@ import numpy as np
 
 from alsoview.catalog import Catalog
 from alsoview.config import Config
-from alsoview.sampling import epoch_rng, mix_negatives
+from alsoview.sampling import MixStats, epoch_rng, mix_negatives
 
 SAMPLE_COLUMNS = ("user", "item", "label", "is_hard")
 # epoch_rng key of the per-epoch permutation of blocks (block ids are far below it)
@@ -63,6 +63,44 @@ def mix_block(
     # int32 ids halve what an epoch of samples takes in the object store (training casts back)
     out["user"], out["item"] = out["user"].astype(np.int32), out["item"].astype(np.int32)
     return out
+
+
+def preview_mix(catalog: Catalog, config: Config, max_blocks: int = 8) -> MixStats:
+    """What epoch 0's first blocks draw (the same draws as training): the realised also-view
+    share can fall short of `sampling.also_view_fraction` where items' also-view lists are short
+    or hold the user's own items, and the shortfall comes from the random pool. Told to the user
+    before training so a searched fraction is read as what it buys on their data."""
+    sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
+    args = mix_arguments(config, epoch=0)
+    total = MixStats()
+    for block in range(min(max_blocks, len(sizes))):
+        rows = slice(block * args["block_rows"], (block + 1) * args["block_rows"])
+        _, stats = mix_negatives(
+            catalog.train.users[rows],
+            catalog.train.items[rows],
+            catalog.sampling,
+            negatives_per_positive=args["negatives_per_positive"],
+            also_view_fraction=args["also_view_fraction"],
+            rng=epoch_rng(args["seed"], 0, block),
+            random_pool=args["random_pool"],
+            popularity_exponent=args["popularity_exponent"],
+        )
+        total = total.merge(stats)
+    return total
+
+
+def describe_mix(stats: MixStats, fraction: float) -> str:
+    """One line: the also-view share asked for, the share drawn, and why they differ."""
+    if fraction == 0 or stats.negatives == 0:
+        return f"also-view share {fraction:.2f}"
+    short = stats.hard_shortfall / max(stats.hard_requested, 1)
+    line = f"also-view share {fraction:.2f} asked, {stats.hard_share:.2f} drawn"
+    if short > 0.005:
+        line += (
+            f" ({short:.0%} of the asked also-view draws came from random items:"
+            " lists too short once the user's own items are left out)"
+        )
+    return line
 
 
 def worker_blocks(n_blocks: int, seed: int, epoch: int, rank: int, world: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from alsoview import checkpoint as runs
-from alsoview.blocks import RunPlan, block_sizes, steps_per_epoch
+from alsoview.blocks import RunPlan, block_sizes, describe_mix, preview_mix, steps_per_epoch
 from alsoview.catalog import Catalog
 from alsoview.config import Config
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
@@ -273,12 +273,12 @@ def build_trainer(
         board=board,
     )
     log.info(
-        "training %s: %d positives in %d blocks, k=%d, also-view share %.2f; %d torch threads a worker; %s",
+        "training %s: %d positives in %d blocks, k=%d, %s; %d torch threads a worker; %s",
         name,
         len(catalog.train),
         len(blocks),
         config.sampling.negatives_per_positive,
-        config.sampling.also_view_fraction,
+        describe_mix(preview_mix(catalog, config), config.sampling.also_view_fraction),
         plan.torch_threads,
         plan.summary(),
     )

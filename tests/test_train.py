@@ -12,9 +12,11 @@ import torch
 from alsoview.blocks import (
     RunPlan,
     block_sizes,
+    describe_mix,
     epoch_rows,
     mix_arguments,
     mix_block,
+    preview_mix,
     steps_per_epoch,
     worker_blocks,
 )
@@ -89,6 +91,20 @@ def test_an_epochs_samples_do_not_depend_on_the_number_of_workers_or_blocks_per_
     assert len(one) == len(catalog.train) * (1 + sampling.negatives_per_positive)
     other_epoch = pd.DataFrame(mix_block(0, catalog, **{**mix_args, "epoch": 3}))
     assert not other_epoch.equals(pd.DataFrame(mix_block(0, catalog, **mix_args)))
+
+
+def test_the_mix_preview_draws_what_epoch_0_draws_and_says_why_the_share_falls_short(prepared):
+    catalog = load_catalog(prepared.data.prepared_dir)
+    config = load_config(None, [f"data.prepared_dir={prepared.data.prepared_dir}", "sampling.block_rows=512"])
+    stats = preview_mix(catalog, config, max_blocks=3)
+    drawn = [mix_block(b, catalog, **mix_arguments(config, epoch=0)) for b in range(3)]
+    assert stats.hard_drawn == sum(int(d["is_hard"].sum()) for d in drawn)
+    assert stats.negatives == sum(int((d["label"] == 0).sum()) for d in drawn)
+    line = describe_mix(stats, config.sampling.also_view_fraction)
+    asked = config.sampling.also_view_fraction
+    assert line.startswith(f"also-view share {asked:.2f} asked, {stats.hard_share:.2f} drawn")
+    assert ("from random items" in line) == (stats.hard_shortfall > 0.005 * stats.hard_requested)
+    assert describe_mix(stats, 0.0) == "also-view share 0.00"
 
 
 def test_fixed_size_batches_cut_a_block_stream_like_rays_batching():
