@@ -13,6 +13,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from alsoview.relations import Neighbours, count_rows, relation_counts
+
 try:  # scipy is optional: the co-occurrence scorer falls back to dense numpy on small catalogs
     import scipy.sparse as _sparse
 except ImportError:  # pragma: no cover - exercised only where scipy is absent
@@ -86,6 +88,32 @@ class PopularityScorer:
 
     def score_all(self, users: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.counts, (len(users), self.n_items))
+
+
+class RelatedItemsScorer:
+    """Items also viewed with the user's items: score = log(1 + how many of the user's training
+    items are also-view neighbours of the item, either direction), popularity breaking ties
+    below one relation (`relations.py`). Uses the item metadata, no learning."""
+
+    name = "related"
+
+    def __init__(self, train_users: np.ndarray, train_items: np.ndarray, n_items: int, neighbours: Neighbours) -> None:
+        users, items = _interactions(train_users, train_items, None, n_items)
+        self.n_items = int(n_items)
+        pairs = np.unique(users * n_items + items)
+        owners = pairs // n_items
+        indptr = np.searchsorted(owners, np.arange(int(owners.max(initial=0)) + 2)).astype(np.int64)
+        self.keys, self.counts = relation_counts(indptr, pairs % n_items, neighbours)
+        popularity = np.bincount(items, minlength=self.n_items).astype(np.float32)
+        self.tie_break = 0.5 * popularity / (popularity.max(initial=0) + 1)  # < log(2), one relation
+
+    def score_all(self, users: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        return np.log1p(count_rows(self.keys, self.counts, users, self.n_items)) + self.tie_break
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        users, items = _check_batch(users, items, None, self.n_items)
+        return np.take_along_axis(self.score_all(users), items, axis=1)
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -44,8 +44,11 @@ def mix_block(
     also_view_fraction: float,
     random_pool: str,
     popularity_exponent: float,
+    grouped: bool = False,
 ) -> dict[str, np.ndarray]:
-    """One block's positives plus fresh negatives, rows shuffled; the block id seeds the draw."""
+    """One block's positives plus fresh negatives; the block id seeds the draw. Rows shuffled,
+    or with `grouped` (the ranking losses: losses.py) positives shuffled, each followed by its
+    `negatives_per_positive` negatives, so a batch of whole groups holds every positive's own."""
     rows = slice(block * block_rows, (block + 1) * block_rows)
     rng = epoch_rng(seed, epoch, block)
     columns, _ = mix_negatives(
@@ -58,20 +61,46 @@ def mix_block(
         random_pool=random_pool,
         popularity_exponent=popularity_exponent,
     )
-    order = rng.permutation(len(columns["label"]))
+    if grouped:
+        positives = len(columns["label"]) // (1 + negatives_per_positive)
+        order = _group_order(rng.permutation(positives), negatives_per_positive)
+    else:
+        order = rng.permutation(len(columns["label"]))
     out = {name: columns[name][order] for name in SAMPLE_COLUMNS}
     # int32 ids halve what an epoch of samples takes in the object store (training casts back)
     out["user"], out["item"] = out["user"].astype(np.int32), out["item"].astype(np.int32)
     return out
 
 
+def _group_order(positives: np.ndarray, k: int) -> np.ndarray:
+    """Row order [p, its k negatives] for each positive p in the given order (mix_negatives puts
+    positive p's negatives at rows B + p*k .. B + p*k + k - 1)."""
+    order = np.empty((len(positives), 1 + k), dtype=np.int64)
+    order[:, 0] = positives
+    order[:, 1:] = len(positives) + positives[:, None] * k + np.arange(k)
+    return order.ravel()
+
+
+def group_rows(config: Config) -> int:
+    """Rows that must stay together in a batch: a positive and its negatives for the ranking
+    losses, one row for binary cross-entropy."""
+    return 1 if config.train.loss == "bce" else 1 + config.sampling.negatives_per_positive
+
+
+def rows_per_batch(config: Config, world: int) -> int:
+    """One worker's batch rows: train.batch_size / world, cut down to whole groups (group_rows)."""
+    group = group_rows(config)
+    return max(group, (config.train.batch_size // world) // group * group)
+
+
 def preview_mix(catalog: Catalog, config: Config, max_blocks: int = 8) -> MixStats:
-    """What epoch 0's first blocks draw (the same draws as training): the realised also-view
+    """What the first blocks of the first epoch at the full share draw (epoch 0, or the end of
+    the warm-up; the same draws as training): the realised also-view
     share can fall short of `sampling.also_view_fraction` where items' also-view lists are short
     or hold the user's own items, and the shortfall comes from the random pool. Told to the user
     before training so a searched fraction is read as what it buys on their data."""
     sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
-    args = mix_arguments(config, epoch=0)
+    args = mix_arguments(config, epoch=config.sampling.also_view_warmup_epochs)
     total = MixStats()
     for block in range(min(max_blocks, len(sizes))):
         rows = slice(block * args["block_rows"], (block + 1) * args["block_rows"])
@@ -81,7 +110,7 @@ def preview_mix(catalog: Catalog, config: Config, max_blocks: int = 8) -> MixSta
             catalog.sampling,
             negatives_per_positive=args["negatives_per_positive"],
             also_view_fraction=args["also_view_fraction"],
-            rng=epoch_rng(args["seed"], 0, block),
+            rng=epoch_rng(args["seed"], args["epoch"], block),
             random_pool=args["random_pool"],
             popularity_exponent=args["popularity_exponent"],
         )
@@ -89,10 +118,13 @@ def preview_mix(catalog: Catalog, config: Config, max_blocks: int = 8) -> MixSta
     return total
 
 
-def describe_mix(stats: MixStats, fraction: float) -> str:
+def describe_mix(stats: MixStats, fraction: float, warmup_epochs: int = 0) -> str:
     """One line: the also-view share asked for, the share drawn, and why they differ."""
     if fraction == 0 or stats.negatives == 0:
         return f"also-view share {fraction:.2f}"
+    if warmup_epochs:
+        fraction_text = f"also-view share rising from 0 to {fraction:.2f} over {warmup_epochs} epochs; then"
+        return fraction_text + " " + describe_mix(stats, fraction)
     short = stats.hard_shortfall / max(stats.hard_requested, 1)
     line = f"also-view share {fraction:.2f} asked, {stats.hard_share:.2f} drawn"
     if short > 0.005:
@@ -157,6 +189,15 @@ def epoch_rows(plan: RunPlan, block_sizes: np.ndarray, samples_per_positive: int
     return int(block_sizes[blocks].sum()) * samples_per_positive
 
 
+def also_view_share(config: Config, epoch: int) -> float:
+    """The also-view share asked for in `epoch`: `sampling.also_view_fraction`, reached linearly
+    over `sampling.also_view_warmup_epochs` epochs (epoch 0 draws none)."""
+    s = config.sampling
+    if s.also_view_warmup_epochs == 0:
+        return s.also_view_fraction
+    return s.also_view_fraction * min(1.0, epoch / s.also_view_warmup_epochs)
+
+
 def mix_arguments(config: Config, epoch: int) -> dict[str, Any]:
     """The keyword arguments of :func:`mix_block` (after the block and catalog) for `epoch`."""
     s = config.sampling
@@ -165,7 +206,8 @@ def mix_arguments(config: Config, epoch: int) -> dict[str, Any]:
         "seed": config.seed,
         "epoch": epoch,
         "negatives_per_positive": s.negatives_per_positive,
-        "also_view_fraction": s.also_view_fraction,
+        "also_view_fraction": also_view_share(config, epoch),
         "random_pool": s.random_pool,
         "popularity_exponent": s.popularity_exponent,
+        "grouped": group_rows(config) > 1,
     }

@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
+from alsoview.losses import LossStep, binary_cross_entropy
+
 
 def fixed_size_batches(blocks: Iterable[dict[str, torch.Tensor]], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
     """Cut a stream of column blocks into batches of exactly `batch_size` rows (the last may be
@@ -53,8 +55,10 @@ def train_epoch(
     steps: int,
     sync_gradients: Callable[[], None] | None = None,
     on_step: Callable[[int], None] | None = None,
+    loss_step: LossStep = binary_cross_entropy,
 ) -> EpochTotals:
-    """At most `steps` optimiser steps of binary cross-entropy on (user, item, label) batches.
+    """At most `steps` optimiser steps of `loss_step` (losses.py; binary cross-entropy by
+    default) on (user, item, label) batches.
 
     Batches may carry `is_hard` (1 for an also-view negative) to count the realised share of
     hard negatives. With several workers `sync_gradients` averages the gradients across them
@@ -62,7 +66,6 @@ def train_epoch(
     must take the same number of steps: the caller fixes it. `on_step(steps so far)` runs after
     each step (the Ray Train worker reports progress there: stall.py).
     """
-    loss_fn = torch.nn.BCEWithLogitsLoss()
     totals = EpochTotals()
     model.train()
     for step in range(steps):
@@ -71,7 +74,7 @@ def train_epoch(
         totals.data_wait_seconds += time.perf_counter() - waited
         if batch is None:
             break
-        loss = loss_fn(model(batch["user"], batch["item"]), batch["label"])
+        loss = loss_step(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if sync_gradients is not None:
@@ -129,6 +132,7 @@ def run_epochs(
     sync_gradients: Any = None,
     sum_over_workers: Callable[[list[float]], list[float]] = lambda values: values,
     on_step: Callable[[int], None] | None = None,
+    loss_step: LossStep = binary_cross_entropy,
 ) -> Any:
     """Train epochs `first_epoch` .. `train.epochs - 1`, or until early stopping; `state`
     (`checkpoint.LoopState`) keeps the best weights and every epoch's metrics.
@@ -141,7 +145,7 @@ def run_epochs(
         start = time.perf_counter()
         inputs = epoch_inputs(epoch)
         sent_before = (sync_gradients.bytes_sent, sync_gradients.steps) if sync_gradients is not None else (0, 0)
-        totals = train_epoch(model, optimizer, inputs.batches, inputs.steps, sync_gradients, on_step)
+        totals = train_epoch(model, optimizer, inputs.batches, inputs.steps, sync_gradients, on_step, loss_step)
         train_seconds = time.perf_counter() - start
         loss_sum, seen, hard, negatives = sum_over_workers(totals.as_list())
         # Every rank validates on the same users: identical weights give identical numbers, so
@@ -187,8 +191,9 @@ def fit_in_process(
     batches, `train_epoch`, validation and early stopping; returns the model with its best
     epoch's weights (eval mode) and the loop state (history, best epoch). `model` and
     `optimizer` replace the configured ones (benchmarks compare implementations)."""
-    from alsoview.blocks import block_sizes, steps_per_epoch
+    from alsoview.blocks import block_sizes, rows_per_batch, steps_per_epoch
     from alsoview.checkpoint import LoopState
+    from alsoview.losses import build_loss
     from alsoview.model import build_model
     from alsoview.optim import build_optimizer
     from alsoview.validation import validate, validation_set
@@ -200,11 +205,13 @@ def fit_in_process(
     sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
     metric = config.train.early_stopping_metric
 
+    batch_rows = rows_per_batch(config, world=1)
+
     def epoch_inputs(epoch: int) -> EpochInputs:
         samples_per_positive = 1 + config.sampling.negatives_per_positive
-        steps = steps_per_epoch(sizes, config.seed, epoch, 1, samples_per_positive, config.train.batch_size)
+        steps = steps_per_epoch(sizes, config.seed, epoch, 1, samples_per_positive, batch_rows)
         blocks = local_epoch_blocks(catalog, config, epoch)
-        return EpochInputs(fixed_size_batches(blocks, config.train.batch_size), steps)
+        return EpochInputs(fixed_size_batches(blocks, batch_rows), steps)
 
     def report(metrics: dict[str, Any]) -> None:
         if log is not None:
@@ -214,7 +221,14 @@ def fit_in_process(
             )
 
     state = run_epochs(
-        model, optimizer, config, LoopState(), epoch_inputs, lambda m: validate(m, valid, torch.device("cpu")), report
+        model,
+        optimizer,
+        config,
+        LoopState(),
+        epoch_inputs,
+        lambda m: validate(m, valid, torch.device("cpu")),
+        report,
+        loss_step=build_loss(config, catalog),
     )
     model.load_state_dict(state.best_model_state)
     return model.eval(), state

@@ -8,7 +8,11 @@ Every held-out (user, item) of a split is ranked against negatives chosen by a p
 - `sampled100`: 100 items the user never interacted with (any split), drawn uniformly without
   replacement with a fixed seed, as in SASRec-style papers;
 - `hard`: the held-out item's also-view items, less the user's own items; only users whose
-  item has such items are covered (reported as `users`).
+  item has such items are covered (reported as `users`);
+- `sampled99`: the public leaderboards' protocol (ReChorus and the papers it reproduces:
+  leave-one-out on 5-core data, 99 never-interacted items, HR@5 and NDCG@5): the 99 of
+  `sampled100`'s items with the lowest random priorities, so also a uniform draw without
+  replacement, and its numbers can be read against those tables.
 Per protocol: `auc` is the share of (held-out item, negative) pairs over all users where the
 held-out item scores higher (ties count one half); `gauc` is that share per user, averaged
 with equal weight per user; `hr@K`, `ndcg@K`, `mrr` use the expected rank under random
@@ -23,19 +27,26 @@ from typing import Any
 
 import numpy as np
 
-from alsoview.baselines import Scorer, build_baselines, matrix_factorisation_peers
+from alsoview.baselines import RelatedItemsScorer, Scorer, build_baselines, matrix_factorisation_peers
 from alsoview.catalog import Catalog
 from alsoview.errors import UserError
 from alsoview.metrics import expected_rank_metrics, rank_counts
+from alsoview.relations import Neighbours
 
 log = logging.getLogger("alsoview")
 
-PROTOCOLS = ("full", "sampled100", "hard")
+PROTOCOLS = ("full", "sampled100", "hard", "sampled99")
 REPORTED_METRICS = ("auc", "gauc", "ndcg@10", "hr@10", "mrr")
+LEADERBOARD_METRICS = ("hr@5", "ndcg@5")  # what the leaderboards print for sampled99
 # The columns of every evaluation table (evaluate, compare): protocol/metric, full ranking first.
-REPORT_COLUMNS = tuple(f"{protocol}/{metric}" for protocol in PROTOCOLS for metric in REPORTED_METRICS)
+REPORT_COLUMNS = tuple(
+    f"{protocol}/{metric}"
+    for protocol in PROTOCOLS
+    for metric in (LEADERBOARD_METRICS if protocol == "sampled99" else REPORTED_METRICS)
+)
 CUTOFFS = (5, 10, 20)
 SAMPLED_NEGATIVES = 100
+LEADERBOARD_NEGATIVES = 99
 
 
 # ---------------------------------------------------------------- the cases (built once, on the driver)
@@ -50,7 +61,7 @@ class EvalCases:
     positives: np.ndarray  # int64 [n]
     history_indptr: np.ndarray  # CSR over case rows: items to exclude in `full` (before the split)
     history_items: np.ndarray
-    sampled: np.ndarray  # int64 [n, 100], 0 = padding (users with fewer unseen items)
+    sampled: np.ndarray  # int64 [n, 100] by drawn priority (sampled99: the first 99), 0 = padding at the end
     hard: np.ndarray  # int64 [n, L], 0 = padding
     n_items: int
 
@@ -94,7 +105,8 @@ def _history(catalog: Catalog, users: np.ndarray, splits: tuple[str, ...]) -> tu
 
 
 def _sampled_negatives(catalog: Catalog, users: np.ndarray, rng: np.random.Generator, chunk: int = 512) -> np.ndarray:
-    """100 never-interacted items per user, uniformly without replacement (random priorities)."""
+    """100 never-interacted items per user, uniformly without replacement (random priorities),
+    ordered by priority: any first m columns are then a uniform draw of m."""
     tables = catalog.sampling
     out = np.zeros((len(users), SAMPLED_NEGATIVES), dtype=np.int64)
     all_items = np.arange(catalog.n_items)
@@ -106,6 +118,7 @@ def _sampled_negatives(catalog: Catalog, users: np.ndarray, rng: np.random.Gener
         priority[seen.reshape(len(block), catalog.n_items)] = np.inf
         take = min(SAMPLED_NEGATIVES, catalog.n_items)
         chosen = np.argpartition(priority, take - 1, axis=1)[:, :take]
+        chosen = np.take_along_axis(chosen, np.argsort(np.take_along_axis(priority, chosen, axis=1), axis=1), axis=1)
         usable = np.isfinite(np.take_along_axis(priority, chosen, axis=1))
         out[start : start + len(block), :take] = np.where(usable, chosen, 0)
     return out
@@ -162,7 +175,7 @@ def score_rows(
         if protocol == "full":
             items, mask = full_candidates(cases, rows)
         else:
-            items = cases.sampled[rows] if protocol == "sampled100" else cases.hard[rows]
+            items = _candidates(cases, protocol, rows)
             mask = items > 0
         if every_item is not None:
             positive_scores = every_item[np.arange(len(rows)), positives]
@@ -173,6 +186,15 @@ def score_rows(
         greater, ties, total = rank_counts(positive_scores, negative_scores, mask)
         out[f"{protocol}_greater"], out[f"{protocol}_ties"], out[f"{protocol}_n"] = greater, ties, total
     return out
+
+
+def _candidates(cases: EvalCases, protocol: str, rows: np.ndarray) -> np.ndarray:
+    """The negatives a sampled or hard protocol ranks each case row against (0 = padding)."""
+    if protocol == "sampled100":
+        return cases.sampled[rows]
+    if protocol == "sampled99":
+        return cases.sampled[rows, :LEADERBOARD_NEGATIVES]
+    return cases.hard[rows]
 
 
 def summarize(counts: dict[str, np.ndarray], split: str, protocols: tuple[str, ...] = PROTOCOLS) -> dict[str, float]:
@@ -242,9 +264,13 @@ class References:
 
 
 def reference_scorers(catalog: Catalog, seed: int, peers: bool = True) -> References:
-    """Popularity, random and co-occurrence; with `peers`, ALS and BPR fitted on the same train split."""
+    """Popularity, random, co-occurrence and related (also-view neighbours of the user's items);
+    with `peers`, ALS and BPR fitted on the same train split."""
     train = catalog.train
     scorers = build_baselines(train.users, train.items, catalog.n_users, catalog.n_items, seed)
+    tables = catalog.sampling
+    neighbours = Neighbours.from_also_view(catalog.n_items, tables.also_view_indptr, tables.also_view_indices)
+    scorers["related"] = RelatedItemsScorer(train.users, train.items, catalog.n_items, neighbours)
     skipped: dict[str, str] = {}
     if peers:
         fitted, skipped = matrix_factorisation_peers(train.users, train.items, catalog.n_users, catalog.n_items, seed)

@@ -19,13 +19,14 @@ from typing import Any
 import torch
 
 from alsoview import checkpoint as runs
-from alsoview.blocks import RunPlan, block_sizes, describe_mix, preview_mix, steps_per_epoch
+from alsoview.blocks import RunPlan, block_sizes, describe_mix, preview_mix, rows_per_batch, steps_per_epoch
 from alsoview.catalog import Catalog
 from alsoview.config import Config
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
 from alsoview.feed import EpochFeeder, block_columns, cached_catalog
 from alsoview.gradient_sync import RowGradientSync
 from alsoview.loop import EpochInputs, fixed_size_batches, run_epochs, sample_tensors
+from alsoview.losses import build_loss
 from alsoview.model import build_model
 from alsoview.resources import (
     ResourcePlan,
@@ -120,7 +121,7 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
     sync_gradients = RowGradientSync(model) if world > 1 else None
 
     sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
-    worker_batch = config.train.batch_size // world
+    worker_batch = rows_per_batch(config, world)
     samples_per_positive = 1 + config.sampling.negatives_per_positive
 
     if state.epoch + 1 >= config.train.epochs and state.history:
@@ -179,6 +180,7 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
             sync_gradients=sync_gradients,
             sum_over_workers=lambda values: _all_reduce_sum(values, device),
             on_step=beat.step,
+            loss_step=build_loss(config, catalog, device),
         )
     finally:
         ray.kill(feeder)  # frees the epoch it may have mixed ahead
@@ -278,7 +280,9 @@ def build_trainer(
         len(catalog.train),
         len(blocks),
         config.sampling.negatives_per_positive,
-        describe_mix(preview_mix(catalog, config), config.sampling.also_view_fraction),
+        describe_mix(
+            preview_mix(catalog, config), config.sampling.also_view_fraction, config.sampling.also_view_warmup_epochs
+        ),
         plan.torch_threads,
         plan.summary(),
     )

@@ -59,6 +59,14 @@ def test_metrics_of_a_scorer_match_a_brute_force_computation(catalog):
     counts = score_rows(scorer, cases, rows[:200])
     small = summarize(counts, "test")
     assert small["test/sampled100/gauc"] == pytest.approx(np.mean(per_user_auc))
+    # the leaderboard's protocol: 99 of the 100, ranked the same way (popularity's hr@5 by hand)
+    assert small["test/sampled99/negatives_per_user"] == 99
+    hits = []
+    for row in rows[:200]:
+        scores = scorer.score(cases.users[[row]], np.r_[cases.positives[row], cases.sampled[row, :99]][None, :])[0]
+        greater, ties = (scores[1:] > scores[0]).sum(), (scores[1:] == scores[0]).sum()
+        hits.append(np.mean([greater + t < 5 for t in range(ties + 1)]))  # random tie-breaking
+    assert small["test/sampled99/hr@5"] == pytest.approx(np.mean(hits))
     for protocol in PROTOCOLS:
         for name in ["auc", "gauc", "mrr", "users", *[f"{m}@{k}" for m in ("hr", "ndcg") for k in CUTOFFS]]:
             assert f"test/{protocol}/{name}" in metrics
@@ -83,6 +91,7 @@ def test_trained_model_beats_random_everywhere_and_popularity_on_full_ranking(ev
         "popularity",
         "random",
         "cooccurrence",
+        "related",
         "als",
         "bpr",
     }

@@ -20,6 +20,7 @@ from alsoview.model import (
     to_known_ids,
 )
 from alsoview.optim import MixedOptimizer, build_optimizer
+from alsoview.relations import Neighbours, relation_counts
 
 N_USERS, N_ITEMS, N_BRANDS, TEXT_DIM = 5, 7, 3, 10
 
@@ -27,6 +28,14 @@ N_USERS, N_ITEMS, N_BRANDS, TEXT_DIM = 5, 7, 3, 10
 # Each user's training items (CSR over users 0..4): user 0 (unknown) has none.
 HISTORY_INDPTR = np.array([0, 0, 2, 5, 6, 8])
 HISTORY_ITEMS = np.array([1, 3, 2, 4, 6, 5, 1, 2])
+# An also-view graph over items 1..6 (CSR over items 0..6), for the relation head.
+ALSO_VIEW_INDPTR = np.array([0, 0, 2, 3, 5, 5, 6, 7])
+ALSO_VIEW_ITEMS = np.array([2, 4, 5, 1, 6, 3, 2])
+
+
+def relation_inputs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    neighbours = Neighbours.from_also_view(N_ITEMS, ALSO_VIEW_INDPTR, ALSO_VIEW_ITEMS)
+    return (*relation_counts(HISTORY_INDPTR, HISTORY_ITEMS, neighbours), neighbours.keys)
 
 
 def make_model(config: ModelConfig = ModelConfig(), text_dim: int = TEXT_DIM, seed: int = 0) -> TowerModel:
@@ -45,6 +54,7 @@ def make_model(config: ModelConfig = ModelConfig(), text_dim: int = TEXT_DIM, se
         item_text=torch.randn(N_ITEMS, text_dim, generator=gen),
         config=config,
         user_history=(HISTORY_INDPTR, HISTORY_ITEMS) if config.user_history else None,
+        relations=relation_inputs() if config.also_view_relation else None,
     )
 
 
@@ -219,6 +229,8 @@ QUALITY_SWITCHES = [
     ModelConfig(user_history=True, dot_product=True, product_interaction=True, hidden_dims=(32,)),
     ModelConfig(item_features=False, product_interaction=True),
     ModelConfig(item_features=False, dot_product=True, user_history=True, user_id=False),
+    ModelConfig(user_history=True, dot_product=True, mlp=False, also_view_relation=True),
+    ModelConfig(also_view_relation=True),
 ]
 
 
@@ -226,7 +238,7 @@ def switch_id(c: ModelConfig) -> str:
     """Every switch in the id, so no two parametrized cases share one."""
     return (
         f"h{c.user_history:d}d{c.dot_product:d}m{c.mlp:d}p{c.product_interaction:d}"
-        f"f{c.item_features:d}u{c.user_id:d}w{'-'.join(map(str, c.hidden_dims))}"
+        f"f{c.item_features:d}u{c.user_id:d}r{c.also_view_relation:d}w{'-'.join(map(str, c.hidden_dims))}"
     )
 
 
@@ -256,8 +268,11 @@ def test_each_heads_fast_path_equals_its_score_on_every_pair(config: ModelConfig
     user = model.user_tower(torch.arange(N_USERS))
     users, items = torch.arange(N_USERS).repeat_interleave(N_ITEMS), torch.arange(N_ITEMS).repeat(N_USERS)
     for name, head in model.heads.items():
-        every = head.score_all(user, model.item_tower, elements_per_chunk=64)
-        pairs = head.score(user.repeat_interleave(N_ITEMS, dim=0), items, model.item_tower).reshape(N_USERS, -1)
+        ids = {"users": users} if getattr(head, "uses_user_ids", False) else {}
+        every = head.score_all(
+            user, model.item_tower, elements_per_chunk=64, **({"users": users[::N_ITEMS]} if ids else {})
+        )
+        pairs = head.score(user.repeat_interleave(N_ITEMS, dim=0), items, model.item_tower, **ids).reshape(N_USERS, -1)
         torch.testing.assert_close(every, pairs, rtol=1e-5, atol=1e-5, msg=name)
     assert len(users) == N_USERS * N_ITEMS
 

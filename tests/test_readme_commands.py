@@ -94,7 +94,7 @@ def _run(command: str, capsys, cwd: Path = ROOT) -> str:
 def test_train_then_evaluate_its_model(evaluated_run):
     run, results = evaluated_run
     assert run.metrics["epochs_total"] == 30 and (run.run_dir / "model.pt").is_file()
-    assert set(results) == {"model", "popularity", "random", "cooccurrence", "als", "bpr"}
+    assert set(results) == {"model", "popularity", "random", "cooccurrence", "related", "als", "bpr"}
     assert "| model |" in (run.run_dir / "evaluation.md").read_text()  # what the command prints
 
 
@@ -106,7 +106,7 @@ def test_compare_on_the_smoke_config(capsys, ray_session):
     assert "baseline: popularity" in out and "baseline: als" in out
     report = json.loads((run_dir / "comparison.json").read_text())
     assert len(report["runs"]) == 2
-    assert set(report["baselines"]) == {"popularity", "random", "cooccurrence", "als", "bpr"}
+    assert set(report["baselines"]) == {"popularity", "random", "cooccurrence", "related", "als", "bpr"}
     assert (run_dir / "comparison.png").stat().st_size > 20_000
     assert f"tensorboard --logdir {run_dir}" in out
     assert list(run_dir.glob("*/events.out.tfevents.*")), "TensorBoard's files are not where the hint says"

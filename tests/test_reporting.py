@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from alsoview.protocols import PROTOCOLS, REPORTED_METRICS
+from alsoview.protocols import REPORT_COLUMNS
 from alsoview.reporting.comparison import write_compare_report
 from alsoview.reporting.plots import plot_balance
 from alsoview.reporting.tuning import headline_verdict, write_trials_csv, write_tuning_report
@@ -73,7 +73,7 @@ def test_the_tuning_report_from_a_search_and_a_final_run(tmp_path):
 
 def test_the_comparison_report_averages_the_seeds_of_each_fraction(tmp_path):
     def metrics(value: float) -> dict[str, float]:
-        return {f"test/{p}/{m}": value for p in PROTOCOLS for m in REPORTED_METRICS}
+        return {f"test/{column}": value for column in REPORT_COLUMNS}
 
     trained = {
         f"model f={f:g} seed={s}": {"fraction": f, "seed": s, "best_epoch": 1, "epochs": 2}

@@ -11,6 +11,7 @@ import torch
 
 from alsoview.blocks import (
     RunPlan,
+    also_view_share,
     block_sizes,
     describe_mix,
     epoch_rows,
@@ -105,6 +106,13 @@ def test_the_mix_preview_draws_what_epoch_0_draws_and_says_why_the_share_falls_s
     assert line.startswith(f"also-view share {asked:.2f} asked, {stats.hard_share:.2f} drawn")
     assert ("from random items" in line) == (stats.hard_shortfall > 0.005 * stats.hard_requested)
     assert describe_mix(stats, 0.0) == "also-view share 0.00"
+
+
+def test_the_also_view_share_warms_up_linearly_then_holds():
+    config = load_config(None, ["sampling.also_view_fraction=0.6", "sampling.also_view_warmup_epochs=3"])
+    assert [also_view_share(config, e) for e in range(5)] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.6])
+    assert mix_arguments(config, 1)["also_view_fraction"] == pytest.approx(0.2)
+    assert also_view_share(load_config(None, ["sampling.also_view_fraction=0.6"]), 0) == 0.6
 
 
 def test_fixed_size_batches_cut_a_block_stream_like_rays_batching():

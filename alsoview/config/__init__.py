@@ -20,6 +20,7 @@ from alsoview.config.overrides import config_from_dict, load_config, save_config
 from alsoview.config.paths import DEFAULT_STORAGE, STORAGE_ENV, storage_root, with_absolute_paths
 from alsoview.config.schema import (
     CPUS_RULE,
+    LOSSES,
     MAX_CPUS,
     PLAIN_NAME,
     PLAIN_NAME_RULE,
@@ -28,6 +29,7 @@ from alsoview.config.schema import (
     VALIDATION_METRICS,
     Config,
     DataConfig,
+    Loss,
     ModelConfig,
     RandomPool,
     SamplingConfig,
@@ -47,6 +49,7 @@ __all__ = [
     "MAX_CPUS",
     "PLAIN_NAME",
     "PLAIN_NAME_RULE",
+    "LOSSES",
     "RANDOM_POOLS",
     "SEARCH_KINDS",
     "STORAGE_ENV",
@@ -56,6 +59,7 @@ __all__ = [
     "Config",
     "DataConfig",
     "ModelConfig",
+    "Loss",
     "RandomPool",
     "SamplingConfig",
     "TextConfig",

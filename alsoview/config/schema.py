@@ -20,6 +20,7 @@ from alsoview.errors import UserError
 # on a choice (text.py, sampling.py) imports the same tuple.
 TextEncoder = Literal["auto", "minilm", "hashing"]
 RandomPool = Literal["uniform", "popularity"]
+Loss = Literal["bce", "bpr", "softmax"]  # losses.py
 ValidationMetric = Literal[  # every epoch's validation metrics (validation.py)
     "valid/full/ndcg@10",
     "valid/full/hr@10",
@@ -32,6 +33,7 @@ ValidationMetric = Literal[  # every epoch's validation metrics (validation.py)
 ]
 TEXT_ENCODERS: tuple[str, ...] = typing.get_args(TextEncoder)
 RANDOM_POOLS: tuple[str, ...] = typing.get_args(RandomPool)
+LOSSES: tuple[str, ...] = typing.get_args(Loss)
 # What early stopping and tuning can maximise.
 VALIDATION_METRICS: tuple[str, ...] = typing.get_args(ValidationMetric)
 
@@ -115,6 +117,9 @@ class SamplingConfig:
 
     negatives_per_positive: int = 4
     also_view_fraction: float = 0.5  # share of negatives drawn from the positive item's also-view list
+    # Epochs over which the also-view share rises linearly from 0 to also_view_fraction (0: the
+    # full share from the first epoch): easy negatives first, hard ones once the model ranks.
+    also_view_warmup_epochs: int = 0
     random_pool: RandomPool = "uniform"  # where the other negatives come from
     popularity_exponent: float = 0.75  # popularity pool weights: (train count + 1) ** exponent
     # Positives per mixing block. Negatives are seeded by (seed, epoch, block), so for a given
@@ -131,6 +136,9 @@ class SamplingConfig:
         _check(self.negatives_per_positive >= 1, "sampling.negatives_per_positive", ">= 1", self.negatives_per_positive)
         _check(
             0.0 <= self.also_view_fraction <= 1.0, "sampling.also_view_fraction", "in [0, 1]", self.also_view_fraction
+        )
+        _check(
+            self.also_view_warmup_epochs >= 0, "sampling.also_view_warmup_epochs", ">= 0", self.also_view_warmup_epochs
         )
         _check(self.random_pool in RANDOM_POOLS, "sampling.random_pool", f"one of {RANDOM_POOLS}", self.random_pool)
         _check(self.popularity_exponent >= 0, "sampling.popularity_exponent", ">= 0", self.popularity_exponent)
@@ -165,6 +173,10 @@ class ModelConfig:
     mlp: bool = True  # the design's MLP over the concatenation; false leaves the dot product alone
     item_features: bool = True  # brand, price and description vector in the MLP's input
     user_id: bool = True  # a learned embedding per user; false: users are their history (needs user_history)
+    # The logit adds w * log(1 + how many of the user's training items are also-view neighbours of
+    # the item), w learned (model/relation_head.py): also-view as evidence an item fits the user.
+    # Needs a ranking loss (train.loss bpr or softmax). Off by default (the design).
+    also_view_relation: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))  # YAML gives lists
@@ -201,6 +213,15 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 512
     learning_rate: float = 0.01
+    # bce: binary cross-entropy per sample (the design); bpr: each positive above each of its own
+    # negatives; softmax: a sampled softmax over each positive, its negatives and (with
+    # in_batch_negatives) the batch's other positives (losses.py)
+    loss: Loss = "bce"
+    softmax_temperature: float = 1.0  # the softmax's logits are divided by it
+    # softmax: subtract each candidate's log sampling probability (logQ: also-view and popular
+    # items are drawn more often than uniform) so the sampled loss estimates the full softmax
+    logq_correction: bool = True
+    in_batch_negatives: bool = True  # softmax: the batch's other positives are negatives too
     num_workers: int = 1
     use_gpu: Union[bool, Literal["auto"]] = "auto"  # auto: use GPUs when the cluster has them
     # CPUs per training worker; None: the resource plan picks a share that leaves every worker's
@@ -226,6 +247,8 @@ class TrainConfig:
         _check(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
         _check(self.batch_size >= 1, "train.batch_size", ">= 1", self.batch_size)
         _check(self.learning_rate > 0, "train.learning_rate", "> 0", self.learning_rate)
+        _check(self.loss in LOSSES, "train.loss", f"one of {LOSSES}", self.loss)
+        _check(self.softmax_temperature > 0, "train.softmax_temperature", "> 0", self.softmax_temperature)
         _check(self.num_workers >= 1, "train.num_workers", ">= 1", self.num_workers)
         _check(self.batch_size >= self.num_workers, "train.batch_size", ">= train.num_workers", self.batch_size)
         _check(self.use_gpu in (True, False, "auto"), "train.use_gpu", "true, false or auto", self.use_gpu)
@@ -312,6 +335,13 @@ class Config:
             value = getattr(self, f.name)
             if hasattr(value, "validate"):
                 value.validate()
+        _check(
+            not (self.model.also_view_relation and self.train.loss == "bce"),
+            "model.also_view_relation",
+            "used with train.loss bpr or softmax (with bce every also-view negative of a positive would count "
+            "that positive, in the user's history, as a relation: the model would learn related items are negatives)",
+            self.model.also_view_relation,
+        )
         if self.storage is not None:
             _check(
                 bool(self.storage) and "://" not in self.storage,

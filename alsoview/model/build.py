@@ -21,8 +21,10 @@ from alsoview.model.features import ItemFeatures
 from alsoview.model.history import HistoryBag
 from alsoview.model.ids import init_embedding
 from alsoview.model.mlp_head import MLPHead, mlp_layers
+from alsoview.model.relation_head import RelationHead
 from alsoview.model.scorer import TowerModel
 from alsoview.model.towers import ItemTower, UserTower
+from alsoview.relations import Neighbours, relation_counts
 
 if TYPE_CHECKING:
     from alsoview.catalog import Catalog
@@ -43,6 +45,7 @@ def build_model(catalog: "Catalog", config: "Config") -> TowerModel:
         item_text=torch.tensor(catalog.item_text),
         config=config.model,
         user_history=training_history(catalog) if config.model.user_history else None,
+        relations=relation_tables(catalog) if config.model.also_view_relation else None,
     )
 
 
@@ -57,12 +60,15 @@ def build_tower_model(
     item_text: torch.Tensor | None,
     config: ModelConfig = ModelConfig(),
     user_history: tuple[np.ndarray, np.ndarray] | None = None,
+    relations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> TowerModel:
     """Towers and heads for `config` over these vocabularies and feature tables."""
     if min(n_users, n_items, n_brands) < 1 or text_dim < 0:
         raise ValueError("vocabulary sizes must be >= 1 (id 0 is reserved) and text_dim >= 0")
     if config.user_history and user_history is None:
         raise ValueError("model.user_history needs the users' training items (user_history=(indptr, items))")
+    if config.also_view_relation and relations is None:
+        raise ValueError("model.also_view_relation needs relations=(keys, counts, neighbour keys): relation_tables")
     features = ItemFeatures(n_brands, item_brand, item_price, item_price_missing, item_text, text_dim)
     if features.n_items != n_items:
         raise ValueError(f"item_brand must have shape ({n_items},), got ({features.n_items},)")
@@ -95,6 +101,8 @@ def build_tower_model(
         heads["mlp"] = head
     if dot is not None:
         heads["dot"] = dot  # after the MLP: the logit adds the heads in this order
+    if config.also_view_relation:
+        heads["relation"] = RelationHead(n_items, *relations)  # no random draws: every seed keeps its weights
     return TowerModel(UserTower(n_users, d, user_id, history), ItemTower(item_id, brand, features), heads)
 
 
@@ -103,6 +111,15 @@ def training_history(catalog: "Catalog") -> tuple[np.ndarray, np.ndarray]:
     keys = np.unique(catalog.train.users * catalog.n_items + catalog.train.items)
     users, items = keys // catalog.n_items, keys % catalog.n_items
     return np.searchsorted(users, np.arange(catalog.n_users + 1)).astype(np.int64), items.astype(np.int64)
+
+
+def relation_tables(catalog: "Catalog") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The relation head's tables: (user, item) relation keys and counts, and the undirected
+    also-view keys (to leave a user's positive out of its relations while training)."""
+    tables = catalog.sampling
+    neighbours = Neighbours.from_also_view(catalog.n_items, tables.also_view_indptr, tables.also_view_indices)
+    keys, counts = relation_counts(*training_history(catalog), neighbours)
+    return keys, counts, neighbours.keys
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -52,11 +52,41 @@ class TowerModel(nn.Module):
         if not self.training:
             check_ids("user", users, self.n_users)
             check_ids("item", items, self.n_items)
-        user = self.user_tower(users, leave_out=items if self.training else None)
-        logit = torch.zeros(len(users), device=user.device, dtype=user.dtype)
+        leave_out = items if self.training else None
+        user = self.user_tower(users, leave_out=leave_out)
+        return self._score_pairs(user, users, items, leave_out)
+
+    def _score_pairs(
+        self, user: torch.Tensor, users: torch.Tensor, items: torch.Tensor, leave_out: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The heads' summed logits [N] of pairs; heads that read user ids (`uses_user_ids`, e.g.
+        the relation head) get the ids and the item left out of the user's history."""
+        logit = torch.zeros(len(items), device=user.device, dtype=user.dtype)
         for head in self.heads.values():
-            logit = logit + head.score(user, items, self.item_tower)
+            if getattr(head, "uses_user_ids", False):
+                logit = logit + head.score(user, items, self.item_tower, users=users, leave_out=leave_out)
+            else:
+                logit = logit + head.score(user, items, self.item_tower)
         return logit
+
+    def score_groups(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Logits ``[G, C]`` of each user against its row of candidates, the first of which is
+        its positive: the user vector is made once per row, in training with that positive left
+        out of the history, so the positive and every candidate it is ranked against meet the
+        same user (the ranking losses, losses.py). Equals ``forward`` per pair in eval mode."""
+        if not self.training:
+            check_ids("user", users, self.n_users)
+            check_ids("item", candidates, self.n_items)
+        leave_out = candidates[:, 0] if self.training else None
+        user = self.user_tower(users, leave_out=leave_out)
+        width = candidates.shape[1]
+        logit = self._score_pairs(
+            user.repeat_interleave(width, dim=0),
+            users.repeat_interleave(width),
+            candidates.reshape(-1),
+            None if leave_out is None else leave_out.repeat_interleave(width),
+        )
+        return logit.view(len(users), width)
 
     @torch.no_grad()
     def score_all_items(self, users: torch.Tensor, elements_per_chunk: int = 1 << 23) -> torch.Tensor:
@@ -67,7 +97,10 @@ class TowerModel(nn.Module):
         weight = self.item_tower.id_embedding.weight
         scores = torch.zeros(len(users), self.n_items, device=weight.device, dtype=weight.dtype)
         for head in self.heads.values():
-            scores += head.score_all(user, self.item_tower, elements_per_chunk)
+            if getattr(head, "uses_user_ids", False):
+                scores += head.score_all(user, self.item_tower, elements_per_chunk, users=users)
+            else:
+                scores += head.score_all(user, self.item_tower, elements_per_chunk)
         return scores
 
     def predict_proba(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -111,11 +111,19 @@ def plot_balance(trials: pd.DataFrame, metric: str, path: Path) -> None:
 def plot_comparison(table: pd.DataFrame, baselines: dict[str, dict[str, float]], split: str, path: Path) -> None:
     """Each PLOTTED metric per protocol against the also-view fraction (mean +- std over seeds),
     the baselines and peers as horizontal lines."""
-    size = (4.2 * len(PROTOCOLS), 3.4 * len(PLOTTED))
-    with _figure(path, 100, len(PLOTTED), len(PROTOCOLS), figsize=size, squeeze=False) as (fig, axes):
-        styles = {"popularity": "--", "random": ":", "cooccurrence": "-.", "als": (0, (5, 1)), "bpr": (0, (1, 2))}
+    protocols = [p for p in PROTOCOLS if p != "sampled99"]  # sampled100 less one item: the same curve
+    size = (4.2 * len(protocols), 3.4 * len(PLOTTED))
+    with _figure(path, 100, len(PLOTTED), len(protocols), figsize=size, squeeze=False) as (fig, axes):
+        styles = {
+            "popularity": "--",
+            "random": ":",
+            "cooccurrence": "-.",
+            "related": (0, (3, 1, 1, 1)),
+            "als": (0, (5, 1)),
+            "bpr": (0, (1, 2)),
+        }
         for r, metric in enumerate(PLOTTED):
-            for c, protocol in enumerate(PROTOCOLS):
+            for c, protocol in enumerate(protocols):
                 ax = axes[r][c]
                 key = f"{split}/{protocol}/{metric}"
                 ax.errorbar(

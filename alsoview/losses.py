@@ -1,0 +1,131 @@
+"""The training losses (`train.loss`), each a function of (model, batch) -> a scalar.
+
+- `bce`: binary cross-entropy of every sample's label (the original design). Rows may be in any order.
+- `bpr`: each positive scored above each of its own negatives (-log sigmoid of the difference).
+- `softmax`: a sampled softmax: each positive against its own negatives and, with
+  `train.in_batch_negatives`, the batch's other positives, logits divided by
+  `train.softmax_temperature`. With `train.logq_correction` every candidate's logit is lowered by
+  the log of the probability that it was drawn (Yi et al. 2019; Bengio & Senecal 2008), so the
+  sampled loss estimates the softmax over every item, which full ranking measures:
+  an also-view negative was drawn with probability about 1 / (the positive's also-view list
+  length), a random one with the random pool's probability (uniform or popularity-weighted),
+  a positive (as itself and as another row's in-batch negative) with its share of the training
+  interactions. An in-batch positive that is the row's own positive item is masked out.
+
+The ranking losses read a batch as groups of 1 + k rows, a positive then its k negatives
+(`blocks.mix_block(grouped=True)`, batches cut to whole groups by `blocks.rows_per_batch`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from alsoview.catalog import Catalog
+from alsoview.config import Config
+
+LossStep = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+
+
+def build_loss(config: Config, catalog: Catalog, device: Any = "cpu") -> LossStep:
+    """The configured loss; its tables (logQ) on `device`."""
+    k = config.sampling.negatives_per_positive
+    t = config.train
+    if t.loss == "bce":
+        return binary_cross_entropy
+    if t.loss == "bpr":
+        return PairwiseLoss(k)
+    log_q = SamplingLogQ.of(catalog, config, device) if t.logq_correction else None
+    return SampledSoftmax(k, t.softmax_temperature, log_q, t.in_batch_negatives)
+
+
+def binary_cross_entropy(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(model(batch["user"], batch["item"]), batch["label"])
+
+
+def groups(batch: dict[str, torch.Tensor], k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(users [G], items [G, 1+k] with the positive first, is_hard [G, 1+k]) of a grouped batch."""
+    rows = len(batch["label"])
+    if rows % (1 + k):
+        raise ValueError(f"a ranking loss needs whole groups of 1 + {k} rows, got a batch of {rows}")
+    items = batch["item"].view(-1, 1 + k)
+    return batch["user"].view(-1, 1 + k)[:, 0], items, batch["is_hard"].view(-1, 1 + k)
+
+
+class PairwiseLoss:
+    """BPR over each positive and each of its own negatives."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        users, items, _ = groups(batch, self.k)
+        scores = model.score_groups(users, items)
+        return -F.logsigmoid(scores[:, :1] - scores[:, 1:]).mean()
+
+
+class SamplingLogQ:
+    """Log probabilities with which the mixing drew each candidate (see the module docstring)."""
+
+    def __init__(self, positive: torch.Tensor, random: torch.Tensor, also_view: torch.Tensor) -> None:
+        self.positive = positive  # [n_items]: log share of the training interactions
+        self.random = random  # [n_items]: log probability under the random pool
+        self.also_view = also_view  # [n_items]: -log(also-view list length) of a positive item
+
+    @classmethod
+    def of(cls, catalog: Catalog, config: Config, device: Any = "cpu") -> "SamplingLogQ":
+        tables = catalog.sampling
+        popularity = tables.item_popularity.astype(np.float64)
+        tiny = np.log(np.finfo(np.float32).tiny)  # item 0 and never-drawn items: never candidates
+        with np.errstate(divide="ignore"):
+            positive = np.log(popularity / max(popularity.sum(), 1.0))
+            if config.sampling.random_pool == "uniform":
+                random = np.full(tables.n_items, -np.log(max(tables.n_items - 1, 1)))
+            else:
+                weights = (popularity + 1.0) ** config.sampling.popularity_exponent
+                weights[0] = 0.0
+                random = np.log(weights / weights.sum())
+            also_view = -np.log(np.maximum(np.diff(tables.also_view_indptr), 1))
+        random[0] = tiny
+
+        def tensor(values: np.ndarray) -> torch.Tensor:
+            return torch.tensor(np.maximum(values, tiny), dtype=torch.float32, device=device)
+
+        return cls(tensor(positive), tensor(random), tensor(also_view))
+
+    def own(self, items: torch.Tensor, is_hard: torch.Tensor) -> torch.Tensor:
+        """[G, 1+k]: the positive's, then each negative's by how it was drawn."""
+        drawn = torch.where(
+            is_hard[:, 1:] > 0, self.also_view[items[:, :1]].expand_as(items[:, 1:]), self.random[items[:, 1:]]
+        )
+        return torch.cat([self.positive[items[:, :1]], drawn], dim=1)
+
+
+class SampledSoftmax:
+    """Cross-entropy of each positive among its candidates (see the module docstring)."""
+
+    def __init__(self, k: int, temperature: float, log_q: SamplingLogQ | None, in_batch: bool) -> None:
+        self.k, self.temperature, self.log_q, self.in_batch = k, temperature, log_q, in_batch
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        users, items, is_hard = groups(batch, self.k)
+        candidates = items
+        if self.in_batch:
+            positives = items[:, 0]
+            candidates = torch.cat([items, positives.expand(len(users), -1)], dim=1)
+        logits = model.score_groups(users, candidates) / self.temperature
+        if self.log_q is not None:
+            correction = [self.log_q.own(items, is_hard)]
+            if self.in_batch:
+                correction.append(self.log_q.positive[positives].expand(len(users), -1))
+            logits = logits - torch.cat(correction, dim=1)
+        if self.in_batch:  # the row's own positive item among the batch's positives is not a negative
+            own_item = candidates == items[:, :1]
+            own_item[:, : 1 + self.k] = False
+            logits = logits.masked_fill(own_item, float("-inf"))
+        target = torch.zeros(len(users), dtype=torch.long, device=logits.device)
+        return F.cross_entropy(logits, target)

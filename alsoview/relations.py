@@ -1,0 +1,63 @@
+"""Also-view as a positive relation: how many of a user's training items are also-view
+neighbours (in either direction) of a candidate item.
+
+Chorus and KDA (the top of the public Grocery leaderboard) score a candidate up when it is
+related to the user's items through exactly this metadata. On Grocery_2014 this count alone,
+with popularity to break ties, ranks the test item better (full NDCG@10 0.0270) than
+co-occurrence (0.0202) and than the trained model without it (0.0256): `baselines.RelatedItemsScorer`
+reports it beside the other peers, and `model/relation_head.py` learns how much to trust it.
+Pure numpy: the counts are built once per dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The also-view graph made undirected, as sorted keys ``a * n_items + b`` (both directions)."""
+
+    n_items: int
+    keys: np.ndarray  # int64, sorted, unique
+    indptr: np.ndarray  # int64 [n_items + 1], CSR over `a`
+
+    @classmethod
+    def from_also_view(cls, n_items: int, indptr: np.ndarray, indices: np.ndarray) -> "Neighbours":
+        src = np.repeat(np.arange(n_items, dtype=np.int64), np.diff(indptr))
+        dst = np.asarray(indices, dtype=np.int64)
+        keys = np.unique(np.concatenate([src * n_items + dst, dst * n_items + src]))
+        return cls(n_items, keys, np.searchsorted(keys // n_items, np.arange(n_items + 1)).astype(np.int64))
+
+    def of(self, item: int) -> np.ndarray:
+        return self.keys[self.indptr[item] : self.indptr[item + 1]] % self.n_items
+
+
+def relation_counts(
+    history_indptr: np.ndarray, history_items: np.ndarray, neighbours: Neighbours
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted keys ``user * n_items + item``, counts): for every item that is a neighbour of at
+    least one of a user's training items, how many of them. Memory: one int64 per (history item,
+    neighbour) pair while it is built."""
+    n = neighbours.n_items
+    items = np.asarray(history_items, dtype=np.int64)
+    owners = np.repeat(np.arange(len(history_indptr) - 1, dtype=np.int64), np.diff(history_indptr))
+    lengths = neighbours.indptr[items + 1] - neighbours.indptr[items]
+    starts = np.repeat(neighbours.indptr[items], lengths)
+    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    related = neighbours.keys[starts + offsets] % n
+    keys, counts = np.unique(np.repeat(owners, lengths) * n + related, return_counts=True)
+    return keys, counts.astype(np.int32)
+
+
+def count_rows(keys: np.ndarray, counts: np.ndarray, users: np.ndarray, n_items: int) -> np.ndarray:
+    """Dense [len(users), n_items] counts of `relation_counts`' output for these users."""
+    out = np.zeros((len(users), n_items), dtype=np.float32)
+    lo = np.searchsorted(keys, users * n_items)
+    hi = np.searchsorted(keys, (users + 1) * n_items)
+    rows = np.repeat(np.arange(len(users)), hi - lo)
+    flat = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if len(users) else np.zeros(0, np.int64)
+    out[rows, keys[flat] % n_items] = counts[flat]
+    return out

@@ -1,0 +1,158 @@
+"""The ranking losses: the grouped sample layout they read, whole groups per batch, each loss
+against a brute-force computation, the logQ correction, the in-batch mask; and each loss trains."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from test_model import N_ITEMS, N_USERS, make_model
+from torch.nn import functional as F
+
+from alsoview.blocks import group_rows, mix_block, rows_per_batch
+from alsoview.config import load_config
+from alsoview.losses import PairwiseLoss, SampledSoftmax, SamplingLogQ, build_loss, groups
+from alsoview.model import ModelConfig
+from alsoview.sampling_tables import SamplingTables
+
+K = 3
+
+
+def small_catalog(seed: int = 0) -> SimpleNamespace:
+    """What mix_block reads of a Catalog: the training positives and the sampling tables."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = 30, 40
+    user_items = [sorted(rng.choice(np.arange(1, n_items), 4, replace=False).tolist()) for _ in range(n_users)]
+    also_view = [[] if i == 0 else sorted({int(j) for j in rng.integers(1, n_items, 6)} - {i}) for i in range(n_items)]
+    users = np.repeat(np.arange(n_users), 4)
+    items = np.array([i for row in user_items for i in row])
+    tables = SamplingTables.from_lists(n_items, also_view, user_items, np.bincount(items, minlength=n_items))
+    return SimpleNamespace(train=SimpleNamespace(users=users, items=items), sampling=tables)
+
+
+def mix(grouped: bool, block: int = 0) -> dict[str, np.ndarray]:
+    return mix_block(block, small_catalog(), 50, 7, 2, K, 0.5, "uniform", 0.75, grouped=grouped)
+
+
+def test_a_grouped_block_is_each_positive_then_its_own_negatives_with_the_same_samples():
+    grouped, shuffled = mix(True), mix(False)
+    rows = grouped["label"].reshape(-1, 1 + K)
+    assert (rows[:, 0] == 1).all() and (rows[:, 1:] == 0).all()
+    users = grouped["user"].reshape(-1, 1 + K)
+    assert (users == users[:, :1]).all()  # a group is one user's
+    as_set = lambda cols: sorted(zip(*(cols[c].tolist() for c in ("user", "item", "label", "is_hard"))))  # noqa: E731
+    assert as_set(grouped) == as_set(shuffled)  # the same draws, in another order
+    assert not np.array_equal(grouped["item"][:: 1 + K], np.sort(grouped["item"][:: 1 + K]))  # positives shuffled
+
+
+def test_batches_hold_whole_groups_for_the_ranking_losses():
+    config = load_config(None, ["train.loss=softmax", "sampling.negatives_per_positive=4", "train.batch_size=512"])
+    assert group_rows(config) == 5 and rows_per_batch(config, 1) == 510 and rows_per_batch(config, 2) == 255
+    assert rows_per_batch(load_config(None, ["train.batch_size=512"]), 2) == 256  # bce: any rows
+    tiny = load_config(None, ["train.loss=bpr", "sampling.negatives_per_positive=8", "train.batch_size=4"])
+    assert rows_per_batch(tiny, 1) == 9  # at least one group
+    with pytest.raises(ValueError, match="whole groups of 1 \\+ 3 rows"):
+        groups({"label": torch.ones(7), "user": torch.ones(7), "item": torch.ones(7), "is_hard": torch.ones(7)}, 3)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [ModelConfig(), ModelConfig(user_history=True, dot_product=True, mlp=False, user_id=False)],
+    ids=["mlp", "dot"],
+)
+def test_scores_of_groups_equal_forward_per_pair(config):
+    model = make_model(config).eval()
+    gen = torch.Generator().manual_seed(3)
+    users = torch.randint(1, N_USERS, (6,), generator=gen)
+    candidates = torch.randint(1, N_ITEMS, (6, 5), generator=gen)
+    expected = model(users.repeat_interleave(5), candidates.reshape(-1)).view(6, 5)
+    torch.testing.assert_close(model.score_groups(users, candidates), expected)
+
+
+def grouped_batch(groups_: int = 8, seed: int = 5) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    users = torch.randint(1, N_USERS, (groups_,), generator=gen).repeat_interleave(1 + K)
+    items = torch.randint(1, N_ITEMS, (groups_ * (1 + K),), generator=gen)
+    label = torch.zeros(groups_, 1 + K)
+    label[:, 0] = 1
+    hard = (torch.rand(groups_, 1 + K, generator=gen) < 0.5).float()
+    hard[:, 0] = 0
+    return {"user": users, "item": items, "label": label.reshape(-1), "is_hard": hard.reshape(-1)}
+
+
+class ExplicitScores(torch.nn.Module):
+    """A 'model' whose score of (user, item) is a fixed table entry: the losses' arithmetic alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.randn(N_USERS, N_ITEMS, generator=torch.Generator().manual_seed(0))
+
+    def score_groups(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return self.table[users[:, None], candidates]
+
+
+def test_bpr_is_minus_log_sigmoid_of_each_positive_over_each_own_negative():
+    model, batch = ExplicitScores(), grouped_batch()
+    users, items = batch["user"].view(-1, 1 + K)[:, 0], batch["item"].view(-1, 1 + K)
+    expected = np.mean(
+        [
+            -np.log(1 / (1 + np.exp(-(model.table[u, row[0]] - model.table[u, j]).item())))
+            for u, row in zip(users.tolist(), items.tolist())
+            for j in row[1:]
+        ]
+    )
+    assert PairwiseLoss(K)(model, batch).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_sampled_softmax_is_cross_entropy_over_own_and_in_batch_candidates():
+    model, batch = ExplicitScores(), grouped_batch()
+    users, items = batch["user"].view(-1, 1 + K)[:, 0], batch["item"].view(-1, 1 + K)
+    positives = items[:, 0]
+    total = 0.0
+    for u, row in zip(users.tolist(), items.tolist()):
+        others = [p for p in positives.tolist() if p != row[0]]  # not its own item
+        logits = torch.tensor([model.table[u, j].item() for j in row + others]) / 0.5
+        total += F.cross_entropy(logits[None], torch.tensor([0])).item()
+    loss = SampledSoftmax(K, 0.5, None, in_batch=True)(model, batch)
+    assert loss.item() == pytest.approx(total / len(users), rel=1e-5)
+    own_only = SampledSoftmax(K, 1.0, None, in_batch=False)(model, batch)
+    expected = F.cross_entropy(model.table[users[:, None], items], torch.zeros(len(users), dtype=torch.long))
+    assert own_only.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_a_uniform_log_q_changes_nothing_and_a_skewed_one_lowers_often_drawn_candidates():
+    model, batch = ExplicitScores(), grouped_batch()
+    flat = torch.full((N_ITEMS,), -3.0)
+    uniform = SamplingLogQ(flat, flat, flat)
+    plain = SampledSoftmax(K, 1.0, None, in_batch=True)(model, batch)
+    assert SampledSoftmax(K, 1.0, uniform, in_batch=True)(model, batch).item() == pytest.approx(plain.item(), rel=1e-6)
+    # every negative drawn far more often than the positives: their corrected logits drop, the loss too
+    skewed = SamplingLogQ(torch.full((N_ITEMS,), -6.0), flat, flat)
+    assert SampledSoftmax(K, 1.0, skewed, in_batch=False)(model, batch) < SampledSoftmax(K, 1.0, None, False)(
+        model, batch
+    )
+
+
+def test_the_log_q_tables_follow_the_sampling():
+    catalog = small_catalog()
+    config = load_config(None, ["train.loss=softmax"])
+    log_q = SamplingLogQ.of(catalog, config)
+    popularity = catalog.sampling.item_popularity
+    item = int(np.argmax(popularity))
+    assert log_q.positive[item].item() == pytest.approx(np.log(popularity[item] / popularity.sum()), rel=1e-5)
+    assert log_q.random[5].item() == pytest.approx(-np.log(39), rel=1e-5)  # uniform over items 1..39
+    length = np.diff(catalog.sampling.also_view_indptr)[7]
+    assert log_q.also_view[7].item() == pytest.approx(-np.log(length), rel=1e-5)
+    weighted = SamplingLogQ.of(catalog, load_config(None, ["sampling.random_pool=popularity"]))
+    probabilities = torch.exp(weighted.random[1:])
+    assert probabilities.sum().item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_build_loss_maps_the_config():
+    catalog = small_catalog()
+    assert build_loss(load_config(None, []), catalog).__name__ == "binary_cross_entropy"
+    assert isinstance(build_loss(load_config(None, ["train.loss=bpr"]), catalog), PairwiseLoss)
+    softmax = build_loss(load_config(None, ["train.loss=softmax", "train.logq_correction=false"]), catalog)
+    assert isinstance(softmax, SampledSoftmax) and softmax.log_q is None and softmax.in_batch

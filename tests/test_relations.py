@@ -1,0 +1,88 @@
+"""Also-view as a relation: the undirected graph, the per-user counts, the dense rows, the
+`related` reference scorer, and the relation head (left-out positive, learned weight, the config
+rule that it needs a ranking loss)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_model import (
+    ALSO_VIEW_INDPTR,
+    ALSO_VIEW_ITEMS,
+    HISTORY_INDPTR,
+    HISTORY_ITEMS,
+    N_ITEMS,
+    N_USERS,
+    make_model,
+)
+
+from alsoview.baselines import RelatedItemsScorer
+from alsoview.config import load_config
+from alsoview.errors import UserError
+from alsoview.model import ModelConfig
+from alsoview.relations import Neighbours, count_rows, relation_counts
+
+NEIGHBOURS = Neighbours.from_also_view(N_ITEMS, ALSO_VIEW_INDPTR, ALSO_VIEW_ITEMS)
+
+
+def also_view(item: int) -> set[int]:
+    return set(ALSO_VIEW_ITEMS[ALSO_VIEW_INDPTR[item] : ALSO_VIEW_INDPTR[item + 1]].tolist())
+
+
+def brute_counts() -> np.ndarray:
+    counts = np.zeros((N_USERS, N_ITEMS))
+    for user in range(N_USERS):
+        for h in HISTORY_ITEMS[HISTORY_INDPTR[user] : HISTORY_INDPTR[user + 1]]:
+            for c in range(N_ITEMS):
+                counts[user, c] += c in also_view(int(h)) or int(h) in also_view(c)
+    return counts
+
+
+def test_neighbours_are_the_also_view_graph_in_both_directions():
+    for item in range(N_ITEMS):
+        expected = also_view(item) | {j for j in range(N_ITEMS) if item in also_view(j)}
+        assert set(NEIGHBOURS.of(item).tolist()) == expected
+    assert len(np.unique(NEIGHBOURS.keys)) == len(NEIGHBOURS.keys)
+
+
+def test_relation_counts_and_their_dense_rows_match_a_brute_force_count():
+    keys, counts = relation_counts(HISTORY_INDPTR, HISTORY_ITEMS, NEIGHBOURS)
+    users = np.arange(N_USERS)
+    np.testing.assert_array_equal(count_rows(keys, counts, users, N_ITEMS), brute_counts())
+    np.testing.assert_array_equal(count_rows(keys, counts, users[::-1], N_ITEMS), brute_counts()[::-1])
+
+
+def test_the_related_scorer_ranks_by_relations_then_popularity():
+    users = np.repeat(np.arange(N_USERS), np.diff(HISTORY_INDPTR))
+    scorer = RelatedItemsScorer(users, HISTORY_ITEMS, N_ITEMS, NEIGHBOURS)
+    every = scorer.score_all(np.arange(1, N_USERS))
+    relations = brute_counts()[1:]
+    popularity = np.bincount(HISTORY_ITEMS, minlength=N_ITEMS)
+    tie_break = 0.5 * popularity / (popularity.max() + 1)
+    np.testing.assert_allclose(every, np.log1p(relations) + tie_break, rtol=1e-6)
+    assert tie_break.max() < np.log1p(1)  # popularity only breaks ties: one relation outranks it
+    np.testing.assert_allclose(scorer.score(np.array([2]), np.array([[1, 4, 6]])), every[[1]][:, [1, 4, 6]])
+
+
+def test_the_relation_head_scores_log_counts_and_leaves_the_positive_out_while_training():
+    model = make_model(ModelConfig(user_history=True, dot_product=True, mlp=False, also_view_relation=True))
+    head = model.heads["relation"]
+    with torch.no_grad():
+        head.weight.fill_(2.0)
+    users, items = torch.tensor([2, 2, 3]), torch.tensor([1, 4, 6])
+    expected = 2.0 * np.log1p(brute_counts()[[2, 2, 3], [1, 4, 6]])
+    got = head.score(None, items, model.item_tower, users=users)
+    np.testing.assert_allclose(got.detach().numpy(), expected, rtol=1e-6)
+    # user 2 had items 2, 4 and 6; leaving out 2 (an also-view neighbour of 1 and 4 ... ) lowers their counts
+    leave = torch.tensor([2, 2, 2])
+    lowered = head.score(None, items, model.item_tower, users=users, leave_out=leave).detach().numpy()
+    near = np.array([int(i) in set(NEIGHBOURS.of(2).tolist()) for i in items])
+    np.testing.assert_allclose(lowered, 2.0 * np.log1p(np.maximum(brute_counts()[[2, 2, 3], [1, 4, 6]] - near, 0)))
+    assert head.weight.requires_grad and len(list(head.parameters())) == 1
+
+
+def test_the_relation_head_needs_a_ranking_loss():
+    with pytest.raises(UserError, match="model.also_view_relation.*train.loss bpr or softmax"):
+        load_config(None, ["model.also_view_relation=true"])
+    assert load_config(None, ["model.also_view_relation=true", "train.loss=softmax"]).model.also_view_relation
