@@ -83,8 +83,11 @@ def _group_order(positives: np.ndarray, k: int) -> np.ndarray:
 
 def group_rows(config: Config) -> int:
     """Rows that must stay together in a batch: a positive and its negatives for the ranking
-    losses, one row for binary cross-entropy."""
-    return 1 if config.train.loss == "bce" else 1 + config.sampling.negatives_per_positive
+    losses and for the relation head (which leaves each group's positive out of the user's
+    relations), else one row."""
+    if config.train.loss == "bce" and not config.model.also_view_relation:
+        return 1
+    return 1 + config.sampling.negatives_per_positive
 
 
 def rows_per_batch(config: Config, world: int) -> int:

@@ -1,6 +1,7 @@
 """The training losses (`train.loss`), each a function of (model, batch) -> a scalar.
 
-- `bce`: binary cross-entropy of every sample's label (the original design). Rows may be in any order.
+- `bce`: binary cross-entropy of every sample's label (the original design). Rows may be in any
+  order; with the relation head, over groups (`GroupedBinaryCrossEntropy`).
 - `bpr`: each positive scored above each of its own negatives (-log sigmoid of the difference).
 - `softmax`: a sampled softmax: each positive against its own negatives and, with
   `train.in_batch_negatives`, the batch's other positives, logits divided by
@@ -36,7 +37,7 @@ def build_loss(config: Config, catalog: Catalog, device: Any = "cpu") -> LossSte
     k = config.sampling.negatives_per_positive
     t = config.train
     if t.loss == "bce":
-        return binary_cross_entropy
+        return GroupedBinaryCrossEntropy(k) if config.model.also_view_relation else binary_cross_entropy
     if t.loss == "bpr":
         return PairwiseLoss(k)
     log_q = SamplingLogQ.of(catalog, config, device) if t.logq_correction else None
@@ -54,6 +55,21 @@ def groups(batch: dict[str, torch.Tensor], k: int) -> tuple[torch.Tensor, torch.
         raise ValueError(f"a ranking loss needs whole groups of 1 + {k} rows, got a batch of {rows}")
     items = batch["item"].view(-1, 1 + k)
     return batch["user"].view(-1, 1 + k)[:, 0], items, batch["is_hard"].view(-1, 1 + k)
+
+
+class GroupedBinaryCrossEntropy:
+    """Binary cross-entropy over grouped rows, each group scored with its positive left out of
+    the user's history and relations (`TowerModel.score_groups`): the relation head's way to
+    train with `bce` (a shuffled row does not know which positive its negative was drawn for, and
+    an also-view negative would count that positive as a relation)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        users, items, _ = groups(batch, self.k)
+        scores = model.score_groups(users, items)
+        return F.binary_cross_entropy_with_logits(scores.reshape(-1), batch["label"])
 
 
 class PairwiseLoss:

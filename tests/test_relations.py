@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_losses import K, grouped_batch, small_catalog
 from test_model import (
     ALSO_VIEW_INDPTR,
     ALSO_VIEW_ITEMS,
@@ -16,10 +17,12 @@ from test_model import (
     N_USERS,
     make_model,
 )
+from torch.nn import functional as F
 
 from alsoview.baselines import RelatedItemsScorer
+from alsoview.blocks import group_rows, mix_arguments
 from alsoview.config import load_config
-from alsoview.errors import UserError
+from alsoview.losses import GroupedBinaryCrossEntropy, build_loss
 from alsoview.model import ModelConfig
 from alsoview.relations import Neighbours, count_rows, relation_counts
 
@@ -82,7 +85,13 @@ def test_the_relation_head_scores_log_counts_and_leaves_the_positive_out_while_t
     assert head.weight.requires_grad and len(list(head.parameters())) == 1
 
 
-def test_the_relation_head_needs_a_ranking_loss():
-    with pytest.raises(UserError, match="model.also_view_relation.*train.loss bpr or softmax"):
-        load_config(None, ["model.also_view_relation=true"])
-    assert load_config(None, ["model.also_view_relation=true", "train.loss=softmax"]).model.also_view_relation
+def test_with_the_relation_head_every_loss_trains_on_groups():
+    config = load_config(None, ["model.also_view_relation=true", "sampling.negatives_per_positive=4"])
+    assert group_rows(config) == 5 and mix_arguments(config, 0)["grouped"]
+    loss = build_loss(config, small_catalog())
+    assert isinstance(loss, GroupedBinaryCrossEntropy)
+    model = make_model(ModelConfig(also_view_relation=True)).eval()
+    batch = grouped_batch()
+    users, items = batch["user"].view(-1, 1 + K)[:, 0], batch["item"].view(-1, 1 + K)
+    expected = F.binary_cross_entropy_with_logits(model.score_groups(users, items).reshape(-1), batch["label"])
+    assert GroupedBinaryCrossEntropy(K)(model, batch).item() == pytest.approx(expected.item())

@@ -175,7 +175,8 @@ class ModelConfig:
     user_id: bool = True  # a learned embedding per user; false: users are their history (needs user_history)
     # The logit adds w * log(1 + how many of the user's training items are also-view neighbours of
     # the item), w learned (model/relation_head.py): also-view as evidence an item fits the user.
-    # Needs a ranking loss (train.loss bpr or softmax). Off by default (the design).
+    # Batches then hold whole groups (a positive and its negatives) for any train.loss. Off by
+    # default (the design).
     also_view_relation: bool = False
 
     def __post_init__(self) -> None:
@@ -335,13 +336,6 @@ class Config:
             value = getattr(self, f.name)
             if hasattr(value, "validate"):
                 value.validate()
-        _check(
-            not (self.model.also_view_relation and self.train.loss == "bce"),
-            "model.also_view_relation",
-            "used with train.loss bpr or softmax (with bce every also-view negative of a positive would count "
-            "that positive, in the user's history, as a relation: the model would learn related items are negatives)",
-            self.model.also_view_relation,
-        )
         if self.storage is not None:
             _check(
                 bool(self.storage) and "://" not in self.storage,

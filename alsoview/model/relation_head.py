@@ -3,10 +3,11 @@ how many of the user's training items are also-view neighbours of i (`relations.
 learned. It lets the model use also-view the way the Chorus/KDA family does, as evidence that an
 item fits the user, beside also-view items as hard negatives.
 
-While training, the item being ranked against (the positive of its group, `TowerModel.score_groups`)
-is left out of the user's history: without that, every also-view negative of a positive would
-count that positive as a relation, and the model would learn that related items are negatives.
-So the head needs a ranking loss, which scores each group against its positive (config check).
+While training, the positive of each group (a positive and its negatives, `TowerModel.score_groups`)
+is left out of the user's relations for every candidate of the group: without that, every
+also-view negative of a positive would count that positive as a relation, and the model would
+learn that related items are negatives. So with this head batches hold whole groups, whatever
+the loss (`blocks.group_rows`, `losses.GroupedBinaryCrossEntropy`).
 """
 
 from __future__ import annotations
