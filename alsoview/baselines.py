@@ -13,7 +13,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from alsoview.relations import Neighbours, count_rows, relation_counts
+from alsoview.relations import Neighbours, count_rows, relation_counts, user_item_csr
 
 try:  # scipy is optional: the co-occurrence scorer falls back to dense numpy on small catalogs
     import scipy.sparse as _sparse
@@ -97,13 +97,12 @@ class RelatedItemsScorer:
 
     name = "related"
 
-    def __init__(self, train_users: np.ndarray, train_items: np.ndarray, n_items: int, neighbours: Neighbours) -> None:
-        users, items = _interactions(train_users, train_items, None, n_items)
+    def __init__(
+        self, train_users: np.ndarray, train_items: np.ndarray, n_users: int, n_items: int, neighbours: Neighbours
+    ) -> None:
+        users, items = _interactions(train_users, train_items, n_users, n_items)
         self.n_items = int(n_items)
-        pairs = np.unique(users * n_items + items)
-        owners = pairs // n_items
-        indptr = np.searchsorted(owners, np.arange(int(owners.max(initial=0)) + 2)).astype(np.int64)
-        self.keys, self.counts = relation_counts(indptr, pairs % n_items, neighbours)
+        self.keys, self.counts = relation_counts(*user_item_csr(users, items, n_users, n_items), neighbours)
         popularity = np.bincount(items, minlength=self.n_items).astype(np.float32)
         self.tie_break = 0.5 * popularity / (popularity.max(initial=0) + 1)  # < log(2), one relation
 

@@ -49,17 +49,9 @@ def mix_block(
     """One block's positives plus fresh negatives; the block id seeds the draw. Rows shuffled,
     or with `grouped` (the ranking losses: losses.py) positives shuffled, each followed by its
     `negatives_per_positive` negatives, so a batch of whole groups holds every positive's own."""
-    rows = slice(block * block_rows, (block + 1) * block_rows)
     rng = epoch_rng(seed, epoch, block)
-    columns, _ = mix_negatives(
-        catalog.train.users[rows],
-        catalog.train.items[rows],
-        catalog.sampling,
-        negatives_per_positive=negatives_per_positive,
-        also_view_fraction=also_view_fraction,
-        rng=rng,
-        random_pool=random_pool,
-        popularity_exponent=popularity_exponent,
+    columns, _ = _draw_block(
+        block, catalog, block_rows, negatives_per_positive, also_view_fraction, random_pool, popularity_exponent, rng
     )
     if grouped:
         positives = len(columns["label"]) // (1 + negatives_per_positive)
@@ -70,6 +62,30 @@ def mix_block(
     # int32 ids halve what an epoch of samples takes in the object store (training casts back)
     out["user"], out["item"] = out["user"].astype(np.int32), out["item"].astype(np.int32)
     return out
+
+
+def _draw_block(
+    block: int,
+    catalog: Catalog,
+    block_rows: int,
+    negatives_per_positive: int,
+    also_view_fraction: float,
+    random_pool: str,
+    popularity_exponent: float,
+    rng: np.random.Generator,
+) -> tuple[dict[str, np.ndarray], MixStats]:
+    """`mix_negatives` on block `block`'s positives (mix_block's draw, and what preview_mix counts)."""
+    rows = slice(block * block_rows, (block + 1) * block_rows)
+    return mix_negatives(
+        catalog.train.users[rows],
+        catalog.train.items[rows],
+        catalog.sampling,
+        negatives_per_positive=negatives_per_positive,
+        also_view_fraction=also_view_fraction,
+        rng=rng,
+        random_pool=random_pool,
+        popularity_exponent=popularity_exponent,
+    )
 
 
 def _group_order(positives: np.ndarray, k: int) -> np.ndarray:
@@ -106,16 +122,15 @@ def preview_mix(catalog: Catalog, config: Config, max_blocks: int = 8) -> MixSta
     args = mix_arguments(config, epoch=config.sampling.also_view_warmup_epochs)
     total = MixStats()
     for block in range(min(max_blocks, len(sizes))):
-        rows = slice(block * args["block_rows"], (block + 1) * args["block_rows"])
-        _, stats = mix_negatives(
-            catalog.train.users[rows],
-            catalog.train.items[rows],
-            catalog.sampling,
-            negatives_per_positive=args["negatives_per_positive"],
-            also_view_fraction=args["also_view_fraction"],
-            rng=epoch_rng(args["seed"], args["epoch"], block),
-            random_pool=args["random_pool"],
-            popularity_exponent=args["popularity_exponent"],
+        _, stats = _draw_block(
+            block,
+            catalog,
+            args["block_rows"],
+            args["negatives_per_positive"],
+            args["also_view_fraction"],
+            args["random_pool"],
+            args["popularity_exponent"],
+            epoch_rng(args["seed"], args["epoch"], block),
         )
         total = total.merge(stats)
     return total

@@ -270,7 +270,7 @@ def reference_scorers(catalog: Catalog, seed: int, peers: bool = True) -> Refere
     scorers = build_baselines(train.users, train.items, catalog.n_users, catalog.n_items, seed)
     tables = catalog.sampling
     neighbours = Neighbours.from_also_view(catalog.n_items, tables.also_view_indptr, tables.also_view_indices)
-    scorers["related"] = RelatedItemsScorer(train.users, train.items, catalog.n_items, neighbours)
+    scorers["related"] = RelatedItemsScorer(train.users, train.items, catalog.n_users, catalog.n_items, neighbours)
     skipped: dict[str, str] = {}
     if peers:
         fitted, skipped = matrix_factorisation_peers(train.users, train.items, catalog.n_users, catalog.n_items, seed)

@@ -35,6 +35,12 @@ class Neighbours:
         return self.keys[self.indptr[item] : self.indptr[item + 1]] % self.n_items
 
 
+def user_item_csr(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's distinct items, as CSR (indptr over users 0..n_users-1, item ids)."""
+    keys = np.unique(np.asarray(users, dtype=np.int64) * n_items + np.asarray(items, dtype=np.int64))
+    return np.searchsorted(keys // n_items, np.arange(n_users + 1)).astype(np.int64), keys % n_items
+
+
 def relation_counts(
     history_indptr: np.ndarray, history_items: np.ndarray, neighbours: Neighbours
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -56,8 +62,8 @@ def count_rows(keys: np.ndarray, counts: np.ndarray, users: np.ndarray, n_items:
     """Dense [len(users), n_items] counts of `relation_counts`' output for these users."""
     out = np.zeros((len(users), n_items), dtype=np.float32)
     lo = np.searchsorted(keys, users * n_items)
-    hi = np.searchsorted(keys, (users + 1) * n_items)
-    rows = np.repeat(np.arange(len(users)), hi - lo)
-    flat = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if len(users) else np.zeros(0, np.int64)
+    lengths = np.searchsorted(keys, (users + 1) * n_items) - lo
+    rows = np.repeat(np.arange(len(users)), lengths)
+    flat = np.repeat(lo - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
     out[rows, keys[flat] % n_items] = counts[flat]
     return out

@@ -58,7 +58,7 @@ def test_relation_counts_and_their_dense_rows_match_a_brute_force_count():
 
 def test_the_related_scorer_ranks_by_relations_then_popularity():
     users = np.repeat(np.arange(N_USERS), np.diff(HISTORY_INDPTR))
-    scorer = RelatedItemsScorer(users, HISTORY_ITEMS, N_ITEMS, NEIGHBOURS)
+    scorer = RelatedItemsScorer(users, HISTORY_ITEMS, N_USERS, N_ITEMS, NEIGHBOURS)
     every = scorer.score_all(np.arange(1, N_USERS))
     relations = brute_counts()[1:]
     popularity = np.bincount(HISTORY_ITEMS, minlength=N_ITEMS)

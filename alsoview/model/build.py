@@ -24,7 +24,7 @@ from alsoview.model.mlp_head import MLPHead, mlp_layers
 from alsoview.model.relation_head import RelationHead
 from alsoview.model.scorer import TowerModel
 from alsoview.model.towers import ItemTower, UserTower
-from alsoview.relations import Neighbours, relation_counts
+from alsoview.relations import Neighbours, relation_counts, user_item_csr
 
 if TYPE_CHECKING:
     from alsoview.catalog import Catalog
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 def build_model(catalog: "Catalog", config: "Config") -> TowerModel:
     """The configured model over a prepared dataset's vocabulary and item features."""
+    history = training_history(catalog) if config.model.user_history or config.model.also_view_relation else None
     return build_tower_model(
         n_users=catalog.n_users,
         n_items=catalog.n_items,
@@ -44,8 +45,8 @@ def build_model(catalog: "Catalog", config: "Config") -> TowerModel:
         item_price_missing=torch.tensor(catalog.item_price_missing),
         item_text=torch.tensor(catalog.item_text),
         config=config.model,
-        user_history=training_history(catalog) if config.model.user_history else None,
-        relations=relation_tables(catalog) if config.model.also_view_relation else None,
+        user_history=history if config.model.user_history else None,
+        relations=relation_tables(catalog, history) if config.model.also_view_relation else None,
     )
 
 
@@ -108,17 +109,18 @@ def build_tower_model(
 
 def training_history(catalog: "Catalog") -> tuple[np.ndarray, np.ndarray]:
     """Each user's distinct training items, as CSR (indptr over users, item ids)."""
-    keys = np.unique(catalog.train.users * catalog.n_items + catalog.train.items)
-    users, items = keys // catalog.n_items, keys % catalog.n_items
-    return np.searchsorted(users, np.arange(catalog.n_users + 1)).astype(np.int64), items.astype(np.int64)
+    return user_item_csr(catalog.train.users, catalog.train.items, catalog.n_users, catalog.n_items)
 
 
-def relation_tables(catalog: "Catalog") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The relation head's tables: (user, item) relation keys and counts, and the undirected
-    also-view keys (to leave a user's positive out of its relations while training)."""
+def relation_tables(
+    catalog: "Catalog", history: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The relation head's tables from the users' training items (`training_history`): (user,
+    item) relation keys and counts, and the undirected also-view keys (to leave a user's positive
+    out of its relations while training)."""
     tables = catalog.sampling
     neighbours = Neighbours.from_also_view(catalog.n_items, tables.also_view_indptr, tables.also_view_indices)
-    keys, counts = relation_counts(*training_history(catalog), neighbours)
+    keys, counts = relation_counts(*history, neighbours)
     return keys, counts, neighbours.keys
 
 

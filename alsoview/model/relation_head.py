@@ -37,8 +37,6 @@ class RelationHead(nn.Module):
         self.n_items = n_items
         self.weight = nn.Parameter(torch.zeros(1))  # starts at 0: the other heads' model, then learns
         self.register_buffer("keys", torch.as_tensor(np.asarray(keys), dtype=torch.int64), persistent=False)
-        log_counts = torch.log1p(torch.as_tensor(np.asarray(counts), dtype=torch.float32))
-        self.register_buffer("log_counts", log_counts, persistent=False)
         self.register_buffer("counts", torch.as_tensor(np.asarray(counts), dtype=torch.float32), persistent=False)
         neighbours = torch.as_tensor(np.asarray(neighbour_keys), dtype=torch.int64)
         self.register_buffer("neighbour_keys", neighbours, persistent=False)
@@ -76,5 +74,5 @@ class RelationHead(nn.Module):
         flat = torch.repeat_interleave(lo - (torch.cumsum(lengths, 0) - lengths), lengths) + torch.arange(
             int(lengths.sum()), device=out.device
         )
-        out[rows, self.keys.index_select(0, flat) % self.n_items] = self.log_counts.index_select(0, flat)
+        out[rows, self.keys.index_select(0, flat) % self.n_items] = torch.log1p(self.counts.index_select(0, flat))
         return self.weight * out
