@@ -21,6 +21,7 @@ import numpy as np
 
 from alsoview.catalog import Catalog
 from alsoview.config import Config
+from alsoview.relations import UserRelations, user_item_csr
 from alsoview.sampling import MixStats, epoch_rng, mix_negatives
 
 SAMPLE_COLUMNS = ("user", "item", "label", "is_hard")
@@ -45,13 +46,23 @@ def mix_block(
     random_pool: str,
     popularity_exponent: float,
     grouped: bool = False,
+    exclude_related: bool = False,
 ) -> dict[str, np.ndarray]:
     """One block's positives plus fresh negatives; the block id seeds the draw. Rows shuffled,
-    or with `grouped` (the ranking losses: losses.py) positives shuffled, each followed by its
-    `negatives_per_positive` negatives, so a batch of whole groups holds every positive's own."""
+    or with `grouped` (training in groups: `trains_in_groups`) positives shuffled, each followed by its
+    `negatives_per_positive` negatives, so a batch of whole groups holds every positive's own.
+    `exclude_related`: no negative is an also-view neighbour of the user's other training items."""
     rng = epoch_rng(seed, epoch, block)
     columns, _ = _draw_block(
-        block, catalog, block_rows, negatives_per_positive, also_view_fraction, random_pool, popularity_exponent, rng
+        block,
+        catalog,
+        block_rows,
+        negatives_per_positive,
+        also_view_fraction,
+        random_pool,
+        popularity_exponent,
+        rng,
+        user_relations(catalog) if exclude_related else None,
     )
     if grouped:
         positives = len(columns["label"]) // (1 + negatives_per_positive)
@@ -73,6 +84,7 @@ def _draw_block(
     random_pool: str,
     popularity_exponent: float,
     rng: np.random.Generator,
+    related: UserRelations | None = None,
 ) -> tuple[dict[str, np.ndarray], MixStats]:
     """`mix_negatives` on block `block`'s positives (mix_block's draw, and what preview_mix counts)."""
     rows = slice(block * block_rows, (block + 1) * block_rows)
@@ -85,7 +97,24 @@ def _draw_block(
         rng=rng,
         random_pool=random_pool,
         popularity_exponent=popularity_exponent,
+        related=related,
     )
+
+
+# One UserRelations per process, for the catalog it was built from (mixing tasks share one
+# catalog per process: feed.cached_catalog); the catalog is held so its id stays its own.
+_RELATIONS: dict[int, tuple[Catalog, UserRelations]] = {}
+
+
+def user_relations(catalog: Catalog) -> UserRelations:
+    """The users' also-view relations over their training items (`sampling.exclude_related`)."""
+    if id(catalog) not in _RELATIONS:
+        _RELATIONS.clear()
+        tables = catalog.sampling
+        history = user_item_csr(catalog.train.users, catalog.train.items, tables.n_users, tables.n_items)
+        relations = UserRelations.build(history, tables.n_items, tables.also_view_indptr, tables.also_view_indices)
+        _RELATIONS[id(catalog)] = (catalog, relations)
+    return _RELATIONS[id(catalog)][1]
 
 
 def _group_order(positives: np.ndarray, k: int) -> np.ndarray:
@@ -97,19 +126,34 @@ def _group_order(positives: np.ndarray, k: int) -> np.ndarray:
     return order.ravel()
 
 
+def trains_in_groups(config: Config) -> bool:
+    """Whether training scores a positive and its own negatives together: the ranking losses
+    compare them, the relation head and the user sequence describe the user of a whole group by
+    its positive (its relations left out; only the items before it), and the choice among a
+    negative's candidates scores them for their positive."""
+    return (
+        config.train.loss != "bce"
+        or config.model.also_view_relation
+        or config.model.user_sequence > 0
+        or config.sampling.candidates_per_negative > 1
+    )
+
+
 def group_rows(config: Config) -> int:
-    """Rows that must stay together in a batch: a positive and its negatives for the ranking
-    losses and for the relation head (which leaves each group's positive out of the user's
-    relations), else one row."""
-    if config.train.loss == "bce" and not config.model.also_view_relation:
-        return 1
-    return 1 + config.sampling.negatives_per_positive
+    """Rows that must stay together in a batch: a positive and every negative drawn for it when
+    training is in groups (`trains_in_groups`), else one row."""
+    return 1 + config.sampling.drawn_per_positive if trains_in_groups(config) else 1
 
 
 def rows_per_batch(config: Config, world: int) -> int:
-    """One worker's batch rows: train.batch_size / world, cut down to whole groups (group_rows)."""
-    group = group_rows(config)
-    return max(group, (config.train.batch_size // world) // group * group)
+    """One worker's batch rows: train.batch_size / world, cut down to whole groups (group_rows).
+    A group trains as 1 + k rows however many candidates it was drawn with, so `batch_size`
+    counts trained rows: a batch holds batch_size / world / (1 + k) groups."""
+    share = config.train.batch_size // world
+    if not trains_in_groups(config):
+        return max(1, share)
+    s = config.sampling
+    return max(1, share // (1 + s.negatives_per_positive)) * (1 + s.drawn_per_positive)
 
 
 def preview_mix(catalog: Catalog, config: Config, max_blocks: int = 8) -> MixStats:
@@ -131,24 +175,38 @@ def preview_mix(catalog: Catalog, config: Config, max_blocks: int = 8) -> MixSta
             args["random_pool"],
             args["popularity_exponent"],
             epoch_rng(args["seed"], args["epoch"], block),
+            user_relations(catalog) if args["exclude_related"] else None,
         )
         total = total.merge(stats)
     return total
 
 
 def describe_mix(stats: MixStats, fraction: float, warmup_epochs: int = 0) -> str:
-    """One line: the also-view share asked for, the share drawn, and why they differ."""
+    """One line: the also-view share asked for, the share drawn, and why they differ; with
+    `sampling.exclude_related`, what that left out."""
+    line = _describe_share(stats, fraction, warmup_epochs)
+    if stats.related_left_out:
+        line += (
+            f"; {stats.related_left_out:,} drawn candidates left out as also-view neighbours of the user's"
+            f" other items, {stats.related_kept:,} negatives kept although related (nothing unrelated was left)"
+        )
+    return line
+
+
+def _describe_share(stats: MixStats, fraction: float, warmup_epochs: int) -> str:
     if fraction == 0 or stats.negatives == 0:
         return f"also-view share {fraction:.2f}"
     if warmup_epochs:
-        fraction_text = f"also-view share rising from 0 to {fraction:.2f} over {warmup_epochs} epochs; then"
-        return fraction_text + " " + describe_mix(stats, fraction)
+        return f"also-view share rising from 0 to {fraction:.2f} over {warmup_epochs} epochs; then " + _describe_share(
+            stats, fraction, 0
+        )
     short = stats.hard_shortfall / max(stats.hard_requested, 1)
     line = f"also-view share {fraction:.2f} asked, {stats.hard_share:.2f} drawn"
     if short > 0.005:
+        left_out = "the user's own items" + (" and their also-view neighbours" if stats.related_left_out else "")
         line += (
             f" ({short:.0%} of the asked also-view draws came from random items:"
-            " lists too short once the user's own items are left out)"
+            f" lists too short once {left_out} are left out)"
         )
     return line
 
@@ -223,9 +281,10 @@ def mix_arguments(config: Config, epoch: int) -> dict[str, Any]:
         "block_rows": s.block_rows,
         "seed": config.seed,
         "epoch": epoch,
-        "negatives_per_positive": s.negatives_per_positive,
+        "negatives_per_positive": s.drawn_per_positive,
         "also_view_fraction": also_view_share(config, epoch),
         "random_pool": s.random_pool,
         "popularity_exponent": s.popularity_exponent,
         "grouped": group_rows(config) > 1,
+        "exclude_related": s.exclude_related,
     }

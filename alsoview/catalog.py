@@ -20,10 +20,11 @@ from alsoview.sampling_tables import SamplingTables
 
 @dataclass(frozen=True)
 class Interactions:
-    """(user, item) id pairs of one split, aligned arrays."""
+    """(user, item) id pairs of one split and when they happened, aligned arrays."""
 
     users: np.ndarray  # int64
     items: np.ndarray  # int64
+    times: np.ndarray  # int64: the review's time, or its position in a file without timestamps
 
     def __len__(self) -> int:
         return len(self.users)
@@ -103,7 +104,10 @@ def load_catalog(prepared_dir: str | Path) -> Catalog:
 
 
 def _pairs(frame: pd.DataFrame) -> Interactions:
-    return Interactions(frame["user_idx"].to_numpy(np.int64), frame["item_idx"].to_numpy(np.int64))
+    """A split's pairs with their times; logged negatives (combined_samples.csv labels) have no
+    time of their own and get 0."""
+    times = frame["time"].to_numpy(np.int64) if "time" in frame.columns else np.zeros(len(frame), np.int64)
+    return Interactions(frame["user_idx"].to_numpy(np.int64), frame["item_idx"].to_numpy(np.int64), times)
 
 
 def _with_unknown(values: np.ndarray, unknown: Any) -> np.ndarray:

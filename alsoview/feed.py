@@ -131,13 +131,13 @@ class EpochFeeder:
         # training worker's included: the epoch it trains and the one handed to it count, so
         # the limit leaves room for one more (resources.EPOCHS_IN_FLIGHT). With room for only
         # those two, the executor ran one mixing task at a time (benchmarks/README.md).
-        first = epoch_rows(plan, block_sizes, 1 + config.sampling.negatives_per_positive, plan.first_epoch)
+        first = epoch_rows(plan, block_sizes, 1 + config.sampling.drawn_per_positive, plan.first_epoch)
         context.execution_options.resource_limits = ExecutionResources(
             object_store_memory=max(EPOCHS_IN_FLIGHT * SAMPLE_BYTES * first, 64 * 2**20)
         )
         quiet_ray()
         self.plan, self.block_sizes = plan, block_sizes
-        self.samples_per_positive = 1 + config.sampling.negatives_per_positive
+        self.samples_per_positive = 1 + config.sampling.drawn_per_positive
         self.next_epoch = plan.first_epoch
         dataset = run_dataset(config, catalog_ref, plan, udf)  # udf: benchmarks time the tasks
         # References to the blocks as the mixing tasks stored them: this actor never reads or

@@ -208,7 +208,7 @@ def fit_in_process(
     batch_rows = rows_per_batch(config, world=1)
 
     def epoch_inputs(epoch: int) -> EpochInputs:
-        samples_per_positive = 1 + config.sampling.negatives_per_positive
+        samples_per_positive = 1 + config.sampling.drawn_per_positive
         steps = steps_per_epoch(sizes, config.seed, epoch, 1, samples_per_positive, batch_rows)
         blocks = local_epoch_blocks(catalog, config, epoch)
         return EpochInputs(fixed_size_batches(blocks, batch_rows), steps)

@@ -1,7 +1,7 @@
 """The training losses (`train.loss`), each a function of (model, batch) -> a scalar.
 
 - `bce`: binary cross-entropy of every sample's label (the original design). Rows may be in any
-  order; with the relation head, over groups (`GroupedBinaryCrossEntropy`).
+  order; with the relation head or the user sequence, over groups (`GroupedBinaryCrossEntropy`).
 - `bpr`: each positive scored above each of its own negatives (-log sigmoid of the difference).
 - `softmax`: a sampled softmax: each positive against its own negatives and, with
   `train.in_batch_negatives`, the batch's other positives, logits divided by
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from alsoview.blocks import trains_in_groups
 from alsoview.catalog import Catalog
 from alsoview.config import Config
 
@@ -33,15 +34,20 @@ LossStep = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 
 
 def build_loss(config: Config, catalog: Catalog, device: Any = "cpu") -> LossStep:
-    """The configured loss; its tables (logQ) on `device`."""
+    """The configured loss; its tables (logQ) on `device`; with several candidates per negative,
+    behind the choice of the hardest (`HardestCandidates`)."""
     k = config.sampling.negatives_per_positive
     t = config.train
+    loss: LossStep
     if t.loss == "bce":
-        return GroupedBinaryCrossEntropy(k) if config.model.also_view_relation else binary_cross_entropy
-    if t.loss == "bpr":
-        return PairwiseLoss(k)
-    log_q = SamplingLogQ.of(catalog, config, device) if t.logq_correction else None
-    return SampledSoftmax(k, t.softmax_temperature, log_q, t.in_batch_negatives)
+        loss = GroupedBinaryCrossEntropy(k) if trains_in_groups(config) else binary_cross_entropy
+    elif t.loss == "bpr":
+        loss = PairwiseLoss(k)
+    else:
+        log_q = SamplingLogQ.of(catalog, config, device) if t.logq_correction else None
+        loss = SampledSoftmax(k, t.softmax_temperature, log_q, t.in_batch_negatives)
+    candidates = config.sampling.candidates_per_negative
+    return HardestCandidates(loss, k, candidates) if candidates > 1 else loss
 
 
 def binary_cross_entropy(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -55,6 +61,41 @@ def groups(batch: dict[str, torch.Tensor], k: int) -> tuple[torch.Tensor, torch.
         raise ValueError(f"a ranking loss needs whole groups of 1 + {k} rows, got a batch of {rows}")
     items = batch["item"].view(-1, 1 + k)
     return batch["user"].view(-1, 1 + k)[:, 0], items, batch["is_hard"].view(-1, 1 + k)
+
+
+class HardestCandidates:
+    """`sampling.candidates_per_negative` = c > 1: the mixing drew c candidates for each of a
+    positive's k negatives (c consecutive rows of its group, also-view ones first); the model,
+    without gradients, scores them for the group's user and keeps each negative's highest-scored
+    candidate (dynamic negative sampling, Zhang et al. 2013): the hardest of several also-view
+    items, not the first one drawn. The loss then trains on groups of 1 + k. A softmax's logQ
+    correction reads how the kept candidate was drawn, not that it was chosen."""
+
+    def __init__(self, loss: LossStep, k: int, candidates: int) -> None:
+        self.loss, self.k, self.candidates = loss, k, candidates
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.loss(model, self.choose(model, batch))
+
+    def choose(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch with each negative's highest-scored candidate: groups of 1 + k rows."""
+        k, c = self.k, self.candidates
+        users, items, is_hard = groups(batch, k * c)
+        with torch.no_grad():
+            scores = model.score_groups(users, items)[:, 1:].reshape(-1, k, c)
+        pick = scores.argmax(-1, keepdim=True)  # [G, k, 1]
+
+        def kept(column: torch.Tensor) -> torch.Tensor:
+            chosen = column[:, 1:].reshape(-1, k, c).gather(2, pick).squeeze(-1)
+            return torch.cat([column[:, :1], chosen], dim=1).reshape(-1)
+
+        width = 1 + k * c
+        return {
+            "user": batch["user"].view(-1, width)[:, : 1 + k].reshape(-1),
+            "item": kept(items),
+            "label": batch["label"].view(-1, width)[:, : 1 + k].reshape(-1),
+            "is_hard": kept(is_hard),
+        }
 
 
 class GroupedBinaryCrossEntropy:

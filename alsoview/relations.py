@@ -67,3 +67,44 @@ def count_rows(keys: np.ndarray, counts: np.ndarray, users: np.ndarray, n_items:
     flat = np.repeat(lo - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
     out[rows, keys[flat] % n_items] = counts[flat]
     return out
+
+
+@dataclass(frozen=True)
+class UserRelations:
+    """Each user's relation counts (`relation_counts` over their training items) and the graph's
+    keys, to take one item (a training pair's positive) out of a user's relations."""
+
+    n_items: int
+    keys: np.ndarray  # sorted user * n_items + item
+    counts: np.ndarray  # int32, aligned with keys
+    neighbour_keys: np.ndarray  # Neighbours.keys
+
+    @classmethod
+    def build(
+        cls,
+        history: tuple[np.ndarray, np.ndarray],
+        n_items: int,
+        also_view_indptr: np.ndarray,
+        also_view_indices: np.ndarray,
+    ) -> "UserRelations":
+        """From the users' training items as CSR (`user_item_csr`) and the also-view lists."""
+        neighbours = Neighbours.from_also_view(n_items, also_view_indptr, also_view_indices)
+        return cls(n_items, *relation_counts(*history, neighbours), neighbours.keys)
+
+    def count(self, users: np.ndarray, items: np.ndarray, leave_out: np.ndarray | None = None) -> np.ndarray:
+        """How many of each user's training items are neighbours of the item [N], the `leave_out`
+        item not counted."""
+        keys = users * self.n_items + items
+        count = _sorted_lookup(self.keys, keys, self.counts)
+        if leave_out is not None:
+            count = count - _sorted_lookup(self.neighbour_keys, leave_out * self.n_items + items, None)
+        return np.maximum(count, 0)
+
+
+def _sorted_lookup(sorted_keys: np.ndarray, keys: np.ndarray, values: np.ndarray | None) -> np.ndarray:
+    """values at `keys` in `sorted_keys` (1 for membership when `values` is None), 0 where absent."""
+    if len(sorted_keys) == 0:
+        return np.zeros(len(keys), np.int64)
+    index = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    found = sorted_keys[index] == keys
+    return np.where(found, 1 if values is None else values[index], 0).astype(np.int64)

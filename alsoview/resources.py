@@ -260,7 +260,7 @@ def check_sample_memory(config: Config, n_positives: int, cluster: dict[str, flo
     """Refuse settings whose mixed samples cannot fit: a mixing task's peak in the memory its
     CPUs come with, or the epochs in flight in the object store plus Ray's spill space."""
     s = config.sampling
-    per_positive = 1 + s.negatives_per_positive
+    per_positive = 1 + s.drawn_per_positive
     task_rows = s.block_rows * s.blocks_per_task * per_positive
     spare_cpus = max(plan.run_budget["CPU"] - plan.trial_cpus - plan.cpus_per_worker * plan.workers, 0.0)
     tasks_at_once = max(1, math.floor(spare_cpus / plan.cpus_per_mix_task + _EPS))

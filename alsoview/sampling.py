@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from alsoview.config import RANDOM_POOLS
+from alsoview.relations import UserRelations
 from alsoview.sampling_tables import SamplingTables, _WeightedPool
 
 __all__ = ["SamplingTables", "MixStats", "mix_negatives", "epoch_rng", "RANDOM_POOLS"]
@@ -47,6 +48,10 @@ class MixStats:
     hard_drawn: int = 0
     hard_shortfall: int = 0  # requested but filled from random: the usable also-view list was too short
     random_redraws: int = 0  # random candidates rejected because the user had interacted with them
+    # With `related`: candidates left out as neighbours of the user's other items, and random
+    # negatives that stayed such neighbours (the user's free items were nearly all related)
+    related_left_out: int = 0
+    related_kept: int = 0
 
     def merge(self, other: "MixStats") -> "MixStats":
         """Field-wise sum (a new object; neither input changes)."""
@@ -77,6 +82,7 @@ def mix_negatives(
     rng: np.random.Generator,
     random_pool: str = "uniform",
     popularity_exponent: float = 0.75,
+    related: UserRelations | None = None,
 ) -> tuple[dict[str, np.ndarray], MixStats]:
     """Positives followed by ``k`` negatives each; see the module docstring for the row layout.
 
@@ -89,6 +95,11 @@ def mix_negatives(
     interacted with; whatever that list cannot supply comes from the random pool (``hard_shortfall``).
     Random negatives are drawn independently (with replacement) from items ``1..n_items-1`` minus
     the user's items, uniformly or with weights ``(popularity + 1) ** popularity_exponent``.
+    With ``related`` (`sampling.exclude_related`), neither kind may be an also-view neighbour of
+    one of the user's training items other than the positive (likely false negatives: related to
+    what the user chose); the positive's own neighbours stay hard candidates. Random draws reject
+    such items for the rejection rounds; the exact draw after them does not, and what it keeps is
+    counted (``related_kept``).
     Raises ``ValueError`` for bad arguments, ids out of range, a positive missing from
     ``tables.user_items`` (stale tables), or a user who interacted with every item.
     """
@@ -104,7 +115,8 @@ def mix_negatives(
     n_pos = users.size
 
     n_hard = _hard_counts(n_pos, k, f, rng)
-    hard_items, n_drawn = _draw_hard(users, items, n_hard, tables, rng)
+    excluded = _Excluded(tables, related)
+    hard_items, n_drawn = _draw_hard(users, items, n_hard, excluded, rng)
     is_hard = np.arange(k) < n_drawn[:, None]  # [B, k]; hard slots come first within a positive
 
     neg_users = np.repeat(users, k)
@@ -112,8 +124,9 @@ def mix_negatives(
     hard_flat = is_hard.ravel()
     neg_items[hard_flat] = hard_items[np.arange(hard_items.shape[1]) < n_drawn[:, None]]
     random_users = neg_users[~hard_flat]
+    random_positives = np.repeat(items, k)[~hard_flat]
     pool = None if random_pool == "uniform" else tables.weighted_pool(popularity_exponent)
-    random_items, redraws = _draw_random(random_users, tables, pool, rng)
+    random_items, redraws = _draw_random(random_users, random_positives, excluded, pool, rng)
     neg_items[~hard_flat] = random_items
 
     columns = {
@@ -131,6 +144,8 @@ def mix_negatives(
         hard_drawn=drawn,
         hard_shortfall=requested - drawn,
         random_redraws=redraws,
+        related_left_out=excluded.related_left_out,
+        related_kept=excluded.related_kept,
     )
     return columns, stats
 
@@ -183,8 +198,28 @@ def _hard_counts(n_pos: int, k: int, f: float, rng: np.random.Generator) -> np.n
     return counts
 
 
+class _Excluded:
+    """What a negative may not be: an item of the user's, and with `related` a neighbour of the
+    user's other training items; counts what the relation check left out."""
+
+    def __init__(self, tables: SamplingTables, related: UserRelations | None) -> None:
+        self.tables, self.related = tables, related
+        self.related_left_out = self.related_kept = 0
+
+    def rejects(
+        self, users: np.ndarray, positives: np.ndarray, candidates: np.ndarray, count: bool = True
+    ) -> np.ndarray:
+        """Which candidates may not be negatives; `count` the related ones as drawn and left out."""
+        out = self.tables.interacted(users, candidates)
+        if self.related is not None:
+            near = ~out & (self.related.count(users, candidates, leave_out=positives) > 0)
+            self.related_left_out += int(near.sum()) if count else 0
+            out |= near
+        return out
+
+
 def _draw_hard(
-    users: np.ndarray, items: np.ndarray, n_hard: np.ndarray, tables: SamplingTables, rng: np.random.Generator
+    users: np.ndarray, items: np.ndarray, n_hard: np.ndarray, excluded: _Excluded, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hard negatives per positive, uniform without replacement over the usable also-view items.
 
@@ -199,6 +234,7 @@ def _draw_hard(
     n_drawn = np.zeros(n_pos, dtype=np.int64)
     if max_h == 0:
         return chosen, n_drawn
+    tables = excluded.tables
     lo = tables.also_view_indptr[items]
     length = tables.also_view_indptr[items + 1] - lo
     alive = length > 0  # a row stops at its first slot that cannot be filled
@@ -209,19 +245,26 @@ def _draw_hard(
             if rows.size == 0:
                 break
             cand = tables.also_view_indices[lo[rows] + rng.integers(0, length[rows])].astype(np.int64)
-            ok = _usable(cand, users[rows], chosen[rows, :j], tables)
+            ok = _usable(cand, users[rows], items[rows], chosen[rows, :j], excluded)
             chosen[rows[ok], j] = cand[ok]
             rows = rows[~ok]
         if rows.size:
-            found = _exact_hard_slot(rows, j, users, lo, length, chosen, tables, rng)
+            found = _exact_hard_slot(rows, j, users, items, lo, length, chosen, excluded, rng)
             alive[rows[~found]] = False
         n_drawn += chosen[:, j] >= 0
     return chosen, n_drawn
 
 
-def _usable(cand: np.ndarray, users: np.ndarray, taken: np.ndarray, tables: SamplingTables) -> np.ndarray:
-    """Candidate is neither interacted with nor already taken by an earlier hard slot of its positive."""
-    ok = ~tables.interacted(users, cand)
+def _usable(
+    cand: np.ndarray,
+    users: np.ndarray,
+    positives: np.ndarray,
+    taken: np.ndarray,
+    excluded: _Excluded,
+    count: bool = True,
+) -> np.ndarray:
+    """Candidate is not excluded (`_Excluded`) nor already taken by an earlier hard slot of its positive."""
+    ok = ~excluded.rejects(users, positives, cand, count)
     for col in range(taken.shape[1]):
         ok &= cand != taken[:, col]
     return ok
@@ -231,10 +274,11 @@ def _exact_hard_slot(
     rows: np.ndarray,
     j: int,
     users: np.ndarray,
+    items: np.ndarray,
     lo: np.ndarray,
     length: np.ndarray,
     chosen: np.ndarray,
-    tables: SamplingTables,
+    excluded: _Excluded,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Fill slot ``j`` of ``rows`` uniformly from ALL usable list entries (expanded); returns found mask."""
@@ -242,8 +286,8 @@ def _exact_hard_slot(
     seg = np.repeat(np.arange(rows.size), seg_len)
     seg_start = np.cumsum(seg_len) - seg_len
     flat_pos = np.repeat(lo[rows], seg_len) + (np.arange(seg.size) - seg_start[seg])
-    cand = tables.also_view_indices[flat_pos].astype(np.int64)
-    ok = _usable(cand, users[rows][seg], chosen[rows, :j][seg], tables)
+    cand = excluded.tables.also_view_indices[flat_pos].astype(np.int64)
+    ok = _usable(cand, users[rows][seg], items[rows][seg], chosen[rows, :j][seg], excluded, count=False)
     count = np.bincount(seg, weights=ok, minlength=rows.size).astype(np.int64)
     found = count > 0
     pick = np.full(rows.size, -1, dtype=np.int64)
@@ -258,28 +302,59 @@ def _exact_hard_slot(
 
 
 def _draw_random(
-    users: np.ndarray, tables: SamplingTables, pool: _WeightedPool | None, rng: np.random.Generator
+    users: np.ndarray, positives: np.ndarray, excluded: _Excluded, pool: _WeightedPool | None, rng: np.random.Generator
 ) -> tuple[np.ndarray, int]:
     """One negative per entry of ``users`` from the pool (``None`` = uniform over 1..n_items-1)
-    minus the user's items, by rejection rounds then an exact draw; returns (items, redraws)."""
+    minus the user's items (and, with relations, their neighbours), by rejection rounds then an
+    exact draw that leaves out the user's items only; returns (items, redraws)."""
+    tables = excluded.tables
     n_items = tables.n_items
 
     def draw(size: int) -> np.ndarray:
         return rng.integers(1, n_items, size=size) if pool is None else pool.draw(rng, size)
 
     out = draw(users.size)
-    todo = np.flatnonzero(tables.interacted(users, out))
+    todo = np.flatnonzero(excluded.rejects(users, positives, out))
     redraws = todo.size
     for _ in range(_RANDOM_REJECTION_ROUNDS - 1):
         if todo.size == 0:
             break
         out[todo] = draw(todo.size)
-        todo = todo[tables.interacted(users[todo], out[todo])]
+        todo = todo[excluded.rejects(users[todo], positives[todo], out[todo])]
         redraws += todo.size
     if todo.size:
         weights = np.ones(n_items) if pool is None else pool.weights
+        if excluded.related is not None:
+            drawn, none_left = _exact_unrelated_draw(users[todo], positives[todo], excluded, weights, rng, todo)
+            out[todo] = drawn
+            todo = none_left  # nothing unrelated is left for these: the plain exact draw below
         out[todo] = _exact_complement_draw(users[todo], tables, weights, rng)
     return out, int(redraws)
+
+
+def _exact_unrelated_draw(
+    users: np.ndarray,
+    positives: np.ndarray,
+    excluded: _Excluded,
+    weights: np.ndarray,
+    rng: np.random.Generator,
+    rows: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A weighted draw over each user's items that are neither theirs nor related elsewhere, one
+    user at a time (the few rows the rejection rounds left: heavy users in small catalogs);
+    returns (items, the `rows` with no such item left), the latter counted as ``related_kept``."""
+    every = np.arange(1, excluded.tables.n_items)
+    out = np.zeros(len(users), dtype=np.int64)
+    none_left = np.zeros(len(users), dtype=bool)
+    for row, (user, positive) in enumerate(zip(users.tolist(), positives.tolist())):
+        free = every[~excluded.rejects(np.full(len(every), user), np.full(len(every), positive), every, count=False)]
+        w = weights[free]
+        if w.sum() <= 0:
+            none_left[row] = True
+            continue
+        out[row] = free[np.searchsorted(np.cumsum(w), rng.random() * w.sum(), side="right").clip(max=len(free) - 1)]
+    excluded.related_kept += int(none_left.sum())
+    return out, rows[none_left]
 
 
 def _exact_complement_draw(

@@ -122,7 +122,7 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
 
     sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
     worker_batch = rows_per_batch(config, world)
-    samples_per_positive = 1 + config.sampling.negatives_per_positive
+    samples_per_positive = 1 + config.sampling.drawn_per_positive
 
     if state.epoch + 1 >= config.train.epochs and state.history:
         # Nothing left to train (e.g. the driver died after the last epoch): report the final

@@ -11,9 +11,17 @@ import torch
 from test_model import N_ITEMS, N_USERS, make_model
 from torch.nn import functional as F
 
-from alsoview.blocks import group_rows, mix_block, rows_per_batch
+from alsoview.blocks import group_rows, mix_arguments, mix_block, rows_per_batch
 from alsoview.config import load_config
-from alsoview.losses import PairwiseLoss, SampledSoftmax, SamplingLogQ, build_loss, groups
+from alsoview.losses import (
+    GroupedBinaryCrossEntropy,
+    HardestCandidates,
+    PairwiseLoss,
+    SampledSoftmax,
+    SamplingLogQ,
+    build_loss,
+    groups,
+)
 from alsoview.model import ModelConfig
 from alsoview.sampling_tables import SamplingTables
 
@@ -72,12 +80,17 @@ def test_scores_of_groups_equal_forward_per_pair(config):
 
 
 def grouped_batch(groups_: int = 8, seed: int = 5) -> dict[str, torch.Tensor]:
+    return grouped_batch_of(K, groups_, seed)
+
+
+def grouped_batch_of(k: int, groups_: int = 8, seed: int = 5) -> dict[str, torch.Tensor]:
+    """Groups of a positive and k negatives of random users and items."""
     gen = torch.Generator().manual_seed(seed)
-    users = torch.randint(1, N_USERS, (groups_,), generator=gen).repeat_interleave(1 + K)
-    items = torch.randint(1, N_ITEMS, (groups_ * (1 + K),), generator=gen)
-    label = torch.zeros(groups_, 1 + K)
+    users = torch.randint(1, N_USERS, (groups_,), generator=gen).repeat_interleave(1 + k)
+    items = torch.randint(1, N_ITEMS, (groups_ * (1 + k),), generator=gen)
+    label = torch.zeros(groups_, 1 + k)
     label[:, 0] = 1
-    hard = (torch.rand(groups_, 1 + K, generator=gen) < 0.5).float()
+    hard = (torch.rand(groups_, 1 + k, generator=gen) < 0.5).float()
     hard[:, 0] = 0
     return {"user": users, "item": items, "label": label.reshape(-1), "is_hard": hard.reshape(-1)}
 
@@ -156,3 +169,52 @@ def test_build_loss_maps_the_config():
     assert isinstance(build_loss(load_config(None, ["train.loss=bpr"]), catalog), PairwiseLoss)
     softmax = build_loss(load_config(None, ["train.loss=softmax", "train.logq_correction=false"]), catalog)
     assert isinstance(softmax, SampledSoftmax) and softmax.log_q is None and softmax.in_batch
+
+
+def test_the_hardest_of_each_negatives_candidates_trains():
+    """K = 3 negatives of C = 2 candidates each (groups of 1 + 6): per negative the candidate
+    with the higher score is kept, with its is_hard flag, and the inner loss sees groups of 1 + 3."""
+    candidates = 2
+    model = ExplicitScores()
+    batch = grouped_batch_of(K * candidates)
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def inner(model_: torch.nn.Module, kept: dict[str, torch.Tensor]) -> torch.Tensor:
+        seen.append(kept)
+        return torch.tensor(0.0)
+
+    HardestCandidates(inner, K, candidates)(model, batch)
+    (kept,) = seen
+    width = 1 + K * candidates
+    for g, (users, items, hard) in enumerate(
+        zip(batch["user"].view(-1, width), batch["item"].view(-1, width), batch["is_hard"].view(-1, width))
+    ):
+        scores = model.table[users[0], items]
+        expected_items, expected_hard = [int(items[0])], [0.0]
+        for slot in range(K):
+            pair = slice(1 + slot * candidates, 1 + (slot + 1) * candidates)
+            best = int(torch.argmax(scores[pair])) + pair.start
+            expected_items.append(int(items[best]))
+            expected_hard.append(float(hard[best]))
+        rows = slice(g * (1 + K), (g + 1) * (1 + K))
+        assert kept["item"][rows].tolist() == expected_items
+        assert kept["is_hard"][rows].tolist() == expected_hard
+        assert kept["user"][rows].tolist() == [int(users[0])] * (1 + K)
+        assert kept["label"][rows].tolist() == [1.0] + [0.0] * K
+
+
+def test_candidates_per_negative_draws_more_and_batches_count_trained_groups():
+    config = load_config(
+        None, ["sampling.candidates_per_negative=3", "sampling.negatives_per_positive=4", "train.batch_size=512"]
+    )
+    assert group_rows(config) == 13  # 1 + 4 x 3 drawn
+    assert rows_per_batch(config, 1) == 102 * 13  # 102 groups of 1 + 4 trained rows
+    assert mix_arguments(config, 0)["negatives_per_positive"] == 12
+    loss = build_loss(config, small_catalog())
+    assert isinstance(loss, HardestCandidates) and isinstance(loss.loss, GroupedBinaryCrossEntropy)
+    block = mix_block(0, small_catalog(), 50, 7, 2, 12, 0.5, "uniform", 0.75, grouped=True)
+    assert (block["label"].reshape(-1, 13)[:, 0] == 1).all()  # groups of 1 + 12 drawn
+    model = make_model(ModelConfig()).train()
+    value = loss(model, grouped_batch_of(12, groups_=4))
+    value.backward()
+    assert torch.isfinite(value) and model.item_tower.id_embedding.weight.grad.abs().sum() > 0

@@ -55,6 +55,8 @@ def make_model(config: ModelConfig = ModelConfig(), text_dim: int = TEXT_DIM, se
         config=config,
         user_history=(HISTORY_INDPTR, HISTORY_ITEMS) if config.user_history else None,
         relations=relation_inputs() if config.also_view_relation else None,
+        # the history's order taken as the time order
+        user_sequence=(HISTORY_INDPTR, HISTORY_ITEMS) if config.user_sequence else None,
     )
 
 
@@ -231,6 +233,8 @@ QUALITY_SWITCHES = [
     ModelConfig(item_features=False, dot_product=True, user_history=True, user_id=False),
     ModelConfig(user_history=True, dot_product=True, mlp=False, also_view_relation=True),
     ModelConfig(also_view_relation=True),
+    ModelConfig(user_sequence=2),
+    ModelConfig(user_sequence=3, sequence_blocks=2, user_id=False, dot_product=True, mlp=False, user_history=True),
 ]
 
 
@@ -238,7 +242,8 @@ def switch_id(c: ModelConfig) -> str:
     """Every switch in the id, so no two parametrized cases share one."""
     return (
         f"h{c.user_history:d}d{c.dot_product:d}m{c.mlp:d}p{c.product_interaction:d}"
-        f"f{c.item_features:d}u{c.user_id:d}r{c.also_view_relation:d}w{'-'.join(map(str, c.hidden_dims))}"
+        f"f{c.item_features:d}u{c.user_id:d}r{c.also_view_relation:d}s{c.user_sequence}b{c.sequence_blocks}"
+        f"w{'-'.join(map(str, c.hidden_dims))}"
     )
 
 

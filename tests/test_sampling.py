@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from alsoview.relations import UserRelations
 from alsoview.sampling import MixStats, epoch_rng, mix_negatives
 from alsoview.sampling_tables import (
     SamplingTables,
@@ -385,6 +386,8 @@ def test_mixstats_merge_and_dict() -> None:
         "hard_drawn": 5,
         "hard_shortfall": 1,
         "random_redraws": 5,
+        "related_left_out": 0,
+        "related_kept": 0,
         "hard_share": 5 / 12,
     }
 
@@ -413,3 +416,57 @@ def test_key_set_filter_sends_few_misses_to_the_table() -> None:
     passed = (key_set.filter[where >> 3] >> (where & 7).astype(np.uint8)) & 1
     assert passed.mean() < 0.06
     assert not key_set.contains(misses).any()
+
+
+def user_relations_of(catalog: Catalog) -> UserRelations:
+    """Every item of a user counts as a training item here."""
+    indptr = np.concatenate([[0], np.cumsum([len(s) for s in catalog.user_items])])
+    items = np.array([i for s in catalog.user_items for i in sorted(s)], dtype=np.int64)
+    tables = catalog.tables
+    return UserRelations.build((indptr, items), tables.n_items, tables.also_view_indptr, tables.also_view_indices)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_excluding_related_leaves_out_neighbours_of_the_users_other_items(seed: int) -> None:
+    catalog = random_catalog(seed, n_items=80, max_list=6)
+    k = 4
+    kwargs = dict(negatives_per_positive=k, also_view_fraction=0.5, rng=np.random.default_rng(seed))
+    out, stats = mix_negatives(
+        catalog.users, catalog.items, catalog.tables, related=user_relations_of(catalog), **kwargs
+    )
+    plain, plain_stats = mix_negatives(catalog.users, catalog.items, catalog.tables, **kwargs)
+    neighbours = [set() for _ in catalog.also_view]
+    for a, row in enumerate(catalog.also_view):
+        for b in row:
+            neighbours[a].add(b)
+            neighbours[b].add(a)
+    n_pos = len(catalog.users)
+    related_kept = 0
+    for row in range(n_pos, len(out["item"])):
+        user, item = int(out["user"][row]), int(out["item"][row])
+        positive = int(catalog.items[(row - n_pos) // k])
+        assert item not in catalog.user_items[user]
+
+        def related(candidate: int, user: int = user, positive: int = positive) -> bool:
+            return any(candidate in neighbours[other] for other in catalog.user_items[user] if other != positive)
+
+        if out["is_hard"][row]:
+            assert item in catalog.also_view[positive] and not related(item)  # never related elsewhere
+        if related(item):  # only where nothing unrelated was left to draw
+            free = set(range(1, 80)) - catalog.user_items[user]
+            assert all(related(other) for other in free), (user, positive)
+            related_kept += 1
+    assert related_kept == stats.related_kept
+    assert stats.related_left_out > 0 and plain_stats.related_left_out == 0
+    assert stats.hard_drawn <= plain_stats.hard_drawn
+
+
+def test_user_relations_count_leaves_the_positive_out() -> None:
+    # items 1-2 and 2-3 are neighbours; user 1 had items 1 and 3
+    tables = SamplingTables.from_lists(5, [[], [2], [3], [], []], [[], [1, 3]])
+    relations = UserRelations.build(
+        (np.array([0, 0, 2]), np.array([1, 3])), 5, tables.also_view_indptr, tables.also_view_indices
+    )
+    users = np.array([1, 1, 1, 1])
+    assert relations.count(users, np.array([2, 4, 1, 3])).tolist() == [2, 0, 0, 0]
+    assert relations.count(users, np.array([2, 2, 4, 2]), leave_out=np.array([1, 3, 1, 4])).tolist() == [1, 1, 0, 2]

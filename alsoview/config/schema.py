@@ -121,6 +121,13 @@ class SamplingConfig:
     # full share from the first epoch): easy negatives first, hard ones once the model ranks.
     also_view_warmup_epochs: int = 0
     random_pool: RandomPool = "uniform"  # where the other negatives come from
+    # Leave out of every draw the also-view neighbours of the user's other training items (likely
+    # false negatives: related to what the user chose); the positive's own list stays. Off by
+    # default (the design).
+    exclude_related: bool = False
+    # Candidates drawn per negative; the training worker keeps the one the model scores highest
+    # (dynamic negative sampling). 1 (the design): every drawn negative trains.
+    candidates_per_negative: int = 1
     popularity_exponent: float = 0.75  # popularity pool weights: (train count + 1) ** exponent
     # Positives per mixing block. Negatives are seeded by (seed, epoch, block), so for a given
     # block size an epoch's samples are the same for any number of workers.
@@ -132,8 +139,16 @@ class SamplingConfig:
     # room, down to 0.25), so that one task per worker's feed fits beside everything else.
     cpus_per_task: Union[float, None] = None
 
+    @property
+    def drawn_per_positive(self) -> int:
+        """Negatives the mixing draws per positive: every candidate of every negative."""
+        return self.negatives_per_positive * self.candidates_per_negative
+
     def validate(self) -> None:
         _check(self.negatives_per_positive >= 1, "sampling.negatives_per_positive", ">= 1", self.negatives_per_positive)
+        _check(
+            self.candidates_per_negative >= 1, "sampling.candidates_per_negative", ">= 1", self.candidates_per_negative
+        )
         _check(
             0.0 <= self.also_view_fraction <= 1.0, "sampling.also_view_fraction", "in [0, 1]", self.also_view_fraction
         )
@@ -178,6 +193,12 @@ class ModelConfig:
     # Batches then hold whole groups (a positive and its negatives) for any train.loss. Off by
     # default (the design).
     also_view_relation: bool = False
+    # The user vector adds the user's last `user_sequence` training items in time order through
+    # self-attention (SASRec; model/sequence.py); a training positive sees only its user's earlier
+    # items. Batches then hold whole groups. 0 (the design) leaves it out.
+    user_sequence: int = 0
+    sequence_blocks: int = 1  # self-attention blocks of the sequence part
+    sequence_dropout: float = 0.2  # dropout inside those blocks
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))  # YAML gives lists
@@ -193,10 +214,13 @@ class ModelConfig:
             list(self.hidden_dims),
         )
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "in [0, 1)", self.dropout)
+        _check(self.user_sequence >= 0, "model.user_sequence", ">= 0 (0: off)", self.user_sequence)
+        _check(self.sequence_blocks >= 1, "model.sequence_blocks", ">= 1", self.sequence_blocks)
+        _check(0.0 <= self.sequence_dropout < 1.0, "model.sequence_dropout", "in [0, 1)", self.sequence_dropout)
         _check(
-            self.user_id or self.user_history,
+            self.user_id or self.user_history or self.user_sequence > 0,
             "model.user_id",
-            "true when model.user_history is false (users would have no vector)",
+            "true when model.user_history is false and model.user_sequence is 0 (users would have no vector)",
             self.user_id,
         )
         _check(

@@ -23,8 +23,9 @@ from alsoview.model.ids import init_embedding
 from alsoview.model.mlp_head import MLPHead, mlp_layers
 from alsoview.model.relation_head import RelationHead
 from alsoview.model.scorer import TowerModel
+from alsoview.model.sequence import SequenceEncoder, sequence_blocks
 from alsoview.model.towers import ItemTower, UserTower
-from alsoview.relations import Neighbours, relation_counts, user_item_csr
+from alsoview.relations import UserRelations, user_item_csr
 
 if TYPE_CHECKING:
     from alsoview.catalog import Catalog
@@ -47,6 +48,7 @@ def build_model(catalog: "Catalog", config: "Config") -> TowerModel:
         config=config.model,
         user_history=history if config.model.user_history else None,
         relations=relation_tables(catalog, history) if config.model.also_view_relation else None,
+        user_sequence=training_sequence(catalog) if config.model.user_sequence else None,
     )
 
 
@@ -62,6 +64,7 @@ def build_tower_model(
     config: ModelConfig = ModelConfig(),
     user_history: tuple[np.ndarray, np.ndarray] | None = None,
     relations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    user_sequence: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TowerModel:
     """Towers and heads for `config` over these vocabularies and feature tables."""
     if min(n_users, n_items, n_brands) < 1 or text_dim < 0:
@@ -70,6 +73,8 @@ def build_tower_model(
         raise ValueError("model.user_history needs the users' training items (user_history=(indptr, items))")
     if config.also_view_relation and relations is None:
         raise ValueError("model.also_view_relation needs relations=(keys, counts, neighbour keys): relation_tables")
+    if config.user_sequence and user_sequence is None:
+        raise ValueError("model.user_sequence needs the users' training items in time order: training_sequence")
     features = ItemFeatures(n_brands, item_brand, item_price, item_price_missing, item_text, text_dim)
     if features.n_items != n_items:
         raise ValueError(f"item_brand must have shape ({n_items},), got ({features.n_items},)")
@@ -104,12 +109,28 @@ def build_tower_model(
         heads["dot"] = dot  # after the MLP: the logit adds the heads in this order
     if config.also_view_relation:
         heads["relation"] = RelationHead(n_items, *relations)  # no random draws: every seed keeps its weights
-    return TowerModel(UserTower(n_users, d, user_id, history), ItemTower(item_id, brand, features), heads)
+    sequence = None
+    if config.user_sequence:  # drawn last: the other parts keep every seed's initial weights
+        embedding, positions = nn.Embedding(n_items, d, sparse=sparse), nn.Embedding(config.user_sequence, d)
+        init_embedding(embedding)
+        nn.init.normal_(positions.weight, std=embedding.weight[1:].std().item() if n_items > 2 else 0.01)
+        blocks = sequence_blocks(d, config.sequence_blocks, config.sequence_dropout)
+        sequence = SequenceEncoder(embedding, positions, blocks, n_users, *user_sequence)
+    user_tower = UserTower(n_users, d, user_id, history, sequence)
+    return TowerModel(user_tower, ItemTower(item_id, brand, features), heads)
 
 
 def training_history(catalog: "Catalog") -> tuple[np.ndarray, np.ndarray]:
     """Each user's distinct training items, as CSR (indptr over users, item ids)."""
     return user_item_csr(catalog.train.users, catalog.train.items, catalog.n_users, catalog.n_items)
+
+
+def training_sequence(catalog: "Catalog") -> tuple[np.ndarray, np.ndarray]:
+    """Each user's training items in time order (equal times in item-id order), as CSR."""
+    train = catalog.train
+    order = np.lexsort((train.items, train.times, train.users))
+    counts = np.bincount(train.users, minlength=catalog.n_users)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), train.items[order]
 
 
 def relation_tables(
@@ -119,9 +140,8 @@ def relation_tables(
     item) relation keys and counts, and the undirected also-view keys (to leave a user's positive
     out of its relations while training)."""
     tables = catalog.sampling
-    neighbours = Neighbours.from_also_view(catalog.n_items, tables.also_view_indptr, tables.also_view_indices)
-    keys, counts = relation_counts(*history, neighbours)
-    return keys, counts, neighbours.keys
+    relations = UserRelations.build(history, catalog.n_items, tables.also_view_indptr, tables.also_view_indices)
+    return relations.keys, relations.counts, relations.neighbour_keys
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -7,30 +7,42 @@ from torch import nn
 
 from alsoview.model.features import ItemFeatures
 from alsoview.model.history import HistoryBag
+from alsoview.model.sequence import SequenceEncoder
 
 
 class UserTower(nn.Module):
-    """A user as one vector: a learned id embedding, the bag of their training items, or both
-    (`model.user_id`, `model.user_history`)."""
+    """A user as one vector: the sum of a learned id embedding, the bag of their training items
+    and their recent items in time order, whichever are configured (`model.user_id`,
+    `model.user_history`, `model.user_sequence`)."""
 
-    def __init__(self, n_users: int, dim: int, id_embedding: nn.Embedding | None, history: HistoryBag | None) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        dim: int,
+        id_embedding: nn.Embedding | None,
+        history: HistoryBag | None,
+        sequence: SequenceEncoder | None = None,
+    ) -> None:
         super().__init__()
-        if id_embedding is None and history is None:
-            raise ValueError("a user tower needs an id embedding, a history bag, or both")
+        if id_embedding is None and history is None and sequence is None:
+            raise ValueError("a user tower needs an id embedding, a history bag or a sequence")
         self.n_users, self.dim = n_users, dim
         self.id_embedding = id_embedding
         self.history = history
+        self.sequence = sequence
 
     def forward(self, users: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, dim]; with a history, `leave_out` [B] (the items being scored in training) is left
-        out of each user's history where the user has it."""
+        """[B, dim]; `leave_out` [B] (the items being scored in training) is left out of each
+        user's history where the user has it, and ends the user's sequence (only earlier items)."""
         if self.id_embedding is not None:
             vector = self.id_embedding(users)
         else:
             vector = torch.zeros(len(users), self.dim, device=users.device)
-        if self.history is None:
-            return vector
-        return vector + self.history(users, leave_out)
+        if self.history is not None:
+            vector = vector + self.history(users, leave_out)
+        if self.sequence is not None:
+            vector = vector + self.sequence(users, leave_out)
+        return vector
 
 
 class ItemTower(nn.Module):
