@@ -180,6 +180,9 @@ def main() -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for every model run"
     )
+    parser.add_argument(
+        "--no-references", action="store_true", help="skip the baselines and peers (they do not change with --set)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -195,7 +198,7 @@ def main() -> None:
         prepared = prepared_dataset(dataset)
         catalog = load_catalog(prepared)
         cases = build_cases(catalog, "test", seed=0)
-        references = reference_rows(catalog, cases, dataset)
+        references = [] if args.no_references else reference_rows(catalog, cases, dataset)
         mine = []
         for variant in args.variants.split(","):
             for fraction in (float(f) for f in args.fractions.split(",")):
