@@ -210,6 +210,7 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
     plan = plan_resources(config, ray.cluster_resources(), "tune")
     metric = config.tune.metric
     trainable = trial_trainable(config, catalog, plan, run_dir)
+    starts, start_notes = config.start_points()
 
     def start_search() -> Any:
         log.info(
@@ -220,11 +221,14 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
             config.train.epochs,
             plan.summary(),
         )
+        for note in start_notes:
+            log.info("%s", note)
+        log.info("the first %d trials run the start points (tune.start_points), then TPE searches", len(starts))
         return ray_tune.Tuner(
             trainable,
             param_space=param_space(config),
             tune_config=ray_tune.TuneConfig(
-                search_alg=OptunaSearch(metric=metric, mode="max", seed=config.seed),
+                search_alg=OptunaSearch(metric=metric, mode="max", seed=config.seed, points_to_evaluate=starts),
                 scheduler=ASHAScheduler(
                     time_attr="training_iteration",
                     metric=metric,

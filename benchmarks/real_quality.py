@@ -4,6 +4,7 @@ baseline and peer, mean +- std over seeds.
     python benchmarks/real_quality.py                                  # Grocery_2014 and Magazine, 3 seeds
     python benchmarks/real_quality.py --datasets grocery --seeds 1 --variants recommended --fractions 0
     python benchmarks/real_quality.py --datasets magazine --out real_quality-magazine
+    python benchmarks/real_quality.py --datasets generated   # the demo's generated data, not real
 
 Data: the real files in ../shared/data/realworld (or $ALSOVIEW_REALWORLD_DIR), prepared once with
 the hashing text encoder under data/bench/real/<name>. Every model trains in this process with
@@ -75,12 +76,19 @@ def _yaml_value(value: Any) -> str:
 
 
 def prepared_dataset(name: str) -> str:
-    """The real dataset `name`, prepared once (hashing text encoder: no model download, fast)."""
+    """The real dataset `name`, or `generated` (the demo's embedded default: configs/default.yaml's
+    generated data), prepared once (hashing text encoder: no model download, fast)."""
     from alsoview.config import load_config
     from alsoview.data.prepare import ensure_prepared
 
-    reviews, meta = DATASETS[name]
     out = BENCH_DATA / "real" / name
+    if name == "generated":
+        inputs = [f"data.generated_dir={BENCH_DATA / 'generated-default'}"]
+        config = load_config(
+            ROOT / "configs" / "default.yaml", [*inputs, f"data.prepared_dir={out}", "text.encoder=hashing"]
+        )
+        return ensure_prepared(config).data.prepared_dir
+    reviews, meta = DATASETS[name]
     config = load_config(
         None,
         [
@@ -173,6 +181,7 @@ def main() -> None:
     parser.add_argument("--variants", default="design,recommended,recommended-no-features")
     parser.add_argument("--fractions", default="0,0.5")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed .. first-seed + seeds - 1")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
@@ -202,7 +211,7 @@ def main() -> None:
         mine = []
         for variant in args.variants.split(","):
             for fraction in (float(f) for f in args.fractions.split(",")):
-                for seed in range(args.seeds):
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
                     run = model_run(
                         catalog, cases, prepared, variant, fraction, seed, args.epochs, args.patience, tuple(args.set)
                     )

@@ -13,7 +13,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from alsoview.config.search_space import _check_search_spec, _default_search_space, flatten_search_space
+from alsoview.config.search_space import (
+    _check_search_spec,
+    _default_search_space,
+    flatten_search_space,
+    resolve_start_points,
+)
 from alsoview.errors import UserError
 
 # Each set of choices is one Literal: the config checks values against it, and the code that acts
@@ -321,6 +326,10 @@ class TuneConfig:
     # section -> key -> {kind: arguments}; kinds: uniform [lo, hi], loguniform [lo, hi],
     # choice [values...], randint [lo, hi). A key set to null is left out of the search.
     search_space: dict = field(default_factory=_default_search_space)
+    # The first trials' settings, section -> key -> value, each completed from the config for
+    # the searched keys it leaves out; TPE takes over after them. None: the built-in ones (the
+    # config as it is, then the settings that won on real data), fitted to the search space.
+    start_points: Union[list[dict], None] = None
 
     def validate(self) -> None:
         if self.num_samples is not None:
@@ -336,8 +345,11 @@ class TuneConfig:
             _check(self.final_eval_users >= 1, "tune.final_eval_users", ">= 1", self.final_eval_users)
         _check(is_plain_name(self.name), "tune.name", PLAIN_NAME_RULE, self.name)
         _check(isinstance(self.search_space, dict), "tune.search_space", "a mapping", self.search_space)
-        for key, spec in flatten_search_space(self.search_space).items():
+        space = flatten_search_space(self.search_space)
+        for key, spec in space.items():
             _check_search_spec(key, spec, Config)
+        if self.start_points is not None:
+            _check(isinstance(self.start_points, list), "tune.start_points", "a list of points", self.start_points)
 
 
 @dataclass
@@ -360,6 +372,7 @@ class Config:
             value = getattr(self, f.name)
             if hasattr(value, "validate"):
                 value.validate()
+        self.start_points()  # explicit start points must fit the space
         if self.storage is not None:
             _check(
                 bool(self.storage) and "://" not in self.storage,
@@ -367,6 +380,17 @@ class Config:
                 "a filesystem path (on a cluster, a shared mount)",
                 self.storage,
             )
+
+    def start_points(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """The search's first trials as complete settings of the searched keys, and notes on how
+        the built-in ones were fitted to the space (`search_space.resolve_start_points`)."""
+        space = flatten_search_space(self.tune.search_space)
+
+        def current(key: str) -> Any:
+            section, _, name = key.partition(".")
+            return getattr(getattr(self, section), name)
+
+        return resolve_start_points(space, self.tune.start_points, current)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from alsoview.errors import UserError
@@ -31,8 +32,85 @@ def _default_search_space() -> dict[str, Any]:
             "product_interaction": {"choice": [False, True]},
             "user_history": {"choice": [False, True]},
             "dot_product": {"choice": [False, True]},
+            "also_view_relation": {"choice": [False, True]},
         },
     }
+
+
+def _default_start_points() -> list[dict[str, Any]]:
+    """The first trials of a search (`tune.start_points` unset), each completed from the config
+    for the searched keys it does not name: the config as it is (for the built-in defaults, the
+    original design), then the settings that won on real review data (README, "Quality on real
+    data"), expressed in the default space: the users' items, a dot product, also-view as a
+    relation, 8 negatives, lr 0.001. TPE explores from there."""
+    return [
+        {},
+        {
+            "sampling": {"also_view_fraction": 0.0, "negatives_per_positive": 8},
+            "train": {"learning_rate": 0.001},
+            "model": {"user_history": True, "dot_product": True, "also_view_relation": True},
+        },
+    ]
+
+
+def in_search_space(spec: dict, value: Any) -> bool:
+    """Whether one searched key's `spec` can produce `value`."""
+    kind, args = next(iter(spec.items()))
+    if kind == "choice":
+        return any(value == option and type(value) is type(option) for option in args) or (
+            isinstance(value, float) and any(value == option for option in args if isinstance(option, (int, float)))
+        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if kind == "randint":
+        return isinstance(value, int) and args[0] <= value < args[1]
+    return args[0] <= value <= args[1]
+
+
+def flatten_point(point: Any, where: str) -> dict[str, Any]:
+    """{"model": {"dropout": 0.1}} -> {"model.dropout": 0.1}: one start point's values by dotted key."""
+    if not isinstance(point, dict):
+        raise UserError(f"config: {where} must be a mapping of sections to values, got {point!r}")
+    flat: dict[str, Any] = {}
+    for section, values in point.items():
+        if not isinstance(values, dict):
+            raise UserError(f"config: {where}.{section} must be a mapping of keys to values, got {values!r}")
+        flat.update({f"{section}.{key}": value for key, value in values.items()})
+    return flat
+
+
+def resolve_start_points(
+    space: dict[str, dict], points: list[dict] | None, current: Callable[[str], Any]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The start points as complete trial settings over the flattened `space` (every searched key,
+    those a point leaves out from `current(key)`, the config's value), duplicates dropped; and
+    notes to log. `points` None means the built-in ones, which are fitted to the space: a key it
+    does not search is left out of them, and a point the space cannot hold is skipped (noted).
+    Explicit points must fit: a UserError names what does not."""
+    explicit = points is not None
+    resolved: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for number, point in enumerate(points if explicit else _default_start_points(), start=1):
+        where = f"tune.start_points[{number - 1}]"
+        values = flatten_point(point, where)
+        unsearched = sorted(set(values) - set(space))
+        if unsearched and explicit:
+            raise UserError(f"config: {where} sets {', '.join(unsearched)}, which tune.search_space does not search")
+        if unsearched:
+            notes.append(f"built-in start point {number}: {', '.join(unsearched)} not searched, so left out of it")
+        trial = {key: values.get(key, current(key)) for key in space}
+        outside = [key for key, value in trial.items() if not in_search_space(space[key], value)]
+        if outside:
+            key = outside[0]
+            source = "its value" if key in values else "the config's value"
+            message = f"{where}: {key} = {trial[key]!r} ({source}) is outside its search space {space[key]}"
+            if explicit:
+                raise UserError(f"config: {message}; name a value inside it in the point")
+            notes.append(f"built-in start point {number} skipped: {key} = {trial[key]!r} is outside {space[key]}")
+            continue
+        if trial not in resolved:
+            resolved.append(trial)
+    return resolved, notes
 
 
 def is_search_spec(value: Any) -> bool:
