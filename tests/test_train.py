@@ -108,6 +108,20 @@ def test_the_mix_preview_draws_what_epoch_0_draws_and_says_why_the_share_falls_s
     assert describe_mix(stats, 0.0) == "also-view share 0.00"
 
 
+def test_the_mix_line_says_what_the_related_filter_left_out(prepared):
+    """The preview with `sampling.exclude_related` counts the left-out candidates and says so,
+    also where no also-view share is asked."""
+    catalog = load_catalog(prepared.data.prepared_dir)
+    overrides = [f"data.prepared_dir={prepared.data.prepared_dir}", "sampling.block_rows=512"]
+    config = load_config(None, [*overrides, "sampling.exclude_related=true"])
+    stats = preview_mix(catalog, config, max_blocks=2)
+    assert stats.related_left_out > 0 and preview_mix(catalog, load_config(None, overrides), 2).related_left_out == 0
+    line = describe_mix(stats, config.sampling.also_view_fraction)
+    assert f"{stats.related_left_out:,} drawn candidates left out as also-view neighbours" in line
+    assert f"{stats.related_kept:,} negatives kept although related" in line
+    assert describe_mix(stats, 0.0).startswith("also-view share 0.00; ")
+
+
 def test_the_also_view_share_warms_up_linearly_then_holds():
     config = load_config(None, ["sampling.also_view_fraction=0.6", "sampling.also_view_warmup_epochs=3"])
     assert [also_view_share(config, e) for e in range(5)] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.6])
