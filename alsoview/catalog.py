@@ -50,6 +50,8 @@ class Catalog:
     logged_negatives: Interactions
     sampling: SamplingTables  # also-view CSR, every user's items (all splits), train popularity
     manifest: dict[str, Any]
+    also_buy_indptr: np.ndarray  # int64 [n_items + 1]: each item's also-bought items, CSR
+    also_buy_indices: np.ndarray  # int32
 
     @property
     def text_dim(self) -> int:
@@ -100,6 +102,7 @@ def load_catalog(prepared_dir: str | Path) -> Catalog:
         logged_negatives=_pairs(logged),
         sampling=_sampling_tables(items, interactions, n_users, n_items, splits["train"]),
         manifest=manifest,
+        **dict(zip(("also_buy_indptr", "also_buy_indices"), _item_links(items, "also_buy"))),
     )
 
 
@@ -115,12 +118,18 @@ def _with_unknown(values: np.ndarray, unknown: Any) -> np.ndarray:
     return np.concatenate([np.array([unknown], dtype=values.dtype), values])
 
 
+def _item_links(items: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """An item-link column (`also_view`, `also_buy`) as CSR over item ids 0..n (row 0 empty)."""
+    lengths = np.r_[0, items[column].map(len).to_numpy(np.int64)]
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = items[column].explode().dropna().to_numpy(np.int64) if indptr[-1] else np.array([], np.int64)
+    return indptr, flat.astype(np.int32)
+
+
 def _sampling_tables(
     items: pd.DataFrame, interactions: pd.DataFrame, n_users: int, n_items: int, train: Interactions
 ) -> SamplingTables:
-    also_view_lengths = np.r_[0, items["also_view"].map(len).to_numpy(np.int64)]
-    also_view_indptr = np.concatenate([[0], np.cumsum(also_view_lengths)]).astype(np.int64)
-    flat = items["also_view"].explode().dropna().to_numpy(np.int64) if also_view_indptr[-1] else np.array([], np.int64)
+    also_view_indptr, flat = _item_links(items, "also_view")
 
     pairs = interactions[["user_idx", "item_idx"]].drop_duplicates().sort_values(["user_idx", "item_idx"])
     user_counts = np.bincount(pairs["user_idx"].to_numpy(np.int64), minlength=n_users)

@@ -98,9 +98,12 @@ def test_meta_2018_json():
             "price": "$9.99 - $19.99",
             "description": ["An <b>epic</b> shooter", "for Xbox"],
             "also_view": ["B2", "B3", ""],
+            "also_buy": ["B4", " B5 "],
         }
     )
     meta = amazon.parse_meta_line(line)
+    assert meta.also_buy == ("B4", "B5")
+    assert amazon.parse_meta_line(json.dumps({"asin": "B9"})).also_buy == ()
     assert meta.asin == "B1" and meta.title == "Halo" and meta.brand == "Microsoft"
     assert meta.price == pytest.approx(14.99) and meta.price_status == "range"
     assert meta.description == "An epic shooter for Xbox"
@@ -116,6 +119,7 @@ def test_meta_2014_python_literal():
     meta = amazon.parse_meta_line(line)
     assert meta.asin == "0000031852" and meta.price == pytest.approx(3.17)
     assert meta.also_view == ("B00JHONN1S", "B002BZX8Z6")
+    assert meta.also_buy == ("B1",)  # related.also_bought
     assert meta.description == "A tutu & more"
 
 

@@ -31,6 +31,7 @@ def review_rows(rows):
 
 def meta_rows(rows):
     frame = pd.DataFrame(rows, columns=["asin", "brand", "price", "also_view"])
+    frame["also_buy"] = [list(reversed(v)) for v in frame["also_view"]]  # the same links, another order
     frame["title"] = frame["asin"] + " title"
     frame["description"] = ""
     frame["price_status"] = np.where(frame["price"].isna(), "missing", "ok")
@@ -89,6 +90,10 @@ def test_clean_counts_every_row_and_keeps_the_earliest_duplicate():
     also = dict(zip(data.items["asin"], data.items["also_view"]))
     assert also["i1"] == [int(data.items.set_index("asin").loc["i2", "item_idx"])]
     assert data.stats["also_view_edges_outside_catalog"] == 1 and data.stats["also_view_self_links"] == 1
+    # also-bought: encoded and counted the same way
+    bought = dict(zip(data.items["asin"], data.items["also_buy"]))
+    assert {k: sorted(v) for k, v in bought.items()} == {k: sorted(v) for k, v in also.items()}
+    assert data.stats["also_buy_edges_outside_catalog"] == 1 and data.stats["also_buy_self_links"] == 1
     assert data.stats["items_without_meta"] == 1
     # ids start at 1: 0 is reserved for unknown
     assert data.users["user_idx"].min() == 1 and data.items["item_idx"].min() == 1

@@ -33,8 +33,15 @@ ALSO_VIEW_INDPTR = np.array([0, 0, 2, 3, 5, 5, 6, 7])
 ALSO_VIEW_ITEMS = np.array([2, 4, 5, 1, 6, 3, 2])
 
 
-def relation_inputs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    neighbours = Neighbours.from_also_view(N_ITEMS, ALSO_VIEW_INDPTR, ALSO_VIEW_ITEMS)
+# An also-bought graph (CSR over items 0..6), for the second relation head.
+ALSO_BUY_INDPTR = np.array([0, 0, 1, 1, 2, 3, 3, 3])
+ALSO_BUY_ITEMS = np.array([5, 6, 1])
+
+
+def relation_inputs(
+    indptr: np.ndarray = ALSO_VIEW_INDPTR, items: np.ndarray = ALSO_VIEW_ITEMS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    neighbours = Neighbours.from_also_view(N_ITEMS, indptr, items)
     return (*relation_counts(HISTORY_INDPTR, HISTORY_ITEMS, neighbours), neighbours.keys)
 
 
@@ -57,6 +64,7 @@ def make_model(config: ModelConfig = ModelConfig(), text_dim: int = TEXT_DIM, se
         relations=relation_inputs() if config.also_view_relation else None,
         # the history's order taken as the time order
         user_sequence=(HISTORY_INDPTR, HISTORY_ITEMS) if config.user_sequence else None,
+        also_buy_relations=relation_inputs(ALSO_BUY_INDPTR, ALSO_BUY_ITEMS) if config.also_buy_relation else None,
     )
 
 
@@ -234,6 +242,7 @@ QUALITY_SWITCHES = [
     ModelConfig(user_history=True, dot_product=True, mlp=False, also_view_relation=True),
     ModelConfig(also_view_relation=True),
     ModelConfig(user_sequence=2),
+    ModelConfig(also_view_relation=True, also_buy_relation=True, user_history=True, dot_product=True, mlp=False),
     ModelConfig(user_sequence=3, sequence_blocks=2, user_id=False, dot_product=True, mlp=False, user_history=True),
 ]
 
@@ -242,7 +251,8 @@ def switch_id(c: ModelConfig) -> str:
     """Every switch in the id, so no two parametrized cases share one."""
     return (
         f"h{c.user_history:d}d{c.dot_product:d}m{c.mlp:d}p{c.product_interaction:d}"
-        f"f{c.item_features:d}u{c.user_id:d}r{c.also_view_relation:d}s{c.user_sequence}b{c.sequence_blocks}"
+        f"f{c.item_features:d}u{c.user_id:d}r{c.also_view_relation:d}{c.also_buy_relation:d}"
+        f"s{c.user_sequence}b{c.sequence_blocks}"
         f"w{'-'.join(map(str, c.hidden_dims))}"
     )
 

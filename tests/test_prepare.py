@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from alsoview.config import load_config
+from alsoview.data import layout
 from alsoview.data.prepare import prepare
 from alsoview.errors import UserError
 
@@ -52,6 +53,22 @@ def test_gift_cards_counts_match_the_data_readme(ray_session, realworld, tmp_pat
     vectors = np.stack(items["text_vector"].to_numpy())
     assert vectors.shape == (148, 32) and np.isfinite(vectors).all()
     assert all(0 < v <= 148 and v != i for i, row in zip(items["item_idx"], items["also_view"]) for v in row)
+    # also_buy, counted straight from the files: the first meta line per reviewed asin, links to
+    # other reviewed asins
+    with gzip.open(folder / "Gift_Cards_5.json.gz", "rt") as handle:
+        reviewed = {json.loads(line)["asin"] for line in handle}
+    bought: dict[str, set[str]] = {}
+    with gzip.open(folder / "meta_Gift_Cards.json.gz", "rt") as handle:
+        for line in handle:
+            record = json.loads(line)
+            if record["asin"] in reviewed and record["asin"] not in bought:
+                bought[record["asin"]] = (set(record.get("also_buy") or []) & reviewed) - {record["asin"]}
+    assert m["counts"]["items_with_also_buy"] == sum(1 for links in bought.values() if links) > 0
+    assert m["counts"]["also_buy_edges"] == sum(len(links) for links in bought.values())
+    by_asin = dict(zip(items["asin"], items["item_idx"]))
+    assert {a: sorted(r) for a, r in zip(items["asin"], items["also_buy"]) if len(r)} == {
+        a: sorted(by_asin[b] for b in links) for a, links in bought.items() if links
+    }
     interactions = pd.read_parquet(result.out_dir / "interactions.parquet")
     assert set(interactions["split"].astype(str)) == {"train", "valid", "test"}
     last = interactions.sort_values("time").groupby("user_idx").tail(1)
@@ -249,11 +266,14 @@ def test_a_prepared_dataset_is_reused_by_input_contents_not_paths(tmp_path):
 
     prepared_with = config_at(first)
     manifest = {
+        "format_version": layout.FORMAT_VERSION,
         "config": prepared_with.to_dict(),
         "inputs": {r: [{"path": p, "sha256": file_sha256(p)}] for r, (p,) in
                    (("reviews", prepared_with.data.reviews), ("meta", prepared_with.data.meta))},
     }  # fmt: skip
     assert why_stale(manifest, prepared_with) is None
+    older = {**manifest, "format_version": 1}  # written before items.parquet had also_buy
+    assert why_stale(older, prepared_with) == f"prepared-dataset format 1, this alsoview writes {layout.FORMAT_VERSION}"
     copy = tmp_path / "copy"
     shutil.copytree(first, copy)
     assert why_stale(manifest, config_at(copy)) is None  # same contents, another place

@@ -198,6 +198,9 @@ class ModelConfig:
     # Batches then hold whole groups (a positive and its negatives) for any train.loss. Off by
     # default (the design).
     also_view_relation: bool = False
+    # The same relation over the also-bought graph (a second head, its own weight): what users
+    # buy together, the "complement" relation beside also-view's "substitute". Off by default.
+    also_buy_relation: bool = False
     # The user vector adds the user's last `user_sequence` training items in time order through
     # self-attention (SASRec; model/sequence.py); a training positive sees only its user's earlier
     # items. Batches then hold whole groups. 0 (the design) leaves it out.

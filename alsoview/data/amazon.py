@@ -203,6 +203,7 @@ class ItemMeta:
     price_status: str
     description: str
     also_view: tuple[str, ...]
+    also_buy: tuple[str, ...] = ()
 
 
 def parse_meta_line(text: str) -> ItemMeta:
@@ -217,8 +218,10 @@ def parse_meta_line(text: str) -> ItemMeta:
         raise RecordError("malformed_record", f"expected an object, got {type(record).__name__}")
     asin = _required_str(record, "asin")
     also_view = record.get("also_view")
-    if also_view is None and isinstance(record.get("related"), dict):
-        also_view = record["related"].get("also_viewed")  # the 2014 layout
+    also_buy = record.get("also_buy")
+    if isinstance(record.get("related"), dict):  # the 2014 layout
+        also_view = record["related"].get("also_viewed") if also_view is None else also_view
+        also_buy = record["related"].get("also_bought") if also_buy is None else also_buy
     price, status = parse_price(record.get("price"))
     return ItemMeta(
         asin=asin,
@@ -228,6 +231,7 @@ def parse_meta_line(text: str) -> ItemMeta:
         price_status=status,
         description=strip_html(record.get("description")),
         also_view=tuple(clean_asin_list(also_view)),
+        also_buy=tuple(clean_asin_list(also_buy)),
     )
 
 
@@ -246,7 +250,7 @@ REVIEW_COLUMNS = (
     "description",
     "also_view",
 )
-META_COLUMNS = ("asin", "title", "brand", "price", "price_status", "description", "also_view")
+META_COLUMNS = ("asin", "title", "brand", "price", "price_status", "description", "also_view", "also_buy")
 
 
 def parse_review_records(formats: Sequence[str], texts: Sequence[str], lines: Sequence[int]) -> dict[str, list]:

@@ -94,6 +94,8 @@ def clean(reviews: pd.DataFrame, meta: pd.DataFrame, options: CleanOptions) -> C
         **{name: int((interactions["split"] == name).sum()) for name in SPLIT_NAMES},
         "items_with_also_view": int((items["also_view"].map(len) > 0).sum()),
         "also_view_edges": int(items["also_view"].map(len).sum()),
+        "items_with_also_buy": int((items["also_buy"].map(len) > 0).sum()),
+        "also_buy_edges": int(items["also_buy"].map(len).sum()),
         "brands": len(brands),
         "logged_negatives": len(logged),
     }
@@ -232,7 +234,7 @@ def _build_items(
     fallback = _combined_item_meta(reviews, exclude=source.index)
     if not fallback.empty:
         source = pd.concat([source, fallback])
-    columns = ["title", "brand", "price", "price_status", "description", "also_view"]
+    columns = ["title", "brand", "price", "price_status", "description", "also_view", "also_buy"]
     joined = source.reindex(items["asin"])[columns].reset_index(drop=True)
     items = pd.concat([items, joined], axis=1)
     items["title"] = items["title"].fillna("")
@@ -240,17 +242,20 @@ def _build_items(
     items["brand"] = items["brand"].fillna("")
     items["price_status"] = items["price_status"].fillna("missing")
     items["price"] = items["price"].astype(float)
-    items["also_view"] = [v if isinstance(v, list) else [] for v in items["also_view"]]
+    for graph in ("also_view", "also_buy"):
+        items[graph] = [list(v) if isinstance(v, (list, np.ndarray)) else [] for v in items[graph]]
     items["price_missing"] = items["price"].isna()
     items["price_norm"], price_stats = _normalise_price(items["price"].to_numpy(float))
     items, brands = _encode_brands(items)
-    items["also_view"], also_view_stats = _encode_also_view(items, item_index)
+    items["also_view"], also_view_stats = _encode_item_links(items, item_index, "also_view")
+    items["also_buy"], also_buy_stats = _encode_item_links(items, item_index, "also_buy")
     stats = {
         "items_without_meta": int((~items["has_meta"]).sum()),
         "items_meta_from_combined": int(items["asin"].isin(fallback.index).sum()),
         "price_status": {k: int(v) for k, v in items["price_status"].value_counts().sort_index().items()},
         "price_normalisation": price_stats,
         **also_view_stats,
+        **also_buy_stats,
     }
     return items, brands, stats
 
@@ -263,7 +268,8 @@ def _combined_item_meta(reviews: pd.DataFrame, exclude: pd.Index) -> pd.DataFram
         return pd.DataFrame()
     frame = rows.rename(columns={"item": "asin"}).set_index("asin")
     frame["title"] = ""
-    return frame[["title", "brand", "price", "price_status", "description", "also_view"]]
+    frame["also_buy"] = [[] for _ in range(len(frame))]  # combined_samples.csv has no also_buy
+    return frame[["title", "brand", "price", "price_status", "description", "also_view", "also_buy"]]
 
 
 def _normalise_price(price: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
@@ -291,11 +297,14 @@ def _encode_brands(items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return items, brands
 
 
-def _encode_also_view(items: pd.DataFrame, item_index: pd.Series) -> tuple[list[list[int]], dict[str, int]]:
-    """Also-view asins to catalog ids: outside the catalog, self-links and repeats are removed."""
-    exploded = items[["item_idx", "also_view"]].explode("also_view").dropna(subset=["also_view"])
+def _encode_item_links(
+    items: pd.DataFrame, item_index: pd.Series, graph: str
+) -> tuple[list[list[int]], dict[str, int]]:
+    """One item-link column's asins (`also_view`, `also_buy`) to catalog ids: outside the
+    catalog, self-links and repeats are removed (and counted)."""
+    exploded = items[["item_idx", graph]].explode(graph).dropna(subset=[graph])
     raw_edges = len(exploded)
-    exploded["target"] = item_index.reindex(exploded["also_view"].to_numpy()).to_numpy()
+    exploded["target"] = item_index.reindex(exploded[graph].to_numpy()).to_numpy()
     inside = exploded.dropna(subset=["target"])
     outside = raw_edges - len(inside)
     inside = inside[inside["target"] != inside["item_idx"]]
@@ -304,9 +313,9 @@ def _encode_also_view(items: pd.DataFrame, item_index: pd.Series) -> tuple[list[
     lists = inside.groupby("item_idx", sort=False)["target"].agg(lambda s: s.astype(np.int32).tolist())
     encoded = [lists.get(i, []) for i in items["item_idx"]]
     stats = {
-        "also_view_raw_edges": raw_edges,
-        "also_view_edges_outside_catalog": int(outside),
-        "also_view_self_links": int(self_links),
+        f"{graph}_raw_edges": raw_edges,
+        f"{graph}_edges_outside_catalog": int(outside),
+        f"{graph}_self_links": int(self_links),
     }
     return encoded, stats
 

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from alsoview.config import Config
-from alsoview.data import formats
+from alsoview.data import formats, layout
 from alsoview.errors import UserError
 from alsoview.logs import Progress
 
@@ -181,6 +181,9 @@ def _block(file: InputFile, lines: list[int], texts: list[str]) -> pa.Table:
 def why_stale(manifest: dict[str, Any], config: Config) -> str | None:
     """Why a prepared dataset does not match `config` (None when it does): other settings, or
     input files of other contents. Where the inputs lie does not matter."""
+    if manifest.get("format_version") != layout.FORMAT_VERSION:
+        version = manifest.get("format_version")
+        return f"prepared-dataset format {version!r}, this alsoview writes {layout.FORMAT_VERSION}"
     saved = manifest.get("config", {})
     located = ("reviews", "meta")  # paths: compared by the contents of the files below
     current = {"data": dataclasses.asdict(config.data), "text": dataclasses.asdict(config.text)}

@@ -38,7 +38,7 @@ REVIEW_SCHEMA = parsed_schema(
     ],
     [("format", pa.string())],
 )
-META_SCHEMA = parsed_schema([("asin", pa.string()), ("title", pa.string())], [])
+META_SCHEMA = parsed_schema([("asin", pa.string()), ("title", pa.string())], [("also_buy", pa.list_(pa.string()))])
 
 
 def parse_review_block(block: pa.Table) -> pa.Table:

@@ -46,9 +46,11 @@ def _items_table(items: pd.DataFrame, text_vectors: np.ndarray) -> pa.Table:
     ]
     table = pa.Table.from_pandas(items[columns], preserve_index=False)
     also_view = pa.array([list(v) for v in items["also_view"]], pa.list_(pa.int32()))
+    also_buy = pa.array([list(v) for v in items["also_buy"]], pa.list_(pa.int32()))
     flat = pa.array(text_vectors.reshape(-1).astype(np.float32))
     vectors = pa.FixedSizeListArray.from_arrays(flat, dim) if dim else pa.nulls(len(items), pa.list_(pa.float32()))
-    return table.append_column("also_view", also_view).append_column("text_vector", vectors)
+    table = table.append_column("also_view", also_view).append_column("also_buy", also_buy)
+    return table.append_column("text_vector", vectors)
 
 
 def build_manifest(

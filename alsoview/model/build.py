@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 
 def build_model(catalog: "Catalog", config: "Config") -> TowerModel:
     """The configured model over a prepared dataset's vocabulary and item features."""
-    history = training_history(catalog) if config.model.user_history or config.model.also_view_relation else None
+    m = config.model
+    history = training_history(catalog) if m.user_history or m.also_view_relation or m.also_buy_relation else None
+    also_view = catalog.sampling.also_view_indptr, catalog.sampling.also_view_indices
+    also_buy = catalog.also_buy_indptr, catalog.also_buy_indices
     return build_tower_model(
         n_users=catalog.n_users,
         n_items=catalog.n_items,
@@ -47,7 +50,8 @@ def build_model(catalog: "Catalog", config: "Config") -> TowerModel:
         item_text=torch.tensor(catalog.item_text),
         config=config.model,
         user_history=history if config.model.user_history else None,
-        relations=relation_tables(catalog, history) if config.model.also_view_relation else None,
+        relations=relation_tables(catalog, history, *also_view) if m.also_view_relation else None,
+        also_buy_relations=relation_tables(catalog, history, *also_buy) if m.also_buy_relation else None,
         user_sequence=training_sequence(catalog) if config.model.user_sequence else None,
     )
 
@@ -65,6 +69,7 @@ def build_tower_model(
     user_history: tuple[np.ndarray, np.ndarray] | None = None,
     relations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     user_sequence: tuple[np.ndarray, np.ndarray] | None = None,
+    also_buy_relations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> TowerModel:
     """Towers and heads for `config` over these vocabularies and feature tables."""
     if min(n_users, n_items, n_brands) < 1 or text_dim < 0:
@@ -73,6 +78,8 @@ def build_tower_model(
         raise ValueError("model.user_history needs the users' training items (user_history=(indptr, items))")
     if config.also_view_relation and relations is None:
         raise ValueError("model.also_view_relation needs relations=(keys, counts, neighbour keys): relation_tables")
+    if config.also_buy_relation and also_buy_relations is None:
+        raise ValueError("model.also_buy_relation needs also_buy_relations=(keys, counts, neighbour keys)")
     if config.user_sequence and user_sequence is None:
         raise ValueError("model.user_sequence needs the users' training items in time order: training_sequence")
     features = ItemFeatures(n_brands, item_brand, item_price, item_price_missing, item_text, text_dim)
@@ -109,6 +116,8 @@ def build_tower_model(
         heads["dot"] = dot  # after the MLP: the logit adds the heads in this order
     if config.also_view_relation:
         heads["relation"] = RelationHead(n_items, *relations)  # no random draws: every seed keeps its weights
+    if config.also_buy_relation:
+        heads["also_buy"] = RelationHead(n_items, *also_buy_relations)
     sequence = None
     if config.user_sequence:  # drawn last: the other parts keep every seed's initial weights
         embedding, positions = nn.Embedding(n_items, d, sparse=sparse), nn.Embedding(config.user_sequence, d)
@@ -134,13 +143,12 @@ def training_sequence(catalog: "Catalog") -> tuple[np.ndarray, np.ndarray]:
 
 
 def relation_tables(
-    catalog: "Catalog", history: tuple[np.ndarray, np.ndarray]
+    catalog: "Catalog", history: tuple[np.ndarray, np.ndarray], graph_indptr: np.ndarray, graph_indices: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The relation head's tables from the users' training items (`training_history`): (user,
-    item) relation keys and counts, and the undirected also-view keys (to leave a user's positive
-    out of its relations while training)."""
-    tables = catalog.sampling
-    relations = UserRelations.build(history, catalog.n_items, tables.also_view_indptr, tables.also_view_indices)
+    """A relation head's tables from the users' training items (`training_history`) and an item
+    graph (also-view, also-bought) as CSR: (user, item) relation keys and counts, and the
+    undirected graph's keys (to leave a user's positive out of its relations while training)."""
+    relations = UserRelations.build(history, catalog.n_items, graph_indptr, graph_indices)
     return relations.keys, relations.counts, relations.neighbour_keys
 
 
