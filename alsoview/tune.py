@@ -151,9 +151,20 @@ class TrialLog(Callback):
 
 
 def trial_failure(trial: Any) -> str:
-    """Why a trial failed, in one line: the alsoview error inside Ray's wrapping, else the first line."""
+    """Why a trial failed, in one line: the alsoview error inside Ray's wrapping, else the first line.
+
+    When Tune tells callbacks of the failure, it has written the error to the trial's local
+    folder but not yet to its storage, where `get_pickled_error` looks: the local copy is read
+    first (this process's Tune wrote it a moment ago)."""
     try:
-        error = trial.get_pickled_error()
+        local = Path(trial.pickled_error_file) if getattr(trial, "pickled_error_file", None) else None
+        if local is not None and local.is_file():
+            import cloudpickle
+
+            with open(local, "rb") as handle:
+                error = cloudpickle.load(handle)
+        else:
+            error = trial.get_pickled_error()
     except Exception as exc:  # storage may not have it yet
         return f"its error could not be read ({type(exc).__name__})"
     if error is None:

@@ -105,3 +105,21 @@ def test_the_best_trial_is_the_final_model_only_when_it_ran_the_final_epochs(tmp
     assert _finished_trial(trial("stopped-itself", 2, 3, early=True), 3) is not None
     assert _finished_trial(trial("ran-fewer", 1, 1), 3) is None  # trials of tune.max_epochs=1, final 3
     assert _finished_trial(tmp_path / "none", 3) is None
+
+
+def test_a_failed_trials_reason_is_read_before_tune_syncs_it_to_storage(tmp_path):
+    """Tune calls on_trial_error after writing the error to the trial's local folder and before
+    its storage has it: the reason comes from the local copy."""
+    import cloudpickle
+
+    from alsoview.tune import trial_failure
+
+    class Trial:
+        pickled_error_file = str(tmp_path / "error.pkl")
+
+        def get_pickled_error(self) -> None:
+            return None  # storage: not there yet
+
+    assert trial_failure(Trial()) == "no error recorded"
+    (tmp_path / "error.pkl").write_bytes(cloudpickle.dumps(AttributeError("'Catalog' object has no attribute 'x'")))
+    assert trial_failure(Trial()) == "'Catalog' object has no attribute 'x'"
