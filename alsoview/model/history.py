@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from alsoview.model.ids import user_item_csr_tensors
+
 
 class HistoryBag(nn.Module):
     """The history part of a user vector; each user's training items are CSR buffers (not saved
@@ -21,13 +23,7 @@ class HistoryBag(nn.Module):
         super().__init__()
         self.embedding = embedding
         self.n_users, self.n_items = n_users, embedding.num_embeddings
-        indptr = torch.as_tensor(np.asarray(indptr), dtype=torch.int64)
-        items = torch.as_tensor(np.asarray(items), dtype=torch.int64)
-        if indptr.shape != (n_users + 1,) or int(indptr[-1]) != len(items) or bool((indptr[1:] < indptr[:-1]).any()):
-            raise ValueError(f"user_history indptr must be a CSR index over {n_users} users")
-        if len(items) and (int(items.min()) < 0 or int(items.max()) >= self.n_items):
-            raise ValueError(f"user_history items must be item ids in [0, {self.n_items})")
-        owners = torch.repeat_interleave(torch.arange(n_users), indptr[1:] - indptr[:-1])
+        indptr, items, owners = user_item_csr_tensors(indptr, items, n_users, self.n_items, "user_history", 0)
         keys, _ = torch.sort(owners * self.n_items + items)
         self.register_buffer("indptr", indptr, persistent=False)
         self.register_buffer("items", items, persistent=False)

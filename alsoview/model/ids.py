@@ -10,6 +10,8 @@ device sync, and the training pipeline only produces known ids).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -39,3 +41,17 @@ def init_embedding(emb: nn.Embedding | nn.EmbeddingBag) -> None:
     with torch.no_grad():
         nn.init.normal_(emb.weight, std=EMBEDDING_INIT_STD)
         emb.weight[0].zero_()
+
+
+def user_item_csr_tensors(
+    indptr: Any, items: Any, n_users: int, n_items: int, name: str, lowest: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(indptr, items, owner of each item) of a per-user item list given as CSR, checked: a CSR
+    index over `n_users` users, item ids in [lowest, n_items). `name` is the config key, for errors."""
+    indptr = torch.as_tensor(np.asarray(indptr), dtype=torch.int64)
+    items = torch.as_tensor(np.asarray(items), dtype=torch.int64)
+    if indptr.shape != (n_users + 1,) or int(indptr[-1]) != len(items) or bool((indptr[1:] < indptr[:-1]).any()):
+        raise ValueError(f"{name} indptr must be a CSR index over {n_users} users")
+    if len(items) and (int(items.min()) < lowest or int(items.max()) >= n_items):
+        raise ValueError(f"{name} items must be item ids in [{lowest}, {n_items})")
+    return indptr, items, torch.repeat_interleave(torch.arange(n_users), indptr[1:] - indptr[:-1])

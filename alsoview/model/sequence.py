@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from alsoview.model.ids import user_item_csr_tensors
+
 
 class SequenceEncoder(nn.Module):
     """The sequence part of a user vector. Each user's training items in time order are CSR
@@ -34,13 +36,9 @@ class SequenceEncoder(nn.Module):
         self.embedding, self.positions, self.blocks = embedding, positions, blocks
         self.n_users, self.n_items = n_users, embedding.num_embeddings
         self.length = positions.num_embeddings
-        indptr = torch.as_tensor(np.asarray(indptr), dtype=torch.int64)
-        items = torch.as_tensor(np.asarray(items_in_time_order), dtype=torch.int64)
-        if indptr.shape != (n_users + 1,) or int(indptr[-1]) != len(items) or bool((indptr[1:] < indptr[:-1]).any()):
-            raise ValueError(f"user_sequence indptr must be a CSR index over {n_users} users")
-        if len(items) and (int(items.min()) < 1 or int(items.max()) >= self.n_items):
-            raise ValueError(f"user_sequence items must be item ids in [1, {self.n_items})")
-        owners = torch.repeat_interleave(torch.arange(n_users), indptr[1:] - indptr[:-1])
+        indptr, items, owners = user_item_csr_tensors(
+            indptr, items_in_time_order, n_users, self.n_items, "user_sequence", 1
+        )
         keys, order = torch.sort(owners * self.n_items + items)
         if len(keys) > 1 and bool((keys[1:] == keys[:-1]).any()):
             raise ValueError("user_sequence must hold each (user, item) once")
