@@ -9,6 +9,7 @@ Ids are dense ints: 0 is unknown/padding (its score is meaningless; callers mask
 
 from __future__ import annotations
 
+import time
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -270,8 +271,11 @@ class CooccurrenceScorer:
 class FactorScorer:
     """A matrix-factorisation model as a scorer: score(u, i) = user_factors[u] . item_factors[i]."""
 
-    def __init__(self, name: str, user_factors: np.ndarray, item_factors: np.ndarray) -> None:
+    def __init__(
+        self, name: str, user_factors: np.ndarray, item_factors: np.ndarray, fit_seconds: float = float("nan")
+    ) -> None:
         self.name = name
+        self.fit_seconds = fit_seconds  # wall-clock of the fit (benchmarks/time_to_quality.py)
         self.user_factors = np.ascontiguousarray(user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
 
@@ -311,8 +315,10 @@ def matrix_factorisation_peers(
             "bpr": implicit.bpr.BayesianPersonalizedRanking(**BPR_SETTINGS, random_state=seed, use_gpu=False),
         }
         for name, model in models.items():
+            begin = time.perf_counter()
             model.fit(matrix, show_progress=False)
-            scorers[name] = FactorScorer(name, model.user_factors, model.item_factors)
+            seconds = time.perf_counter() - begin
+            scorers[name] = FactorScorer(name, model.user_factors, model.item_factors, seconds)
     return scorers, {}
 
 

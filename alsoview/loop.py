@@ -168,12 +168,15 @@ def run_epochs(
             steps_taken = max(sync_gradients.steps - sent_before[1], 1)
             metrics["train/gradient_bytes_per_step"] = (sync_gradients.bytes_sent - sent_before[0]) / steps_taken
             metrics["train/all_reduce_bytes_per_step"] = sync_gradients.all_reduce_bytes  # DDP's, for comparison
-        stop = state.record(epoch, metrics[metric], model.state_dict(), config.train.patience)
+        no_progress = state.record(epoch, metrics[metric], model.state_dict(), config.train.patience)
+        reached = reached_target(metrics[metric], config.train.stop_at)
+        stop = no_progress or reached
         metrics.update(
             {
                 "best/epoch": state.best_epoch,
                 f"best/{metric}": state.best_value,
                 "early_stopped": stop,
+                "reached_stop_at": reached,  # stopped because the metric reached train.stop_at
                 "resumed_from_epoch": -1 if state.resumed_from_epoch is None else state.resumed_from_epoch,
             }
         )
@@ -182,6 +185,11 @@ def run_epochs(
         if stop:
             break
     return state
+
+
+def reached_target(value: float, target: float | None) -> bool:
+    """Has an epoch's early-stopping metric reached `train.stop_at`? (None: there is no target.)"""
+    return target is not None and value >= target
 
 
 def fit_in_process(

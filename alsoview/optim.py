@@ -146,4 +146,37 @@ def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
 
     Same update rule and state as the default implementation.
     """
-    return torch.optim.Adam(params, lr=lr, fused=True)
+    return NoSubnormalAdam(params, lr=lr)
+
+
+class NoSubnormalAdam(torch.optim.Adam):
+    """torch's fused Adam whose moments never become subnormal floats: every `CLEAN_EVERY` steps,
+    moments smaller than `TINY` are set to 0.
+
+    Why: dense Adam decays the moments of every embedding row a batch did not touch (``exp_avg``
+    by 0.9 a step), so after about 800 steps without a touch they fall below 1.2e-38, into
+    subnormal floats, on which x86 CPUs compute about 100x slower. At Video Games scale a dense
+    epoch fell from 41,500 to 7,200 samples/s within 2,400 steps, and each epoch was slower than
+    the one before (benchmarks/README.md). The CPU's flush-to-zero mode would avoid it, but it is
+    a per-thread flag that torch's already started intra-op threads do not get. A moment of
+    TINY or more stays normal for CLEAN_EVERY untouched steps (1e-33 x 0.9**100 = 2.7e-38); one
+    below it moves its weight by less than ``lr * 1e-33 / eps``, far below the last digit of a
+    float32 weight (the tests compare the weights with plain Adam's).
+    """
+
+    CLEAN_EVERY = 100
+    TINY = 1e-33
+
+    def __init__(self, params: Any, lr: float) -> None:
+        super().__init__(params, lr=lr, fused=True)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        loss = super().step(closure)
+        states = [self.state[p] for group in self.param_groups for p in group["params"] if p in self.state]
+        # the step count is Adam's own, so a run resumed from a checkpoint cleans on the same steps
+        if states and int(states[0]["step"]) % self.CLEAN_EVERY == 0:
+            for state in states:
+                for moment in (state["exp_avg"], state["exp_avg_sq"]):
+                    moment.masked_fill_(moment.abs() < self.TINY, 0.0)
+        return loss

@@ -226,7 +226,15 @@ def epoch_line(metrics: dict[str, Any], run: str) -> str:
         hard=metrics["valid/hard_auc"],
         share=metrics["train/hard_negative_share"],
         secs=metrics["train/epoch_seconds"],
-    )
+    ) + _why_stopping(metrics)
+
+
+def _why_stopping(metrics: dict[str, Any]) -> str:
+    if metrics.get("reached_stop_at"):
+        return "; stopping: the early-stopping metric reached train.stop_at"
+    if metrics.get("early_stopped"):
+        return "; stopping: no better early-stopping metric for train.patience epochs"
+    return ""
 
 
 # ---------------------------------------------------------------- the driver

@@ -2,18 +2,22 @@
 in-process PyTorch loop over pre-built tensors with the same model, optimiser, batch size and
 thread count: the limit on this machine.
 
-    python benchmarks/training.py                      # both embedding modes, 1 and 2 workers
-    python benchmarks/training.py --embeddings sparse --workers 1 --epochs 3
+    python benchmarks/training.py                      # both embedding modes, 1 worker, 4 epochs (~7 min here)
+    python benchmarks/training.py --workers 1,2        # the long form: 1 and 2 workers (~20 min here)
+    python benchmarks/training.py --embeddings sparse --epochs 3
     python benchmarks/training.py --gpu                # see benchmarks/gpu.sh
 
 Plain loop: epoch 0's samples exactly as the pipeline feeds them (the same blocks in the same
-order, k=4, f=0.5) as tensors on the device; after 50 warm-up steps, one full pass is timed, with
-``loss.item()`` every step as in the
-pipeline. Pipeline: ``alsoview.train.train`` for ``--epochs`` epochs; the samples/s of every epoch
-after the first (warm-up: Ray start-up, worker start, first Ray Data plan) come from the run's
-history (``train/samples_per_second``: samples over the time of the data feed plus the steps,
+order, k=4, f=0.5) as tensors on the device; after 50 warm-up steps, one full pass is timed in
+four quarters, with ``loss.item()`` every step as in the pipeline. Pipeline:
+``alsoview.train.train`` for ``--epochs`` epochs; the samples/s of every epoch after the first
+(warm-up: Ray start-up, worker start, first Ray Data plan) come from the run's history
+(``train/samples_per_second``: samples over the time of the data feed plus the steps,
 validation excluded). The ratio divides the pipeline's median by the plain loop with the same
-total number of torch threads. Prints a table, writes benchmarks/results/training[-gpu].json.
+total number of torch threads. Every epoch's (quarter's) rate is printed, with a WARNING for
+each one that took more than 20 % longer than the one before: a run that slows as it goes (as
+dense Adam did on subnormal floats) shows in the output, not only in a median. Prints a table,
+writes benchmarks/results/training[-gpu].json.
 """
 
 from __future__ import annotations
@@ -71,10 +75,38 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
     ]
     # the worker's own step function (alsoview.loop.train_epoch), over batches that are already there
     train_epoch(model, optimizer, iter(batches[:warmup_steps]), warmup_steps)
-    begin = time.perf_counter()
-    train_epoch(model, optimizer, iter(batches), len(batches))
-    seconds = time.perf_counter() - begin
-    return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds}
+    seconds, rates = 0.0, []
+    for part in range(PLAIN_PARTS):  # timed in parts, so a pass that slows down as it goes shows
+        chunk = batches[part * len(batches) // PLAIN_PARTS : (part + 1) * len(batches) // PLAIN_PARTS]
+        begin = time.perf_counter()
+        train_epoch(model, optimizer, iter(chunk), len(chunk))
+        elapsed = time.perf_counter() - begin
+        seconds += elapsed
+        rates.append(sum(len(b["label"]) for b in chunk) / elapsed)
+    return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds, "samples_per_s_by_part": rates}
+
+
+PLAIN_PARTS = 4
+SLOWER = 0.2  # warn when an epoch (or a part of the plain pass) takes this much longer than the one before
+
+
+def slowdowns(rates: list[float], what: str) -> list[str]:
+    """A warning for each epoch (or part) more than SLOWER slower than the one before it."""
+    return [
+        f"{what} {i} took {previous / rate - 1:.0%} longer than {what} {i - 1} "
+        f"({rate:,.0f} vs {previous:,.0f} samples/s)"
+        for i, (previous, rate) in enumerate(zip(rates, rates[1:]), start=1)
+        if previous / rate - 1 > SLOWER
+    ]
+
+
+def say_rates(label: str, rates: list[float], what: str) -> list[str]:
+    """Print every epoch's (part's) rate and a warning for each slowdown; returns the warnings."""
+    print(f"[bench] {label}: " + ", ".join(f"{what} {i} {r:,.0f}" for i, r in enumerate(rates)) + " samples/s")
+    warnings = slowdowns(rates, what)
+    for warning in warnings:
+        print(f"[bench] WARNING {label}: {warning}", flush=True)
+    return warnings
 
 
 def pipeline(prepared: str, overrides: list[str], workers: int, epochs: int, runs_dir: str) -> dict[str, Any]:
@@ -112,6 +144,8 @@ def pipeline(prepared: str, overrides: list[str], workers: int, epochs: int, run
         "fit_wall_seconds": wall,
         "samples_per_epoch": float(history["train/samples"].iloc[0]),
         "samples_per_s_by_epoch": [float(v) for v in timed["train/samples_per_second"]],
+        # every epoch, the warm-up included: the slow-epoch warnings read these
+        "samples_per_s_all_epochs": [float(v) for v in history["train/samples_per_second"]],
         "samples_per_s": median(list(timed["train/samples_per_second"])),
         "epoch_seconds_by_epoch": [float(v) for v in history["train/epoch_seconds"]],
         "train_seconds_by_epoch": [float(v) for v in history["train/seconds"]],
@@ -158,8 +192,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepared", help="a prepared dataset (default: the generated Video-Games-scale one)")
     parser.add_argument("--embeddings", default="sparse,dense", help="comma list of sparse,dense")
-    parser.add_argument("--workers", default="1,2", help="comma list of pipeline worker counts")
-    parser.add_argument("--epochs", type=int, default=3, help="pipeline epochs (the first is warm-up)")
+    parser.add_argument("--workers", default="1", help="comma list of pipeline worker counts (long form: 1,2)")
+    parser.add_argument("--epochs", type=int, default=4, help="pipeline epochs (the first is warm-up)")
     parser.add_argument("--gpu", action="store_true", help="run the plain loop and the pipeline on the GPU too")
     parser.add_argument("--skip-pipeline", action="store_true", help="plain loops only")
     parser.add_argument("--skip-plain", action="store_true", help="pipeline runs only (no ratio)")
@@ -207,6 +241,9 @@ def main() -> None:
                 }
             )
             print(f"[bench] plain {mode} cpu {threads} threads: {result['samples_per_s']:,.0f} samples/s", flush=True)
+            result["slow_part_warnings"] = say_rates(
+                f"plain {mode} cpu {threads} threads", result["samples_per_s_by_part"], "quarter"
+            )
         if args.gpu and not args.skip_plain:
             result = plain_loop(catalog, config, 1, "cuda")
             rows.append(
@@ -245,6 +282,11 @@ def main() -> None:
                             None,
                         )
                         ratio = result["samples_per_s"] / plain["samples_per_s"] if plain else math.nan
+                        rates = result["samples_per_s_all_epochs"]
+                        label = f"pipeline {mode} {device} {workers} worker(s)"
+                        result["slow_epoch_warnings"] = say_rates(label, rates, "epoch")
+                        # the issue-24 target: no epoch after the first more than 10 % slower than the second
+                        result["slowest_after_second"] = max(rates[1] / r - 1 for r in rates[1:])
                         rows.append(
                             {
                                 "embeddings": mode,
@@ -265,7 +307,16 @@ def main() -> None:
     table = print_table(
         "Training samples/s (median of the timed epochs)",
         rows,
-        ["embeddings", "run", "device", "workers", "torch threads", "samples_per_s", "ratio_to_plain"],
+        [
+            "embeddings",
+            "run",
+            "device",
+            "workers",
+            "torch threads",
+            "samples_per_s",
+            "ratio_to_plain",
+            "slowest_after_second",
+        ],
     )
     scaling = scaling_rows(rows)
     if scaling:

@@ -170,6 +170,7 @@ def test_matrix_factorisation_peers_fit_score_and_pickle() -> None:
     peers, skipped = matrix_factorisation_peers(users, items, 61, 41, seed=0)
     assert set(peers) == {"als", "bpr"} and skipped == {}
     for scorer in peers.values():
+        assert scorer.fit_seconds > 0  # measured, for the time-to-quality benchmark
         every = scorer.score_all(np.array([1, 45]))
         assert every.shape == (2, 41)
         np.testing.assert_allclose(

@@ -3,6 +3,8 @@ for sparse embedding tables, and the pair behind one object."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from test_model import make_model
@@ -48,3 +50,30 @@ def test_row_sparse_adam_refuses_dense_gradients() -> None:
     layer(torch.ones(2, 3)).sum().backward()
     with pytest.raises(RuntimeError, match="sparse gradients"):
         opt.step()
+
+
+def _rarely_touched_table(optimizer_type: Any, steps: int = 850) -> tuple[nn.Embedding, torch.Tensor]:
+    """Dense Adam on a table whose rows but one are touched only in the first step, as rare ids are:
+    their moments decay by 0.9 a step, into subnormal floats after about 800 steps."""
+    torch.manual_seed(0)
+    table = nn.Embedding(50, 4)
+    optimizer = optimizer_type(table)
+    for step in range(steps):
+        rows = torch.arange(50) if step == 0 else torch.tensor([0])
+        optimizer.zero_grad(set_to_none=True)
+        table(rows).pow(2).sum().backward()
+        optimizer.step()
+    return table, optimizer.state[table.weight]["exp_avg"]
+
+
+def _subnormal(t: torch.Tensor) -> int:
+    bits = t.contiguous().view(torch.int32) & 0x7FFFFFFF  # exponent 0, mantissa not
+    return int(((bits > 0) & (bits < 0x00800000)).sum())
+
+
+def test_dense_adam_moments_never_become_subnormal_and_the_weights_are_plain_adams() -> None:
+    plain, plain_moments = _rarely_touched_table(lambda m: torch.optim.Adam(m.parameters(), lr=1e-2, fused=True))
+    ours, moments = _rarely_touched_table(lambda m: build_optimizer(m, 1e-2, sparse=False))
+    assert _subnormal(plain_moments) > 0  # the case is real: plain Adam's moments go subnormal
+    assert _subnormal(moments) == 0  # so slow arithmetic never starts
+    assert torch.equal(ours.weight, plain.weight)  # what they would have moved is below a float's last digit

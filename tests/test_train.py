@@ -22,11 +22,13 @@ from alsoview.blocks import (
     worker_blocks,
 )
 from alsoview.catalog import load_catalog
+from alsoview.checkpoint import LoopState
 from alsoview.config import load_config
 from alsoview.errors import UserError
 from alsoview.feed import mix_blocks
-from alsoview.loop import fixed_size_batches
+from alsoview.loop import EpochInputs, fixed_size_batches, run_epochs
 from alsoview.resources import check_sample_memory, plan_resources, sharing_cores_warning
+from alsoview.train import epoch_line
 from alsoview.validation import validation_set
 
 
@@ -127,6 +129,49 @@ def test_the_also_view_share_warms_up_linearly_then_holds():
     assert [also_view_share(config, e) for e in range(5)] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.6])
     assert mix_arguments(config, 1)["also_view_fraction"] == pytest.approx(0.2)
     assert also_view_share(load_config(None, ["sampling.also_view_fraction=0.6"]), 0) == 0.6
+
+
+def _scripted_run(values: list[float], overrides: list[str]) -> LoopState:
+    """run_epochs with no training steps and validation values in the order given."""
+    config = load_config(None, [f"train.epochs={len(values)}", *overrides])
+    model = torch.nn.Linear(1, 1)
+    scripted = iter(values)
+    metric = config.train.early_stopping_metric
+    return run_epochs(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        config,
+        LoopState(),
+        lambda epoch: EpochInputs(iter([]), steps=0),
+        lambda m: {metric: next(scripted)},
+        lambda metrics: None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("stop_at", "epochs_run", "best"),
+    [("0.3", 3, 2), ("0.2", 2, 1), ("0.25", 3, 2), ("0.9", 6, 4), ("null", 6, 4)],
+)
+def test_train_stop_at_ends_the_run_at_the_first_epoch_that_reaches_it(stop_at, epochs_run, best):
+    state = _scripted_run([0.1, 0.2, 0.3, 0.1, 0.5, 0.4], ["train.patience=0", f"train.stop_at={stop_at}"])
+    assert len(state.history) == epochs_run
+    assert state.best_epoch == best
+    reached = [row["reached_stop_at"] for row in state.history]
+    assert reached == [False] * (epochs_run - 1) + [stop_at != "null" and epochs_run < 6]
+    assert state.history[-1]["early_stopped"] == (epochs_run < 6)
+
+
+def test_the_epoch_line_says_why_a_run_stops():
+    line = {"epoch": 3, "train/loss": 0.5, "valid/auc": 0.7, "valid/hard_auc": 0.6}
+    line.update({"train/hard_negative_share": 0.0, "train/epoch_seconds": 1.0})
+    assert "stopping" not in epoch_line({**line, "early_stopped": False, "reached_stop_at": False}, "r")
+    assert "train.stop_at" in epoch_line({**line, "early_stopped": True, "reached_stop_at": True}, "r")
+    assert "train.patience" in epoch_line({**line, "early_stopped": True, "reached_stop_at": False}, "r")
+
+
+def test_train_stop_at_must_be_a_finite_number():
+    with pytest.raises(UserError, match="train.stop_at"):
+        load_config(None, ["train.stop_at=.inf"])
 
 
 def test_fixed_size_batches_cut_a_block_stream_like_rays_batching():

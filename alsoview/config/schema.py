@@ -8,6 +8,7 @@ ends the run with one clear line (UserError). Also the choice lists code elsewhe
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -271,6 +272,9 @@ class TrainConfig:
     valid_users: int = 2000
     early_stopping_metric: ValidationMetric = "valid/full/ndcg@10"
     patience: int = 10  # epochs without improvement before stopping; 0 turns early stopping off
+    # Stop as soon as an epoch's early-stopping metric reaches this value (a quality target: the
+    # time-to-quality benchmark; Lightning's EarlyStopping(stopping_threshold)); None: no target.
+    stop_at: Union[float, None] = None
     # Seconds without a finished training step (or validation) before the run stops with what was
     # waiting and for which resources (stall.py): a run on a cluster it does not own can starve.
     # 0: wait for ever.
@@ -305,6 +309,8 @@ class TrainConfig:
             self.early_stopping_metric,
         )
         _check(self.patience >= 0, "train.patience", ">= 0", self.patience)
+        if self.stop_at is not None:
+            _check(math.isfinite(self.stop_at), "train.stop_at", "a finite number or null", self.stop_at)
         week = 7 * 86400
         _check(0 <= self.stall_timeout <= week, "train.stall_timeout", f"in [0, {week}] seconds", self.stall_timeout)
 
