@@ -64,8 +64,8 @@ class WorkerSetup:
     board: Any = None  # stall.ProgressBoard actor the workers report progress to (None: unwatched)
 
 
-def _resume(model: torch.nn.Module, optimizer: Any, vocabulary: dict[str, int], run_storage: str) -> runs.LoopState:
-    """The state of the checkpoint Ray Train restored, or of the newest one on disk, or a fresh start."""
+def _saved_checkpoint(vocabulary: dict[str, int], run_storage: str) -> runs.SavedCheckpoint | None:
+    """The checkpoint Ray Train restored, or else the newest one on disk that loads; None: a fresh start."""
     import ray.train
 
     saved = None
@@ -81,10 +81,17 @@ def _resume(model: torch.nn.Module, optimizer: Any, vocabulary: dict[str, int], 
         # killed driver it may not, so the newest checkpoint on disk that loads is used instead.
         found = runs.latest_checkpoint(run_storage)
         if found is None:
-            return runs.LoopState()
+            return None
         folder, saved = found
         log.info("resuming from %s", folder)
     saved.check_resumable(run_storage, vocabulary)
+    return saved
+
+
+def _resume(model: torch.nn.Module, optimizer: Any, saved: runs.SavedCheckpoint | None) -> runs.LoopState:
+    """The loop state to continue from, with `saved`'s weights and optimiser state loaded."""
+    if saved is None:
+        return runs.LoopState()
     model.load_state_dict(saved.model)
     optimizer.load_state_dict(saved.optimizer)
     return saved.state
@@ -97,7 +104,6 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
     import ray.train.torch
 
     from alsoview.logs import quiet_ray
-    from alsoview.optim import build_optimizer
 
     config = setup.config
     context = ray.train.get_context()
@@ -111,20 +117,66 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
     catalog = cached_catalog(setup.catalog_ref)
     vocab = catalog.vocabulary()
     device = ray.train.torch.get_device()
+    saved = _saved_checkpoint(vocab, setup.run_storage)
+    first_epoch = 0 if saved is None else saved.state.epoch + 1
+    sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
+    feeder, asked = None, {}
+    if first_epoch < config.train.epochs:
+        # The feed starts before the model is built, so the first epoch's mixing overlaps it. It
+        # runs in its own actor (see EpochFeeder for why), one Ray Data execution for the whole
+        # run; "DEFAULT" keeps it and its Ray Data tasks out of this worker's placement group.
+        plan = RunPlan(
+            n_blocks=len(sizes),
+            rank=rank,
+            world=world,
+            seed=config.seed,
+            first_epoch=first_epoch,
+            epochs=config.train.epochs,
+            blocks_per_task=config.sampling.blocks_per_task,
+        )
+        feeder = ray.remote(num_cpus=0, scheduling_strategy="DEFAULT")(EpochFeeder).remote(
+            config, setup.catalog_ref, plan, sizes
+        )
+        asked = {first_epoch: feeder.epoch.remote(first_epoch)}
+    try:
+        _train_on_worker(setup, catalog, saved, feeder, asked, sizes, device, beat)
+    finally:
+        if feeder is not None:
+            ray.kill(feeder)  # frees the epoch it may have mixed ahead
+
+
+def _train_on_worker(
+    setup: WorkerSetup,
+    catalog: Catalog,
+    saved: runs.SavedCheckpoint | None,
+    feeder: Any,
+    asked: dict[int, Any],
+    sizes: Any,
+    device: torch.device,
+    beat: WorkerBeat,
+) -> None:
+    """Build the model and optimiser (from `saved` when resuming), then train on the feed's epochs."""
+    import ray
+    import ray.train
+
+    from alsoview.optim import build_optimizer
+
+    config = setup.config
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    vocab = catalog.vocabulary()
     model = build_model(catalog, config)
     optimizer = build_optimizer(model, config.train.learning_rate, config.model.sparse_embeddings)
-    state = _resume(model, optimizer, vocab, setup.run_storage)
+    state = _resume(model, optimizer, saved)
     if state.resumed_from_epoch is not None and rank == 0:
         log.info("resumed from the checkpoint of epoch %d", state.resumed_from_epoch)
     model.to(device)
     # Not DDP: it would all-reduce every embedding table each step (see gradient_sync.py).
     sync_gradients = RowGradientSync(model) if world > 1 else None
-
-    sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
     worker_batch = rows_per_batch(config, world)
     samples_per_positive = 1 + config.sampling.drawn_per_positive
 
-    if state.epoch + 1 >= config.train.epochs and state.history:
+    if feeder is None:
         # Nothing left to train (e.g. the driver died after the last epoch): report the final
         # state again, so a restored Tune experiment records this trial's result and checkpoint.
         if rank == 0:
@@ -134,21 +186,6 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
             )
         _report(dict(state.history[-1]), model, optimizer, state, setup, vocab, rank)
         return
-    # The feed runs in its own actor (see EpochFeeder for why), one Ray Data execution for the
-    # whole run; "DEFAULT" keeps it and its Ray Data tasks out of this worker's placement group.
-    plan = RunPlan(
-        n_blocks=len(sizes),
-        rank=rank,
-        world=world,
-        seed=config.seed,
-        first_epoch=state.epoch + 1,
-        epochs=config.train.epochs,
-        blocks_per_task=config.sampling.blocks_per_task,
-    )
-    feeder = ray.remote(num_cpus=0, scheduling_strategy="DEFAULT")(EpochFeeder).remote(
-        config, setup.catalog_ref, plan, sizes
-    )
-    asked = {plan.first_epoch: feeder.epoch.remote(plan.first_epoch)}
 
     def epoch_inputs(epoch: int) -> EpochInputs:
         """This worker's mixed blocks of `epoch` from its feed; the next epoch is asked for at
@@ -167,23 +204,20 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
         beat.progressed()
         return metrics
 
-    try:
-        run_epochs(
-            model,
-            optimizer,
-            config,
-            state,
-            epoch_inputs,
-            validate_epoch,
-            report=lambda metrics: _report(metrics, model, optimizer, state, setup, vocab, rank),
-            first_epoch=plan.first_epoch,
-            sync_gradients=sync_gradients,
-            sum_over_workers=lambda values: _all_reduce_sum(values, device),
-            on_step=beat.step,
-            loss_step=build_loss(config, catalog, device),
-        )
-    finally:
-        ray.kill(feeder)  # frees the epoch it may have mixed ahead
+    run_epochs(
+        model,
+        optimizer,
+        config,
+        state,
+        epoch_inputs,
+        validate_epoch,
+        report=lambda metrics: _report(metrics, model, optimizer, state, setup, vocab, rank),
+        first_epoch=state.epoch + 1,
+        sync_gradients=sync_gradients,
+        sum_over_workers=lambda values: _all_reduce_sum(values, device),
+        on_step=beat.step,
+        loss_step=build_loss(config, catalog, device),
+    )
 
 
 def _report(
@@ -260,6 +294,8 @@ def build_trainer(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from alsoview.process_group import NodeAddressTorchConfig
+
     check_sample_memory(config, len(catalog.train), ray.cluster_resources(), plan)
     sharing = sharing_cores_warning(config, plan)
     if sharing:
@@ -297,6 +333,7 @@ def build_trainer(
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=setup,
+        torch_config=NodeAddressTorchConfig(),  # the rendezvous store listens on the node's address only
         scaling_config=ScalingConfig(
             num_workers=config.train.num_workers,
             use_gpu=plan.use_gpu,

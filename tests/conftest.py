@@ -14,7 +14,7 @@ REALWORLD = Path(os.environ.get("ALSOVIEW_REALWORLD_DIR", ROOT.parent / "shared"
 
 
 # Fixtures that start Ray or need a trained model: a test using any of them is in the slow tier.
-RAY_FIXTURES = {"ray_session", "ray_head", "smoke_config", "trained_run"}
+RAY_FIXTURES = {"ray_session", "ray_head", "smoke_config", "trained_run", "watched_readme_train"}
 
 
 def pytest_configure(config):
@@ -99,18 +99,29 @@ def run_readme_command(command: str, extra: list[str], cwd: Path = ROOT) -> int:
 
 
 @pytest.fixture(scope="session")
-def trained_run(smoke_config):
+def watched_readme_train(smoke_config):
     """The README's train command as written (2 workers, the smoke dataset) with 30 epochs, run
-    through the CLI's entry point on this suite's 2-CPU Ray instance: (its config, its result)."""
+    through the CLI's entry point on this suite's 2-CPU Ray instance, with every listener its
+    processes open watched from start to end: (its config, its result, the ListenerWatch)."""
     import json
+
+    from processes import ListenerWatch
 
     from alsoview.config import load_config
     from alsoview.train import TrainResult
 
-    assert run_readme_command(README_TRAIN, README_TRAIN_EPOCHS) == 0
+    with ListenerWatch() as listeners:
+        assert run_readme_command(README_TRAIN, README_TRAIN_EPOCHS) == 0
     run_dir = Path(smoke_config.train.runs_dir) / "f05"
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return load_config(run_dir / "config.yaml"), TrainResult(run_dir, metrics)
+    return load_config(run_dir / "config.yaml"), TrainResult(run_dir, metrics), listeners
+
+
+@pytest.fixture(scope="session")
+def trained_run(watched_readme_train):
+    """The README's train run: (its config, its result)."""
+    config, result, _ = watched_readme_train
+    return config, result
 
 
 @pytest.fixture(scope="session")

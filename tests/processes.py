@@ -65,13 +65,22 @@ def listening_addresses(pids: list[int]) -> dict[int, set[str]]:
     found: dict[int, set[str]] = {}
     for pid in pids:
         try:
-            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
         except OSError:
             continue  # ended meanwhile
-        for link in links:
+        for link in filter(None, map(_link, fds)):
             if link.startswith("socket:[") and link[8:-1] in listeners:
                 found.setdefault(pid, set()).add(listeners[link[8:-1]])
     return found
+
+
+def _link(fd: Path) -> str:
+    """What a /proc fd entry points at; "" when it closed meanwhile (in this process: the one
+    that listed the directory)."""
+    try:
+        return os.readlink(fd)
+    except OSError:
+        return ""
 
 
 def is_loopback(address: str) -> bool:
@@ -107,3 +116,39 @@ def _ipv6(hex_host: str) -> str:
     raw = bytes.fromhex(hex_host)
     words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))  # four little-endian 32-bit words
     return f"[{ipaddress.IPv6Address(words)}]"
+
+
+class ListenerWatch:
+    """Every TCP listener this process and its descendants (a private Ray instance, its workers)
+    open while the block runs, sampled every `interval` seconds from a thread: the listeners a
+    run's set-up opens and keeps (Ray Train's process group: the rendezvous store, gloo) are seen."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        import threading
+
+        self.interval = interval
+        self.seen: dict[int, set[str]] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="listener-watch", daemon=True)
+
+    def _watch(self) -> None:
+        while True:
+            for pid, addresses in listening_addresses([os.getpid(), *descendants(os.getpid())]).items():
+                self.seen.setdefault(pid, set()).update(addresses)
+            self.samples += 1
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "ListenerWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def exposed(self) -> dict[int, list[str]]:
+        """{pid: addresses beyond loopback} of every process that listened on one."""
+        found = {pid: sorted(a for a in addresses if not is_loopback(a)) for pid, addresses in self.seen.items()}
+        return {pid: addresses for pid, addresses in found.items() if addresses}

@@ -169,6 +169,32 @@ def test_a_private_instance_listens_on_loopback_only(ray_session):
     assert not any(exposed.values()), exposed
 
 
+def test_the_readme_train_run_listens_on_loopback_only_from_start_to_end(watched_readme_train):
+    """Every listener of the 2-worker README run, sampled through its whole life (the process
+    group's rendezvous store and gloo included), is on 127.0.0.1."""
+    _, _, listeners = watched_readme_train
+    assert listeners.samples >= 20 and len(listeners.seen) >= 4, (listeners.samples, listeners.seen)
+    assert not listeners.exposed(), listeners.exposed()
+
+
+def test_the_rendezvous_store_listens_on_the_address_it_is_given_only():
+    """torch's own TCPStore listens on every interface; process_group's listens on the address."""
+    import torch.distributed as dist
+
+    from alsoview.process_group import _close_store, _serve_store
+
+    plain = dist.TCPStore("127.0.0.1", 0, 1, True, wait_for_workers=False)
+    port = _serve_store("127.0.0.1", 1, 10.0)
+    try:
+        mine = listening_addresses([os.getpid()])[os.getpid()]
+        assert f"127.0.0.1:{port}" in mine
+        assert f"0.0.0.0:{plain.port}" in mine or f"[::]:{plain.port}" in mine  # why process_group exists
+        assert not any(a.endswith(f":{port}") and not is_loopback(a) for a in mine)
+    finally:
+        _close_store()
+        del plain
+
+
 def test_a_private_instance_runs_without_ray_trains_preemption_watcher(ray_session):
     """One machine of our own has no node a cloud could take back: Ray Train's controller is told
     (through the driver's environment, which it passes on) not to start the watcher actor."""
