@@ -160,7 +160,8 @@ def main() -> None:
     references = reference_rows(catalog, valid, test)
     best_peer = max(references, key=lambda r: r["valid/full/ndcg@10"])
     target = best_peer["valid/full/ndcg@10"] if args.target == "peers" else float(args.target)
-    print(f"[bench] target: validation full NDCG@10 >= {target:.4f} ({args.target}: {best_peer['model']})", flush=True)
+    rule = f"the best reference, {best_peer['model']}" if args.target == "peers" else "given"
+    print(f"[bench] target: validation full NDCG@10 >= {target:.4f} ({rule})", flush=True)
     with tempfile.TemporaryDirectory(prefix="alsoview-ttq-") as runs_dir:
         run = model_run(prepared, overrides, target, runs_dir, valid, test)
     best_test = max(r["test/full/ndcg@10"] for r in references)
