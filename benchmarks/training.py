@@ -2,7 +2,7 @@
 in-process PyTorch loop over pre-built tensors with the same model, optimiser, batch size and
 thread count: the limit on this machine.
 
-    python benchmarks/training.py                      # both embedding modes, 1 worker, 4 epochs (~7 min here)
+    python benchmarks/training.py                      # both embedding modes, 1 worker, 4 epochs (7.5 min here)
     python benchmarks/training.py --workers 1,2        # the long form: 1 and 2 workers (~20 min here)
     python benchmarks/training.py --embeddings sparse --epochs 3
     python benchmarks/training.py --gpu                # see benchmarks/gpu.sh
