@@ -10,7 +10,7 @@ Ids are dense ints: 0 is unknown/padding (its score is meaningless; callers mask
 from __future__ import annotations
 
 import time
-from typing import Literal, Protocol, runtime_checkable
+from typing import Callable, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -295,7 +295,7 @@ BPR_SETTINGS = {"factors": 64, "learning_rate": 0.05, "regularization": 0.01, "i
 
 def matrix_factorisation_peers(
     train_users: np.ndarray, train_items: np.ndarray, n_users: int, n_items: int, seed: int
-) -> tuple[dict[str, Scorer], dict[str, str]]:
+) -> tuple[dict[str, FactorScorer], dict[str, str]]:
     """ALS and BPR fitted on the binary training matrix with `implicit` (CPU), and the peers that
     could not be fitted with the reason (e.g. `implicit` not installed)."""
     try:
@@ -308,7 +308,7 @@ def matrix_factorisation_peers(
     users, items = _interactions(train_users, train_items, n_users, n_items)
     matrix = sparse.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
     matrix.data[:] = 1.0  # repeats count once, as for co-occurrence
-    scorers: dict[str, Scorer] = {}
+    scorers: dict[str, FactorScorer] = {}
     with threadpool_limits(1, "blas"):  # implicit runs its own threads; BLAS threads on top slow it down
         models = {
             "als": implicit.als.AlternatingLeastSquares(**ALS_SETTINGS, random_state=seed, use_gpu=False),
@@ -322,13 +322,21 @@ def matrix_factorisation_peers(
     return scorers, {}
 
 
+def baseline_builders(
+    train_users: np.ndarray, train_items: np.ndarray, n_users: int, n_items: int, seed: int
+) -> dict[str, Callable[[], Scorer]]:
+    """How to fit each of the three reference scorers, keyed by name ("popularity", "random",
+    "cooccurrence"), not yet called: so a caller can time each fit."""
+    return {
+        "popularity": lambda: PopularityScorer(train_users, train_items, n_items),
+        "random": lambda: RandomScorer(n_items, seed),
+        "cooccurrence": lambda: CooccurrenceScorer(train_users, train_items, n_users, n_items),
+    }
+
+
 def build_baselines(
     train_users: np.ndarray, train_items: np.ndarray, n_users: int, n_items: int, seed: int
 ) -> dict[str, Scorer]:
     """The three reference scorers keyed by name: "popularity", "random", "cooccurrence"."""
-    scorers: list[Scorer] = [
-        PopularityScorer(train_users, train_items, n_items),
-        RandomScorer(n_items, seed),
-        CooccurrenceScorer(train_users, train_items, n_users, n_items),
-    ]
-    return {s.name: s for s in scorers}
+    builders = baseline_builders(train_users, train_items, n_users, n_items, seed)
+    return {name: build() for name, build in builders.items()}

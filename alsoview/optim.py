@@ -173,7 +173,7 @@ class NoSubnormalAdam(torch.optim.Adam):
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
         loss = super().step(closure)
-        states = [self.state[p] for group in self.param_groups for p in group["params"] if p in self.state]
+        states = list(self.state.values())
         # the step count is Adam's own, so a run resumed from a checkpoint cleans on the same steps
         if states and int(states[0]["step"]) % self.CLEAN_EVERY == 0:
             for state in states:

@@ -22,12 +22,13 @@ tie-breaking (a constant scorer gets chance level). Keys read `<split>/<protocol
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from alsoview.baselines import RelatedItemsScorer, Scorer, build_baselines, matrix_factorisation_peers
+from alsoview.baselines import RelatedItemsScorer, Scorer, baseline_builders, matrix_factorisation_peers
 from alsoview.catalog import Catalog
 from alsoview.errors import UserError
 from alsoview.metrics import expected_rank_metrics, rank_counts
@@ -257,27 +258,43 @@ class ModelScorer:
 
 @dataclass(frozen=True)
 class References:
-    """The scorers a model is compared with, and the peers that could not be built (name -> why)."""
+    """The scorers a model is compared with, the peers that could not be built (name -> why), and
+    each scorer's fit in wall-clock seconds (benchmarks/time_to_quality.py)."""
 
     scorers: dict[str, Scorer]
     skipped: dict[str, str]
+    fit_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def reference_scorers(catalog: Catalog, seed: int, peers: bool = True) -> References:
     """Popularity, random, co-occurrence and related (also-view neighbours of the user's items);
     with `peers`, ALS and BPR fitted on the same train split."""
-    train = catalog.train
-    scorers = build_baselines(train.users, train.items, catalog.n_users, catalog.n_items, seed)
+    train, n_users, n_items = catalog.train, catalog.n_users, catalog.n_items
     tables = catalog.sampling
-    neighbours = Neighbours.from_also_view(catalog.n_items, tables.also_view_indptr, tables.also_view_indices)
-    scorers["related"] = RelatedItemsScorer(train.users, train.items, catalog.n_users, catalog.n_items, neighbours)
+    builders = {
+        **baseline_builders(train.users, train.items, n_users, n_items, seed),
+        "related": lambda: RelatedItemsScorer(
+            train.users,
+            train.items,
+            n_users,
+            n_items,
+            Neighbours.from_also_view(n_items, tables.also_view_indptr, tables.also_view_indices),
+        ),
+    }
+    scorers: dict[str, Scorer] = {}
+    fit_seconds: dict[str, float] = {}
+    for name, build in builders.items():
+        begin = time.perf_counter()
+        scorers[name] = build()
+        fit_seconds[name] = time.perf_counter() - begin
     skipped: dict[str, str] = {}
     if peers:
-        fitted, skipped = matrix_factorisation_peers(train.users, train.items, catalog.n_users, catalog.n_items, seed)
+        fitted, skipped = matrix_factorisation_peers(train.users, train.items, n_users, n_items, seed)
         scorers.update(fitted)
+        fit_seconds.update({name: scorer.fit_seconds for name, scorer in fitted.items()})
         for name, why in skipped.items():
             log.warning("peer %s skipped: %s", name, why)
-    return References(scorers, skipped)
+    return References(scorers, skipped, fit_seconds)
 
 
 def markdown_table(results: dict[str, dict[str, float]], split: str, skipped: dict[str, str] | None = None) -> str:

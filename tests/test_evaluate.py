@@ -152,3 +152,12 @@ def test_recommendations_never_repeat_what_the_user_has(trained_run, tmp_path):
     batch = pd.read_parquet(out)
     merged = batch.merge(frame, on=["reviewer_id", "rank"], suffixes=("", "_single"))
     assert len(merged) == len(frame) and (merged["asin"] == merged["asin_single"]).all()
+
+
+def test_every_reference_has_its_fit_time(catalog):
+    from alsoview.protocols import reference_scorers
+
+    references = reference_scorers(catalog, seed=0)
+    assert {"popularity", "random", "cooccurrence", "related"} <= set(references.scorers)
+    assert set(references.fit_seconds) == set(references.scorers)
+    assert all(seconds >= 0 for seconds in references.fit_seconds.values())
