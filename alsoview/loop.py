@@ -13,9 +13,20 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 
 from alsoview.losses import LossStep, binary_cross_entropy
+
+# Keeps the torch seeds of `seed_epoch` apart from the mixing blocks' (sampling.epoch_rng keys).
+TORCH_SEED_KEY = 1 << 30
+
+
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Seed torch for one worker's epoch (dropout masks, any draw a loss makes): the numbers
+    depend on (seed, epoch, rank) only, so an epoch replayed after a restart from a checkpoint
+    draws exactly what it drew the first time."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, epoch, TORCH_SEED_KEY + rank]).generate_state(1)[0]))
 
 
 def fixed_size_batches(blocks: Iterable[dict[str, torch.Tensor]], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -133,16 +144,18 @@ def run_epochs(
     sum_over_workers: Callable[[list[float]], list[float]] = lambda values: values,
     on_step: Callable[[int], None] | None = None,
     loss_step: LossStep = binary_cross_entropy,
+    rank: int = 0,
 ) -> Any:
     """Train epochs `first_epoch` .. `train.epochs - 1`, or until early stopping; `state`
     (`checkpoint.LoopState`) keeps the best weights and every epoch's metrics.
 
-    Each epoch: `epoch_inputs(epoch)`, `train_epoch`, the totals summed over the workers,
+    Each epoch: `seed_epoch`, `epoch_inputs(epoch)`, `train_epoch`, the totals summed over the workers,
     `validate(model)`, then the history row and `report(metrics)` (the worker checkpoints there).
     """
     metric = config.train.early_stopping_metric
     for epoch in range(first_epoch, config.train.epochs):
         start = time.perf_counter()
+        seed_epoch(config.seed, epoch, rank)
         inputs = epoch_inputs(epoch)
         sent_before = (sync_gradients.bytes_sent, sync_gradients.steps) if sync_gradients is not None else (0, 0)
         totals = train_epoch(model, optimizer, inputs.batches, inputs.steps, sync_gradients, on_step, loss_step)

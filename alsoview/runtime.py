@@ -17,8 +17,10 @@ import logging
 import os
 import socket
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alsoview import checkpoint as runs
 from alsoview.catalog import Catalog, load_catalog
@@ -42,8 +44,70 @@ def start_run(config: Config, run_name: str, catalog: Catalog | None = None) -> 
     config = with_absolute_paths(config)
     catalog = catalog or load_catalog(config.data.prepared_dir)
     log.info(init_ray())
-    run_dir = runs.start_run_dir(config, Path(config.train.runs_dir).resolve() / run_name)
+    runs_dir = Path(config.train.runs_dir).resolve()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    check_every_node_sees(runs_dir, "train.runs_dir")
+    run_dir = runs.start_run_dir(config, runs_dir / run_name)
     return RunStart(config, catalog, run_dir)
+
+
+NODE_ANSWER_SECONDS = 60.0
+
+
+def check_every_node_sees(folder: Path, setting: str) -> None:
+    """Refuse, before any work, a run whose checkpoints would land on a disk only some nodes see.
+
+    Ray Train's workers write their checkpoints under `folder` on whatever node they run on, and
+    a restarted worker, the driver and the final model read them back from theirs: on a folder
+    that is not shared (the head's own disk), a worker on another node writes where nobody reads
+    and a restart after a lost node starts over or fails (docs/cluster.md). A marker file is
+    written here and every live node is asked, by a task pinned to it, whether it reads the same
+    file. Nodes that join later are not asked (Ray Train checks again when it saves).
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    if len(nodes) < 2:
+        return  # one machine sees its own disk
+    token = uuid.uuid4().hex
+    marker = folder / f".alsoview-shared-{token[:12]}"
+    marker.write_text(token)
+    reads = ray.remote(num_cpus=0, max_retries=0)(_reads_token)
+    asked = {
+        reads.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
+            str(marker), token
+        ): node
+        for node in nodes
+    }
+    try:
+        done, late = ray.wait(list(asked), num_returns=len(asked), timeout=NODE_ANSWER_SECONDS)
+        blind = [asked[ref] for ref in done if not ray.get(ref)]
+    finally:
+        marker.unlink(missing_ok=True)
+    if late:
+        log.warning(
+            "%d of %d Ray nodes did not say within %.0f s whether they see %s=%s: not checked (%s)",
+            len(late), len(nodes), NODE_ANSWER_SECONDS, setting, folder, _node_names(asked[ref] for ref in late),
+        )  # fmt: skip
+    if blind:
+        raise UserError(
+            f"{setting}={folder} is not shared storage: {len(blind)} of {len(nodes)} Ray nodes do not see "
+            f"the file the driver wrote there ({_node_names(blind)}), so checkpoints written on one node "
+            f"could not be read after a restart on another; mount one shared file system (NFS, a cloud "
+            f"file store) at this path on every node, or point storage= / {setting} at one (docs/cluster.md)"
+        )
+
+
+def _reads_token(path: str, token: str) -> bool:
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False
+
+
+def _node_names(nodes: Any) -> str:
+    return ", ".join(f"{node['NodeManagerAddress']} node {node['NodeID'][:8]}" for node in nodes)
 
 
 DASHBOARD_PORT = 8265

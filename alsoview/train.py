@@ -49,6 +49,14 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return tensor.cpu().tolist()
 
 
+def on_this_node() -> Any:
+    """A scheduling strategy for an actor that must live on the caller's node, and die with it."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+
+
 # ---------------------------------------------------------------- the loop on each worker
 
 
@@ -124,7 +132,10 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
     if first_epoch < config.train.epochs:
         # The feed starts before the model is built, so the first epoch's mixing overlaps it. It
         # runs in its own actor (see EpochFeeder for why), one Ray Data execution for the whole
-        # run; "DEFAULT" keeps it and its Ray Data tasks out of this worker's placement group.
+        # run, on this worker's node: its epochs are read there, and a restart after a lost node
+        # never places it on a node that is gone but not yet declared dead (it waited there
+        # until the node was). An explicit strategy also keeps it and its Ray Data tasks out of
+        # this worker's placement group.
         plan = RunPlan(
             n_blocks=len(sizes),
             rank=rank,
@@ -134,7 +145,7 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
             epochs=config.train.epochs,
             blocks_per_task=config.sampling.blocks_per_task,
         )
-        feeder = ray.remote(num_cpus=0, scheduling_strategy="DEFAULT")(EpochFeeder).remote(
+        feeder = ray.remote(num_cpus=0, scheduling_strategy=on_this_node())(EpochFeeder).remote(
             config, setup.catalog_ref, plan, sizes
         )
         asked = {first_epoch: feeder.epoch.remote(first_epoch)}
@@ -217,6 +228,7 @@ def _train_on_worker(
         sum_over_workers=lambda values: _all_reduce_sum(values, device),
         on_step=beat.step,
         loss_step=build_loss(config, catalog, device),
+        rank=rank,
     )
 
 
@@ -373,7 +385,8 @@ def fit_watched(
     timeout = config.train.stall_timeout
     if timeout <= 0:
         return build_trainer(config, catalog, plan, callbacks, run_name, storage_path).fit()
-    board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+    # on the driver's node: a lost worker node must not take the run's progress record with it
+    board = ray.remote(num_cpus=0, scheduling_strategy=on_this_node())(ProgressBoard).remote()
     callbacks = [*(callbacks or []), register_controller_callback(board)]
     trainer = build_trainer(config, catalog, plan, callbacks, run_name, storage_path, board)
     name = run_name or config.train.run_name

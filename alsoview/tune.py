@@ -257,6 +257,9 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
                 # Tune's trial tables repeat what TrialLog and the epoch lines say, at length
                 verbose=2 if verbose() else 0,
                 callbacks=[TrialLog(plan.num_samples, metric)],
+                # A trial whose function is lost with its node is run again; its Train run
+                # resumes from its last checkpoint (the same run name and storage).
+                failure_config=ray_tune.FailureConfig(max_failures=config.train.max_failures),
             ),
         )
 

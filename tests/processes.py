@@ -55,6 +55,14 @@ def running(pids: set[int] | list[int]) -> list[int]:
     return alive
 
 
+def command_line(pid: int) -> str:
+    """A process's command line as one string (Ray's workers rename theirs: "ray::RayTrainWorker...")."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def _other_processes() -> list[Path]:
     return [p for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) != os.getpid()]
 

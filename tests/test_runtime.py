@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from processes import descendants, is_loopback, listening_addresses
+from processes import command_line, descendants, is_loopback, listening_addresses
 
 from alsoview import runtime
 
@@ -129,8 +129,8 @@ def test_two_local_runs_at_once_are_independent_survive_a_lost_worker_and_stop_o
     interrupted = Watched(_alsoview(*common, "train.epochs=50", "train.run_name=parallel-1"))
 
     survivor.wait_for("parallel-0 epoch 0:")
-    workers = [pid for pid in descendants(survivor.proc.pid) if _title(pid).startswith("ray::RayTrainWorker")]
-    assert len(workers) == 1, [_title(pid) for pid in descendants(survivor.proc.pid)]
+    workers = [pid for pid in descendants(survivor.proc.pid) if command_line(pid).startswith("ray::RayTrainWorker")]
+    assert len(workers) == 1, [command_line(pid) for pid in descendants(survivor.proc.pid)]
     os.kill(workers[0], signal.SIGKILL)
     interrupted.wait_for("parallel-1 epoch 0:")
     interrupted.proc.send_signal(signal.SIGINT)
@@ -152,13 +152,6 @@ def test_two_local_runs_at_once_are_independent_survive_a_lost_worker_and_stop_o
         if "started a private local Ray instance" in line
     }
     assert len(dashboards) == 2, dashboards  # one dashboard each, on different ports
-
-
-def _title(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def test_a_private_instance_listens_on_loopback_only(ray_session):
