@@ -72,7 +72,13 @@ class WorkerSetup:
     board: Any = None  # stall.ProgressBoard actor the workers report progress to (None: unwatched)
 
 
-def _saved_checkpoint(vocabulary: dict[str, int], run_storage: str) -> runs.SavedCheckpoint | None:
+@dataclass(frozen=True)
+class Resumed:
+    saved: runs.SavedCheckpoint
+    reported: bool  # Ray Train handed it over, so its epoch's report reached Ray (and Tune)
+
+
+def _saved_checkpoint(vocabulary: dict[str, int], run_storage: str) -> Resumed | None:
     """The checkpoint Ray Train restored, or else the newest one on disk that loads; None: a fresh start."""
     import ray.train
 
@@ -84,25 +90,28 @@ def _saved_checkpoint(vocabulary: dict[str, int], run_storage: str) -> runs.Save
                 saved = runs.load_checkpoint(folder)
         except UserError as exc:
             log.warning("the checkpoint Ray Train restored does not load (%s); trying older ones", exc)
+    reported = saved is not None
     if saved is None:
-        # Ray Train restores a run by name only when its controller recorded the run; after a
-        # killed driver it may not, so the newest checkpoint on disk that loads is used instead.
+        # Ray Train restores what every rank reported. Rank 0 saves its checkpoint before the
+        # others' reports of that epoch are collected, so a worker lost in between leaves a
+        # newer one on disk than Ray has (and after a killed driver Ray may have none): the
+        # newest checkpoint on disk that loads is used.
         found = runs.latest_checkpoint(run_storage)
         if found is None:
             return None
         folder, saved = found
         log.info("resuming from %s", folder)
     saved.check_resumable(run_storage, vocabulary)
-    return saved
+    return Resumed(saved, reported)
 
 
-def _resume(model: torch.nn.Module, optimizer: Any, saved: runs.SavedCheckpoint | None) -> runs.LoopState:
-    """The loop state to continue from, with `saved`'s weights and optimiser state loaded."""
-    if saved is None:
+def _resume(model: torch.nn.Module, optimizer: Any, resumed: Resumed | None) -> runs.LoopState:
+    """The loop state to continue from, with the saved weights and optimiser state loaded."""
+    if resumed is None:
         return runs.LoopState()
-    model.load_state_dict(saved.model)
-    optimizer.load_state_dict(saved.optimizer)
-    return saved.state
+    model.load_state_dict(resumed.saved.model)
+    optimizer.load_state_dict(resumed.saved.optimizer)
+    return resumed.saved.state
 
 
 def train_loop_per_worker(setup: WorkerSetup) -> None:
@@ -125,8 +134,8 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
     catalog = cached_catalog(setup.catalog_ref)
     vocab = catalog.vocabulary()
     device = ray.train.torch.get_device()
-    saved = _saved_checkpoint(vocab, setup.run_storage)
-    first_epoch = 0 if saved is None else saved.state.epoch + 1
+    resumed = _saved_checkpoint(vocab, setup.run_storage)
+    first_epoch = 0 if resumed is None else resumed.saved.state.epoch + 1
     sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
     feeder, asked = None, {}
     if first_epoch < config.train.epochs:
@@ -150,7 +159,7 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
         )
         asked = {first_epoch: feeder.epoch.remote(first_epoch)}
     try:
-        _train_on_worker(setup, catalog, saved, feeder, asked, sizes, device, beat)
+        _train_on_worker(setup, catalog, resumed, feeder, asked, sizes, device, beat)
     finally:
         if feeder is not None:
             ray.kill(feeder)  # frees the epoch it may have mixed ahead
@@ -159,14 +168,14 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
 def _train_on_worker(
     setup: WorkerSetup,
     catalog: Catalog,
-    saved: runs.SavedCheckpoint | None,
+    resumed: Resumed | None,
     feeder: Any,
     asked: dict[int, Any],
     sizes: Any,
     device: torch.device,
     beat: WorkerBeat,
 ) -> None:
-    """Build the model and optimiser (from `saved` when resuming), then train on the feed's epochs."""
+    """Build the model and optimiser (from `resumed` when resuming), then train on the feed's epochs."""
     import ray
     import ray.train
 
@@ -178,7 +187,7 @@ def _train_on_worker(
     vocab = catalog.vocabulary()
     model = build_model(catalog, config)
     optimizer = build_optimizer(model, config.train.learning_rate, config.model.sparse_embeddings)
-    state = _resume(model, optimizer, saved)
+    state = _resume(model, optimizer, resumed)
     if state.resumed_from_epoch is not None and rank == 0:
         log.info("resumed from the checkpoint of epoch %d", state.resumed_from_epoch)
     model.to(device)
@@ -197,6 +206,11 @@ def _train_on_worker(
             )
         _report(dict(state.history[-1]), model, optimizer, state, setup, vocab, rank)
         return
+    if resumed is not None and not resumed.reported:
+        # The epoch resumed from never reached Ray (a worker was lost before its report was
+        # collected): report it now, so Ray Train restores it after another failure and Tune
+        # counts the epoch (ASHA's rungs are counted in reports).
+        _report(dict(state.history[-1]), model, optimizer, state, setup, vocab, rank)
 
     def epoch_inputs(epoch: int) -> EpochInputs:
         """This worker's mixed blocks of `epoch` from its feed; the next epoch is asked for at

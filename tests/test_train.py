@@ -174,6 +174,53 @@ def test_train_stop_at_must_be_a_finite_number():
         load_config(None, ["train.stop_at=.inf"])
 
 
+def _replayable_run(first_epoch: int, epochs: int, start: tuple | None = None) -> tuple:
+    """Train the design model (dropout 0.5) on seeded random batches from `first_epoch`, from
+    `start` (weights, optimiser state, loop state) as a restarted worker would; its end state."""
+    import copy
+    from types import SimpleNamespace
+
+    from test_model import N_ITEMS, N_USERS, make_model
+
+    from alsoview.optim import build_optimizer
+
+    model = make_model(seed=1 if start else 0)  # a restart builds a model, then loads the checkpoint
+    optimizer = build_optimizer(model, 0.01, False)
+    state = LoopState()
+    if start is not None:
+        model.load_state_dict(start[0])
+        optimizer.load_state_dict(start[1])
+        state = copy.deepcopy(start[2])
+    train = SimpleNamespace(epochs=epochs, early_stopping_metric="valid/auc", patience=0, stop_at=None)
+    config = SimpleNamespace(seed=7, train=train)
+
+    def epoch_inputs(epoch: int) -> EpochInputs:
+        rng = np.random.default_rng([7, epoch])  # the samples of an epoch depend on the epoch only
+        batches = (
+            {
+                "user": torch.tensor(rng.integers(1, N_USERS, 16)),
+                "item": torch.tensor(rng.integers(1, N_ITEMS, 16)),
+                "label": torch.tensor(rng.integers(0, 2, 16), dtype=torch.float32),
+            }
+            for _ in range(4)
+        )
+        return EpochInputs(batches, steps=4)
+
+    run_epochs(model, optimizer, config, state, epoch_inputs, lambda m: {"valid/auc": 0.5}, lambda m: None, first_epoch)
+    return copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), state
+
+
+def test_an_epoch_replayed_from_a_checkpoint_ends_with_the_weights_of_a_run_never_interrupted():
+    """A worker restarted after a lost node replays the epochs after its checkpoint: each epoch
+    seeds torch from (seed, epoch, rank), so dropout draws the same masks the second time."""
+    whole, _, _ = _replayable_run(0, 3)
+    restarted, _, state = _replayable_run(1, 3, start=_replayable_run(0, 1))
+    assert [row["epoch"] for row in state.history] == [0, 1, 2]
+    assert whole.keys() == restarted.keys()
+    for name, weights in whole.items():
+        assert torch.equal(weights, restarted[name]), name
+
+
 def test_fixed_size_batches_cut_a_block_stream_like_rays_batching():
     blocks = [{"x": torch.arange(start, stop)} for start, stop in ((0, 5), (5, 6), (6, 17), (17, 20))]
     batches = [b["x"].tolist() for b in fixed_size_batches(iter(blocks), 4)]
