@@ -77,14 +77,18 @@ class LocalCluster:
     def add_node(self, cpus: float = 1.0, private_path: Path | None = None) -> Node:
         return self._start(cpus, self.gcs, private_path)
 
+    def add_nodes(self, count: int, cpus: float = 1.0) -> list[Node]:
+        # one after the other: nodes started at once on one machine collide on their socket names
+        return [self.add_node(cpus) for _ in range(count)]
+
     def driver_env(self) -> dict[str, str]:
         """The environment of a command run against this cluster (`--address` names the head)."""
         # Ray's state API (Train's controller uses it) finds the dashboard by address
         return {**self.env, "RAY_API_SERVER_ADDRESS": f"http://{self.dashboard}"}
 
-    def worker_node_holding(self, title: str = TRAIN_WORKER) -> Node | None:
-        """A node other than the head with a process titled `title` (a Train worker), if any."""
-        return next((node for node in self.nodes if not node.head and node.holds(title)), None)
+    def worker_node_holding(self, pids: set[int], title: str = TRAIN_WORKER) -> Node | None:
+        """A node other than the head running one of `pids` as a `title` process (a Train worker)."""
+        return next((node for node in self.nodes if not node.head and pids & set(node.holds(title))), None)
 
     def lose(self, node: Node) -> float:
         """Kill every process of `node` at once, as a pre-empted machine; returns when (time.time())."""

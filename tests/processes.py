@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 _LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp
@@ -160,3 +163,34 @@ class ListenerWatch:
         """{pid: addresses beyond loopback} of every process that listened on one."""
         found = {pid: sorted(a for a in addresses if not is_loopback(a)) for pid, addresses in self.seen.items()}
         return {pid: addresses for pid, addresses in found.items() if addresses}
+
+
+class Watched:
+    """A command's merged output, read in a thread (two runs at once must not block on their
+    pipes), with a wait for the first line holding some text."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.lines, self._new = proc, [], threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self._new:
+                self.lines.append(line)
+                self._new.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 300) -> None:
+        with self._new:
+            found = self._new.wait_for(
+                lambda: any(text in line for line in self.lines) or self.proc.poll() is not None, timeout
+            )
+        assert found and any(text in line for line in self.lines), f"no {text!r} in:\n{self.output()[-3000:]}"
+
+    def finish(self, timeout: float = 600) -> str:
+        self.proc.wait(timeout=timeout)
+        time.sleep(0.5)  # the reader drains the pipe's last lines
+        return self.output()
+
+    def output(self) -> str:
+        with self._new:
+            return "".join(self.lines)

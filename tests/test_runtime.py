@@ -8,11 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
-from processes import command_line, descendants, is_loopback, listening_addresses
+from processes import Watched, command_line, descendants, is_loopback, listening_addresses
 
 from alsoview import runtime
 
@@ -79,37 +77,6 @@ def test_an_unreachable_cluster_ends_in_one_line(tmp_path):
     assert proc.returncode == 2, out
     assert "Traceback" not in out
     assert f"alsoview: error: no Ray cluster answers at 127.0.0.1:{port}" in out
-
-
-class Watched:
-    """A command's merged output, read in a thread (two runs at once must not block on their
-    pipes), with a wait for the first line holding some text."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc, self.lines, self._new = proc, [], threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            with self._new:
-                self.lines.append(line)
-                self._new.notify_all()
-
-    def wait_for(self, text: str, timeout: float = 300) -> None:
-        with self._new:
-            found = self._new.wait_for(
-                lambda: any(text in line for line in self.lines) or self.proc.poll() is not None, timeout
-            )
-        assert found and any(text in line for line in self.lines), f"no {text!r} in:\n{self.output()[-3000:]}"
-
-    def finish(self, timeout: float = 600) -> str:
-        self.proc.wait(timeout=timeout)
-        time.sleep(0.5)  # the reader drains the pipe's last lines
-        return self.output()
-
-    def output(self) -> str:
-        with self._new:
-            return "".join(self.lines)
 
 
 def test_two_local_runs_at_once_are_independent_survive_a_lost_worker_and_stop_on_ctrl_c(smoke_config):
