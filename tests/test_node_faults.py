@@ -5,8 +5,9 @@ The cluster (local_cluster.py): a head and two worker nodes of 1 logical CPU eac
 127.0.0.1. Runs ask 1 CPU a training worker (`train.cpus_per_worker=1`), so a node holds at
 most one worker and a run's two workers are on two nodes. The run's storage is this
 machine's disk, which every node of it sees (a shared mount, as far as Ray can tell). Set
-ALSOVIEW_FAULT_FIGURES to a file to record what was killed and how long recovery took
-(benchmarks/README.md).
+ALSOVIEW_FAULT_FIGURES to a file to record what was killed and how long recovery took, and
+ALSOVIEW_FAULT_RAY_DEFAULTS=1 to have the cluster declare a lost node dead when Ray's default
+health checks would (the tests use faster ones; benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -33,10 +34,18 @@ pytestmark = pytest.mark.ray_cluster  # starts Ray processes of its own: before 
 
 # Epochs of a few seconds (32 negatives a positive on the smoke data), so a node can be lost in
 # the middle of one; 1 CPU a worker spreads the two workers over two nodes.
-RUN = ["--config", "configs/smoke.yaml", "train.cpus_per_worker=1", "sampling.negatives_per_positive=32"]
+# Every checkpoint is kept (train.num_to_keep), so the tests see what was written before the kill.
+RUN = [
+    "--config",
+    "configs/smoke.yaml",
+    "train.cpus_per_worker=1",
+    "sampling.negatives_per_positive=32",
+    "train.num_to_keep=10",
+]
 KILL_AFTER = 1.0  # seconds after the first checkpoint is on disk: the next epoch is under way
 # Three nodes of 1 CPU on this machine's 2 cores: two training workers and their mixing tasks.
 HEAD_CPUS, WORKER_NODES = 1, 2
+RAY_DEFAULT_HEALTH_CHECKS = "ALSOVIEW_FAULT_RAY_DEFAULTS"  # set: the cluster declares a node dead as Ray does
 WORKER_PID = re.compile(r"\(ip=[^,]+, pid=(\d+)\) world_rank=")
 
 
@@ -45,7 +54,8 @@ def cluster(tmp_path_factory):
     import ray
 
     assert not ray.is_initialized(), "the node-fault tests must run before any test that starts Ray in-process"
-    cluster = LocalCluster(Path(tmp_path_factory.mktemp("nodes", numbered=True)), head_cpus=HEAD_CPUS, env=FAST_DEATH)
+    health = {} if os.environ.get(RAY_DEFAULT_HEALTH_CHECKS) else FAST_DEATH
+    cluster = LocalCluster(Path(tmp_path_factory.mktemp("nodes", numbered=True)), head_cpus=HEAD_CPUS, env=health)
     try:
         cluster.add_nodes(WORKER_NODES)
         yield cluster
@@ -117,22 +127,82 @@ def _record(name: str, figures: dict, output: str) -> None:
     if target:
         path = Path(target)
         known = json.loads(path.read_text()) if path.is_file() else {}
+        checks = "Ray's defaults" if os.environ.get(RAY_DEFAULT_HEALTH_CHECKS) else "1 s apart, 3 missed"
+        figures = {"node_health_checks": checks, **figures}
         path.write_text(json.dumps({**known, name: figures}, indent=2) + "\n")
         path.with_name(f"{path.stem}-{name}.log").write_text(output)
 
 
-def test_a_training_run_survives_the_loss_of_a_node_holding_a_worker_and_ends_as_if_never_interrupted(cluster):
-    """Two runs of the same config: one left alone, then one whose worker node is killed in its
-    last epoch. Ray Train restarts that run's worker group (train.max_failures) on the
-    nodes left and the replacement, from the last checkpoint (written by a worker on another
-    node); the run ends with rc 0, every epoch once in history.csv, and the same weights, to the
-    last bit, as the run left alone (an epoch's samples and its torch seed depend on the seed and
-    the epoch only)."""
-    epochs = ["train.epochs=2", "train.num_to_keep=10"]
-    whole = _alsoview(cluster, "train", *RUN, *epochs, "train.run_name=node-whole")
-    out = whole.finish(timeout=400)
-    assert whole.proc.returncode == 0, out[-4000:]
-    lost = _alsoview(cluster, "train", *RUN, *epochs, "train.run_name=node-lost")
+@pytest.fixture(scope="module")
+def search_that_lost_a_node(cluster) -> dict:
+    """A two-trial search (32 negatives in every trial; ASHA stops no trial before its last
+    epoch) whose first trial loses a worker node in its second epoch: its output, the fault, the
+    lost trial's and the other trial's Ray Train runs."""
+    search = [
+        "tune.name=node-search",
+        "tune.num_samples=2",
+        "tune.max_epochs=2",
+        "tune.grace_period=2",
+        "train.epochs=2",
+        "tune.search_space.sampling.negatives_per_positive=null",  # epochs long enough to be hit
+    ]
+    run_dir = _runs_dir() / "node-search"
+    run = _alsoview(cluster, "tune", *RUN, *search)
+    fault = _lose_a_worker_node_once_checkpointed(cluster, run_dir / "train_runs", run)
+    output = run.finish(timeout=500)
+    assert run.proc.returncode == 0, output[-4000:]
+    trial_runs = sorted((run_dir / "train_runs").iterdir())
+    hit = [trial_run for trial_run in trial_runs if _recovery(_checkpoints(trial_run), fault["killed_at"])[0]]
+    assert len(trial_runs) == 2 and len(hit) == 1, (trial_runs, hit)
+    whole = next(trial_run for trial_run in trial_runs if trial_run not in hit)
+    return {"run_dir": run_dir, "output": output, "fault": fault, "lost_trial": hit[0], "whole_trial": whole}
+
+
+def test_a_search_survives_the_loss_of_a_node_holding_a_trials_worker(search_that_lost_a_node):
+    """The trial that lost a worker node: its Ray Train run restarts from its checkpoint (or, when
+    the trial's own function was on that node, Tune runs the trial again and its Train run
+    resumes); the search ends with both trials completed, every epoch of each reported to Tune
+    once and checkpointed, and best/ and report.md."""
+    search = search_that_lost_a_node
+    run_dir, fault = search["run_dir"], search["fault"]
+    with open(run_dir / "trials.csv") as handle:
+        trials = list(csv.DictReader(handle))
+    assert len(trials) == 2 and {t["status"] for t in trials} == {"completed"}, trials
+    # every epoch reached Tune once (ASHA counts reports), the lost trial's too
+    assert [int(t["training_iteration"]) for t in trials] == [2, 2], trials
+    for trial_run in (search["lost_trial"], search["whole_trial"]):
+        assert {epoch for _, epoch, _ in _checkpoints(trial_run)} == {0, 1}, trial_run.name  # none missing
+    assert "resumed from the checkpoint of epoch 0" in search["output"]
+    assert (run_dir / "best" / "model.pt").is_file() and (run_dir / "report.md").is_file()
+    before, recovery_seconds = _recovery(_checkpoints(search["lost_trial"]), fault["killed_at"])
+    assert before == [0], before  # the kill fell inside the trial's last epoch
+    _record(
+        "search",
+        {
+            **{k: v for k, v in fault.items() if k != "killed_at"},
+            "killed_during_epoch": 1,
+            "trials": len(trials),
+            "trial_statuses": sorted(t["status"] for t in trials),
+            "trial_epochs_reported": [int(t["training_iteration"]) for t in trials],
+            "seconds_to_next_finished_epoch": recovery_seconds,
+        },
+        search["output"],
+    )
+
+
+def test_a_training_run_survives_the_loss_of_a_node_holding_a_worker_and_ends_as_if_never_interrupted(
+    cluster, search_that_lost_a_node
+):
+    """`alsoview train` with the settings of the search's trial that ran without a fault, whose
+    worker node is killed in its last epoch. Ray Train restarts the worker group
+    (train.max_failures) on the nodes left and the replacement, from the last checkpoint (written
+    by a worker on another node); the run ends with rc 0, every epoch once in history.csv, and
+    the weights of that trial to the last bit: an epoch's samples and its torch seed depend on
+    the seed and the epoch only, so neither the restart nor Tune changes a number."""
+    trial = _checkpoints(search_that_lost_a_node["whole_trial"])
+    reference = load_checkpoint([path for _, epoch, path in trial if epoch == 1][-1].parent)
+    same = [*RUN, *_trial_settings(reference.config), "train.epochs=2"]
+    lost = _alsoview(cluster, "train", *same, "train.run_name=node-lost")
     lost_run = _runs_dir() / "node-lost"
     fault = _lose_a_worker_node_once_checkpointed(cluster, lost_run, lost)
     out = lost.finish(timeout=400)
@@ -147,16 +217,10 @@ def test_a_training_run_survives_the_loss_of_a_node_holding_a_worker_and_ends_as
     assert _history_epochs(lost_run) == [0, 1]
     assert {epoch for _, epoch, _ in checkpoints} == {0, 1}  # no checkpoint went missing
 
-    reference = torch.load(_runs_dir() / "node-whole" / "model.pt", weights_only=True)
-    restarted = torch.load(lost_run / "model.pt", weights_only=True)
-    assert reference["epoch"] == restarted["epoch"] and reference["model"].keys() == restarted["model"].keys()
-    for name, weights in reference["model"].items():
-        assert torch.equal(weights, restarted["model"][name]), name
-    last = [path for _, epoch, path in checkpoints if epoch == 1][-1]
-    last_reference = [path for _, epoch, path in _checkpoints(_runs_dir() / "node-whole") if epoch == 1][-1]
-    for name, weights in load_checkpoint(last_reference.parent).model.items():
-        assert torch.equal(weights, load_checkpoint(last.parent).model[name]), name
-
+    restarted = load_checkpoint([path for _, epoch, path in checkpoints if epoch == 1][-1].parent)
+    assert restarted.model.keys() == reference.model.keys()
+    for name, weights in reference.model.items():
+        assert torch.equal(weights, restarted.model[name]), name
     _record(
         "training",
         {
@@ -172,42 +236,15 @@ def test_a_training_run_survives_the_loss_of_a_node_holding_a_worker_and_ends_as
     )
 
 
-def test_a_search_survives_the_loss_of_a_node_holding_a_trials_worker(cluster):
-    """A two-trial search that loses the node of one of its trials' workers in that trial's
-    second epoch: the trial's Ray Train run restarts from its checkpoint (or, when the trial's
-    own function was on that node, Tune runs the trial again and its Train run resumes); the
-    search ends with both trials ended normally, every epoch of each reported once, and best/
-    and report.md."""
-    search = ["tune.name=node-search", "tune.num_samples=2", "tune.max_epochs=2", "train.epochs=2"]
-    run_dir = _runs_dir() / "node-search"
-    run = _alsoview(cluster, "tune", *RUN, *search)
-    fault = _lose_a_worker_node_once_checkpointed(cluster, run_dir / "train_runs", run)
-    output = run.finish(timeout=500)
-    assert run.proc.returncode == 0, output[-4000:]
+def _trial_settings(config) -> list[str]:
+    """A trial's searched settings as overrides (`repr` of a float reads back as the same float)."""
+    from alsoview.config.search_space import flatten_search_space
 
-    with open(run_dir / "trials.csv") as handle:
-        trials = list(csv.DictReader(handle))
-    assert len(trials) == 2 and {t["status"] for t in trials} <= {"completed", "stopped early"}, trials
-    for trial in trials:
-        # every epoch reached Tune once (ASHA counts reports) and has its checkpoint, the lost trial's too
-        epochs = {epoch for _, epoch, _ in _checkpoints(run_dir / "train_runs" / f"trial-{trial['trial_id']}")}
-        assert epochs == set(range(int(trial["training_iteration"]))), trial
-        assert trial["status"] == "stopped early" or int(trial["training_iteration"]) == 2, trial
-    trial_runs = sorted((run_dir / "train_runs").iterdir())
-    assert len(trial_runs) == 2
-    assert (run_dir / "best" / "model.pt").is_file() and (run_dir / "report.md").is_file()
-    recoveries = [_recovery(_checkpoints(trial_run), fault["killed_at"])[1] for trial_run in trial_runs]
-    _record(
-        "search",
-        {
-            **{k: v for k, v in fault.items() if k != "killed_at"},
-            "trials": len(trials),
-            "trial_statuses": sorted(t["status"] for t in trials),
-            "trial_epochs_reported": [int(t["training_iteration"]) for t in trials],
-            "seconds_to_next_finished_epoch": max(recoveries),
-        },
-        output,
-    )
+    values = []
+    for key in sorted(flatten_search_space(config.tune.search_space)):
+        section, name = key.split(".")
+        values.append(f"{key}={getattr(getattr(config, section), name)!r}")
+    return values
 
 
 def test_runs_dir_that_a_node_does_not_see_is_refused_before_any_work(cluster, tmp_path):

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from processes import Watched, command_line, descendants, is_loopback, listening_addresses
+from processes import Watched, descendants, is_loopback, listening_addresses
 
 from alsoview import runtime
 
@@ -79,11 +79,11 @@ def test_an_unreachable_cluster_ends_in_one_line(tmp_path):
     assert f"alsoview: error: no Ray cluster answers at 127.0.0.1:{port}" in out
 
 
-def test_two_local_runs_at_once_are_independent_survive_a_lost_worker_and_stop_on_ctrl_c(smoke_config):
-    """Each run starts a private Ray instance: neither joins the other's (nor this suite's).
-    One loses its training worker (killed) after its first epoch: Ray Train restarts it from that
-    checkpoint (train.max_failures, default 2) and the run ends normally. The other gets Ctrl-C
-    after its first epoch: exit code 130 and one line saying how to resume."""
+def test_two_local_runs_at_once_are_independent_and_stop_on_ctrl_c(smoke_config):
+    """Each run starts a private Ray instance: neither joins the other's (nor this suite's). One
+    trains its epoch and ends normally; the other gets Ctrl-C after its first epoch: exit code 130
+    and one line saying how to resume. (A run that loses a worker, with the node it runs on, is
+    test_node_faults.py's.)"""
     common = [
         "train",
         "--config",
@@ -92,20 +92,15 @@ def test_two_local_runs_at_once_are_independent_survive_a_lost_worker_and_stop_o
         "train.num_workers=1",
         "train.valid_users=100",
     ]
-    survivor = Watched(_alsoview(*common, "train.epochs=2", "train.run_name=parallel-0"))
+    finished = Watched(_alsoview(*common, "train.epochs=1", "train.run_name=parallel-0"))
     interrupted = Watched(_alsoview(*common, "train.epochs=50", "train.run_name=parallel-1"))
-
-    survivor.wait_for("parallel-0 epoch 0:")
-    workers = [pid for pid in descendants(survivor.proc.pid) if command_line(pid).startswith("ray::RayTrainWorker")]
-    assert len(workers) == 1, [command_line(pid) for pid in descendants(survivor.proc.pid)]
-    os.kill(workers[0], signal.SIGKILL)
     interrupted.wait_for("parallel-1 epoch 0:")
     interrupted.proc.send_signal(signal.SIGINT)
 
-    outputs = [survivor.finish(), interrupted.finish(timeout=300)]
-    assert survivor.proc.returncode == 0, outputs[0][-3000:]
+    outputs = [finished.finish(), interrupted.finish(timeout=300)]
+    assert finished.proc.returncode == 0, outputs[0][-3000:]
     metrics = json.loads((Path(smoke_config.train.runs_dir) / "parallel-0" / "metrics.json").read_text())
-    assert metrics["resumed_from_epoch"] >= 0 and metrics["epochs_total"] == 2  # restarted, not started over
+    assert metrics["epochs_total"] == 1
     assert interrupted.proc.returncode == 130, outputs[1][-3000:]
     last = outputs[1].strip().splitlines()[-1]
     assert last.startswith("alsoview: interrupted: training stopped; run the same command again to resume"), last
