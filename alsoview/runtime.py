@@ -215,11 +215,6 @@ def _start_local(num_cpus: int) -> str:
         # scanning for running Ray instances when it is not told, and fails when there are two.
         # Named here, it is inherited by every process this instance starts.
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-        # Ray Train starts a preemption watcher actor with every run; one machine of our own has
-        # no node a cloud could take back, so a private instance does without it: one process
-        # fewer per run, and none of the warning it logs about its constructor arguments. Ray
-        # Train passes the switch on to its controller.
-        os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
         ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -239,11 +234,17 @@ def _stay_on_loopback() -> None:
 
     Ray reads the switch once, at import; by now it is imported, so the module's copy is set
     as well as the environment (which the GCS, raylet and workers inherit).
+
+    Ray Train also starts a preemption watcher actor with every run; a Ray on 127.0.0.1 (a
+    private instance, or nodes of one machine) has no node a cloud could take back, so its runs
+    do without it: one process fewer per run, and none of the warning it logs about its
+    constructor arguments. Ray Train passes the switch on to its controller.
     """
     from ray._private import ray_constants
 
     os.environ[SINGLE_MACHINE_ENV] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
 
 
 def _accepts_connections(host: str, port: int, timeout: float = 5.0) -> bool:

@@ -23,9 +23,6 @@ from processes import command_line, descendants, running
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_WORKER = "ray::RayTrainWorker"
-# Ray declares a node dead after health checks fail for this long: 3 checks a second apart here,
-# against Ray's default of 5 checks 3 s apart (the README's figures say which was used).
-FAST_DEATH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 
 
 @dataclass

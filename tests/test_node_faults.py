@@ -5,9 +5,8 @@ The cluster (local_cluster.py): a head and two worker nodes of 1 logical CPU eac
 127.0.0.1. Runs ask 1 CPU a training worker (`train.cpus_per_worker=1`), so a node holds at
 most one worker and a run's two workers are on two nodes. The run's storage is this
 machine's disk, which every node of it sees (a shared mount, as far as Ray can tell). Set
-ALSOVIEW_FAULT_FIGURES to a file to record what was killed and how long recovery took, and
-ALSOVIEW_FAULT_RAY_DEFAULTS=1 to have the cluster declare a lost node dead when Ray's default
-health checks would (the tests use faster ones; benchmarks/README.md).
+ALSOVIEW_FAULT_FIGURES to a file to record what was killed and how long recovery took
+(benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from local_cluster import FAST_DEATH, TRAIN_WORKER, LocalCluster
+from local_cluster import TRAIN_WORKER, LocalCluster
 from processes import Watched
 
 from alsoview.checkpoint import load_checkpoint
@@ -45,8 +44,7 @@ RUN = [
 KILL_AFTER = 1.0  # seconds after the first checkpoint is on disk: the next epoch is under way
 # Three nodes of 1 CPU on this machine's 2 cores: two training workers and their mixing tasks.
 HEAD_CPUS, WORKER_NODES = 1, 2
-RAY_DEFAULT_HEALTH_CHECKS = "ALSOVIEW_FAULT_RAY_DEFAULTS"  # set: the cluster declares a node dead as Ray does
-WORKER_PID = re.compile(r"\(ip=[^,]+, pid=(\d+)\) world_rank=")
+WORKER_RANK = re.compile(r"\(ip=[^,]+, pid=(\d+)\) world_rank=(\d+)")  # Ray Train's "Started ..." lines
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +52,7 @@ def cluster(tmp_path_factory):
     import ray
 
     assert not ray.is_initialized(), "the node-fault tests must run before any test that starts Ray in-process"
-    health = {} if os.environ.get(RAY_DEFAULT_HEALTH_CHECKS) else FAST_DEATH
-    cluster = LocalCluster(Path(tmp_path_factory.mktemp("nodes", numbered=True)), head_cpus=HEAD_CPUS, env=health)
+    cluster = LocalCluster(Path(tmp_path_factory.mktemp("nodes", numbered=True)), head_cpus=HEAD_CPUS)
     try:
         cluster.add_nodes(WORKER_NODES)
         yield cluster
@@ -100,13 +97,13 @@ def _lose_a_worker_node_once_checkpointed(cluster: LocalCluster, folder: Path, r
         assert run.proc.poll() is None and time.time() < deadline, f"no checkpoint:\n{run.output()[-3000:]}"
         time.sleep(0.1)
     time.sleep(KILL_AFTER)
-    workers = {int(pid) for pid in WORKER_PID.findall(run.output())}  # Ray Train's "Started ..." lines
-    node = cluster.worker_node_holding(workers)
-    assert node is not None, f"no worker node holds one of the run's training workers {workers}"
-    held = len(workers & set(node.holds(TRAIN_WORKER)))
+    ranks = {int(pid): int(rank) for pid, rank in WORKER_RANK.findall(run.output())}
+    node = cluster.worker_node_holding(set(ranks))
+    assert node is not None, f"no worker node holds one of the run's training workers {ranks}"
+    lost = sorted(ranks[pid] for pid in set(ranks) & set(node.holds(TRAIN_WORKER)))
     killed_at = cluster.lose(node)
     cluster.add_node()
-    return {"killed_at": killed_at, "workers_on_lost_node": held, "replacement_up_after": time.time() - killed_at}
+    return {"killed_at": killed_at, "ranks_on_lost_node": lost, "replacement_up_after": time.time() - killed_at}
 
 
 def _recovery(checkpoints: list[tuple[float, int, Path]], killed_at: float) -> tuple[list[int], float]:
@@ -127,8 +124,6 @@ def _record(name: str, figures: dict, output: str) -> None:
     if target:
         path = Path(target)
         known = json.loads(path.read_text()) if path.is_file() else {}
-        checks = "Ray's defaults" if os.environ.get(RAY_DEFAULT_HEALTH_CHECKS) else "1 s apart, 3 missed"
-        figures = {"node_health_checks": checks, **figures}
         path.write_text(json.dumps({**known, name: figures}, indent=2) + "\n")
         path.with_name(f"{path.stem}-{name}.log").write_text(output)
 
