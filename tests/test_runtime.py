@@ -154,3 +154,16 @@ def test_a_private_instance_runs_without_ray_trains_preemption_watcher(ray_sessi
     """One machine of our own has no node a cloud could take back: Ray Train's controller is told
     (through the driver's environment, which it passes on) not to start the watcher actor."""
     assert os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER") == "0"
+
+
+def test_ray_trains_controller_polls_its_workers_every_half_second(ray_session):
+    """A run waits on the controller's polls (its start, each epoch's report, its end): the
+    driver's environment, inherited by the private instance's processes and passed on by Ray
+    Train, asks for 0.5 s instead of Ray's 2 s; a trial function (in a Ray worker) sees it too."""
+    assert os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S") == "0.5"
+
+    @ray_session.remote(num_cpus=0)
+    def seen_by_a_ray_worker() -> str | None:
+        return os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+
+    assert ray_session.get(seen_by_a_ray_worker.remote()) == "0.5"
