@@ -130,9 +130,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, private: b
         return "using the Ray instance already initialised in this process"
     # Ray Train's controller polls its workers every 2 s by default, and a run waits on those
     # polls (its start, each epoch's report and checkpoint, its end): 3 smoke epochs took 35.5 s
-    # end to end, 28.3 s polled every 0.5 s (a few actor calls a second). Set before Ray starts,
-    # so a private instance's processes (Tune's trial functions too) inherit it; Ray Train hands
-    # it from a driver to its controller and workers. A value the user set is kept.
+    # end to end, 28.3 s polled every 0.5 s (a few actor calls a second). Ray Train hands it from
+    # a driver to its controller and workers; Tune's trial functions get it from the driver
+    # (tune.run_trial). A value the user set is kept.
     os.environ.setdefault(TRAIN_POLL_ENV, TRAIN_POLL_SECONDS)
     target, source = (None, "") if private else cluster_to_join(address)
     if target is not None:
@@ -193,6 +193,12 @@ def _connect(target: str, source: str) -> str:
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
+def ray_train_env() -> dict[str, str]:
+    """The Ray Train settings this driver set in its environment (the poll interval, the
+    preemption watcher), for trial functions to set in theirs (tune.run_trial)."""
+    return {name: os.environ[name] for name in (TRAIN_POLL_ENV, PREEMPTION_WATCHER_ENV) if name in os.environ}
 
 
 def _use_local_token() -> None:

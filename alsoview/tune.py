@@ -61,13 +61,27 @@ def param_space(config: Config) -> dict[str, Any]:
     return space
 
 
-def run_trial(params: dict[str, Any], base: Config, catalog: Catalog, plan: ResourcePlan, trainer_storage: str) -> None:
-    """One Tune trial: the base config with the trial's parameters, fitted by a TorchTrainer."""
+def run_trial(
+    params: dict[str, Any],
+    base: Config,
+    catalog: Catalog,
+    plan: ResourcePlan,
+    trainer_storage: str,
+    train_env: dict[str, str] | None = None,
+) -> None:
+    """One Tune trial: the base config with the trial's parameters, fitted by a TorchTrainer.
+
+    `train_env`: the driver's Ray Train settings (runtime.ray_train_env). A trial function runs in
+    a Ray worker, which on a cluster started by `ray start` does not have the driver's
+    environment, and Ray Train reads them from the environment of whoever builds the trainer.
+    """
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from alsoview.train import fit_watched
 
+    for name, value in (train_env or {}).items():
+        os.environ.setdefault(name, value)
     config = with_overrides(base, params)
     run_name = trial_run_name(tune.get_context().get_trial_id())
     fit_watched(config, catalog, plan, [TuneReportCallback()], run_name, trainer_storage)
@@ -78,9 +92,16 @@ def trial_trainable(config: Config, catalog: Catalog, plan: ResourcePlan, run_di
     asking Tune for the trial function's own sliver of CPU (`resources.TRIAL_CPU`)."""
     from ray import tune as ray_tune
 
+    from alsoview.runtime import ray_train_env
+
     return ray_tune.with_resources(
         ray_tune.with_parameters(
-            run_trial, base=config, catalog=catalog, plan=plan, trainer_storage=str(run_dir / TRIAL_RUNS)
+            run_trial,
+            base=config,
+            catalog=catalog,
+            plan=plan,
+            trainer_storage=str(run_dir / TRIAL_RUNS),
+            train_env=ray_train_env(),
         ),
         {"CPU": TRIAL_CPU},
     )

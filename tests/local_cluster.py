@@ -21,8 +21,6 @@ from pathlib import Path
 
 from processes import command_line, descendants, running
 
-from alsoview.runtime import TRAIN_POLL_ENV, TRAIN_POLL_SECONDS
-
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_WORKER = "ray::RayTrainWorker"
 
@@ -48,10 +46,7 @@ class LocalCluster:
 
     def __init__(self, temp_dir: Path, head_cpus: float = 1.0, env: dict[str, str] | None = None) -> None:
         self.temp_dir = temp_dir  # short: Ray's socket paths live in it
-        # Tune's trial functions run in the nodes' processes and build their TorchTrainers there:
-        # the nodes carry the controller's poll interval that alsoview's drivers set for
-        # themselves (runtime.TRAIN_POLL_ENV), as docs/cluster.md suggests for a real cluster.
-        self.env = {**os.environ, TRAIN_POLL_ENV: TRAIN_POLL_SECONDS, **(env or {})}
+        self.env = {**os.environ, **(env or {})}
         self.env.pop("RAY_ADDRESS", None)
         self.nodes: list[Node] = []
         self.lost: list[Node] = []

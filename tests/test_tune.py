@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from alsoview.config import flatten_search_space, load_config
@@ -123,3 +125,29 @@ def test_a_failed_trials_reason_is_read_before_tune_syncs_it_to_storage(tmp_path
     assert trial_failure(Trial()) == "no error recorded"
     (tmp_path / "error.pkl").write_bytes(cloudpickle.dumps(AttributeError("'Catalog' object has no attribute 'x'")))
     assert trial_failure(Trial()) == "'Catalog' object has no attribute 'x'"
+
+
+def test_a_trial_function_trains_with_the_drivers_ray_train_settings(monkeypatch):
+    """On a cluster a trial function runs in a Ray worker without the driver's environment: the
+    driver's Ray Train settings (the 0.5 s poll) travel with the trainable and are set before
+    the trial builds its trainer; a value already in the worker's environment is kept."""
+    import types
+
+    import ray.tune
+    import ray.tune.integration.ray_train
+
+    import alsoview.train
+    from alsoview import runtime, tune
+
+    monkeypatch.setenv(runtime.TRAIN_POLL_ENV, "0.5")
+    monkeypatch.delenv(runtime.PREEMPTION_WATCHER_ENV, raising=False)
+    shipped = runtime.ray_train_env()
+    assert shipped == {runtime.TRAIN_POLL_ENV: "0.5"}
+
+    seen = {}
+    monkeypatch.delenv(runtime.TRAIN_POLL_ENV)  # the trial's worker process has none of it
+    monkeypatch.setattr(ray.tune, "get_context", lambda: types.SimpleNamespace(get_trial_id=lambda: "t1"))
+    monkeypatch.setattr(ray.tune.integration.ray_train, "TuneReportCallback", lambda: None)  # needs a session
+    monkeypatch.setattr(alsoview.train, "fit_watched", lambda *a: seen.update(os.environ))
+    tune.run_trial({}, load_config(None), None, None, "/nowhere", train_env=shipped)
+    assert seen[runtime.TRAIN_POLL_ENV] == "0.5"
