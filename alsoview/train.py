@@ -210,6 +210,8 @@ def _train_on_worker(
         # The epoch resumed from never reached Ray (a worker was lost before its report was
         # collected): report it now, so Ray Train restores it after another failure and Tune
         # counts the epoch (ASHA's rungs are counted in reports).
+        if rank == 0:
+            log.info("reporting epoch %d again: Ray had not collected it before the restart", state.epoch)
         _report(dict(state.history[-1]), model, optimizer, state, setup, vocab, rank)
 
     def epoch_inputs(epoch: int) -> EpochInputs:
