@@ -44,12 +44,10 @@ class Node:
 class LocalCluster:
     """A head and worker nodes; `lose` kills a node, `add_node` brings one (or a replacement) up."""
 
-    def __init__(self, temp_dir: Path, head_cpus: float = 1.0, env: dict[str, str] | None = None) -> None:
+    def __init__(self, temp_dir: Path, head_cpus: float = 1.0) -> None:
         self.temp_dir = temp_dir  # short: Ray's socket paths live in it
-        self.env = {**os.environ, **(env or {})}
-        self.env.pop("RAY_ADDRESS", None)
+        self.env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
         self.nodes: list[Node] = []
-        self.lost: list[Node] = []
         self.head = self._start(head_cpus, gcs=None)
         self.gcs, self.dashboard = self.head_info["gcs"], self.head_info["dashboard"]
 
@@ -96,7 +94,6 @@ class LocalCluster:
         when = time.time()
         node.proc.wait(timeout=30)
         self.nodes.remove(node)
-        self.lost.append(node)
         return when
 
     def remove(self, node: Node) -> None:
