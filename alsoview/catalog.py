@@ -6,6 +6,7 @@ are zero-copy there), so no worker needs the prepared directory on its own disk.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,26 @@ class Catalog:
         if name not in ("train", "valid", "test"):
             raise ValueError(f"unknown split {name!r}")
         return getattr(self, name)
+
+    def inputs_for(self, purpose: str) -> "Catalog":
+        """This catalog with `train` holding every interaction a scorer may read as the users' known
+        items when it ranks for `purpose`: ``valid`` -> the train split (as in training); ``test`` ->
+        train and valid (leave-one-out as SASRec and the ReChorus leaderboard score it: the test item
+        is predicted from everything before it, the validation item included); ``recommend`` ->
+        every split. A trained model's weights never change: only the tables built from the users'
+        items (history, relations, sequence) and the baselines' and peers' fits read the extra
+        interactions, the same ones for every scorer. The sampling tables stay as they are."""
+        held_out = {"valid": (), "test": (self.valid,), "recommend": (self.valid, self.test)}
+        if purpose not in held_out:
+            raise ValueError(f"unknown purpose {purpose!r}: one of {sorted(held_out)}")
+        if not held_out[purpose]:
+            return self
+        return dataclasses.replace(self, train=concatenate((self.train, *held_out[purpose])))
+
+
+def concatenate(parts: tuple[Interactions, ...]) -> Interactions:
+    """One Interactions of several, in the given order."""
+    return Interactions(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("users", "items", "times")))
 
 
 def load_catalog(prepared_dir: str | Path) -> Catalog:

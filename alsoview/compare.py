@@ -83,6 +83,7 @@ def compare(
     grid = tuner.fit()
     check_some_trial_ran(grid)
 
+    known = catalog.inputs_for("test")  # the validation items are known to every scorer
     scorers: dict[str, Any] = {}
     trained: dict[str, dict[str, Any]] = {}
     for result in grid:
@@ -96,14 +97,14 @@ def compare(
         with ray.train.Checkpoint(path).as_directory() as folder:
             saved = runs.load_checkpoint(folder)
         key = f"model f={result.config['sampling.also_view_fraction']:g} seed={result.config['seed']}"
-        scorers[key] = ModelFactory(saved.state.best_model_state, saved.config, catalog)
+        scorers[key] = ModelFactory(saved.state.best_model_state, saved.config, known)
         trained[key] = {
             "fraction": result.config["sampling.also_view_fraction"],
             "seed": result.config["seed"],
             "best_epoch": saved.state.best_epoch,
             "epochs": len(saved.state.history),
         }
-    references = reference_scorers(catalog, config.seed)
+    references = reference_scorers(known, config.seed)
     cases = build_cases(catalog, "test", config.seed, max_users)
     results = evaluate_scorers({**scorers, **references.scorers}, cases)
     return write_compare_report(run_dir, trained, results, list(references.scorers), cases.split, references.skipped)

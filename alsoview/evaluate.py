@@ -127,8 +127,9 @@ def evaluate_run(
     log.info(init_ray())
     seed = saved.config.seed
     cases = build_cases(catalog, split, seed, max_users)
-    scorers: dict[str, Any] = {"model": ModelFactory(saved.state, saved.config, catalog)}
-    references = reference_scorers(catalog, seed)
+    known = catalog.inputs_for(split)  # test: the validation items are known too, to every scorer
+    scorers: dict[str, Any] = {"model": ModelFactory(saved.state, saved.config, known)}
+    references = reference_scorers(known, seed)
     scorers.update(references.scorers)
     results = evaluate_scorers(scorers, cases, batch_users, actors, use_gpu=cluster_has_gpus())
 

@@ -32,8 +32,9 @@ class Recommender:
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Recommender":
         saved = load_saved_model(run_dir)
         catalog = load_catalog(saved.config.data.prepared_dir)
-        model = ModelFactory(saved.state, saved.config, catalog)(device)
-        popularity = PopularityScorer(catalog.train.users, catalog.train.items, catalog.n_items)
+        known = catalog.inputs_for("recommend")  # a user is described by every item they had
+        model = ModelFactory(saved.state, saved.config, known)(device)
+        popularity = PopularityScorer(known.train.users, known.train.items, catalog.n_items)
         return cls(catalog, model, popularity)
 
     def user_index(self, reviewer_ids: list[str]) -> np.ndarray:

@@ -46,13 +46,15 @@ def train_in_process(catalog: Any, config: Any, variant: str) -> tuple[Any, dict
     return model, {"valid/auc": max(epoch["valid/auc"] for epoch in state.history)}
 
 
-def evaluate_model(model: Any, catalog: Any, seed: int) -> dict[str, float]:
+def evaluate_model(model: Any, catalog: Any, config: Any) -> dict[str, float]:
     import numpy as np
 
-    from alsoview.protocols import ModelScorer, build_cases, score_rows, summarize
+    from alsoview.evaluate import ModelFactory
+    from alsoview.protocols import build_cases, score_rows, summarize
 
-    cases = build_cases(catalog, "test", seed)
-    counts = score_rows(ModelScorer(model), cases, np.arange(len(cases.users)))
+    cases = build_cases(catalog, "test", config.seed)
+    scorer = ModelFactory(model.state_dict(), config, catalog.inputs_for("test"))("cpu")  # valid items known
+    counts = score_rows(scorer, cases, np.arange(len(cases.users)))
     return summarize(counts, "test")
 
 
@@ -99,7 +101,7 @@ def main() -> None:
             )
             begin = time.perf_counter()
             model, valid = train_in_process(catalog, config, variant)
-            metrics = {**valid, **evaluate_model(model, catalog, seed)}
+            metrics = {**valid, **evaluate_model(model, catalog, config)}
             runs.append(
                 {
                     "variant": variant,

@@ -107,7 +107,7 @@ def reference_rows(catalog: Any, cases: Any, dataset: str) -> list[dict[str, Any
 
     from alsoview.protocols import reference_scorers, score_rows, summarize
 
-    references = reference_scorers(catalog, seed=0)
+    references = reference_scorers(catalog.inputs_for("test"), seed=0)
     for name, why in references.skipped.items():
         print(f"[bench] {dataset}: peer {name} skipped: {why}", flush=True)
     rows = []
@@ -133,7 +133,8 @@ def model_run(
 
     from alsoview.config import load_config
     from alsoview.loop import fit_in_process
-    from alsoview.protocols import ModelScorer, score_rows, summarize
+    from alsoview.evaluate import ModelFactory
+    from alsoview.protocols import score_rows, summarize
 
     config = load_config(
         None,
@@ -149,7 +150,8 @@ def model_run(
     )
     begin = time.perf_counter()
     model, state = fit_in_process(catalog, config)
-    metrics = summarize(score_rows(ModelScorer(model), cases, np.arange(len(cases.users))), "test")
+    scorer = ModelFactory(model.state_dict(), config, catalog.inputs_for("test"))("cpu")
+    metrics = summarize(score_rows(scorer, cases, np.arange(len(cases.users))), "test")
     return {
         "model": " ".join([variant, *extra]),
         "fraction": fraction,

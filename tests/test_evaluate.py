@@ -161,3 +161,67 @@ def test_every_reference_has_its_fit_time(catalog):
     assert {"popularity", "random", "cooccurrence", "related"} <= set(references.scorers)
     assert set(references.fit_seconds) == set(references.scorers)
     assert all(seconds >= 0 for seconds in references.fit_seconds.values())
+
+
+def test_the_test_split_is_ranked_with_the_validation_items_known(catalog, smoke_config):
+    """Leave-one-out as SASRec and the ReChorus leaderboard score it: the test item is predicted
+    from everything before it. A trained model keeps its weights; its user-side tables (history,
+    relations, sequence) read the validation items."""
+    import torch
+
+    from alsoview.config import load_config
+    from alsoview.evaluate import ModelFactory
+    from alsoview.model import build_model
+    from alsoview.relations import Neighbours
+
+    known = catalog.inputs_for("test")
+
+    def pairs(interactions):
+        return set(zip(interactions.users.tolist(), interactions.items.tolist()))
+
+    assert catalog.inputs_for("valid") is catalog  # validation reads what training reads
+    assert pairs(known.train) == pairs(catalog.train) | pairs(catalog.valid)
+    assert pairs(catalog.inputs_for("recommend").train) == pairs(known.train) | pairs(catalog.test)
+    assert known.valid is catalog.valid and known.sampling is catalog.sampling
+    with pytest.raises(ValueError, match="unknown purpose 'train'"):
+        catalog.inputs_for("train")
+
+    switches = ["model.user_history=true", "model.dot_product=true", "model.mlp=false", "model.user_id=false"]
+    switches += ["model.also_view_relation=true", "model.user_sequence=5"]
+    config = load_config(None, [f"data.prepared_dir={smoke_config.data.prepared_dir}", *switches])
+    torch.manual_seed(0)
+    trained = build_model(catalog, config).eval()
+    scoring = ModelFactory(trained.state_dict(), config, known)("cpu").model
+    users, valid_items = torch.as_tensor(catalog.valid.users[:60]), catalog.valid.items[:60]
+    assert (scoring.user_tower.sequence.window(users)[:, -1].numpy() == valid_items).all()
+    assert (trained.user_tower.sequence.window(users)[:, -1].numpy() != valid_items).all()
+    neighbours = Neighbours.from_also_view(
+        catalog.n_items, catalog.sampling.also_view_indptr, catalog.sampling.also_view_indices
+    )
+    related = [(u, n) for u, v in zip(users.tolist(), valid_items.tolist()) for n in neighbours.of(v)[:2]]
+    assert related, "the smoke data's validation items have also-view neighbours"
+    u, n = (torch.as_tensor(column) for column in zip(*related))
+    before, after = (m.heads["relation"].relation(u, n, None).expm1() for m in (trained, scoring))
+    assert torch.allclose(after - before, torch.ones_like(after))  # the validation item is one more relation
+
+
+def test_evaluate_ranks_the_test_split_with_the_validation_items_known_to_every_scorer(evaluated_run):
+    """`alsoview evaluate` fits the baselines with the validation items known, as the model reads them."""
+    from alsoview.checkpoint import load_saved_model
+    from alsoview.protocols import reference_scorers
+
+    run, results = evaluated_run
+    config = load_saved_model(run.run_dir).config
+    catalog = load_catalog(config.data.prepared_dir)
+    cases = build_cases(catalog, "test", config.seed)
+
+    def full_ndcg(scorer):
+        return summarize(score_rows(scorer, cases, np.arange(len(cases.users))), "test")["test/full/ndcg@10"]
+
+    for_test = reference_scorers(catalog.inputs_for("test"), config.seed, peers=False).scorers
+    train_only = reference_scorers(catalog, config.seed, peers=False).scorers
+    differs = []
+    for name in ("popularity", "cooccurrence", "related"):
+        assert results[name]["test/full/ndcg@10"] == pytest.approx(full_ndcg(for_test[name]), abs=1e-9), name
+        differs.append(full_ndcg(train_only[name]) != results[name]["test/full/ndcg@10"])
+    assert any(differs)  # the smoke data tell the two apart
