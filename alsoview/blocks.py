@@ -135,6 +135,7 @@ def trains_in_groups(config: Config) -> bool:
         config.train.loss != "bce"
         or config.model.also_view_relation
         or config.model.also_buy_relation
+        or config.model.cooccurrence_relation
         or config.model.user_sequence > 0
         or config.sampling.candidates_per_negative > 1
     )

@@ -1,5 +1,6 @@
 """Also-view as a positive relation: how many of a user's training items are also-view
-neighbours (in either direction) of a candidate item.
+neighbours (in either direction) of a candidate item; and the item co-occurrence counts of the
+users' items (`cooccurrence_counts`, the co-occurrence head's table).
 
 Chorus and KDA (the top of the public Grocery leaderboard) score a candidate up when it is
 related to the user's items through exactly this metadata. On Grocery_2014 this count alone,
@@ -55,6 +56,22 @@ def relation_counts(
     offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     related = neighbours.keys[starts + offsets] % n
     keys, counts = np.unique(np.repeat(owners, lengths) * n + related, return_counts=True)
+    return keys, counts.astype(np.int32)
+
+
+def cooccurrence_counts(indptr: np.ndarray, items: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted keys ``a * n_items + b``, counts) over a ≠ b: how many users had both a and b,
+    from each user's distinct items as CSR (`user_item_csr`): X^T X off its diagonal, as
+    `baselines.CooccurrenceScorer` builds it. Memory: one int64 per ordered pair of a user's
+    items while it is built (a user with L items adds L * (L - 1))."""
+    items = np.asarray(items, dtype=np.int64)
+    lengths = np.diff(np.asarray(indptr, dtype=np.int64))
+    per_item = np.repeat(lengths, lengths)  # each occurrence pairs with every item of its user
+    firsts = np.repeat(np.asarray(indptr[:-1], dtype=np.int64), lengths)
+    a = np.repeat(items, per_item)
+    offsets = np.arange(int(per_item.sum())) - np.repeat(np.cumsum(per_item) - per_item, per_item)
+    b = items[np.repeat(firsts, per_item) + offsets]
+    keys, counts = np.unique((a * n_items + b)[a != b], return_counts=True)
     return keys, counts.astype(np.int32)
 
 

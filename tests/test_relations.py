@@ -19,12 +19,12 @@ from test_model import (
 )
 from torch.nn import functional as F
 
-from alsoview.baselines import RelatedItemsScorer
+from alsoview.baselines import CooccurrenceScorer, RelatedItemsScorer
 from alsoview.blocks import group_rows, mix_arguments
 from alsoview.config import load_config
 from alsoview.losses import GroupedBinaryCrossEntropy, build_loss
 from alsoview.model import ModelConfig
-from alsoview.relations import Neighbours, count_rows, relation_counts
+from alsoview.relations import Neighbours, cooccurrence_counts, count_rows, relation_counts
 
 NEIGHBOURS = Neighbours.from_also_view(N_ITEMS, ALSO_VIEW_INDPTR, ALSO_VIEW_ITEMS)
 
@@ -95,3 +95,69 @@ def test_with_the_relation_head_every_loss_trains_on_groups():
     users, items = batch["user"].view(-1, 1 + K)[:, 0], batch["item"].view(-1, 1 + K)
     expected = F.binary_cross_entropy_with_logits(model.score_groups(users, items).reshape(-1), batch["label"])
     assert GroupedBinaryCrossEntropy(K)(model, batch).item() == pytest.approx(expected.item())
+
+
+def user_items(user: int) -> set[int]:
+    return set(HISTORY_ITEMS[HISTORY_INDPTR[user] : HISTORY_INDPTR[user + 1]].tolist())
+
+
+def brute_cooccurrence() -> np.ndarray:
+    """[N_ITEMS, N_ITEMS]: users who had both items, diagonal 0."""
+    both = np.zeros((N_ITEMS, N_ITEMS))
+    for user in range(N_USERS):
+        for a in user_items(user):
+            for b in user_items(user) - {a}:
+                both[a, b] += 1
+    return both
+
+
+def test_cooccurrence_counts_match_a_brute_force_count():
+    keys, counts = cooccurrence_counts(HISTORY_INDPTR, HISTORY_ITEMS, N_ITEMS)
+    dense = np.zeros((N_ITEMS, N_ITEMS))
+    dense[keys // N_ITEMS, keys % N_ITEMS] = counts
+    np.testing.assert_array_equal(dense, brute_cooccurrence())
+    assert (np.diff(keys) > 0).all()
+
+
+def brute_cooccurrence_score(user: int, item: int, leave_out: int | None) -> float:
+    """log(1 + sum over the user's items j (leave_out not among them) of (C[j, item] minus the
+    user's own co-occurrence) / sqrt(n_j n_item))."""
+    both = brute_cooccurrence()
+    had = np.bincount(HISTORY_ITEMS, minlength=N_ITEMS)
+    mine = user_items(user) - ({leave_out} if leave_out is not None else set())
+    own = 1.0 if item in user_items(user) else 0.0
+    total = sum((both[j, item] - own) / np.sqrt(had[j] * had[item]) for j in mine - {item})
+    return float(np.log1p(total))
+
+
+def test_the_cooccurrence_head_is_the_peer_without_the_users_own_cooccurrences():
+    """Training: a positive is scored without its user's own co-occurrences and without itself
+    among the user's items, so its label cannot leak in; scoring: items the user never had get
+    the co-occurrence peer's score."""
+    model = make_model(ModelConfig(user_history=True, dot_product=True, mlp=False, cooccurrence_relation=True))
+    head = model.heads["cooccurrence"]
+    with torch.no_grad():
+        head.weight.fill_(1.0)
+    users = torch.arange(1, N_USERS).repeat_interleave(N_ITEMS - 1)
+    items = torch.arange(1, N_ITEMS).repeat(N_USERS - 1)
+    firsts = torch.as_tensor(HISTORY_ITEMS[HISTORY_INDPTR[users.numpy()]])  # a training group's positive
+    for leave_out in (None, firsts):
+        got = head.score(None, items, model.item_tower, users=users, leave_out=leave_out).detach().numpy()
+        expected = [
+            brute_cooccurrence_score(int(u), int(i), None if leave_out is None else int(leave_out[k]))
+            for k, (u, i) in enumerate(zip(users, items))
+        ]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    peer = CooccurrenceScorer(
+        np.repeat(np.arange(N_USERS), np.diff(HISTORY_INDPTR)), HISTORY_ITEMS, N_USERS, N_ITEMS
+    ).score_all(np.arange(1, N_USERS))
+    every = head.score_all(None, model.item_tower, users=torch.arange(1, N_USERS)).numpy()
+    never_had = np.array([[i not in user_items(u) for i in range(N_ITEMS)] for u in range(1, N_USERS)])
+    np.testing.assert_allclose(every[never_had], np.log1p(peer[never_had]), rtol=1e-5, atol=1e-6)
+    assert (peer[never_had] > 0).any() and head.weight.requires_grad and len(list(head.parameters())) == 1
+
+
+def test_the_cooccurrence_head_trains_on_groups():
+    config = load_config(None, ["model.cooccurrence_relation=true", "sampling.negatives_per_positive=4"])
+    assert group_rows(config) == 5 and mix_arguments(config, 0)["grouped"]
+    assert isinstance(build_loss(config, small_catalog()), GroupedBinaryCrossEntropy)

@@ -202,6 +202,10 @@ class ModelConfig:
     # The same relation over the also-bought graph (a second head, its own weight): what users
     # buy together, the "complement" relation beside also-view's "substitute". Off by default.
     also_buy_relation: bool = False
+    # The logit adds w * log(1 + the co-occurrence peer's score of the item for the user), w
+    # learned, the user's own co-occurrences left out (model/cooccurrence_head.py). Batches then
+    # hold whole groups. Off by default (the design).
+    cooccurrence_relation: bool = False
     # The user vector adds the user's last `user_sequence` training items in time order through
     # self-attention (SASRec; model/sequence.py); a training positive sees only its user's earlier
     # items. Batches then hold whole groups. 0 (the design) leaves it out.

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from alsoview.config import ModelConfig
+from alsoview.model.cooccurrence_head import CooccurrenceHead
 from alsoview.model.dot_head import DotHead
 from alsoview.model.features import ItemFeatures
 from alsoview.model.history import HistoryBag
@@ -25,7 +26,7 @@ from alsoview.model.relation_head import RelationHead
 from alsoview.model.scorer import TowerModel
 from alsoview.model.sequence import SequenceEncoder, sequence_blocks
 from alsoview.model.towers import ItemTower, UserTower
-from alsoview.relations import UserRelations, user_item_csr
+from alsoview.relations import UserRelations, cooccurrence_counts, user_item_csr
 
 if TYPE_CHECKING:
     from alsoview.catalog import Catalog
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
 def build_model(catalog: "Catalog", config: "Config") -> TowerModel:
     """The configured model over a prepared dataset's vocabulary and item features."""
     m = config.model
-    history = training_history(catalog) if m.user_history or m.also_view_relation or m.also_buy_relation else None
+    needs_history = m.user_history or m.also_view_relation or m.also_buy_relation or m.cooccurrence_relation
+    history = training_history(catalog) if needs_history else None
     also_view = catalog.sampling.also_view_indptr, catalog.sampling.also_view_indices
     also_buy = catalog.also_buy_indptr, catalog.also_buy_indices
     return build_tower_model(
@@ -53,6 +55,7 @@ def build_model(catalog: "Catalog", config: "Config") -> TowerModel:
         relations=relation_tables(catalog, history, *also_view) if m.also_view_relation else None,
         also_buy_relations=relation_tables(catalog, history, *also_buy) if m.also_buy_relation else None,
         user_sequence=training_sequence(catalog) if config.model.user_sequence else None,
+        cooccurrence=(*history, *cooccurrence_counts(*history, catalog.n_items)) if m.cooccurrence_relation else None,
     )
 
 
@@ -70,6 +73,7 @@ def build_tower_model(
     relations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     user_sequence: tuple[np.ndarray, np.ndarray] | None = None,
     also_buy_relations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    cooccurrence: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> TowerModel:
     """Towers and heads for `config` over these vocabularies and feature tables."""
     if min(n_users, n_items, n_brands) < 1 or text_dim < 0:
@@ -80,6 +84,8 @@ def build_tower_model(
         raise ValueError("model.also_view_relation needs relations=(keys, counts, neighbour keys): relation_tables")
     if config.also_buy_relation and also_buy_relations is None:
         raise ValueError("model.also_buy_relation needs also_buy_relations=(keys, counts, neighbour keys)")
+    if config.cooccurrence_relation and cooccurrence is None:
+        raise ValueError("model.cooccurrence_relation needs cooccurrence=(indptr, items, keys, counts)")
     if config.user_sequence and user_sequence is None:
         raise ValueError("model.user_sequence needs the users' training items in time order: training_sequence")
     features = ItemFeatures(n_brands, item_brand, item_price, item_price_missing, item_text, text_dim)
@@ -118,6 +124,8 @@ def build_tower_model(
         heads["relation"] = RelationHead(n_items, *relations)  # no random draws: every seed keeps its weights
     if config.also_buy_relation:
         heads["also_buy"] = RelationHead(n_items, *also_buy_relations)
+    if config.cooccurrence_relation:
+        heads["cooccurrence"] = CooccurrenceHead(n_users, n_items, *cooccurrence)  # no random draws
     sequence = None
     if config.user_sequence:  # drawn last: the other parts keep every seed's initial weights
         embedding, positions = nn.Embedding(n_items, d, sparse=sparse), nn.Embedding(config.user_sequence, d)

@@ -1,0 +1,121 @@
+"""A co-occurrence head (`model.cooccurrence_relation`): the logit adds w * log(1 + s(u, i)), with
+s the co-occurrence peer's score, sum over the user's items j of C[j, i] / sqrt(n_j n_i) (C[j, i]:
+users who had both, n_i: users who had i; `baselines.CooccurrenceScorer`), and w learned.
+
+Co-occurrence is the strongest simple peer on review data, most of all when a user's last item
+is known (the leave-one-out test split): the next item is often one other users had beside it.
+A dot product of learned vectors approximates that slowly; this head gives it to the model
+directly, and the weight says how much it pays.
+
+Counts come from the training users, the scored user among them, so a training positive would be
+scored by its own user's co-occurrences: its label would leak in. The head therefore counts C
+without the user's own contribution (C[j, i] - 1 where the user had both j and i), always, and
+while training leaves the group's positive out of the user's items for every candidate (as the
+relation head does). An item outside the user's items, such as a held-out one, is unaffected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from alsoview.model.ids import user_item_csr_tensors
+from alsoview.model.towers import ItemTower
+
+
+class CooccurrenceHead(nn.Module):
+    """Reads user ids (``uses_user_ids``); its tables are buffers rebuilt from the dataset."""
+
+    uses_user_ids = True
+
+    def __init__(
+        self, n_users: int, n_items: int, indptr: np.ndarray, items: np.ndarray, keys: np.ndarray, counts: np.ndarray
+    ) -> None:
+        super().__init__()
+        self.n_users, self.n_items = n_users, n_items
+        self.weight = nn.Parameter(torch.zeros(1))  # starts at 0: the other heads' model, then learns
+        indptr_t, items_t, owners = user_item_csr_tensors(indptr, items, n_users, n_items, "cooccurrence", 1)
+        users_per_item = torch.bincount(items_t, minlength=n_items).to(torch.float32)
+        self.register_buffer("indptr", indptr_t, persistent=False)
+        self.register_buffer("items", items_t, persistent=False)
+        self.register_buffer("user_keys", torch.sort(owners * n_items + items_t)[0], persistent=False)
+        self.register_buffer("keys", torch.as_tensor(np.asarray(keys), dtype=torch.int64), persistent=False)
+        self.register_buffer("counts", torch.as_tensor(np.asarray(counts), dtype=torch.float32), persistent=False)
+        self.register_buffer("norm", users_per_item.clamp(min=1).rsqrt() * (users_per_item > 0), persistent=False)
+
+    def _has(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """[N] whether each user had the item."""
+        return _member(self.user_keys, users * self.n_items + items)
+
+    def sums(self, users: torch.Tensor, items: torch.Tensor, leave_out: torch.Tensor | None) -> torch.Tensor:
+        """s(u, i) [N] of (user, item) pairs without the user's own co-occurrences, the `leave_out`
+        item [N] not counted among the user's items."""
+        row, flat = _each_users_items(self.indptr, users)
+        mine, candidate = self.items.index_select(0, flat), items.index_select(0, row)
+        count = _lookup_counts(self.keys, self.counts, mine * self.n_items + candidate)
+        count = count - self._has(users, items).index_select(0, row).to(count.dtype) * (mine != candidate)
+        if leave_out is not None:
+            count = count * (mine != leave_out.index_select(0, row))
+        value = count.clamp(min=0) * self.norm.index_select(0, mine) * self.norm.index_select(0, candidate)
+        return torch.zeros(len(users), device=users.device).index_add_(0, row, value)
+
+    def score(
+        self,
+        user: torch.Tensor,
+        items: torch.Tensor,
+        tower: ItemTower,
+        users: torch.Tensor | None = None,
+        leave_out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits [B] of (user, item) pairs (`user`, the vector, is not used)."""
+        return self.weight * torch.log1p(self.sums(users, items, leave_out))
+
+    @torch.no_grad()
+    def score_all(
+        self, user: torch.Tensor, tower: ItemTower, elements_per_chunk: int = 1 << 23, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits [B, n_items]: the users' item rows times the normalised co-occurrence matrix,
+        each own co-occurrence taken out of the user's items' entries."""
+        mine = self._rows(users)  # [B, n_items], 1 where the user had the item
+        a, b = self.keys // self.n_items, self.keys % self.n_items
+        normalised = torch.sparse_coo_tensor(
+            torch.stack([b, a]),
+            self.counts * self.norm[a] * self.norm[b],
+            (self.n_items, self.n_items),
+            check_invariants=False,  # built from sorted, in-range keys
+        ).coalesce()
+        sums = torch.sparse.mm(normalised, mine.T).T
+        weighted = mine @ self.norm  # [B]: sum of the user's items' norms
+        own = mine * self.norm * (weighted[:, None] - self.norm)  # the user's own pairs, per own item
+        return self.weight * torch.log1p((sums - own).clamp(min=0))
+
+    def _rows(self, users: torch.Tensor) -> torch.Tensor:
+        row, flat = _each_users_items(self.indptr, users)
+        out = torch.zeros(len(users), self.n_items, device=users.device)
+        out[row, self.items.index_select(0, flat)] = 1.0
+        return out
+
+
+def _each_users_items(indptr: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, index into the CSR items) of every item of every user, the users' order kept."""
+    starts = indptr.index_select(0, users)
+    lengths = indptr.index_select(0, users + 1) - starts
+    row = torch.repeat_interleave(torch.arange(len(users), device=users.device), lengths)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    flat = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(int(lengths.sum()), device=users.device)
+    return row, flat
+
+
+def _member(sorted_keys: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    if len(sorted_keys) == 0:
+        return torch.zeros_like(keys, dtype=torch.bool)
+    index = torch.searchsorted(sorted_keys, keys).clamp(max=len(sorted_keys) - 1)
+    return sorted_keys.index_select(0, index) == keys
+
+
+def _lookup_counts(sorted_keys: torch.Tensor, counts: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    if len(sorted_keys) == 0:
+        return torch.zeros(len(keys), device=keys.device)
+    index = torch.searchsorted(sorted_keys, keys).clamp(max=len(sorted_keys) - 1)
+    return torch.where(sorted_keys.index_select(0, index) == keys, counts.index_select(0, index), 0.0)
