@@ -34,7 +34,10 @@ class CooccurrenceHead(nn.Module):
     ) -> None:
         super().__init__()
         self.n_users, self.n_items = n_users, n_items
-        self.weight = nn.Parameter(torch.zeros(1))  # starts at 0: the other heads' model, then learns
+        # Starts at 1: with the other heads near 0 at their start, the model first ranks as the peer
+        # does (log1p keeps its order), then learns from there. From 0 the weight moved too little
+        # on a small set (Magazine: about 1,500 Adam steps of at most lr 0.001 each) to matter.
+        self.weight = nn.Parameter(torch.ones(1))
         indptr_t, items_t, owners = user_item_csr_tensors(indptr, items, n_users, n_items, "cooccurrence", 1)
         users_per_item = torch.bincount(items_t, minlength=n_items).to(torch.float32)
         self.register_buffer("indptr", indptr_t, persistent=False)
