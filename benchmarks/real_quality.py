@@ -132,8 +132,8 @@ def model_run(
     import numpy as np
 
     from alsoview.config import load_config
-    from alsoview.loop import fit_in_process
     from alsoview.evaluate import ModelFactory
+    from alsoview.loop import fit_in_process
     from alsoview.protocols import score_rows, summarize
 
     config = load_config(
