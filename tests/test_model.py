@@ -119,6 +119,18 @@ def test_to_known_ids_maps_out_of_range_to_zero() -> None:
     assert out.shape == (2,)
 
 
+def test_sorted_lookup_and_expand_ranges_match_python() -> None:
+    from alsoview.model.ids import expand_ranges, sorted_lookup
+
+    keys = torch.tensor([2, 5, 9, 14])
+    found, index = sorted_lookup(keys, torch.tensor([5, 6, 14, 0, 20]))
+    assert found.tolist() == [True, False, True, False, False]
+    assert index[found].tolist() == [1, 3]
+    assert sorted_lookup(torch.zeros(0, dtype=torch.int64), torch.tensor([1]))[0].tolist() == [False]
+    row, position = expand_ranges(torch.tensor([4, 0, 7]), torch.tensor([2, 0, 3]))
+    assert row.tolist() == [0, 0, 2, 2, 2] and position.tolist() == [4, 5, 7, 8, 9]
+
+
 def test_item_feature_buffers_in_state_dict_and_round_trip() -> None:
     model = make_model(seed=0)
     state = model.state_dict()

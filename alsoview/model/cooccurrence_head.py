@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from alsoview.model.ids import user_item_csr_tensors
+from alsoview.model.ids import expand_ranges, sorted_lookup, user_item_csr_tensors
 from alsoview.model.towers import ItemTower
 
 
@@ -49,14 +49,15 @@ class CooccurrenceHead(nn.Module):
 
     def _has(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """[N] whether each user had the item."""
-        return _member(self.user_keys, users * self.n_items + items)
+        return sorted_lookup(self.user_keys, users * self.n_items + items)[0]
 
     def sums(self, users: torch.Tensor, items: torch.Tensor, leave_out: torch.Tensor | None) -> torch.Tensor:
         """s(u, i) [N] of (user, item) pairs without the user's own co-occurrences, the `leave_out`
         item [N] not counted among the user's items."""
         row, flat = _each_users_items(self.indptr, users)
         mine, candidate = self.items.index_select(0, flat), items.index_select(0, row)
-        count = _lookup_counts(self.keys, self.counts, mine * self.n_items + candidate)
+        found, index = sorted_lookup(self.keys, mine * self.n_items + candidate)
+        count = torch.where(found, self.counts.index_select(0, index), 0.0)
         count = count - self._has(users, items).index_select(0, row).to(count.dtype) * (mine != candidate)
         if leave_out is not None:
             count = count * (mine != leave_out.index_select(0, row))
@@ -103,22 +104,4 @@ class CooccurrenceHead(nn.Module):
 def _each_users_items(indptr: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, index into the CSR items) of every item of every user, the users' order kept."""
     starts = indptr.index_select(0, users)
-    lengths = indptr.index_select(0, users + 1) - starts
-    row = torch.repeat_interleave(torch.arange(len(users), device=users.device), lengths)
-    offsets = torch.cumsum(lengths, 0) - lengths
-    flat = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(int(lengths.sum()), device=users.device)
-    return row, flat
-
-
-def _member(sorted_keys: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    if len(sorted_keys) == 0:
-        return torch.zeros_like(keys, dtype=torch.bool)
-    index = torch.searchsorted(sorted_keys, keys).clamp(max=len(sorted_keys) - 1)
-    return sorted_keys.index_select(0, index) == keys
-
-
-def _lookup_counts(sorted_keys: torch.Tensor, counts: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    if len(sorted_keys) == 0:
-        return torch.zeros(len(keys), device=keys.device)
-    index = torch.searchsorted(sorted_keys, keys).clamp(max=len(sorted_keys) - 1)
-    return torch.where(sorted_keys.index_select(0, index) == keys, counts.index_select(0, index), 0.0)
+    return expand_ranges(starts, indptr.index_select(0, users + 1) - starts)

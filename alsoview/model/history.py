@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from alsoview.model.ids import user_item_csr_tensors
+from alsoview.model.ids import expand_ranges, sorted_lookup, user_item_csr_tensors
 
 
 class HistoryBag(nn.Module):
@@ -33,20 +33,11 @@ class HistoryBag(nn.Module):
         """[B, d]; `leave_out` [B] is one item per user to drop from its history where the user has it."""
         starts = self.indptr.index_select(0, users)
         lengths = self.indptr.index_select(0, users + 1) - starts
-        offsets = torch.cumsum(lengths, 0) - lengths
-        flat = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(
-            int(lengths.sum()), device=users.device
-        )
-        summed = self.embedding(self.items.index_select(0, flat), offsets)
+        _, flat = expand_ranges(starts, lengths)
+        summed = self.embedding(self.items.index_select(0, flat), torch.cumsum(lengths, 0) - lengths)
         count = lengths.to(summed.dtype)
         if leave_out is not None:
-            keys = users * self.n_items + leave_out
-            found = torch.searchsorted(self.keys, keys).clamp(max=max(len(self.keys) - 1, 0))
-            own = (
-                (self.keys.index_select(0, found) == keys).to(summed.dtype)
-                if len(self.keys)
-                else torch.zeros_like(count)
-            )
+            own = sorted_lookup(self.keys, users * self.n_items + leave_out)[0].to(summed.dtype)
             own_rows = nn.functional.embedding(leave_out, self.embedding.weight, sparse=self.embedding.sparse)
             summed = summed - own[:, None] * own_rows
             count = count - own

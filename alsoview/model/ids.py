@@ -55,3 +55,24 @@ def user_item_csr_tensors(
     if len(items) and (int(items.min()) < lowest or int(items.max()) >= n_items):
         raise ValueError(f"{name} items must be item ids in [{lowest}, {n_items})")
     return indptr, items, torch.repeat_interleave(torch.arange(n_users), indptr[1:] - indptr[:-1])
+
+
+def sorted_lookup(sorted_keys: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(found [N] bool, index [N] into `sorted_keys`) of each key; the index is only meaningful where found.
+
+    The model's per-(user, item) tables are sorted int64 keys ``user * n_items + item``."""
+    if len(sorted_keys) == 0:
+        return torch.zeros_like(keys, dtype=torch.bool), torch.zeros_like(keys)
+    index = torch.searchsorted(sorted_keys, keys).clamp(max=len(sorted_keys) - 1)
+    return sorted_keys.index_select(0, index) == keys, index
+
+
+def expand_ranges(starts: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, position) of every element of the ranges ``[starts[r], starts[r] + lengths[r])``, in
+    row order: how a block of users' CSR items is gathered without a Python loop."""
+    row = torch.repeat_interleave(torch.arange(len(starts), device=starts.device), lengths)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    position = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(
+        int(lengths.sum()), device=starts.device
+    )
+    return row, position

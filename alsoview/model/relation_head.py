@@ -16,15 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from alsoview.model.ids import expand_ranges, sorted_lookup
 from alsoview.model.towers import ItemTower
-
-
-def _lookup(sorted_keys: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(found [N] bool, index [N]) of `keys` in `sorted_keys`."""
-    if len(sorted_keys) == 0:
-        return torch.zeros_like(keys, dtype=torch.bool), torch.zeros_like(keys)
-    index = torch.searchsorted(sorted_keys, keys).clamp(max=len(sorted_keys) - 1)
-    return sorted_keys.index_select(0, index) == keys, index
 
 
 class RelationHead(nn.Module):
@@ -43,10 +36,10 @@ class RelationHead(nn.Module):
 
     def relation(self, users: torch.Tensor, items: torch.Tensor, leave_out: torch.Tensor | None) -> torch.Tensor:
         """log(1 + r) [N] of (user, item) pairs, the `leave_out` item [N] not counted as a relation."""
-        found, index = _lookup(self.keys, users * self.n_items + items)
+        found, index = sorted_lookup(self.keys, users * self.n_items + items)
         count = torch.where(found, self.counts.index_select(0, index), torch.zeros_like(index, dtype=torch.float32))
         if leave_out is not None:
-            near, _ = _lookup(self.neighbour_keys, leave_out * self.n_items + items)
+            near, _ = sorted_lookup(self.neighbour_keys, leave_out * self.n_items + items)
             count = (count - near.float()).clamp(min=0)
         return torch.log1p(count)
 
@@ -70,9 +63,6 @@ class RelationHead(nn.Module):
         lo = torch.searchsorted(self.keys, users * self.n_items)
         hi = torch.searchsorted(self.keys, (users + 1) * self.n_items)
         lengths = hi - lo
-        rows = torch.repeat_interleave(torch.arange(len(users), device=out.device), lengths)
-        flat = torch.repeat_interleave(lo - (torch.cumsum(lengths, 0) - lengths), lengths) + torch.arange(
-            int(lengths.sum()), device=out.device
-        )
+        rows, flat = expand_ranges(lo, lengths)
         out[rows, self.keys.index_select(0, flat) % self.n_items] = torch.log1p(self.counts.index_select(0, flat))
         return self.weight * out

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from alsoview.model.ids import user_item_csr_tensors
+from alsoview.model.ids import sorted_lookup, user_item_csr_tensors
 
 
 class SequenceEncoder(nn.Module):
@@ -56,8 +56,7 @@ class SequenceEncoder(nn.Module):
         if leave_out is None or len(self.keys) == 0:
             return ends
         keys = users * self.n_items + leave_out
-        found = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
-        hit = self.keys.index_select(0, found) == keys
+        hit, found = sorted_lookup(self.keys, keys)
         return torch.where(hit, self.indptr.index_select(0, users) + self.key_position.index_select(0, found), ends)
 
     def window(self, users: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
