@@ -74,10 +74,10 @@ def smoke_config(ray_session):
     return ensure_prepared(with_absolute_paths(load_config(ROOT / "configs" / "smoke.yaml")))
 
 
-# The README's train and evaluate commands; the suite runs each once (training for 30 epochs) and
+# The README's train and evaluate commands; the suite runs each once (training for 12 epochs) and
 # tests the model and the evaluation they make.
 README_TRAIN = "alsoview train --config configs/smoke.yaml train.run_name=f05 sampling.also_view_fraction=0.5"
-README_TRAIN_EPOCHS = ["train.epochs=30"]
+README_TRAIN_EPOCHS = ["train.epochs=12"]
 README_EVALUATE = "alsoview evaluate --run ~/alsoview/runs/f05"
 
 
@@ -100,7 +100,7 @@ def run_readme_command(command: str, extra: list[str], cwd: Path = ROOT) -> int:
 
 @pytest.fixture(scope="session")
 def watched_readme_train(smoke_config):
-    """The README's train command as written (2 workers, the smoke dataset) with 30 epochs, run
+    """The README's train command as written (2 workers, the smoke dataset) with 12 epochs, run
     through the CLI's entry point on this suite's 2-CPU Ray instance, with every listener its
     processes open watched from start to end: (its config, its result, the ListenerWatch)."""
     import json

@@ -93,7 +93,7 @@ def _run(command: str, capsys, cwd: Path = ROOT) -> str:
 
 def test_train_then_evaluate_its_model(evaluated_run):
     run, results = evaluated_run
-    assert run.metrics["epochs_total"] == 30 and (run.run_dir / "model.pt").is_file()
+    assert run.metrics["epochs_total"] == 12 and (run.run_dir / "model.pt").is_file()
     assert set(results) == {"model", "popularity", "random", "cooccurrence", "related", "als", "bpr"}
     assert "| model |" in (run.run_dir / "evaluation.md").read_text()  # what the command prints
 
