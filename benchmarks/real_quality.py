@@ -1,22 +1,30 @@
 """Quality on real Amazon data: model variants x also-view fractions x protocols, against every
 baseline and peer, mean +- std over seeds.
 
-    python benchmarks/real_quality.py                                  # Grocery_2014 and Magazine, 3 seeds
-    python benchmarks/real_quality.py --datasets grocery --seeds 1 --variants recommended --fractions 0
-    python benchmarks/real_quality.py --datasets magazine --out real_quality-magazine
+    python benchmarks/real_quality.py                                  # the README's tables: both sets, 3 seeds
+    python benchmarks/real_quality.py --datasets magazine              # one set (Magazine: about 40 min here)
+    python benchmarks/real_quality.py --datasets grocery --seeds 1 --variants recommended+softmax
     python benchmarks/real_quality.py --datasets generated   # the demo's generated data, not real
 
 Data: the real files in ../shared/data/realworld (or $ALSOVIEW_REALWORLD_DIR), prepared once with
 the hashing text encoder under data/bench/real/<name>. Every model trains in this process with
 `alsoview.loop.fit_in_process` (the Ray Train worker's own epoch function, one worker's batches),
-stops early on `valid/full/ndcg@10` and is scored on the whole test split with the evaluation
-protocols (`full`: every item the user never had; `sampled100`; `hard`: the held-out item's
-also-view items). Baselines (popularity, co-occurrence) and peers (ALS, BPR from `implicit`,
-untuned) are fitted on the same train split. Variants:
+stops early on `valid/full/ndcg@10` (up to each set's epochs and patience: Grocery 20 and 4,
+Magazine 100 and 10, its 348 users give few steps an epoch; --epochs and --patience override
+both) and is scored on the whole test split with the evaluation protocols (`full`: every item the
+user never had; `sampled100`; `sampled99`, the leaderboards'; `hard`: the held-out item's
+also-view items), every scorer knowing the user's train and validation items
+(`Catalog.inputs_for("test")`). Baselines (popularity, co-occurrence, related) and peers (ALS,
+BPR from `implicit`, untuned) are fitted on the same pairs.
 
-- `design`: the original design, every default (concat MLP, dropout 0.5, lr 0.01, batch 512);
-- `recommended`: the model, sampling and training settings of configs/video_games.yaml;
-- `recommended-no-features`: the same without brand, price and description inputs.
+A variant is a base and any of the switches after it, joined by `+` (`recommended+softmax`):
+
+- bases: `design` (the original design, every default: concat MLP, dropout 0.5, lr 0.01, batch
+  512); `recommended` (the model, sampling and training settings of configs/video_games.yaml);
+  `recommended-no-features` (the same without brand, price and description inputs);
+- switches: see SWITCHES below (`softmax`, `no-also-view`, `harder-of-2`, `cooccurrence-head`,
+  `sequence`). A variant whose switches set the also-view fraction runs at that fraction only;
+  the others run at every --fractions value.
 
 Prints a Markdown table and writes benchmarks/results/<--out>.json.
 """
@@ -41,6 +49,36 @@ DATASETS = {
         "Magazine_Subscriptions/meta_Magazine_Subscriptions.json.gz",
     ),
 }
+# (epochs, patience) unless --epochs / --patience say otherwise: Magazine's 348 users make an
+# epoch a few steps, so its models need many more epochs to converge.
+EPOCHS = {"grocery": (20, 4), "magazine": (100, 10), "generated": (20, 4)}
+# The switches a variant adds to its base (`recommended+softmax`): each a set of overrides.
+SWITCHES: dict[str, tuple[str, ...]] = {
+    "softmax": ("train.loss=softmax",),  # the sampled softmax instead of BCE
+    # no use of also-view at all: no relation heads (also-bought off too), no also-view negatives
+    "no-also-view": (
+        "model.also_view_relation=false",
+        "model.also_buy_relation=false",
+        "sampling.also_view_fraction=0",
+    ),
+    # half the negatives from also-view lists, each the harder of two candidates by the model's score
+    "harder-of-2": ("sampling.also_view_fraction=0.5", "sampling.candidates_per_negative=2"),
+    "cooccurrence-head": ("model.cooccurrence_relation=true",),
+    "sequence": ("model.user_sequence=20",),  # the user's last 20 items in order
+}
+# The README's "Quality on real data" rows (the default run)
+README_VARIANTS = (
+    "design",
+    "recommended+no-also-view",
+    "recommended+softmax+no-also-view",
+    "recommended",
+    "recommended+harder-of-2",
+    "recommended+softmax",
+    "recommended+cooccurrence-head",
+    "recommended+harder-of-2+cooccurrence-head",
+    "recommended+softmax+cooccurrence-head",
+    "recommended+softmax+sequence",
+)
 REPORTED = (
     "test/full/ndcg@10",
     "test/full/hr@10",
@@ -54,10 +92,18 @@ RECOMMENDED = ROOT / "configs" / "video_games.yaml"
 
 
 def variant_overrides(variant: str) -> list[str]:
-    """`key=value` overrides of a variant on top of the built-in defaults."""
-    if variant == "design":
+    """`key=value` overrides of a variant (a base and `+`-joined switches) on top of the built-in defaults."""
+    base, *switches = variant.split("+")
+    unknown = [name for name in switches if name not in SWITCHES]
+    if unknown:
+        raise SystemExit(f"unknown switch {unknown[0]!r} in {variant!r}; known: {', '.join(SWITCHES)}")
+    return [*_base_overrides(base), *(override for name in switches for override in SWITCHES[name])]
+
+
+def _base_overrides(base: str) -> list[str]:
+    if base == "design":
         return []
-    if variant.startswith("recommended"):
+    if base in ("recommended", "recommended-no-features"):
         raw = yaml.safe_load(RECOMMENDED.read_text())
         overrides = [
             f"{section}.{key}={_yaml_value(value)}"
@@ -65,10 +111,17 @@ def variant_overrides(variant: str) -> list[str]:
             for key, value in (raw.get(section) or {}).items()
             if key not in ("num_workers", "runs_dir")
         ]
-        if variant == "recommended-no-features":
+        if base == "recommended-no-features":
             overrides.append("model.item_features=false")
         return overrides
-    raise SystemExit(f"unknown variant {variant!r}")
+    raise SystemExit(f"unknown variant base {base!r}: design, recommended or recommended-no-features")
+
+
+def variant_fractions(variant: str, fractions: list[float]) -> list[float]:
+    """The also-view fractions a variant runs at: the one its switches set, else every fraction asked."""
+    key = "sampling.also_view_fraction="
+    pinned = [o for name in variant.split("+")[1:] for o in SWITCHES[name] if o.startswith(key)]
+    return [float(pinned[-1].split("=", 1)[1])] if pinned else fractions
 
 
 def _yaml_value(value: Any) -> str:
@@ -180,12 +233,12 @@ def summary_rows(runs: list[dict[str, Any]], dataset: str) -> list[dict[str, Any
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="grocery,magazine")
-    parser.add_argument("--variants", default="design,recommended,recommended-no-features")
-    parser.add_argument("--fractions", default="0,0.5")
+    parser.add_argument("--variants", default=",".join(README_VARIANTS), help="comma-separated; see the docstring")
+    parser.add_argument("--fractions", default="0", help="for variants that do not set their own")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed .. first-seed + seeds - 1")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--epochs", type=int, help="default: the set's (grocery 20, magazine 100)")
+    parser.add_argument("--patience", type=int, help="default: the set's (grocery 4, magazine 10)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="real_quality", help="results file name under benchmarks/results/")
     parser.add_argument(
@@ -210,12 +263,13 @@ def main() -> None:
         catalog = load_catalog(prepared)
         cases = build_cases(catalog, "test", seed=0)
         references = [] if args.no_references else reference_rows(catalog, cases, dataset)
+        epochs, patience = args.epochs or EPOCHS[dataset][0], args.patience or EPOCHS[dataset][1]
         mine = []
         for variant in args.variants.split(","):
-            for fraction in (float(f) for f in args.fractions.split(",")):
+            for fraction in variant_fractions(variant, [float(f) for f in args.fractions.split(",")]):
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
                     run = model_run(
-                        catalog, cases, prepared, variant, fraction, seed, args.epochs, args.patience, tuple(args.set)
+                        catalog, cases, prepared, variant, fraction, seed, epochs, patience, tuple(args.set)
                     )
                     mine.append({"dataset": dataset, **run})
                     print(
@@ -228,7 +282,7 @@ def main() -> None:
         table += summary_rows(mine, dataset) + [{**r, **{m: f"{r[m]:.4f}" for m in REPORTED}} for r in references]
     rendered = print_table(
         f"Quality on real data (test split, mean ± std over {args.seeds} seeds; "
-        f"up to {args.epochs} epochs, early stopping on valid/full/ndcg@10)",
+        "up to each set's epochs, early stopping on valid/full/ndcg@10)",
         table,
         ["dataset", "model", "fraction", "seeds", *REPORTED, "best epochs", "s/run"],
     )

@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="grocery", help="grocery, magazine or generated (real_quality.py's)")
     parser.add_argument("--target", default="peers", help="`peers` or a validation full NDCG@10 to reach")
     parser.add_argument("--require-test", type=float, default=0.0256, help="the test full NDCG@10 bar reported")
-    parser.add_argument("--variant", default="recommended", help="real_quality.py's variants: recommended, design")
+    parser.add_argument("--variant", default="recommended", help="a real_quality.py variant (recommended+softmax, ...)")
     parser.add_argument("--epochs", type=int, default=30, help="at most this many epochs")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
