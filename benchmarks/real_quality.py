@@ -32,6 +32,7 @@ Prints a Markdown table and writes benchmarks/results/<--out>.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import BENCH_DATA, ROOT, print_table, ray_local, write_json
+from _common import BENCH_DATA, RESULTS, ROOT, print_table, ray_local, write_json
 
 REALWORLD = Path(os.environ.get("ALSOVIEW_REALWORLD_DIR", ROOT.parent / "shared" / "data" / "realworld"))
 DATASETS = {
@@ -247,7 +248,13 @@ def main() -> None:
     parser.add_argument(
         "--no-references", action="store_true", help="skip the baselines and peers (they do not change with --set)"
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the model runs already in --out's file (written after every run) from the same arguments",
+    )
     args = parser.parse_args()
+    done = finished_runs(args)
 
     import torch
 
@@ -268,14 +275,16 @@ def main() -> None:
         for variant in args.variants.split(","):
             for fraction in variant_fractions(variant, [float(f) for f in args.fractions.split(",")]):
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
-                    run = model_run(
+                    key = (dataset, " ".join([variant, *args.set]), fraction, seed)
+                    run = done.get(key) or model_run(
                         catalog, cases, prepared, variant, fraction, seed, epochs, patience, tuple(args.set)
                     )
                     mine.append({"dataset": dataset, **run})
+                    _write(args, runs + mine + references, table="(not finished)", complete=False)
                     print(
                         f"[bench] {dataset} {run['model']} f={fraction:g} seed {seed}: best epoch {run['best_epoch']}  "
                         + "  ".join(f"{m} {run[m]:.4f}" for m in REPORTED)
-                        + f"  ({run['seconds']:.0f}s)",
+                        + f"  ({run['seconds']:.0f}s{', kept from the file' if key in done else ''})",
                         flush=True,
                     )
         runs += mine + references
@@ -286,15 +295,39 @@ def main() -> None:
         table,
         ["dataset", "model", "fraction", "seeds", *REPORTED, "best epochs", "s/run"],
     )
+    _write(args, runs, rendered, complete=True)
+
+
+def _arguments(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k != "resume"}
+
+
+def _write(args: argparse.Namespace, runs: list[dict[str, Any]], table: str, complete: bool) -> None:
+    """The results file: after every model run (`complete` false) and at the end, so a long run
+    that stops keeps what it measured and `--resume` goes on from there."""
     write_json(
         args.out,
         {
+            "complete": complete,
             "runs": runs,
-            "table": rendered,
-            "args": vars(args),
-            "command": "python benchmarks/real_quality.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
+            "table": table,
+            "args": _arguments(args),
+            "command": "python benchmarks/real_quality.py "
+            + " ".join(f"--{k} {v}" for k, v in _arguments(args).items()),
         },
     )
+
+
+def finished_runs(args: argparse.Namespace) -> dict[tuple[str, str, float, int], dict[str, Any]]:
+    """With --resume, the model runs in --out's file, by (dataset, model, fraction, seed); the file
+    must come from the same arguments, or its runs would mix settings."""
+    path = RESULTS / f"{args.out}.json"
+    if not args.resume or not path.is_file():
+        return {}
+    saved = json.loads(path.read_text())
+    if saved.get("args") != _arguments(args):
+        raise SystemExit(f"--resume: {path} was written with other arguments: {saved.get('args')}")
+    return {(r["dataset"], r["model"], r["fraction"], r["seed"]): r for r in saved["runs"] if "seed" in r}
 
 
 if __name__ == "__main__":
