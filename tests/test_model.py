@@ -262,6 +262,7 @@ QUALITY_SWITCHES = [
     ModelConfig(also_view_relation=True, also_buy_relation=True, user_history=True, dot_product=True, mlp=False),
     ModelConfig(user_sequence=3, sequence_blocks=2, user_id=False, dot_product=True, mlp=False, user_history=True),
     ModelConfig(user_history=True, dot_product=True, mlp=False, also_view_relation=True, cooccurrence_relation=True),
+    ModelConfig(user_history=True, dot_product=True, mlp=False, cooccurrence_relation=True, cooccurrence_recency=0.6),
 ]
 
 

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from alsoview.baselines import CooccurrenceScorer, RelatedItemsScorer
 from alsoview.blocks import group_rows, mix_arguments
 from alsoview.config import load_config
+from alsoview.errors import UserError
 from alsoview.losses import GroupedBinaryCrossEntropy, build_loss
 from alsoview.model import ModelConfig
 from alsoview.relations import Neighbours, cooccurrence_counts, count_rows, relation_counts
@@ -155,6 +156,58 @@ def test_the_cooccurrence_head_is_the_peer_without_the_users_own_cooccurrences()
     never_had = np.array([[i not in user_items(u) for i in range(N_ITEMS)] for u in range(1, N_USERS)])
     np.testing.assert_allclose(every[never_had], np.log1p(peer[never_had]), rtol=1e-5, atol=1e-6)
     assert (peer[never_had] > 0).any() and head.weight.requires_grad and len(list(head.parameters())) == 1
+
+
+def brute_recency_score(user: int, item: int, leave_out: int | None, recency: float) -> float:
+    """log(1 + sum over the user's items before `leave_out` in time order (all of them without
+    it), the k-th most recent weighted recency^k, of (C[j, item] minus the user's own
+    co-occurrence) / sqrt(n_j n_item)). The test data's time order is HISTORY_ITEMS' order."""
+    both = brute_cooccurrence()
+    had = np.bincount(HISTORY_ITEMS, minlength=N_ITEMS)
+    in_order = HISTORY_ITEMS[HISTORY_INDPTR[user] : HISTORY_INDPTR[user + 1]].tolist()
+    earlier = in_order[: in_order.index(leave_out)] if leave_out in in_order else in_order
+    own = 1.0 if item in in_order else 0.0
+    total = sum(
+        recency**k * (both[j, item] - own) / np.sqrt(had[j] * had[item])
+        for k, j in enumerate(reversed(earlier))
+        if j != item
+    )
+    return float(np.log1p(total))
+
+
+def test_the_recency_weighted_cooccurrence_head_sees_only_earlier_items_most_recent_first():
+    """With model.cooccurrence_recency below 1 a training positive is scored from its user's
+    items before it only (nothing later leaks in), the most recent weighted most; in scoring every
+    item the user had counts, and score_all agrees with pair-by-pair scores."""
+    recency = 0.5
+    model = make_model(
+        ModelConfig(
+            user_history=True, dot_product=True, mlp=False, cooccurrence_relation=True, cooccurrence_recency=recency
+        )
+    )
+    head = model.heads["cooccurrence"]
+    users = torch.arange(1, N_USERS).repeat_interleave(N_ITEMS - 1)
+    items = torch.arange(1, N_ITEMS).repeat(N_USERS - 1)
+    starts, ends = HISTORY_INDPTR[users.numpy()], HISTORY_INDPTR[users.numpy() + 1]
+    middles = torch.as_tensor(HISTORY_ITEMS[(starts + ends) // 2])  # a positive with items before and after it
+    lasts = torch.as_tensor(HISTORY_ITEMS[ends - 1])
+    for leave_out in (None, middles, lasts):
+        got = head.score(None, items, model.item_tower, users=users, leave_out=leave_out).detach().numpy()
+        expected = [
+            brute_recency_score(int(u), int(i), None if leave_out is None else int(leave_out[k]), recency)
+            for k, (u, i) in enumerate(zip(users, items))
+        ]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        assert (np.array(expected) > 0).any()
+    every = head.score_all(None, model.item_tower, users=torch.arange(1, N_USERS)).numpy()
+    pairs = head.score(None, items, model.item_tower, users=users).detach().numpy().reshape(N_USERS - 1, N_ITEMS - 1)
+    np.testing.assert_allclose(every[:, 1:], pairs, rtol=1e-5, atol=1e-6)
+
+
+def test_cooccurrence_recency_must_be_in_zero_one():
+    for bad in ("0", "1.5", "-0.2"):
+        with pytest.raises(UserError, match=r"model.cooccurrence_recency"):
+            load_config(None, [f"model.cooccurrence_recency={bad}"])
 
 
 def test_the_cooccurrence_head_trains_on_groups():

@@ -206,6 +206,11 @@ class ModelConfig:
     # learned, the user's own co-occurrences left out (model/cooccurrence_head.py). Batches then
     # hold whole groups. Off by default (the design).
     cooccurrence_relation: bool = False
+    # How that head weighs the user's items. 1: every item the same (the peer's rule). Below 1:
+    # only the items before the scored one in time count (in training the group's positive; in
+    # scoring every known item), the k-th most recent weighted cooccurrence_recency^k: under
+    # next-item protocols the last items say most about the next one.
+    cooccurrence_recency: float = 1.0
     # The user vector adds the user's last `user_sequence` training items in time order through
     # self-attention (SASRec; model/sequence.py); a training positive sees only its user's earlier
     # items. Batches then hold whole groups. 0 (the design) leaves it out.
@@ -228,6 +233,12 @@ class ModelConfig:
         )
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "in [0, 1)", self.dropout)
         _check(self.user_sequence >= 0, "model.user_sequence", ">= 0 (0: off)", self.user_sequence)
+        _check(
+            0.0 < self.cooccurrence_recency <= 1.0,
+            "model.cooccurrence_recency",
+            "in (0, 1] (1: every item the same)",
+            self.cooccurrence_recency,
+        )
         _check(self.sequence_blocks >= 1, "model.sequence_blocks", ">= 1", self.sequence_blocks)
         _check(0.0 <= self.sequence_dropout < 1.0, "model.sequence_dropout", "in [0, 1)", self.sequence_dropout)
         _check(

@@ -55,7 +55,9 @@ def build_model(catalog: "Catalog", config: "Config") -> TowerModel:
         relations=relation_tables(catalog, history, *also_view) if m.also_view_relation else None,
         also_buy_relations=relation_tables(catalog, history, *also_buy) if m.also_buy_relation else None,
         user_sequence=training_sequence(catalog) if config.model.user_sequence else None,
-        cooccurrence=(*history, *cooccurrence_counts(*history, catalog.n_items)) if m.cooccurrence_relation else None,
+        cooccurrence=(*training_sequence(catalog), *cooccurrence_counts(*history, catalog.n_items))
+        if m.cooccurrence_relation
+        else None,
     )
 
 
@@ -85,7 +87,7 @@ def build_tower_model(
     if config.also_buy_relation and also_buy_relations is None:
         raise ValueError("model.also_buy_relation needs also_buy_relations=(keys, counts, neighbour keys)")
     if config.cooccurrence_relation and cooccurrence is None:
-        raise ValueError("model.cooccurrence_relation needs cooccurrence=(indptr, items, keys, counts)")
+        raise ValueError("model.cooccurrence_relation needs cooccurrence=(indptr, items in time order, keys, counts)")
     if config.user_sequence and user_sequence is None:
         raise ValueError("model.user_sequence needs the users' training items in time order: training_sequence")
     features = ItemFeatures(n_brands, item_brand, item_price, item_price_missing, item_text, text_dim)
@@ -125,7 +127,9 @@ def build_tower_model(
     if config.also_buy_relation:
         heads["also_buy"] = RelationHead(n_items, *also_buy_relations)
     if config.cooccurrence_relation:
-        heads["cooccurrence"] = CooccurrenceHead(n_users, n_items, *cooccurrence)  # no random draws
+        heads["cooccurrence"] = CooccurrenceHead(  # no random draws
+            n_users, n_items, *cooccurrence, recency=config.cooccurrence_recency
+        )
     sequence = None
     if config.user_sequence:  # drawn last: the other parts keep every seed's initial weights
         embedding, positions = nn.Embedding(n_items, d, sparse=sparse), nn.Embedding(config.user_sequence, d)
