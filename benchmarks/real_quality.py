@@ -23,7 +23,7 @@ A variant is a base and any of the switches after it, joined by `+` (`recommende
   512); `recommended` (the model, sampling and training settings of configs/video_games.yaml);
   `recommended-no-features` (the same without brand, price and description inputs);
 - switches: see SWITCHES below (`softmax`, `no-also-view`, `harder-of-2`, `cooccurrence-head`,
-  `sequence`). A variant whose switches set the also-view fraction runs at that fraction only;
+  `sequence`, `recency`). A variant whose switches set the also-view fraction runs at that fraction only;
   the others run at every --fractions value.
 
 Prints a Markdown table and writes benchmarks/results/<--out>.json.
@@ -66,6 +66,8 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     "harder-of-2": ("sampling.also_view_fraction=0.5", "sampling.candidates_per_negative=2"),
     "cooccurrence-head": ("model.cooccurrence_relation=true",),
     "sequence": ("model.user_sequence=20",),  # the user's last 20 items in order
+    # the co-occurrence head weighing the user's items by recency (the k-th most recent 0.5^k)
+    "recency": ("model.cooccurrence_relation=true", "model.cooccurrence_recency=0.5"),
 }
 # The README's "Quality on real data" rows (the default run)
 README_VARIANTS = (
@@ -78,6 +80,7 @@ README_VARIANTS = (
     "recommended+cooccurrence-head",
     "recommended+harder-of-2+cooccurrence-head",
     "recommended+softmax+cooccurrence-head",
+    "recommended+softmax+recency",
     "recommended+softmax+sequence",
 )
 REPORTED = (
@@ -251,7 +254,7 @@ def main() -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="keep the model runs already in --out's file (written after every run) from the same arguments",
+        help="keep the model runs already in --out's file (written after every run); same epochs, patience, --set",
     )
     args = parser.parse_args()
     done = finished_runs(args)
@@ -318,15 +321,21 @@ def _write(args: argparse.Namespace, runs: list[dict[str, Any]], table: str, com
     )
 
 
+# The arguments a model run's result depends on beyond its key (dataset, model, fraction, seed)
+RUN_SETTINGS = ("epochs", "patience", "set")
+
+
 def finished_runs(args: argparse.Namespace) -> dict[tuple[str, str, float, int], dict[str, Any]]:
-    """With --resume, the model runs in --out's file, by (dataset, model, fraction, seed); the file
-    must come from the same arguments, or its runs would mix settings."""
+    """With --resume, the model runs in --out's file, by (dataset, model, fraction, seed). The
+    file must come from the same epochs, patience and --set, or its runs would mix settings; other
+    datasets, variants or seeds may be added."""
     path = RESULTS / f"{args.out}.json"
     if not args.resume or not path.is_file():
         return {}
     saved = json.loads(path.read_text())
-    if saved.get("args") != _arguments(args):
-        raise SystemExit(f"--resume: {path} was written with other arguments: {saved.get('args')}")
+    theirs = {k: saved.get("args", {}).get(k) for k in RUN_SETTINGS}
+    if theirs != {k: getattr(args, k) for k in RUN_SETTINGS}:
+        raise SystemExit(f"--resume: {path} was written with other settings: {theirs}")
     return {(r["dataset"], r["model"], r["fraction"], r["seed"]): r for r in saved["runs"] if "seed" in r}
 
 
