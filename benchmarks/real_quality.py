@@ -128,6 +128,11 @@ def variant_fractions(variant: str, fractions: list[float]) -> list[float]:
     return [float(pinned[-1].split("=", 1)[1])] if pinned else fractions
 
 
+def run_label(variant: str, extra: Any) -> str:
+    """A model run's `model` field: its variant and the --set overrides on top."""
+    return " ".join([variant, *extra])
+
+
 def _yaml_value(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
@@ -210,7 +215,7 @@ def model_run(
     scorer = ModelFactory(model.state_dict(), config, catalog.inputs_for("test"))("cpu")
     metrics = summarize(score_rows(scorer, cases, np.arange(len(cases.users))), "test")
     return {
-        "model": " ".join([variant, *extra]),
+        "model": run_label(variant, extra),
         "fraction": fraction,
         "seed": seed,
         "best_epoch": state.best_epoch,
@@ -278,7 +283,7 @@ def main() -> None:
         for variant in args.variants.split(","):
             for fraction in variant_fractions(variant, [float(f) for f in args.fractions.split(",")]):
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
-                    key = (dataset, " ".join([variant, *args.set]), fraction, seed)
+                    key = (dataset, run_label(variant, args.set), fraction, seed)
                     run = done.get(key) or model_run(
                         catalog, cases, prepared, variant, fraction, seed, epochs, patience, tuple(args.set)
                     )

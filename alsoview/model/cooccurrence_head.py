@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from alsoview.model.ids import expand_ranges, sorted_lookup, user_item_csr_tensors
+from alsoview.model.ids import ends_before, expand_ranges, sorted_lookup, time_order_keys, user_item_csr_tensors
 from alsoview.model.towers import ItemTower
 
 
@@ -58,12 +58,11 @@ class CooccurrenceHead(nn.Module):
             indptr, items_in_time_order, n_users, n_items, "cooccurrence", 1
         )
         users_per_item = torch.bincount(items_t, minlength=n_items).to(torch.float32)
-        user_keys, order = torch.sort(owners * n_items + items_t)
+        user_keys, key_index = time_order_keys(owners, items_t, n_items, "cooccurrence")
         self.register_buffer("indptr", indptr_t, persistent=False)
         self.register_buffer("items", items_t, persistent=False)
         self.register_buffer("user_keys", user_keys, persistent=False)
-        # where each sorted key's item sits in its user's time order (0 = the user's first item)
-        self.register_buffer("key_position", (torch.arange(len(items_t)) - indptr_t[owners])[order], persistent=False)
+        self.register_buffer("key_index", key_index, persistent=False)  # each key's index into `items`
         self.register_buffer("keys", torch.as_tensor(np.asarray(keys), dtype=torch.int64), persistent=False)
         self.register_buffer("counts", torch.as_tensor(np.asarray(counts), dtype=torch.float32), persistent=False)
         self.register_buffer("norm", users_per_item.clamp(min=1).rsqrt() * (users_per_item > 0), persistent=False)
@@ -77,15 +76,6 @@ class CooccurrenceHead(nn.Module):
         """[N] whether each user had the item."""
         return sorted_lookup(self.user_keys, users * self.n_items + items)[0]
 
-    def _ends(self, users: torch.Tensor, leave_out: torch.Tensor | None) -> torch.Tensor:
-        """[B] how many of each user's items (in time order) come before the scored one: those
-        before `leave_out` where the user had it, else all of them."""
-        ends = self.indptr.index_select(0, users + 1) - self.indptr.index_select(0, users)
-        if leave_out is None:
-            return ends
-        found, index = sorted_lookup(self.user_keys, users * self.n_items + leave_out)
-        return torch.where(found, self.key_position.index_select(0, index), ends)
-
     def _item_weights(
         self, users: torch.Tensor, row: torch.Tensor, flat: torch.Tensor, leave_out: torch.Tensor | None
     ) -> torch.Tensor | None:
@@ -93,8 +83,8 @@ class CooccurrenceHead(nn.Module):
         when every item weighs 1 (recency 1)."""
         if self.recency == 1.0:
             return None
-        position = flat - self.indptr.index_select(0, users).index_select(0, row)
-        age = self._ends(users, leave_out).index_select(0, row) - 1 - position
+        ends = ends_before(self.indptr, self.user_keys, self.key_index, self.n_items, users, leave_out)
+        age = ends.index_select(0, row) - 1 - flat
         return torch.where(age >= 0, self.recency ** age.clamp(min=0).to(torch.float32), 0.0)
 
     def sums(self, users: torch.Tensor, items: torch.Tensor, leave_out: torch.Tensor | None) -> torch.Tensor:
@@ -132,32 +122,24 @@ class CooccurrenceHead(nn.Module):
         matrix, each own co-occurrence taken out of the user's items' entries."""
         row, flat = _each_users_items(self.indptr, users)
         item = self.items.index_select(0, flat)
-        had, mine = self._rows(users, row, flat, item)  # [B, n_items]: 1 where the user had the item; its weight
+        weights = self._item_weights(users, row, flat, None)
+        if weights is None:
+            weights = torch.ones(len(item), device=users.device)
+        had = torch.zeros(len(users), self.n_items, device=users.device)
+        had[row, item] = 1.0  # [B, n_items]: 1 where the user had the item
+        mine = had if self.recency == 1.0 else torch.zeros_like(had).index_put_((row, item), weights)
         # sum over the user's items j of weight_j * row j of the normalised matrix, gathered row by
         # row (a user has few items: a sparse-times-dense product over all items was 15x slower on Grocery_2014)
         starts = self.row_starts.index_select(0, item)
         pair, position = expand_ranges(starts, self.row_starts.index_select(0, item + 1) - starts)
-        weights = mine[row, item].index_select(0, pair)
         sums = torch.zeros(len(users), self.n_items, device=users.device).index_put_(
             (row.index_select(0, pair), self.row_items.index_select(0, position)),
-            self.row_values.index_select(0, position) * weights,
+            self.row_values.index_select(0, position) * weights.index_select(0, pair),
             accumulate=True,
         )
         weighted = mine @ self.norm  # [B]: the user's items' weighted norms
         own = had * self.norm * (weighted[:, None] - mine * self.norm)  # the user's own pairs
         return self.weight * torch.log1p((sums - own).clamp(min=0))
-
-    def _rows(
-        self, users: torch.Tensor, row: torch.Tensor, flat: torch.Tensor, item: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        had = torch.zeros(len(users), self.n_items, device=users.device)
-        had[row, item] = 1.0
-        weights = self._item_weights(users, row, flat, None)
-        if weights is None:
-            return had, had
-        mine = torch.zeros_like(had)
-        mine[row, item] = weights
-        return had, mine
 
 
 def _each_users_items(indptr: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

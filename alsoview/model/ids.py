@@ -76,3 +76,32 @@ def expand_ranges(starts: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Te
         int(lengths.sum()), device=starts.device
     )
     return row, position
+
+
+def time_order_keys(
+    owners: torch.Tensor, items: torch.Tensor, n_items: int, name: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sorted keys ``user * n_items + item``, the index into `items` of each key's item) of a
+    per-user item list in time order; each (user, item) must appear once. `name` is for errors."""
+    keys, index = torch.sort(owners * n_items + items)
+    if len(keys) > 1 and bool((keys[1:] == keys[:-1]).any()):
+        raise ValueError(f"{name} must hold each (user, item) once")
+    return keys, index
+
+
+def ends_before(
+    indptr: torch.Tensor,
+    keys: torch.Tensor,
+    key_index: torch.Tensor,
+    n_items: int,
+    users: torch.Tensor,
+    leave_out: torch.Tensor | None,
+) -> torch.Tensor:
+    """[B] the end (exclusive, an index into the time-ordered items) of each user's items before
+    its `leave_out` item where the user had it (only earlier items precede it), else of all the
+    user's items: how a training positive sees no later item (`time_order_keys`' tables)."""
+    ends = indptr.index_select(0, users + 1)
+    if leave_out is None:
+        return ends
+    found, index = sorted_lookup(keys, users * n_items + leave_out)
+    return torch.where(found, key_index.index_select(0, index), ends)

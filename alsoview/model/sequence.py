@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from alsoview.model.ids import sorted_lookup, user_item_csr_tensors
+from alsoview.model.ids import ends_before, time_order_keys, user_item_csr_tensors
 
 
 class SequenceEncoder(nn.Module):
@@ -39,25 +39,17 @@ class SequenceEncoder(nn.Module):
         indptr, items, owners = user_item_csr_tensors(
             indptr, items_in_time_order, n_users, self.n_items, "user_sequence", 1
         )
-        keys, order = torch.sort(owners * self.n_items + items)
-        if len(keys) > 1 and bool((keys[1:] == keys[:-1]).any()):
-            raise ValueError("user_sequence must hold each (user, item) once")
+        keys, key_index = time_order_keys(owners, items, self.n_items, "user_sequence")
         self.register_buffer("indptr", indptr, persistent=False)
         self.register_buffer("items", items, persistent=False)
         self.register_buffer("keys", keys, persistent=False)  # sorted user * n_items + item
-        # where each key's item sits in its user's time order (0 = the user's first item)
-        self.register_buffer("key_position", (torch.arange(len(items)) - indptr[owners])[order], persistent=False)
+        self.register_buffer("key_index", key_index, persistent=False)  # each key's index into `items`
 
     def window_end(self, users: torch.Tensor, leave_out: torch.Tensor | None) -> torch.Tensor:
         """[B] the end (exclusive, an index into `items`) of each user's window: the user's
         `leave_out` item where the user has it (only earlier items precede it), else the end of
         the user's training items."""
-        ends = self.indptr.index_select(0, users + 1)
-        if leave_out is None or len(self.keys) == 0:
-            return ends
-        keys = users * self.n_items + leave_out
-        hit, found = sorted_lookup(self.keys, keys)
-        return torch.where(hit, self.indptr.index_select(0, users) + self.key_position.index_select(0, found), ends)
+        return ends_before(self.indptr, self.keys, self.key_index, self.n_items, users, leave_out)
 
     def window(self, users: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
         """[B, length] item ids of each user's window, the most recent last, 0 where it is shorter."""
