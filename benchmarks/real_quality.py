@@ -4,6 +4,7 @@ baseline and peer, mean +- std over seeds.
     python benchmarks/real_quality.py                                  # the README's tables: both sets, 3 seeds
     python benchmarks/real_quality.py --datasets magazine              # one set (Magazine: about 40 min here)
     python benchmarks/real_quality.py --datasets grocery --seeds 1 --variants recommended+softmax
+    python benchmarks/real_quality.py --datasets grocery --threads 1 --jobs 2 --resume   # 2 runs at once, go on
     python benchmarks/real_quality.py --datasets generated   # the demo's generated data, not real
 
 Data: the real files in ../shared/data/realworld (or $ALSOVIEW_REALWORLD_DIR), prepared once with
@@ -32,10 +33,14 @@ Prints a Markdown table and writes benchmarks/results/<--out>.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import multiprocessing
 import os
 import statistics
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +230,86 @@ def model_run(
     }
 
 
+def dataset_model_runs(
+    args: argparse.Namespace,
+    dataset: str,
+    prepared: str,
+    inputs: tuple[Any, Any],
+    settings: tuple[int, int, tuple[str, ...]],
+    done: dict[tuple[str, str, float, int], dict[str, Any]],
+    written: Callable[[list[dict[str, Any]]], None],
+) -> list[dict[str, Any]]:
+    """Every (variant, fraction, seed) run of `dataset`, in the variants' order: those in `done`
+    kept, the others run (`--jobs` at a time); `written` gets the runs finished so far after each."""
+    specs = [
+        (variant, fraction, seed)
+        for variant in args.variants.split(",")
+        for fraction in variant_fractions(variant, [float(f) for f in args.fractions.split(",")])
+        for seed in range(args.first_seed, args.first_seed + args.seeds)
+    ]
+    keys = {spec: (dataset, run_label(spec[0], args.set), *spec[1:]) for spec in specs}
+    kept = {spec: done[keys[spec]] for spec in specs if keys[spec] in done}
+    finished: dict[tuple[str, float, int], dict[str, Any]] = {}
+
+    def record(spec: tuple[str, float, int], run: dict[str, Any]) -> None:
+        finished[spec] = {"dataset": dataset, **run}
+        written([finished[s] for s in specs if s in finished])  # in the variants' order, whatever finished first
+        print(
+            f"[bench] {dataset} {run['model']} f={spec[1]:g} seed {spec[2]}: best epoch {run['best_epoch']}  "
+            + "  ".join(f"{m} {run[m]:.4f}" for m in REPORTED)
+            + f"  ({run['seconds']:.0f}s{', kept from the file' if spec in kept else ''})",
+            flush=True,
+        )
+
+    for spec, run in kept.items():
+        record(spec, run)
+    todo = [spec for spec in specs if spec not in kept]
+    if args.jobs > 1 and len(todo) > 1:
+        for spec, run in _runs_in_processes(prepared, todo, settings, args.jobs, args.threads):
+            record(spec, run)
+    else:
+        for spec in todo:
+            record(spec, model_run(*inputs, prepared, *spec, *settings))
+    return [finished[spec] for spec in specs]
+
+
+def _runs_in_processes(
+    prepared: str,
+    specs: list[tuple[str, float, int]],
+    settings: tuple[int, int, tuple[str, ...]],
+    jobs: int,
+    threads: int,
+) -> Iterator[tuple[tuple[str, float, int], dict[str, Any]]]:
+    """(spec, result) of each model run as it finishes, `jobs` at a time in spawned processes of
+    `threads` torch threads each. A run's numbers depend on its seed and settings only (as one
+    process, Grocery's runs reproduce to the last digit), so they equal the sequential ones."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds Ray's threads
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(threads,)) as pool:
+        futures = {pool.submit(_worker_model_run, prepared, *spec, *settings): spec for spec in specs}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _start_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+@functools.cache
+def _worker_inputs(prepared: str) -> tuple[Any, Any]:
+    """A worker's catalog and test cases, loaded once per process (the cases are seeded: the same as the parent's)."""
+    from alsoview.catalog import load_catalog
+    from alsoview.protocols import build_cases
+
+    catalog = load_catalog(prepared)
+    return catalog, build_cases(catalog, "test", seed=0)
+
+
+def _worker_model_run(prepared: str, *spec_and_settings: Any) -> dict[str, Any]:
+    return model_run(*_worker_inputs(prepared), prepared, *spec_and_settings)
+
+
 def summary_rows(runs: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
     rows = []
     for key in dict.fromkeys((r["model"], r["fraction"]) for r in runs):
@@ -248,7 +333,13 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed .. first-seed + seeds - 1")
     parser.add_argument("--epochs", type=int, help="default: the set's (grocery 20, magazine 100)")
     parser.add_argument("--patience", type=int, help="default: the set's (grocery 4, magazine 10)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each model run")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="model runs at once, each in a process of its own (results do not change; their seconds are not speeds)",
+    )
     parser.add_argument("--out", default="real_quality", help="results file name under benchmarks/results/")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for every model run"
@@ -279,22 +370,9 @@ def main() -> None:
         cases = build_cases(catalog, "test", seed=0)
         references = [] if args.no_references else reference_rows(catalog, cases, dataset)
         epochs, patience = args.epochs or EPOCHS[dataset][0], args.patience or EPOCHS[dataset][1]
-        mine = []
-        for variant in args.variants.split(","):
-            for fraction in variant_fractions(variant, [float(f) for f in args.fractions.split(",")]):
-                for seed in range(args.first_seed, args.first_seed + args.seeds):
-                    key = (dataset, run_label(variant, args.set), fraction, seed)
-                    run = done.get(key) or model_run(
-                        catalog, cases, prepared, variant, fraction, seed, epochs, patience, tuple(args.set)
-                    )
-                    mine.append({"dataset": dataset, **run})
-                    _write(args, runs + mine + references, table="(not finished)", complete=False)
-                    print(
-                        f"[bench] {dataset} {run['model']} f={fraction:g} seed {seed}: best epoch {run['best_epoch']}  "
-                        + "  ".join(f"{m} {run[m]:.4f}" for m in REPORTED)
-                        + f"  ({run['seconds']:.0f}s{', kept from the file' if key in done else ''})",
-                        flush=True,
-                    )
+        settings = (epochs, patience, tuple(args.set))
+        written = functools.partial(_write_unfinished, args, list(runs), references)
+        mine = dataset_model_runs(args, dataset, prepared, (catalog, cases), settings, done, written)
         runs += mine + references
         table += summary_rows(mine, dataset) + [{**r, **{m: f"{r[m]:.4f}" for m in REPORTED}} for r in references]
     rendered = print_table(
@@ -308,6 +386,12 @@ def main() -> None:
 
 def _arguments(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k != "resume"}
+
+
+def _write_unfinished(
+    args: argparse.Namespace, before: list[dict[str, Any]], references: list[dict[str, Any]], mine: list[dict[str, Any]]
+) -> None:
+    _write(args, before + mine + references, table="(not finished)", complete=False)
 
 
 def _write(args: argparse.Namespace, runs: list[dict[str, Any]], table: str, complete: bool) -> None:
