@@ -1,6 +1,6 @@
 """Also-view as a positive relation: how many of a user's training items are also-view
 neighbours (in either direction) of a candidate item; and the item co-occurrence counts of the
-users' items (`cooccurrence_counts`, the co-occurrence head's table).
+users' items (`cooccurrence_counts`, `sequence_cooccurrence_counts`: the co-occurrence head's table).
 
 Chorus and KDA (the top of the public Grocery leaderboard) score a candidate up when it is
 related to the user's items through exactly this metadata. On Grocery_2014 this count alone,
@@ -64,15 +64,41 @@ def cooccurrence_counts(indptr: np.ndarray, items: np.ndarray, n_items: int) -> 
     from each user's distinct items as CSR (`user_item_csr`): X^T X off its diagonal, as
     `baselines.CooccurrenceScorer` builds it. Memory: one int64 per ordered pair of a user's
     items while it is built (a user with L items adds L * (L - 1))."""
+    a, b, _ = _ordered_pairs(indptr, items)
+    keys, counts = np.unique(a * n_items + b, return_counts=True)
+    return keys, counts.astype(np.int32)
+
+
+def sequence_cooccurrence_counts(
+    indptr: np.ndarray, items_in_time_order: np.ndarray, n_items: int, proximity: float, forward: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted keys ``a * n_items + b``, weights) over a ≠ b from each user's items in time order
+    (CSR, each item once): a user whose b came g places after a adds proximity^(g - 1), and with
+    `forward` false one whose b came g places before a adds it too. At proximity 1 and forward
+    false this is `cooccurrence_counts`. Under next-item protocols the next item follows the
+    user's last ones: what other users had soon after an item says more than what they had at
+    any time (`model.cooccurrence_proximity`, `model.cooccurrence_forward`). Memory as
+    `cooccurrence_counts`."""
+    a, b, gap = _ordered_pairs(indptr, items_in_time_order)
+    keep = gap > 0 if forward else np.ones(len(gap), dtype=bool)
+    keys, where = np.unique(a[keep] * n_items + b[keep], return_inverse=True)
+    weights = np.bincount(where, weights=proximity ** (np.abs(gap[keep]) - 1.0), minlength=len(keys))
+    return keys, weights
+
+
+def _ordered_pairs(indptr: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, b's place minus a's) of every ordered pair of two different places in a user's CSR
+    items (items distinct per user: a ≠ b)."""
     items = np.asarray(items, dtype=np.int64)
     lengths = np.diff(np.asarray(indptr, dtype=np.int64))
     per_item = np.repeat(lengths, lengths)  # each occurrence pairs with every item of its user
     firsts = np.repeat(np.asarray(indptr[:-1], dtype=np.int64), lengths)
-    a = np.repeat(items, per_item)
+    place = np.arange(len(items)) - firsts  # each item's place in its user's list
     offsets = np.arange(int(per_item.sum())) - np.repeat(np.cumsum(per_item) - per_item, per_item)
+    a = np.repeat(items, per_item)
     b = items[np.repeat(firsts, per_item) + offsets]
-    keys, counts = np.unique((a * n_items + b)[a != b], return_counts=True)
-    return keys, counts.astype(np.int32)
+    gap = offsets - np.repeat(place, per_item)
+    return a[gap != 0], b[gap != 0], gap[gap != 0]
 
 
 def count_rows(keys: np.ndarray, counts: np.ndarray, users: np.ndarray, n_items: int) -> np.ndarray:

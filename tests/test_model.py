@@ -20,7 +20,7 @@ from alsoview.model import (
     to_known_ids,
 )
 from alsoview.optim import MixedOptimizer, build_optimizer
-from alsoview.relations import Neighbours, cooccurrence_counts, relation_counts
+from alsoview.relations import Neighbours, relation_counts
 
 N_USERS, N_ITEMS, N_BRANDS, TEXT_DIM = 5, 7, 3, 10
 
@@ -65,12 +65,8 @@ def make_model(config: ModelConfig = ModelConfig(), text_dim: int = TEXT_DIM, se
         # the history's order taken as the time order
         user_sequence=(HISTORY_INDPTR, HISTORY_ITEMS) if config.user_sequence else None,
         also_buy_relations=relation_inputs(ALSO_BUY_INDPTR, ALSO_BUY_ITEMS) if config.also_buy_relation else None,
-        cooccurrence=cooccurrence_inputs() if config.cooccurrence_relation else None,
+        cooccurrence=(HISTORY_INDPTR, HISTORY_ITEMS) if config.cooccurrence_relation else None,
     )
-
-
-def cooccurrence_inputs() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    return HISTORY_INDPTR, HISTORY_ITEMS, *cooccurrence_counts(HISTORY_INDPTR, HISTORY_ITEMS, N_ITEMS)
 
 
 def batch(size: int = 16, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -263,6 +259,15 @@ QUALITY_SWITCHES = [
     ModelConfig(user_sequence=3, sequence_blocks=2, user_id=False, dot_product=True, mlp=False, user_history=True),
     ModelConfig(user_history=True, dot_product=True, mlp=False, also_view_relation=True, cooccurrence_relation=True),
     ModelConfig(user_history=True, dot_product=True, mlp=False, cooccurrence_relation=True, cooccurrence_recency=0.6),
+    ModelConfig(
+        user_history=True,
+        dot_product=True,
+        mlp=False,
+        cooccurrence_relation=True,
+        cooccurrence_recency=0.6,
+        cooccurrence_proximity=0.7,
+        cooccurrence_forward=True,
+    ),
 ]
 
 
@@ -273,6 +278,7 @@ def switch_id(c: ModelConfig) -> str:
         f"f{c.item_features:d}u{c.user_id:d}r{c.also_view_relation:d}{c.also_buy_relation:d}{c.cooccurrence_relation:d}"
         f"s{c.user_sequence}b{c.sequence_blocks}"
         f"w{'-'.join(map(str, c.hidden_dims))}"
+        f"c{c.cooccurrence_recency:g}-{c.cooccurrence_proximity:g}-{c.cooccurrence_forward:d}"
     )
 
 

@@ -25,7 +25,13 @@ from alsoview.config import load_config
 from alsoview.errors import UserError
 from alsoview.losses import GroupedBinaryCrossEntropy, build_loss
 from alsoview.model import ModelConfig
-from alsoview.relations import Neighbours, cooccurrence_counts, count_rows, relation_counts
+from alsoview.relations import (
+    Neighbours,
+    cooccurrence_counts,
+    count_rows,
+    relation_counts,
+    sequence_cooccurrence_counts,
+)
 
 NEIGHBOURS = Neighbours.from_also_view(N_ITEMS, ALSO_VIEW_INDPTR, ALSO_VIEW_ITEMS)
 
@@ -158,43 +164,73 @@ def test_the_cooccurrence_head_is_the_peer_without_the_users_own_cooccurrences()
     assert (peer[never_had] > 0).any() and head.weight.requires_grad and len(list(head.parameters())) == 1
 
 
-def brute_recency_score(user: int, item: int, leave_out: int | None, recency: float) -> float:
+def in_time_order(user: int) -> list[int]:
+    """The test data's time order is HISTORY_ITEMS' order."""
+    return HISTORY_ITEMS[HISTORY_INDPTR[user] : HISTORY_INDPTR[user + 1]].tolist()
+
+
+def own_share(user: int, j: int, i: int, proximity: float = 1.0, forward: bool = False) -> float:
+    """What `user` added to C[j, i]: proximity^(g - 1) for i g places after j (or before, unless forward)."""
+    order = in_time_order(user)
+    if j == i or j not in order or i not in order:
+        return 0.0
+    gap = order.index(i) - order.index(j)
+    return 0.0 if forward and gap < 0 else proximity ** (abs(gap) - 1)
+
+
+def brute_sequence_cooccurrence(proximity: float, forward: bool) -> np.ndarray:
+    """[N_ITEMS, N_ITEMS]: every user's own shares summed."""
+    both = np.zeros((N_ITEMS, N_ITEMS))
+    for user in range(N_USERS):
+        for a in in_time_order(user):
+            for b in in_time_order(user):
+                both[a, b] += own_share(user, a, b, proximity, forward)
+    return both
+
+
+def brute_recency_score(
+    user: int, item: int, leave_out: int | None, recency: float, proximity: float = 1.0, forward: bool = False
+) -> float:
     """log(1 + sum over the user's items before `leave_out` in time order (all of them without
-    it), the k-th most recent weighted recency^k, of (C[j, item] minus the user's own
-    co-occurrence) / sqrt(n_j n_item)). The test data's time order is HISTORY_ITEMS' order."""
-    both = brute_cooccurrence()
+    it), the k-th most recent weighted recency^k, of (C[j, item] minus the user's own share of
+    it) / sqrt(n_j n_item)); C counts pairs by `proximity` and `forward` (at 1 and false: users
+    who had both)."""
+    both = brute_sequence_cooccurrence(proximity, forward)
     had = np.bincount(HISTORY_ITEMS, minlength=N_ITEMS)
-    in_order = HISTORY_ITEMS[HISTORY_INDPTR[user] : HISTORY_INDPTR[user + 1]].tolist()
+    in_order = in_time_order(user)
     earlier = in_order[: in_order.index(leave_out)] if leave_out in in_order else in_order
-    own = 1.0 if item in in_order else 0.0
     total = sum(
-        recency**k * (both[j, item] - own) / np.sqrt(had[j] * had[item])
+        recency**k * (both[j, item] - own_share(user, j, item, proximity, forward)) / np.sqrt(had[j] * had[item])
         for k, j in enumerate(reversed(earlier))
         if j != item
     )
     return float(np.log1p(total))
 
 
-def test_the_recency_weighted_cooccurrence_head_sees_only_earlier_items_most_recent_first():
-    """With model.cooccurrence_recency below 1 a training positive is scored from its user's
-    items before it only (nothing later leaks in), the most recent weighted most; in scoring every
-    item the user had counts, and score_all agrees with pair-by-pair scores."""
-    recency = 0.5
+def assert_head_matches_the_brute_force(settings: dict, leave_outs: tuple[str, ...]) -> None:
+    """Pair scores against `brute_recency_score` (with `leave_out` each of None, every user's
+    middle item, every user's last one), and score_all against pair scores."""
+    recency = settings.get("cooccurrence_recency", 1.0)
     model = make_model(
-        ModelConfig(
-            user_history=True, dot_product=True, mlp=False, cooccurrence_relation=True, cooccurrence_recency=recency
-        )
+        ModelConfig(user_history=True, dot_product=True, mlp=False, cooccurrence_relation=True, **settings)
     )
     head = model.heads["cooccurrence"]
     users = torch.arange(1, N_USERS).repeat_interleave(N_ITEMS - 1)
     items = torch.arange(1, N_ITEMS).repeat(N_USERS - 1)
     starts, ends = HISTORY_INDPTR[users.numpy()], HISTORY_INDPTR[users.numpy() + 1]
-    middles = torch.as_tensor(HISTORY_ITEMS[(starts + ends) // 2])  # a positive with items before and after it
-    lasts = torch.as_tensor(HISTORY_ITEMS[ends - 1])
-    for leave_out in (None, middles, lasts):
+    chosen = {
+        "none": None,
+        "middle": torch.as_tensor(HISTORY_ITEMS[(starts + ends) // 2]),  # a positive with items before and after it
+        "last": torch.as_tensor(HISTORY_ITEMS[ends - 1]),
+    }
+    proximity, forward = settings.get("cooccurrence_proximity", 1.0), settings.get("cooccurrence_forward", False)
+    for name in leave_outs:
+        leave_out = chosen[name]
         got = head.score(None, items, model.item_tower, users=users, leave_out=leave_out).detach().numpy()
         expected = [
-            brute_recency_score(int(u), int(i), None if leave_out is None else int(leave_out[k]), recency)
+            brute_recency_score(
+                int(u), int(i), None if leave_out is None else int(leave_out[k]), recency, proximity, forward
+            )
             for k, (u, i) in enumerate(zip(users, items))
         ]
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
@@ -204,10 +240,46 @@ def test_the_recency_weighted_cooccurrence_head_sees_only_earlier_items_most_rec
     np.testing.assert_allclose(every[:, 1:], pairs, rtol=1e-5, atol=1e-6)
 
 
-def test_cooccurrence_recency_must_be_in_zero_one():
+def test_the_recency_weighted_cooccurrence_head_sees_only_earlier_items_most_recent_first():
+    """With model.cooccurrence_recency below 1 a training positive is scored from its user's
+    items before it only (nothing later leaks in), the most recent weighted most; in scoring every
+    item the user had counts, and score_all agrees with pair-by-pair scores."""
+    assert_head_matches_the_brute_force({"cooccurrence_recency": 0.5}, ("none", "middle", "last"))
+
+
+def test_sequence_cooccurrence_counts_match_a_brute_force_count_and_are_the_plain_counts_at_one():
+    for proximity, forward in ((0.5, False), (0.5, True), (1.0, True), (1.0, False)):
+        keys, weights = sequence_cooccurrence_counts(HISTORY_INDPTR, HISTORY_ITEMS, N_ITEMS, proximity, forward)
+        dense = np.zeros((N_ITEMS, N_ITEMS))
+        dense[keys // N_ITEMS, keys % N_ITEMS] = weights
+        np.testing.assert_allclose(dense, brute_sequence_cooccurrence(proximity, forward), rtol=1e-12)
+        assert (np.diff(keys) > 0).all() and (weights > 0).all()
+    plain_keys, plain_counts = cooccurrence_counts(HISTORY_INDPTR, HISTORY_ITEMS, N_ITEMS)
+    np.testing.assert_array_equal(keys, plain_keys)
+    np.testing.assert_array_equal(weights, plain_counts)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"cooccurrence_proximity": 0.5},
+        {"cooccurrence_proximity": 0.5, "cooccurrence_forward": True, "cooccurrence_recency": 0.5},
+        {"cooccurrence_forward": True},
+    ],
+    ids=["proximity", "proximity-forward-recency", "forward"],
+)
+def test_the_head_counting_pairs_by_their_places_leaves_the_users_own_share_out(settings):
+    """With model.cooccurrence_proximity or cooccurrence_forward the table weighs each user's pair
+    by its places in the user's time order; the user's own share of it is taken out by the same
+    rule (no label leak), as the brute force does it, in training and in scoring."""
+    assert_head_matches_the_brute_force(settings, ("none", "middle", "last"))
+
+
+@pytest.mark.parametrize("key", ["cooccurrence_recency", "cooccurrence_proximity"])
+def test_cooccurrence_weights_must_be_in_zero_one(key):
     for bad in ("0", "1.5", "-0.2"):
-        with pytest.raises(UserError, match=r"model.cooccurrence_recency"):
-            load_config(None, [f"model.cooccurrence_recency={bad}"])
+        with pytest.raises(UserError, match=rf"model.{key}"):
+            load_config(None, [f"model.{key}={bad}"])
 
 
 def test_the_cooccurrence_head_trains_on_groups():

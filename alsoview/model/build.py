@@ -26,7 +26,7 @@ from alsoview.model.relation_head import RelationHead
 from alsoview.model.scorer import TowerModel
 from alsoview.model.sequence import SequenceEncoder, sequence_blocks
 from alsoview.model.towers import ItemTower, UserTower
-from alsoview.relations import UserRelations, cooccurrence_counts, user_item_csr
+from alsoview.relations import UserRelations, cooccurrence_counts, sequence_cooccurrence_counts, user_item_csr
 
 if TYPE_CHECKING:
     from alsoview.catalog import Catalog
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 def build_model(catalog: "Catalog", config: "Config") -> TowerModel:
     """The configured model over a prepared dataset's vocabulary and item features."""
     m = config.model
-    needs_history = m.user_history or m.also_view_relation or m.also_buy_relation or m.cooccurrence_relation
+    needs_history = m.user_history or m.also_view_relation or m.also_buy_relation
     history = training_history(catalog) if needs_history else None
     also_view = catalog.sampling.also_view_indptr, catalog.sampling.also_view_indices
     also_buy = catalog.also_buy_indptr, catalog.also_buy_indices
@@ -55,9 +55,7 @@ def build_model(catalog: "Catalog", config: "Config") -> TowerModel:
         relations=relation_tables(catalog, history, *also_view) if m.also_view_relation else None,
         also_buy_relations=relation_tables(catalog, history, *also_buy) if m.also_buy_relation else None,
         user_sequence=training_sequence(catalog) if config.model.user_sequence else None,
-        cooccurrence=(*training_sequence(catalog), *cooccurrence_counts(*history, catalog.n_items))
-        if m.cooccurrence_relation
-        else None,
+        cooccurrence=training_sequence(catalog) if m.cooccurrence_relation else None,
     )
 
 
@@ -75,7 +73,7 @@ def build_tower_model(
     relations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     user_sequence: tuple[np.ndarray, np.ndarray] | None = None,
     also_buy_relations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-    cooccurrence: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    cooccurrence: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TowerModel:
     """Towers and heads for `config` over these vocabularies and feature tables."""
     if min(n_users, n_items, n_brands) < 1 or text_dim < 0:
@@ -87,7 +85,7 @@ def build_tower_model(
     if config.also_buy_relation and also_buy_relations is None:
         raise ValueError("model.also_buy_relation needs also_buy_relations=(keys, counts, neighbour keys)")
     if config.cooccurrence_relation and cooccurrence is None:
-        raise ValueError("model.cooccurrence_relation needs cooccurrence=(indptr, items in time order, keys, counts)")
+        raise ValueError("model.cooccurrence_relation needs the users' training items in time order: training_sequence")
     if config.user_sequence and user_sequence is None:
         raise ValueError("model.user_sequence needs the users' training items in time order: training_sequence")
     features = ItemFeatures(n_brands, item_brand, item_price, item_price_missing, item_text, text_dim)
@@ -128,7 +126,13 @@ def build_tower_model(
         heads["also_buy"] = RelationHead(n_items, *also_buy_relations)
     if config.cooccurrence_relation:
         heads["cooccurrence"] = CooccurrenceHead(  # no random draws
-            n_users, n_items, *cooccurrence, recency=config.cooccurrence_recency
+            n_users,
+            n_items,
+            *cooccurrence,
+            *cooccurrence_table(*cooccurrence, n_items, config),
+            recency=config.cooccurrence_recency,
+            proximity=config.cooccurrence_proximity,
+            forward=config.cooccurrence_forward,
         )
     sequence = None
     if config.user_sequence:  # drawn last: the other parts keep every seed's initial weights
@@ -152,6 +156,19 @@ def training_sequence(catalog: "Catalog") -> tuple[np.ndarray, np.ndarray]:
     order = np.lexsort((train.items, train.times, train.users))
     counts = np.bincount(train.users, minlength=catalog.n_users)
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), train.items[order]
+
+
+def cooccurrence_table(
+    indptr: np.ndarray, items_in_time_order: np.ndarray, n_items: int, config: ModelConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The co-occurrence head's item-pair keys and counts from the users' items in time order:
+    users who had both, or with `cooccurrence_proximity` below 1 or `cooccurrence_forward`, each
+    user's pair weighted by its places (the head takes the user's own share out by the same rule)."""
+    if config.cooccurrence_proximity == 1.0 and not config.cooccurrence_forward:
+        return cooccurrence_counts(indptr, items_in_time_order, n_items)
+    return sequence_cooccurrence_counts(
+        indptr, items_in_time_order, n_items, config.cooccurrence_proximity, config.cooccurrence_forward
+    )
 
 
 def relation_tables(

@@ -47,9 +47,14 @@ class CooccurrenceHead(nn.Module):
         keys: np.ndarray,
         counts: np.ndarray,
         recency: float = 1.0,
+        proximity: float = 1.0,
+        forward: bool = False,
     ) -> None:
         super().__init__()
         self.n_users, self.n_items, self.recency = n_users, n_items, float(recency)
+        # how `counts` weighed a user's pair of items (relations.sequence_cooccurrence_counts):
+        # the user's own share of each count is taken out with the same rule
+        self.proximity, self.forward = float(proximity), bool(forward)
         # Starts at 1: with the other heads near 0 at their start, the model first ranks as the peer
         # does (log1p keeps its order), then learns from there. From 0 the weight moved too little
         # on a small set (Magazine: about 1,500 Adam steps of at most lr 0.001 each) to matter.
@@ -72,9 +77,11 @@ class CooccurrenceHead(nn.Module):
         self.register_buffer("row_items", second, persistent=False)
         self.register_buffer("row_values", self.counts * self.norm[first] * self.norm[second], persistent=False)
 
-    def _has(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """[N] whether each user had the item."""
-        return sorted_lookup(self.user_keys, users * self.n_items + items)[0]
+    def _own_share(self, gap: torch.Tensor, had_both: torch.Tensor) -> torch.Tensor:
+        """A user's own share of C[j, i] for the user's items j and i, i `gap` places after j in
+        the user's time order (`gap` 0: the same item, no share)."""
+        counted = had_both & ((gap > 0) if self.forward else (gap != 0))
+        return torch.where(counted, self.proximity ** (gap.abs() - 1).clamp(min=0).to(torch.float32), 0.0)
 
     def _item_weights(
         self, users: torch.Tensor, row: torch.Tensor, flat: torch.Tensor, leave_out: torch.Tensor | None
@@ -94,7 +101,9 @@ class CooccurrenceHead(nn.Module):
         mine, candidate = self.items.index_select(0, flat), items.index_select(0, row)
         found, index = sorted_lookup(self.keys, mine * self.n_items + candidate)
         count = torch.where(found, self.counts.index_select(0, index), 0.0)
-        count = count - self._has(users, items).index_select(0, row).to(count.dtype) * (mine != candidate)
+        had, place = sorted_lookup(self.user_keys, users * self.n_items + items)  # the scored item's place, if had
+        gap = self.key_index.index_select(0, place).index_select(0, row) - flat
+        count = count - self._own_share(gap, had.index_select(0, row))
         if leave_out is not None:
             count = count * (mine != leave_out.index_select(0, row))
         value = count.clamp(min=0) * self.norm.index_select(0, mine) * self.norm.index_select(0, candidate)
@@ -137,9 +146,27 @@ class CooccurrenceHead(nn.Module):
             self.row_values.index_select(0, position) * weights.index_select(0, pair),
             accumulate=True,
         )
-        weighted = mine @ self.norm  # [B]: the user's items' weighted norms
-        own = had * self.norm * (weighted[:, None] - mine * self.norm)  # the user's own pairs
+        if self.proximity == 1.0 and not self.forward:  # every own pair counts 1: in closed form
+            weighted = mine @ self.norm  # [B]: the user's items' weighted norms
+            own = had * self.norm * (weighted[:, None] - mine * self.norm)
+        else:
+            own = self._own_rows(users, row, flat, weights)
         return self.weight * torch.log1p((sums - own).clamp(min=0))
+
+    def _own_rows(
+        self, users: torch.Tensor, row: torch.Tensor, flat: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        """[B, n_items] each user's own share of `score_all`'s sums: over every pair (j, i) of the
+        user's items, weight_j * own share * norm_j * norm_i at i."""
+        starts = self.indptr.index_select(0, users).index_select(0, row)
+        lengths = self.indptr.index_select(0, users + 1).index_select(0, row) - starts
+        entry, other = expand_ranges(starts, lengths)  # each item j of a user (entry) with each of its items
+        j, i = self.items.index_select(0, flat.index_select(0, entry)), self.items.index_select(0, other)
+        share = self._own_share(other - flat.index_select(0, entry), torch.ones_like(other, dtype=torch.bool))
+        value = weights.index_select(0, entry) * share * self.norm.index_select(0, j) * self.norm.index_select(0, i)
+        return torch.zeros(len(users), self.n_items, device=users.device).index_put_(
+            (row.index_select(0, entry), i), value, accumulate=True
+        )
 
 
 def _each_users_items(indptr: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
