@@ -3,11 +3,15 @@ order of a user's items says under the leave-one-out protocol, before any traini
 
     python benchmarks/recency_peer.py                       # Grocery_2014 and Magazine, r = 1 .. 0.2
     python benchmarks/recency_peer.py --datasets magazine --recency 1,0.8
+    python benchmarks/recency_peer.py --recency 1,0.6,0.4 --proximity 1,0.8 --order any,forward
 
 The scorer is the model's own co-occurrence head (`model.cooccurrence_relation`,
 `model.cooccurrence_recency` r) at its starting weight 1, untrained: log(1 + s) ranks as s, the
 co-occurrence peer's score with the k-th most recent of the user's items weighted r^k. At r = 1 it
-is the `cooccurrence` baseline (same numbers). Test split, every scorer knowing the user's train
+is the `cooccurrence` baseline (same numbers). `--proximity` p and `--order` set how the head's
+table counts a user's pair of items g places apart in time order (`model.cooccurrence_proximity`:
+p^(g - 1); `model.cooccurrence_forward` with order `forward`: only pairs whose scored item came
+after); p 1 and order `any` is the peer's users-who-had-both. Test split, every scorer knowing the user's train
 and validation items (`Catalog.inputs_for("test")`); protocols `full` and `sampled99`.
 Datasets are real_quality.py's (prepared once with the hashing text encoder).
 
@@ -39,7 +43,9 @@ class HeadScorer:
             return head.score_all(None, self.model.item_tower, users=torch.as_tensor(users)).numpy()
 
 
-def recency_row(catalog: Any, cases: Any, recency: float) -> dict[str, float]:
+def recency_row(
+    catalog: Any, cases: Any, recency: float, proximity: float = 1.0, forward: bool = False
+) -> dict[str, float]:
     import numpy as np
 
     from alsoview.config import load_config
@@ -51,6 +57,8 @@ def recency_row(catalog: Any, cases: Any, recency: float) -> dict[str, float]:
         [
             "model.cooccurrence_relation=true",
             f"model.cooccurrence_recency={recency}",
+            f"model.cooccurrence_proximity={proximity}",
+            f"model.cooccurrence_forward={str(forward).lower()}",
             "model.user_history=true",
             "model.dot_product=true",
             "model.mlp=false",
@@ -66,6 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="grocery,magazine")
     parser.add_argument("--recency", default="1,0.8,0.6,0.4,0.2", help="comma-separated r in (0, 1]")
+    parser.add_argument("--proximity", default="1", help="comma-separated p in (0, 1]")
+    parser.add_argument("--order", default="any", help="comma-separated: any, forward")
     parser.add_argument("--out", default="recency_peer")
     args = parser.parse_args()
 
@@ -77,14 +87,28 @@ def main() -> None:
     for dataset in args.datasets.split(","):
         catalog = load_catalog(prepared_dataset(dataset))
         cases = build_cases(catalog, "test", seed=0)
-        for recency in (float(r) for r in args.recency.split(",")):
-            row = {"dataset": dataset, "recency": recency, **recency_row(catalog, cases, recency)}
-            print(f"[bench] {dataset} r={recency:g}: " + "  ".join(f"{m} {row[m]:.4f}" for m in METRICS), flush=True)
-            rows.append(row)
+        for order in args.order.split(","):
+            if order not in ("any", "forward"):
+                raise SystemExit(f"--order: {order!r} is not one of any, forward")
+            for proximity in (float(p) for p in args.proximity.split(",")):
+                for recency in (float(r) for r in args.recency.split(",")):
+                    row = {
+                        "dataset": dataset,
+                        "recency": recency,
+                        "proximity": proximity,
+                        "order": order,
+                        **recency_row(catalog, cases, recency, proximity, order == "forward"),
+                    }
+                    print(
+                        f"[bench] {dataset} r={recency:g} p={proximity:g} {order}: "
+                        + "  ".join(f"{m} {row[m]:.4f}" for m in METRICS),
+                        flush=True,
+                    )
+                    rows.append(row)
     table = print_table(
-        "The co-occurrence peer weighted by recency (test split, leave-one-out)",
+        "The co-occurrence peer weighted by recency and by the pairs' places (test split, leave-one-out)",
         [{**r, **{m: f"{r[m]:.4f}" for m in METRICS}} for r in rows],
-        ["dataset", "recency", *METRICS],
+        ["dataset", "recency", "proximity", "order", *METRICS],
     )
     write_json(args.out, {"rows": rows, "table": table, "args": vars(args)})
 
