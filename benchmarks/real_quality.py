@@ -24,7 +24,7 @@ A variant is a base and any of the switches after it, joined by `+` (`recommende
   512); `recommended` (the model, sampling and training settings of configs/video_games.yaml);
   `recommended-no-features` (the same without brand, price and description inputs);
 - switches: see SWITCHES below (`softmax`, `no-also-view`, `harder-of-2`, `cooccurrence-head`,
-  `sequence`, `recency`). A variant whose switches set the also-view fraction runs at that fraction only;
+  `sequence`, `recency`, `forward`). A variant whose switches set the also-view fraction runs at that fraction only;
   the others run at every --fractions value.
 
 Prints a Markdown table and writes benchmarks/results/<--out>.json.
@@ -73,6 +73,12 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     "sequence": ("model.user_sequence=20",),  # the user's last 20 items in order
     # the co-occurrence head weighing the user's items by recency (the k-th most recent 0.5^k)
     "recency": ("model.cooccurrence_relation=true", "model.cooccurrence_recency=0.5"),
+    # the co-occurrence head's table counting what other users had after an item, the nearer the more (0.8^(g-1))
+    "forward": (
+        "model.cooccurrence_relation=true",
+        "model.cooccurrence_proximity=0.8",
+        "model.cooccurrence_forward=true",
+    ),
 }
 # The README's "Quality on real data" rows (the default run)
 README_VARIANTS = (
