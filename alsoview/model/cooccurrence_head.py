@@ -21,6 +21,12 @@ most recent). Under next-item protocols the last items say the most: this head u
 co-occurrence peer weighted this way, ranks Grocery's test items at full NDCG@10 0.0428 (r 0.4)
 against 0.0323 with every item the same, Magazine's at 0.2994 (r 0.8) against 0.2750
 (leave-one-out; benchmarks/recency_peer.py).
+
+With `model.cooccurrence_proximity` p below 1 or `model.cooccurrence_forward`, C counts each user's
+pair of items by their places in the user's time order (p^(g - 1) for g places apart; forward: only
+pairs whose scored item came after; relations.sequence_cooccurrence_counts), and the user's own
+share taken out of C is the user's own pair by the same rule. Untrained, p 0.8 forward at r 0.6
+ranks Grocery's test items at 0.0532 (0.0426 counting every pair the same).
 """
 
 from __future__ import annotations
