@@ -92,6 +92,7 @@ README_VARIANTS = (
     "recommended+harder-of-2+cooccurrence-head",
     "recommended+softmax+cooccurrence-head",
     "recommended+softmax+recency",
+    "recommended+softmax+recency+forward",
     "recommended+softmax+sequence",
 )
 REPORTED = (
