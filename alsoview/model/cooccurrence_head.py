@@ -104,6 +104,10 @@ class CooccurrenceHead(nn.Module):
         """s(u, i) [N] of (user, item) pairs without the user's own co-occurrences, the `leave_out`
         item [N] not counted among the user's items (with recency below 1: nor any later item)."""
         row, flat = _each_users_items(self.indptr, users)
+        weights = self._item_weights(users, row, flat, leave_out)
+        if weights is not None:  # recency: no lookups for the items from the scored one on (they weigh 0)
+            kept = weights > 0
+            row, flat, weights = row[kept], flat[kept], weights[kept]
         mine, candidate = self.items.index_select(0, flat), items.index_select(0, row)
         found, index = sorted_lookup(self.keys, mine * self.n_items + candidate)
         count = torch.where(found, self.counts.index_select(0, index), 0.0)
@@ -113,7 +117,6 @@ class CooccurrenceHead(nn.Module):
         if leave_out is not None:
             count = count * (mine != leave_out.index_select(0, row))
         value = count.clamp(min=0) * self.norm.index_select(0, mine) * self.norm.index_select(0, candidate)
-        weights = self._item_weights(users, row, flat, leave_out)
         if weights is not None:
             value = value * weights
         return torch.zeros(len(users), device=users.device).index_add_(0, row, value)
