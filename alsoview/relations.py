@@ -79,6 +79,9 @@ def sequence_cooccurrence_counts(
     user's last ones: what other users had soon after an item says more than what they had at
     any time (`model.cooccurrence_proximity`, `model.cooccurrence_forward`). Memory as
     `cooccurrence_counts`."""
+    if proximity == 1.0 and not forward:  # every pair counts 1: the plain counts, without the weights' passes
+        keys, counts = cooccurrence_counts(indptr, items_in_time_order, n_items)
+        return keys, counts.astype(np.float64)
     a, b, gap = _ordered_pairs(indptr, items_in_time_order)
     keep = gap > 0 if forward else np.ones(len(gap), dtype=bool)
     keys, where = np.unique(a[keep] * n_items + b[keep], return_inverse=True)

@@ -215,8 +215,8 @@ class ModelConfig:
     # cooccurrence_proximity p: a pair g places apart counts p^(g - 1) (1: every pair counts 1, the
     # peer's users-who-had-both). cooccurrence_forward: only pairs whose scored item came after
     # the user's item (what other users had next). Next-item protocols reward both: the head
-    # untrained, at recency 0.4, ranks Grocery_2014's test items at full NDCG@10 0.0526 with p 0.8
-    # forward, 0.0432 counting every pair (relations.sequence_cooccurrence_counts).
+    # untrained, at recency 0.6, ranks Grocery_2014's test items at full NDCG@10 0.0532 with p 0.8
+    # forward, 0.0426 counting every pair (benchmarks/results/recency_peer-places.json).
     cooccurrence_proximity: float = 1.0
     cooccurrence_forward: bool = False
     # The user vector adds the user's last `user_sequence` training items in time order through

@@ -26,7 +26,7 @@ from alsoview.model.relation_head import RelationHead
 from alsoview.model.scorer import TowerModel
 from alsoview.model.sequence import SequenceEncoder, sequence_blocks
 from alsoview.model.towers import ItemTower, UserTower
-from alsoview.relations import UserRelations, cooccurrence_counts, sequence_cooccurrence_counts, user_item_csr
+from alsoview.relations import UserRelations, sequence_cooccurrence_counts, user_item_csr
 
 if TYPE_CHECKING:
     from alsoview.catalog import Catalog
@@ -129,7 +129,10 @@ def build_tower_model(
             n_users,
             n_items,
             *cooccurrence,
-            *cooccurrence_table(*cooccurrence, n_items, config),
+            # the table counts pairs as the head takes the user's own share out (proximity, forward)
+            *sequence_cooccurrence_counts(
+                *cooccurrence, n_items, config.cooccurrence_proximity, config.cooccurrence_forward
+            ),
             recency=config.cooccurrence_recency,
             proximity=config.cooccurrence_proximity,
             forward=config.cooccurrence_forward,
@@ -156,19 +159,6 @@ def training_sequence(catalog: "Catalog") -> tuple[np.ndarray, np.ndarray]:
     order = np.lexsort((train.items, train.times, train.users))
     counts = np.bincount(train.users, minlength=catalog.n_users)
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), train.items[order]
-
-
-def cooccurrence_table(
-    indptr: np.ndarray, items_in_time_order: np.ndarray, n_items: int, config: ModelConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """The co-occurrence head's item-pair keys and counts from the users' items in time order:
-    users who had both, or with `cooccurrence_proximity` below 1 or `cooccurrence_forward`, each
-    user's pair weighted by its places (the head takes the user's own share out by the same rule)."""
-    if config.cooccurrence_proximity == 1.0 and not config.cooccurrence_forward:
-        return cooccurrence_counts(indptr, items_in_time_order, n_items)
-    return sequence_cooccurrence_counts(
-        indptr, items_in_time_order, n_items, config.cooccurrence_proximity, config.cooccurrence_forward
-    )
 
 
 def relation_tables(
