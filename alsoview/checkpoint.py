@@ -120,22 +120,13 @@ class SavedCheckpoint:
     vocabulary: dict[str, int]
     config: Config
     state: LoopState
-    model_format: int = MODEL_FORMAT  # 1: the first single-class model (its weights still load)
 
     def check_resumable(self, where: Path | str, vocabulary: dict[str, int]) -> None:
-        """Training continues from this checkpoint only on the same dataset (its vocabulary
-        sizes) and model format: an older format's optimiser state follows another parameter
-        order (its weights still load for evaluate and recommend)."""
+        """Training continues from this checkpoint only on the same dataset (its vocabulary sizes)."""
         if self.vocabulary != vocabulary:
             raise UserError(
                 f"{where} was trained on another dataset (vocabulary {self.vocabulary} vs {vocabulary}); "
                 f"use another train.run_name"
-            )
-        if self.model_format != MODEL_FORMAT:
-            raise UserError(
-                f"{where} was written by model format {self.model_format} (this alsoview writes "
-                f"{MODEL_FORMAT}, the model built from parts): its weights load for evaluate and recommend, "
-                f"but training cannot continue from it; use another train.run_name"
             )
 
 
@@ -144,7 +135,7 @@ def load_checkpoint(folder: str | Path) -> SavedCheckpoint:
     state = LoopState(**raw["loop"], best_model_state=raw["best_model"], history=raw["history"])
     state.resumed_from_epoch = state.epoch
     config = config_from_dict(raw["config"])
-    return SavedCheckpoint(raw["model"], raw["optimizer"], raw["vocabulary"], config, state, raw.get("model_format", 1))
+    return SavedCheckpoint(raw["model"], raw["optimizer"], raw["vocabulary"], config, state)
 
 
 def checkpoint_dirs(run_storage: str | Path) -> list[Path]:
@@ -162,6 +153,8 @@ def latest_checkpoint(run_storage: str | Path) -> tuple[Path, SavedCheckpoint] |
     for folder in reversed(checkpoint_dirs(run_storage)):
         try:
             return folder, load_checkpoint(folder)
+        except OlderFormatError:
+            raise  # a run of an older model format: training over it would mix two models
         except UserError as exc:
             log.warning("skipping a checkpoint that does not load: %s", exc)
     return None
@@ -205,7 +198,7 @@ def write_run_outputs(run_dir: Path, checkpoint: SavedCheckpoint, dataset: str) 
             "vocabulary": checkpoint.vocabulary,
             "config": plain(checkpoint.config.to_dict()),
             "epoch": state.best_epoch,
-            "model_format": checkpoint.model_format,
+            "model_format": MODEL_FORMAT,
         },
         run_dir / MODEL_FILE,
     )
@@ -243,6 +236,10 @@ def load_saved_model(run_dir: str | Path) -> SavedModel:
     return SavedModel(raw["model"], raw["vocabulary"], config_from_dict(raw["config"]), int(raw["epoch"]))
 
 
+class OlderFormatError(UserError):
+    """A run file another model format wrote: never skipped as if it were damaged."""
+
+
 def _load(path: Path) -> dict[str, Any]:
     """A run file, loaded as tensors and plain data only; anything else is refused in one line."""
     try:
@@ -251,4 +248,10 @@ def _load(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: not a readable alsoview run file ({first_line(exc)})") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: not an alsoview run file")
+    written = raw.get("model_format", 1)
+    if written != MODEL_FORMAT:
+        raise OlderFormatError(
+            f"{path}: written by an older alsoview (model format {written}, this one reads {MODEL_FORMAT}); "
+            f"train it again (a new train.run_name, or remove the run folder)"
+        )
     return raw

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from alsoview.checkpoint import LoopState, load_checkpoint, load_saved_model, save_checkpoint
+from alsoview.checkpoint import LoopState, latest_checkpoint, load_checkpoint, load_saved_model, save_checkpoint
 from alsoview.config import load_config
 from alsoview.errors import UserError
 
@@ -56,16 +56,17 @@ def test_a_truncated_run_file_is_one_clear_error(tmp_path):
         load_saved_model(tmp_path)
 
 
-def test_a_first_format_checkpoint_loads_but_training_does_not_continue_from_it(tmp_path):
-    save_checkpoint(tmp_path, {"w": torch.ones(2)}, {}, LoopState(epoch=3), load_config(None, []), {"users": 1})
-    assert load_checkpoint(tmp_path).model_format == 2
-    load_checkpoint(tmp_path).check_resumable(tmp_path, {"users": 1})  # this format and dataset: fine
+def test_a_checkpoint_resumes_only_on_its_dataset_and_an_older_format_is_refused(tmp_path):
+    folder = tmp_path / "checkpoint_0"
+    folder.mkdir()
+    save_checkpoint(folder, {"w": torch.ones(2)}, {}, LoopState(epoch=3), load_config(None, []), {"users": 1})
+    load_checkpoint(folder).check_resumable(folder, {"users": 1})  # this format and dataset: fine
     with pytest.raises(UserError, match=r"trained on another dataset .* use another train.run_name"):
-        load_checkpoint(tmp_path).check_resumable(tmp_path, {"users": 2})
-    raw = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    del raw["model_format"]  # as the first model version wrote them
-    torch.save(raw, tmp_path / "checkpoint.pt")
-    saved = load_checkpoint(tmp_path)
-    assert saved.model_format == 1 and torch.equal(saved.model["w"], torch.ones(2))
-    with pytest.raises(UserError, match=r"model format 1 .* training cannot continue from it; use another"):
-        saved.check_resumable(tmp_path, {"users": 1})
+        load_checkpoint(folder).check_resumable(folder, {"users": 2})
+    raw = torch.load(folder / "checkpoint.pt", weights_only=True)
+    raw["model_format"] = 2  # as the model before parts had random streams of their own wrote them
+    torch.save(raw, folder / "checkpoint.pt")
+    with pytest.raises(UserError, match=r"older alsoview \(model format 2, this one reads 3\); train it again"):
+        load_checkpoint(folder)
+    with pytest.raises(UserError, match="model format 2"):  # never skipped as a damaged file would be
+        latest_checkpoint(tmp_path)

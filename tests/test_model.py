@@ -1,5 +1,5 @@
 """The model's parts: towers, heads, the scorer that sums them; shapes, unknown ids, buffers, the
-sparse variant, parameter counts, each head's fast path, and loading the first format's weights."""
+sparse variant, parameter counts, each head's fast path, and each part's own random stream."""
 
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ def make_model(config: ModelConfig = ModelConfig(), text_dim: int = TEXT_DIM, se
         user_sequence=(HISTORY_INDPTR, HISTORY_ITEMS) if config.user_sequence else None,
         also_buy_relations=relation_inputs(ALSO_BUY_INDPTR, ALSO_BUY_ITEMS) if config.also_buy_relation else None,
         cooccurrence=(HISTORY_INDPTR, HISTORY_ITEMS) if config.cooccurrence_relation else None,
+        seed=seed,
     )
 
 
@@ -293,7 +294,8 @@ def test_score_all_items_equals_forward_on_every_pair(config: ModelConfig, text_
     users = torch.arange(N_USERS)
     every = model.score_all_items(users, elements_per_chunk=64)  # several user chunks
     pairs = model(users.repeat_interleave(N_ITEMS), torch.arange(N_ITEMS).repeat(N_USERS)).reshape(N_USERS, N_ITEMS)
-    torch.testing.assert_close(every, pairs, rtol=1e-5, atol=1e-5)
+    # float32 rounding of sums taken in another order (attention blocks, wide first layers): 1e-4
+    torch.testing.assert_close(every, pairs, rtol=1e-4, atol=1e-4)
     assert not model.training  # scoring leaves the mode as it was
 
 
@@ -313,7 +315,7 @@ def test_each_heads_fast_path_equals_its_score_on_every_pair(config: ModelConfig
             user, model.item_tower, elements_per_chunk=64, **({"users": users[::N_ITEMS]} if ids else {})
         )
         pairs = head.score(user.repeat_interleave(N_ITEMS, dim=0), items, model.item_tower, **ids).reshape(N_USERS, -1)
-        torch.testing.assert_close(every, pairs, rtol=1e-5, atol=1e-5, msg=name)
+        torch.testing.assert_close(every, pairs, rtol=1e-4, atol=1e-4, msg=name)  # float32 rounding
     assert len(users) == N_USERS * N_ITEMS
 
 
@@ -398,65 +400,14 @@ def test_a_model_needs_a_scoring_branch() -> None:
     torch.testing.assert_close(history_only.user_tower(torch.tensor([0])), torch.zeros(1, 64))
 
 
-# Parameter sums of the first model version (one class, `AlsoViewMLP`) built by `make_model` with
-# seed 0, under this model's names: the parts draw their initial weights in the same order, so every
-# seed still gives the weights (and results) it gave. The recommended model no longer keeps the
-# text projection that version drew and never used.
-FIRST_VERSION_SUMS = {
-    "design": (
-        ModelConfig(),
-        {
-            "user_tower.id_embedding.weight": 0.430966,
-            "item_tower.id_embedding.weight": 0.089574,
-            "item_tower.brand_embedding.weight": -0.902455,
-            "heads.mlp.text_projection.weight": -4.136151,
-            "heads.mlp.text_projection.bias": -0.210133,
-            "heads.mlp.layers.0.weight": 9.415429,
-            "heads.mlp.layers.0.bias": -0.13247,
-            "heads.mlp.layers.3.weight": 0.083054,
-            "heads.mlp.layers.3.bias": 0.31213,
-            "heads.mlp.layers.6.weight": 0.311617,
-            "heads.mlp.layers.6.bias": -0.107766,
-        },
-    ),
-    "recommended": (
-        ModelConfig(user_history=True, dot_product=True, mlp=False, user_id=False),
-        {
-            "item_tower.id_embedding.weight": -1.163083,
-            "item_tower.brand_embedding.weight": 1.196497,
-            "user_tower.history.embedding.weight": -0.442982,
-            "heads.dot.item_bias.weight": 0.0,
-            "heads.dot.text_to_item.weight": -2.976691,
-        },
-    ),
-}
-
-
-@pytest.mark.parametrize("name", FIRST_VERSION_SUMS)
-def test_a_seed_gives_the_initial_weights_of_the_first_version(name: str) -> None:
-    config, sums = FIRST_VERSION_SUMS[name]
-    params = dict(make_model(config).named_parameters())
-    assert set(params) == set(sums)
-    for key, expected in sums.items():
-        assert float(params[key].detach().double().sum()) == pytest.approx(expected, abs=2e-6), key
-
-
-def test_weights_of_the_first_format_load_under_the_new_names() -> None:
-    """A state_dict written by the first model version (model_format 1) loads; the text projection
-    that version kept in every model is dropped where no head uses it."""
-    from alsoview.model.scorer import LEGACY_KEYS, is_legacy_state
-
-    to_legacy = {new: old for old, new in LEGACY_KEYS.items()}
-    for config in (ModelConfig(), ModelConfig(user_history=True, dot_product=True, mlp=False, user_id=False)):
-        source = make_model(config, seed=3).eval()
-        state = {}
-        for key, value in source.state_dict().items():
-            legacy = to_legacy.get(key) or key.replace("heads.mlp.layers.", "mlp.")
-            state[legacy] = value
-        if not config.mlp:
-            state["text_projection.weight"], state["text_projection.bias"] = torch.zeros(64, TEXT_DIM), torch.zeros(64)
-        assert is_legacy_state(state)
-        target = make_model(config, seed=4).eval()
-        target.load_state_dict(state)
-        users, items, _ = batch()
-        torch.testing.assert_close(target(users, items), source(users, items))
+def test_each_part_draws_its_initial_weights_from_a_stream_of_its_own() -> None:
+    """Turning a part on or off leaves every other part's initial weights as they were; a seed
+    gives the same weights every time, another seed others."""
+    plain = make_model(ModelConfig()).state_dict()
+    more = make_model(ModelConfig(user_history=True, dot_product=True, user_sequence=2)).state_dict()
+    for name, value in plain.items():
+        assert torch.equal(more[name], value), name
+    assert all(torch.equal(make_model(ModelConfig()).state_dict()[n], v) for n, v in plain.items())
+    other = make_model(ModelConfig(), seed=1).state_dict()
+    assert not torch.equal(other["heads.mlp.layers.0.weight"], plain["heads.mlp.layers.0.weight"])
+    assert not torch.equal(other["item_tower.id_embedding.weight"], plain["item_tower.id_embedding.weight"])

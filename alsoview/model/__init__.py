@@ -18,7 +18,7 @@ from alsoview.model.dot_head import DotHead
 from alsoview.model.ids import to_known_ids
 from alsoview.model.mlp_head import FastDropout, MLPHead
 from alsoview.model.relation_head import RelationHead
-from alsoview.model.scorer import MODEL_FORMAT, TowerModel, is_legacy_state
+from alsoview.model.scorer import MODEL_FORMAT, TowerModel
 from alsoview.model.towers import ItemTower, UserTower
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "build_model",
     "build_tower_model",
     "count_parameters",
-    "is_legacy_state",
     "to_known_ids",
     "training_history",
 ]

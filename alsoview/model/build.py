@@ -1,21 +1,21 @@
 """The config mapped to parts, in one place: which towers and heads a model has.
 
-The construction order below is the random-number order of the first version of the model (one
-class, `AlsoViewMLP`): every seed gives the initial weights it gave then, so results stay
-comparable across versions (README, "Quality on real data"). That version drew a text
-projection for every model with description vectors, used or not; it is drawn here in the same
-place and dropped where no head uses it. A new part draws its weights after the existing ones.
+Each part draws its initial weights from a random stream of its own, seeded by (seed, the part's
+name): turning one part on or off never changes another part's initial weights. A part no head
+uses is not built.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from alsoview.config import ModelConfig
+from alsoview.data.synthetic.draws import stable_key
 from alsoview.model.cooccurrence_head import CooccurrenceHead
 from alsoview.model.dot_head import DotHead
 from alsoview.model.features import ItemFeatures
@@ -56,6 +56,7 @@ def build_model(catalog: "Catalog", config: "Config") -> TowerModel:
         also_buy_relations=relation_tables(catalog, history, *also_buy) if m.also_buy_relation else None,
         user_sequence=training_sequence(catalog) if config.model.user_sequence else None,
         cooccurrence=training_sequence(catalog) if m.cooccurrence_relation else None,
+        seed=config.seed,
     )
 
 
@@ -74,6 +75,7 @@ def build_tower_model(
     user_sequence: tuple[np.ndarray, np.ndarray] | None = None,
     also_buy_relations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     cooccurrence: tuple[np.ndarray, np.ndarray] | None = None,
+    seed: int = 0,
 ) -> TowerModel:
     """Towers and heads for `config` over these vocabularies and feature tables."""
     if min(n_users, n_items, n_brands) < 1 or text_dim < 0:
@@ -93,39 +95,54 @@ def build_tower_model(
         raise ValueError(f"item_brand must have shape ({n_items},), got ({features.n_items},)")
     d, sparse = config.embedding_dim, config.sparse_embeddings
 
-    user_id = nn.Embedding(n_users, d, sparse=sparse) if config.user_id else None
-    item_id = nn.Embedding(n_items, d, sparse=sparse)
-    brand = nn.Embedding(n_brands, d, sparse=sparse)
-    for table in (user_id, item_id, brand):
-        if table is not None:
-            init_embedding(table)
-    text_projection = nn.Linear(text_dim, config.text_projection_dim) if text_dim > 0 else None
+    user_id = None
+    if config.user_id:
+        with part_random_stream(seed, "user.id"):
+            user_id = nn.Embedding(n_users, d, sparse=sparse)
+            init_embedding(user_id)
     history = None
     if config.user_history:
-        bag = nn.EmbeddingBag(n_items, d, mode="sum", sparse=sparse)
-        init_embedding(bag)
-        history = HistoryBag(bag, n_users, *user_history)
+        with part_random_stream(seed, "user.history"):
+            bag = nn.EmbeddingBag(n_items, d, mode="sum", sparse=sparse)
+            init_embedding(bag)
+            history = HistoryBag(bag, n_users, *user_history)
+    sequence = None
+    if config.user_sequence:
+        with part_random_stream(seed, "user.sequence"):
+            embedding, positions = nn.Embedding(n_items, d, sparse=sparse), nn.Embedding(config.user_sequence, d)
+            init_embedding(embedding)
+            nn.init.normal_(positions.weight, std=embedding.weight[1:].std().item() if n_items > 2 else 0.01)
+            blocks = sequence_blocks(d, config.sequence_blocks, config.sequence_dropout)
+            sequence = SequenceEncoder(embedding, positions, blocks, n_users, *user_sequence)
 
+    with part_random_stream(seed, "item"):
+        item_id = nn.Embedding(n_items, d, sparse=sparse)
+        brand = nn.Embedding(n_brands, d, sparse=sparse)
+        init_embedding(item_id)
+        init_embedding(brand)
+
+    with_text = config.item_features and text_dim > 0
     heads: dict[str, nn.Module] = {}
-    dot = None
-    if config.dot_product:
-        item_bias = nn.Embedding(n_items, 1, sparse=sparse)
-        nn.init.zeros_(item_bias.weight)
-        text_to_item = nn.Linear(text_dim, d, bias=False) if config.item_features and text_dim > 0 else None
-        dot = DotHead(item_bias, text_to_item, config.item_features)
     if config.mlp:
-        head = MLPHead(d, nn.Sequential(), text_projection, config.item_features, config.product_interaction)
-        width = d + head.item_width() + (d if config.product_interaction else 0)
-        head.layers = mlp_layers(width, config.hidden_dims, config.dropout)
-        heads["mlp"] = head
-    if dot is not None:
-        heads["dot"] = dot  # after the MLP: the logit adds the heads in this order
+        with part_random_stream(seed, "heads.mlp"):
+            text_projection = nn.Linear(text_dim, config.text_projection_dim) if with_text else None
+            head = MLPHead(d, nn.Sequential(), text_projection, config.item_features, config.product_interaction)
+            width = d + head.item_width() + (d if config.product_interaction else 0)
+            head.layers = mlp_layers(width, config.hidden_dims, config.dropout)
+            heads["mlp"] = head
+    if config.dot_product:
+        with part_random_stream(seed, "heads.dot"):
+            item_bias = nn.Embedding(n_items, 1, sparse=sparse)
+            nn.init.zeros_(item_bias.weight)
+            heads["dot"] = DotHead(
+                item_bias, nn.Linear(text_dim, d, bias=False) if with_text else None, config.item_features
+            )
     if config.also_view_relation:
-        heads["relation"] = RelationHead(n_items, *relations)  # no random draws: every seed keeps its weights
+        heads["relation"] = RelationHead(n_items, *relations)
     if config.also_buy_relation:
         heads["also_buy"] = RelationHead(n_items, *also_buy_relations)
     if config.cooccurrence_relation:
-        heads["cooccurrence"] = CooccurrenceHead(  # no random draws
+        heads["cooccurrence"] = CooccurrenceHead(
             n_users,
             n_items,
             *cooccurrence,
@@ -137,15 +154,18 @@ def build_tower_model(
             proximity=config.cooccurrence_proximity,
             forward=config.cooccurrence_forward,
         )
-    sequence = None
-    if config.user_sequence:  # drawn last: the other parts keep every seed's initial weights
-        embedding, positions = nn.Embedding(n_items, d, sparse=sparse), nn.Embedding(config.user_sequence, d)
-        init_embedding(embedding)
-        nn.init.normal_(positions.weight, std=embedding.weight[1:].std().item() if n_items > 2 else 0.01)
-        blocks = sequence_blocks(d, config.sequence_blocks, config.sequence_dropout)
-        sequence = SequenceEncoder(embedding, positions, blocks, n_users, *user_sequence)
     user_tower = UserTower(n_users, d, user_id, history, sequence)
     return TowerModel(user_tower, ItemTower(item_id, brand, features), heads)
+
+
+@contextlib.contextmanager
+def part_random_stream(seed: int, part: str) -> Iterator[None]:
+    """torch's global generator seeded by (seed, part) while one part draws its initial weights,
+    restored afterwards (nn.Linear and friends draw from the global generator)."""
+    part_seed = np.random.SeedSequence(seed, spawn_key=(stable_key("model"), stable_key(part))).generate_state(1)[0]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(part_seed))
+        yield
 
 
 def training_history(catalog: "Catalog") -> tuple[np.ndarray, np.ndarray]:

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from alsoview.model.ids import check_ids
 from alsoview.model.towers import ItemTower, UserTower
 
-# What a checkpoint's "model_format" says: 1 (no key) is the first single-class model
-# (`AlsoViewMLP`), whose weights load here under their new names (LEGACY_KEYS); 2 is this one.
-MODEL_FORMAT = 2
-LEGACY_KEYS = {  # the first model's state_dict names -> this model's
-    "item_brand": "item_tower.features.brand",
-    "item_price": "item_tower.features.price",
-    "item_price_missing": "item_tower.features.price_missing",
-    "item_text": "item_tower.features.text",
-    "user_embedding.weight": "user_tower.id_embedding.weight",
-    "history_embedding.weight": "user_tower.history.embedding.weight",
-    "item_embedding.weight": "item_tower.id_embedding.weight",
-    "brand_embedding.weight": "item_tower.brand_embedding.weight",
-    "text_projection.weight": "heads.mlp.text_projection.weight",
-    "text_projection.bias": "heads.mlp.text_projection.bias",
-    "item_bias.weight": "heads.dot.item_bias.weight",
-    "text_to_item.weight": "heads.dot.text_to_item.weight",
-}
-_LEGACY_MLP_PREFIX = "mlp."  # mlp.<i>.weight -> heads.mlp.layers.<i>.weight
+# What a run file's "model_format" says; files of any other format are refused (checkpoint.py).
+# 3: parts with random streams of their own (2: the first order of draws; 1: one class).
+MODEL_FORMAT = 3
 
 
 class TowerModel(nn.Module):
@@ -45,7 +28,6 @@ class TowerModel(nn.Module):
         self.user_tower, self.item_tower = user_tower, item_tower
         self.heads = nn.ModuleDict(heads)
         self.n_users, self.n_items = user_tower.n_users, item_tower.n_items
-        self._register_load_state_dict_pre_hook(_rename_legacy_keys, with_module=True)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Logits ``[B]`` (train with ``BCEWithLogitsLoss``); ids must be known, see `to_known_ids`."""
@@ -106,27 +88,3 @@ class TowerModel(nn.Module):
     def predict_proba(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Probabilities ``[B]``; call ``model.eval()`` first so dropout is off."""
         return torch.sigmoid(self(users, items))
-
-
-def _rename_legacy_keys(module: nn.Module, state: dict[str, Any], prefix: str, *args: Any) -> None:
-    """Load hook: a first-format state_dict (model_format 1) under this model's names. Its text
-    projection exists in every first-format model, used or not: it is dropped where no head uses it."""
-    legacy = [key for key in list(state) if key.startswith(prefix) and _new_name(key[len(prefix) :]) is not None]
-    own = module.state_dict().keys()
-    for key in legacy:
-        new = _new_name(key[len(prefix) :])
-        value = state.pop(key)
-        if new in own:
-            state[prefix + new] = value
-
-
-def _new_name(key: str) -> str | None:
-    if key in LEGACY_KEYS:
-        return LEGACY_KEYS[key]
-    if key.startswith(_LEGACY_MLP_PREFIX):
-        return "heads.mlp.layers." + key[len(_LEGACY_MLP_PREFIX) :]
-    return None
-
-
-def is_legacy_state(state: dict[str, Any]) -> bool:
-    return "item_embedding.weight" in state
