@@ -134,7 +134,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from alsoview.data.prepare import prepare, with_default_inputs
+    from alsoview.distributed.prepare import prepare, with_default_inputs
 
     config = with_default_inputs(_config_from(args))
     result = prepare(config)
@@ -155,8 +155,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from alsoview.data.prepare import ensure_prepared
-    from alsoview.train import train
+    from alsoview.distributed.prepare import ensure_prepared
+    from alsoview.distributed.train import train
 
     config = ensure_prepared(_config_from(args))
     result = train(config)
@@ -166,7 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from alsoview.evaluate import evaluate_run
+    from alsoview.distributed.evaluate import evaluate_run
 
     evaluate_run(args.run, args.split, args.max_users, actors=args.actors)
     print((Path(args.run) / "evaluation.md").read_text())
@@ -175,8 +175,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from alsoview.compare import compare, parse_fractions
-    from alsoview.data.prepare import ensure_prepared
+    from alsoview.distributed.compare import compare, parse_fractions
+    from alsoview.distributed.prepare import ensure_prepared
 
     fractions = parse_fractions(args.fractions)
     check_plain_name(args.name, "--name")
@@ -191,7 +191,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from alsoview.recommend import Recommender, read_user_ids, recommend_batch
+    from alsoview.distributed.recommend import Recommender, read_user_ids, recommend_batch
 
     if args.users_file:
         users = read_user_ids(args.users_file)
@@ -208,8 +208,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from alsoview.data.prepare import ensure_prepared
-    from alsoview.tune import tune
+    from alsoview.distributed.prepare import ensure_prepared
+    from alsoview.distributed.tune import tune
 
     config = _config_from(args)
     if args.no_final:

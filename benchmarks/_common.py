@@ -204,6 +204,6 @@ class PeakMemory:
 
 def ray_local(num_cpus: int | None = None) -> None:
     """A private local Ray on loopback (the benchmarks never join a cluster, nor another run's Ray)."""
-    from alsoview.runtime import init_ray
+    from alsoview.distributed.runtime import init_ray
 
     print(init_ray(num_cpus=num_cpus or os.cpu_count(), private=True), flush=True)

@@ -3,7 +3,7 @@
     python benchmarks/epoch_time.py              # 3 epochs; the first is warm-up
     python benchmarks/epoch_time.py --epochs 4 model.sparse_embeddings=false
 
-Runs ``alsoview.train.train`` on the generated Video-Games-scale dataset with the default
+Runs ``alsoview.distributed.train.train`` on the generated Video-Games-scale dataset with the default
 config (one worker; only ``train.epochs`` and the run directory are changed, plus any
 overrides given). An epoch's time here is everything between two reports: the data feed, the
 steps, validation and the checkpoint. 50 epochs = fit start-up (the first epoch's extra time)

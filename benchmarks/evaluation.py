@@ -47,10 +47,10 @@ def main() -> None:
 
     import torch
 
-    from alsoview.catalog import load_catalog
     from alsoview.config import load_config
+    from alsoview.data.catalog import load_catalog
+    from alsoview.evaluation.protocols import ModelScorer
     from alsoview.model import build_model
-    from alsoview.protocols import ModelScorer
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -16,7 +16,7 @@ if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() el
 fi
 "$PYTHON" -c "import torch; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
 # 1 GPU worker, and one per GPU when there are several (NCCL; gradients through
-# alsoview.gradient_sync); dense (the GPU's natural mode) and sparse; 2 epochs per pipeline run (1 timed).
+# alsoview.training.gradient_sync); dense (the GPU's natural mode) and sparse; 2 epochs per pipeline run (1 timed).
 GPUS=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
 WORKERS=1
 if [ "$GPUS" -gt 1 ]; then WORKERS="1,$GPUS"; fi

@@ -51,7 +51,7 @@ def naive_sampler(catalog: Any, n_positives: int, k: int, fraction: float, seed:
 
 
 def pure_epoch(catalog: Any, config: Any, epoch: int) -> tuple[int, float]:
-    from alsoview.blocks import block_sizes, mix_arguments, mix_block
+    from alsoview.sampling.blocks import block_sizes, mix_arguments, mix_block
 
     s = config.sampling
     begin = time.perf_counter()
@@ -66,7 +66,7 @@ def timed_mix_planned(batch: dict, catalog_ref: list, plan: Any, config: Any) ->
     column would add bytes to every sample and change what the feed holds)."""
     import pyarrow as pa
 
-    from alsoview.feed import mix_planned
+    from alsoview.distributed.feed import mix_planned
 
     begin = time.process_time()
     table = pa.table(mix_planned(batch, catalog_ref, plan, config))
@@ -78,8 +78,8 @@ def ray_epochs(catalog_ref: list, config: Any, catalog: Any, epochs: int) -> lis
     from one `feed.EpochFeeder` actor, as a one-worker training run takes them."""
     import ray
 
-    from alsoview.blocks import RunPlan, block_sizes
-    from alsoview.feed import EpochFeeder, block_columns
+    from alsoview.distributed.feed import EpochFeeder, block_columns
+    from alsoview.sampling.blocks import RunPlan, block_sizes
 
     sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
     plan = RunPlan(len(sizes), 0, 1, config.seed, 0, epochs, config.sampling.blocks_per_task)
@@ -110,10 +110,10 @@ def main() -> None:
 
     import ray
 
-    from alsoview.blocks import block_sizes
-    from alsoview.catalog import load_catalog
     from alsoview.config import load_config
-    from alsoview.resources import plan_resources, with_planned_split
+    from alsoview.data.catalog import load_catalog
+    from alsoview.distributed.resources import plan_resources, with_planned_split
+    from alsoview.sampling.blocks import block_sizes
 
     prepared = args.prepared or str(ensure_vg_prepared())
     config = load_config(None, [f"data.prepared_dir={prepared}", *args.overrides])

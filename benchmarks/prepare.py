@@ -54,8 +54,8 @@ def transformer_items_per_s(prepared: Path, n_items: int) -> dict[str, Any]:
     import pandas as pd
     import torch
 
-    from alsoview.data.embed import item_texts
     from alsoview.data.text import build_text_encoder, resolve_text_encoder
+    from alsoview.distributed.embed import item_texts
 
     spec, reason = resolve_text_encoder("auto")
     if spec.name != "minilm":

@@ -27,11 +27,11 @@ METRICS = ("valid/auc", "test/full/ndcg@10", "test/full/auc", "test/hard/auc", "
 
 
 def train_in_process(catalog: Any, config: Any, variant: str) -> tuple[Any, dict[str, float]]:
-    """`alsoview.loop.fit_in_process` (the worker's epoch function, in process) with the variant's model."""
+    """`alsoview.training.loop.fit_in_process` (the worker's epoch function, in process) with the variant's model."""
     import torch
 
-    from alsoview.loop import fit_in_process
     from alsoview.model import build_model
+    from alsoview.training.loop import fit_in_process
 
     model = optimizer = None
     if variant == "reference":
@@ -49,8 +49,8 @@ def train_in_process(catalog: Any, config: Any, variant: str) -> tuple[Any, dict
 def evaluate_model(model: Any, catalog: Any, config: Any) -> dict[str, float]:
     import numpy as np
 
-    from alsoview.evaluate import ModelFactory
-    from alsoview.protocols import build_cases, score_rows, summarize
+    from alsoview.distributed.evaluate import ModelFactory
+    from alsoview.evaluation.protocols import build_cases, score_rows, summarize
 
     cases = build_cases(catalog, "test", config.seed)
     scorer = ModelFactory(model.state_dict(), config, catalog.inputs_for("test"))("cpu")  # valid items known
@@ -69,12 +69,12 @@ def main() -> None:
 
     import torch
 
-    from alsoview.catalog import load_catalog
     from alsoview.config import load_config
+    from alsoview.data.catalog import load_catalog
 
     torch.set_num_threads(args.threads)
     if args.prepared is None:  # the embedded default dataset, generated and prepared on first use
-        from alsoview.data.prepare import ensure_prepared
+        from alsoview.distributed.prepare import ensure_prepared
 
         default = load_config(
             None,

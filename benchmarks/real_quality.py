@@ -9,7 +9,7 @@ baseline and peer, mean +- std over seeds.
 
 Data: the real files in ../shared/data/realworld (or $ALSOVIEW_REALWORLD_DIR), prepared once with
 the hashing text encoder under data/bench/real/<name>. Every model trains in this process with
-`alsoview.loop.fit_in_process` (the Ray Train worker's own epoch function, one worker's batches),
+`alsoview.training.loop.fit_in_process` (the Ray Train worker's own epoch function, one worker's batches),
 stops early on `valid/full/ndcg@10` (up to each set's epochs and patience: Grocery 20 and 4,
 Magazine 100 and 10, its 348 users give few steps an epoch; --epochs and --patience override
 both) and is scored on the whole test split with the evaluation protocols (`full`: every item the
@@ -153,7 +153,7 @@ def prepared_dataset(name: str) -> str:
     """The real dataset `name`, or `generated` (the demo's embedded default: configs/default.yaml's
     generated data), prepared once (hashing text encoder: no model download, fast)."""
     from alsoview.config import load_config
-    from alsoview.data.prepare import ensure_prepared
+    from alsoview.distributed.prepare import ensure_prepared
 
     out = BENCH_DATA / "real" / name
     if name == "generated":
@@ -179,7 +179,7 @@ def reference_rows(catalog: Any, cases: Any, dataset: str) -> list[dict[str, Any
     """Baselines and peers on the test cases (deterministic given the data: one run each)."""
     import numpy as np
 
-    from alsoview.protocols import reference_scorers, score_rows, summarize
+    from alsoview.evaluation.protocols import reference_scorers, score_rows, summarize
 
     references = reference_scorers(catalog.inputs_for("test"), seed=0)
     for name, why in references.skipped.items():
@@ -206,9 +206,9 @@ def model_run(
     import numpy as np
 
     from alsoview.config import load_config
-    from alsoview.evaluate import ModelFactory
-    from alsoview.loop import fit_in_process
-    from alsoview.protocols import score_rows, summarize
+    from alsoview.distributed.evaluate import ModelFactory
+    from alsoview.evaluation.protocols import score_rows, summarize
+    from alsoview.training.loop import fit_in_process
 
     config = load_config(
         None,
@@ -306,8 +306,8 @@ def _start_worker(threads: int) -> None:
 @functools.cache
 def _worker_inputs(prepared: str) -> tuple[Any, Any]:
     """A worker's catalog and test cases, loaded once per process (the cases are seeded: the same as the parent's)."""
-    from alsoview.catalog import load_catalog
-    from alsoview.protocols import build_cases
+    from alsoview.data.catalog import load_catalog
+    from alsoview.evaluation.protocols import build_cases
 
     catalog = load_catalog(prepared)
     return catalog, build_cases(catalog, "test", seed=0)
@@ -364,8 +364,8 @@ def main() -> None:
 
     import torch
 
-    from alsoview.catalog import load_catalog
-    from alsoview.protocols import build_cases
+    from alsoview.data.catalog import load_catalog
+    from alsoview.evaluation.protocols import build_cases
 
     torch.set_num_threads(args.threads)
     ray_local()  # prepare runs Ray Data; training and scoring below run in this process

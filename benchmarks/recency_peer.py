@@ -49,8 +49,8 @@ def recency_row(
     import numpy as np
 
     from alsoview.config import load_config
+    from alsoview.evaluation.protocols import score_rows, summarize
     from alsoview.model import build_model
-    from alsoview.protocols import score_rows, summarize
 
     config = load_config(
         None,
@@ -79,8 +79,8 @@ def main() -> None:
     parser.add_argument("--out", default="recency_peer")
     args = parser.parse_args()
 
-    from alsoview.catalog import load_catalog
-    from alsoview.protocols import build_cases
+    from alsoview.data.catalog import load_catalog
+    from alsoview.evaluation.protocols import build_cases
 
     ray_local()  # preparing a dataset runs Ray Data; scoring runs in this process
     rows = []

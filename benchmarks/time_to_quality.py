@@ -13,7 +13,7 @@ every peer and baseline (popularity, co-occurrence, related, ALS, BPR) on data n
 fitted on. The model's test score is then that epoch's, on every test user, beside the peers'.
 `--require-test` adds the issue's fixed bar on the test split (default 0.0256, issue 24).
 
-The model trains through `alsoview.train.train` exactly as `alsoview train` does (one worker by
+The model trains through `alsoview.distributed.train.train` exactly as `alsoview train` does (one worker by
 default, its Ray Data feed, checkpoints), on the dataset that benchmarks/real_quality.py prepares
 (hashing text encoder). Writes benchmarks/results/<--out>.json and prints a table.
 """
@@ -34,7 +34,7 @@ METRICS = ("full/ndcg@10", "full/hr@10", "sampled99/hr@5")
 def reference_rows(catalog: Any, valid: Any, test: Any) -> list[dict[str, Any]]:
     """Each reference's fit time (on the train split) and its scores on the validation users and
     the test split (there fitted again with the validation items known, as the model reads them)."""
-    from alsoview.protocols import reference_scorers
+    from alsoview.evaluation.protocols import reference_scorers
 
     references = reference_scorers(catalog, seed=0)
     for name, why in references.skipped.items():
@@ -59,7 +59,7 @@ def _scored(name: str, seconds: float, scorer: Any, test_scorer: Any, valid: Any
 def _scores(scorer: Any, cases: Any, split: str) -> dict[str, float]:
     import numpy as np
 
-    from alsoview.protocols import score_rows, summarize
+    from alsoview.evaluation.protocols import score_rows, summarize
 
     metrics = summarize(score_rows(scorer, cases, np.arange(len(cases.users))), split)
     return {f"{split}/{m}": metrics[f"{split}/{m}"] for m in METRICS}
@@ -71,12 +71,12 @@ def model_run(
     """`alsoview train` with train.stop_at=target; its wall-clock, epochs and the stopping model's scores."""
     import pandas as pd
 
-    from alsoview.checkpoint import load_saved_model
     from alsoview.config import load_config
-    from alsoview.evaluate import ModelFactory
+    from alsoview.distributed.evaluate import ModelFactory
+    from alsoview.distributed.train import train
+    from alsoview.evaluation.protocols import ModelScorer
     from alsoview.model import build_model
-    from alsoview.protocols import ModelScorer
-    from alsoview.train import train
+    from alsoview.training.checkpoint import load_saved_model
 
     config = load_config(
         None,
@@ -125,9 +125,9 @@ def main() -> None:
     parser.add_argument("--out", default="time_to_quality", help="results file name under benchmarks/results/")
     args = parser.parse_args()
 
-    from alsoview.catalog import load_catalog
     from alsoview.config import load_config
-    from alsoview.protocols import build_cases
+    from alsoview.data.catalog import load_catalog
+    from alsoview.evaluation.protocols import build_cases
 
     begin = time.perf_counter()
     ray_local()

@@ -10,7 +10,7 @@ thread count: the limit on this machine.
 Plain loop: epoch 0's samples exactly as the pipeline feeds them (the same blocks in the same
 order, k=4, f=0.5) as tensors on the device; after 50 warm-up steps, one full pass is timed in
 four quarters, with ``loss.item()`` every step as in the pipeline. Pipeline:
-``alsoview.train.train`` for ``--epochs`` epochs; the samples/s of every epoch after the first
+``alsoview.distributed.train.train`` for ``--epochs`` epochs; the samples/s of every epoch after the first
 (warm-up: Ray start-up, worker start, first Ray Data plan) come from the run's history
 (``train/samples_per_second``: samples over the time of the data feed plus the steps,
 validation excluded). The ratio divides the pipeline's median by the plain loop with the same
@@ -43,10 +43,10 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
     import numpy as np
     import torch
 
-    from alsoview.blocks import block_sizes, mix_arguments, mix_block, worker_blocks
-    from alsoview.loop import train_epoch
     from alsoview.model import build_model
-    from alsoview.optim import build_optimizer
+    from alsoview.sampling.blocks import block_sizes, mix_arguments, mix_block, worker_blocks
+    from alsoview.training.loop import train_epoch
+    from alsoview.training.optim import build_optimizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
@@ -73,7 +73,7 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
         }
         for start in range(0, n, batch)
     ]
-    # the worker's own step function (alsoview.loop.train_epoch), over batches that are already there
+    # the worker's own step function (alsoview.training.loop.train_epoch), over batches that are already there
     train_epoch(model, optimizer, iter(batches[:warmup_steps]), warmup_steps)
     seconds, rates = 0.0, []
     for part in range(PLAIN_PARTS):  # timed in parts, so a pass that slows down as it goes shows
@@ -117,8 +117,8 @@ def pipeline(prepared: str, overrides: list[str], workers: int, epochs: int, run
     import pandas as pd
     import ray
 
-    from alsoview.resources import plan_resources
-    from alsoview.train import train
+    from alsoview.distributed.resources import plan_resources
+    from alsoview.distributed.train import train
 
     name = f"bench-{workers}w-{int(time.time())}"
     config = _config(
@@ -206,8 +206,8 @@ def main() -> None:
 
     import torch
 
-    from alsoview.catalog import load_catalog
-    from alsoview.resources import plan_resources
+    from alsoview.data.catalog import load_catalog
+    from alsoview.distributed.resources import plan_resources
 
     prepared = args.prepared or str(ensure_vg_prepared())
     catalog = load_catalog(prepared)

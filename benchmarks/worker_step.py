@@ -5,7 +5,7 @@
 
 No Ray and no data pipeline: N processes (gloo on loopback, one torch thread each) train the
 Video-Games-scale model on epoch 0's batches at a global batch of 512 (512 / N rows each),
-averaging gradients with `alsoview.gradient_sync.RowGradientSync` between backward and step,
+averaging gradients with `alsoview.training.gradient_sync.RowGradientSync` between backward and step,
 as the Ray Train worker does. Rank 0's milliseconds per step are the mean over the steps after
 50 warm-up steps; "sync" includes waiting for the slower rank. Also prints the gloo latency of
 one tiny all-reduce, which bounds what any number of collectives per step can cost.
@@ -31,12 +31,12 @@ def _worker(rank: int, world: int, sparse: bool, steps: int, prepared: str, stor
     import torch
     import torch.distributed as dist
 
-    from alsoview.catalog import load_catalog
     from alsoview.config import load_config
-    from alsoview.gradient_sync import RowGradientSync
-    from alsoview.loop import fixed_size_batches, local_epoch_blocks
+    from alsoview.data.catalog import load_catalog
     from alsoview.model import build_model
-    from alsoview.optim import build_optimizer
+    from alsoview.training.gradient_sync import RowGradientSync
+    from alsoview.training.loop import fixed_size_batches, local_epoch_blocks
+    from alsoview.training.optim import build_optimizer
 
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(1)

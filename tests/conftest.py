@@ -47,7 +47,7 @@ def ray_session():
     never a Ray instance someone else started on this machine."""
     import ray
 
-    from alsoview.runtime import init_ray
+    from alsoview.distributed.runtime import init_ray
 
     init_ray(num_cpus=2, private=True)
     yield ray
@@ -69,7 +69,7 @@ def smoke_config(ray_session):
     """configs/smoke.yaml as the README's commands use it (outputs under the suite's storage root),
     its dataset generated and prepared once."""
     from alsoview.config import load_config, with_absolute_paths
-    from alsoview.data.prepare import ensure_prepared
+    from alsoview.distributed.prepare import ensure_prepared
 
     return ensure_prepared(with_absolute_paths(load_config(ROOT / "configs" / "smoke.yaml")))
 
@@ -108,7 +108,7 @@ def watched_readme_train(smoke_config):
     from processes import ListenerWatch
 
     from alsoview.config import load_config
-    from alsoview.train import TrainResult
+    from alsoview.distributed.train import TrainResult
 
     with ListenerWatch() as listeners:
         assert run_readme_command(README_TRAIN, README_TRAIN_EPOCHS) == 0

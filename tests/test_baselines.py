@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from alsoview.baselines import CooccurrenceScorer, PopularityScorer, RandomScorer, Scorer, build_baselines
+from alsoview.evaluation.baselines import CooccurrenceScorer, PopularityScorer, RandomScorer, Scorer, build_baselines
 
 try:
     import scipy  # noqa: F401
@@ -138,7 +138,7 @@ def test_build_baselines_and_pickling_round_trip() -> None:
 
 
 def test_without_scipy_auto_falls_back_to_dense(monkeypatch: pytest.MonkeyPatch) -> None:
-    import alsoview.baselines as baselines
+    import alsoview.evaluation.baselines as baselines
 
     monkeypatch.setattr(baselines, "_sparse", None)
     scorer = CooccurrenceScorer(TRAIN_USERS, TRAIN_ITEMS, N_USERS, N_ITEMS)
@@ -161,7 +161,7 @@ def test_score_all_equals_score_on_every_item() -> None:
 
 def test_matrix_factorisation_peers_fit_score_and_pickle() -> None:
     pytest.importorskip("implicit")
-    from alsoview.baselines import matrix_factorisation_peers
+    from alsoview.evaluation.baselines import matrix_factorisation_peers
 
     rng = np.random.default_rng(0)
     # two taste groups over 40 items: users 1..30 take items 1..20, users 31..60 items 21..40
@@ -184,7 +184,7 @@ def test_matrix_factorisation_peers_fit_score_and_pickle() -> None:
 def test_missing_implicit_skips_the_peers_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 
-    from alsoview.baselines import matrix_factorisation_peers
+    from alsoview.evaluation.baselines import matrix_factorisation_peers
 
     real_import = builtins.__import__
 

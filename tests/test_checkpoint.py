@@ -8,9 +8,15 @@ import pickle
 import pytest
 import torch
 
-from alsoview.checkpoint import LoopState, latest_checkpoint, load_checkpoint, load_saved_model, save_checkpoint
 from alsoview.config import load_config
 from alsoview.errors import UserError
+from alsoview.training.checkpoint import (
+    LoopState,
+    latest_checkpoint,
+    load_checkpoint,
+    load_saved_model,
+    save_checkpoint,
+)
 
 
 def test_a_checkpoint_round_trips_with_plain_values(tmp_path):

@@ -95,7 +95,7 @@ def test_a_lost_worker_is_reported_with_its_cause_the_traceback_file_and_how_to_
     from ray.exceptions import ActorDiedError
     from ray.train import WorkerGroupError
 
-    from alsoview.train import _failure
+    from alsoview.distributed.train import _failure
 
     (tmp_path / "checkpoint_2026-01-01_00-00-03.000000").mkdir()
     (tmp_path / "checkpoint_2026-01-01_00-00-03.000000" / "checkpoint.pt").write_bytes(b"x")

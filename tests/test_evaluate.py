@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from alsoview.baselines import PopularityScorer
-from alsoview.catalog import load_catalog
-from alsoview.protocols import CUTOFFS, PROTOCOLS, build_cases, full_candidates, score_rows, summarize
+from alsoview.data.catalog import load_catalog
+from alsoview.evaluation.baselines import PopularityScorer
+from alsoview.evaluation.protocols import CUTOFFS, PROTOCOLS, build_cases, full_candidates, score_rows, summarize
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +110,8 @@ def test_every_item_at_once_ranks_like_pair_by_pair_scoring(catalog, smoke_confi
     import torch
 
     from alsoview.config import load_config
+    from alsoview.evaluation.protocols import ModelScorer
     from alsoview.model import build_model
-    from alsoview.protocols import ModelScorer
 
     torch.manual_seed(0)
     config = load_config(None, [f"data.prepared_dir={smoke_config.data.prepared_dir}", *switches])
@@ -129,7 +129,7 @@ def test_every_item_at_once_ranks_like_pair_by_pair_scoring(catalog, smoke_confi
 
 
 def test_recommendations_never_repeat_what_the_user_has(trained_run, tmp_path):
-    from alsoview.recommend import Recommender, recommend_batch
+    from alsoview.distributed.recommend import Recommender, recommend_batch
 
     _, run = trained_run
     recommender = Recommender.from_run(run.run_dir)
@@ -156,7 +156,7 @@ def test_recommendations_never_repeat_what_the_user_has(trained_run, tmp_path):
 
 
 def test_every_reference_has_its_fit_time(catalog):
-    from alsoview.protocols import reference_scorers
+    from alsoview.evaluation.protocols import reference_scorers
 
     references = reference_scorers(catalog, seed=0)
     assert {"popularity", "random", "cooccurrence", "related"} <= set(references.scorers)
@@ -171,9 +171,9 @@ def test_the_test_split_is_ranked_with_the_validation_items_known(catalog, smoke
     import torch
 
     from alsoview.config import load_config
-    from alsoview.evaluate import ModelFactory
+    from alsoview.data.relations import Neighbours
+    from alsoview.distributed.evaluate import ModelFactory
     from alsoview.model import build_model
-    from alsoview.relations import Neighbours
 
     known = catalog.inputs_for("test")
 
@@ -208,8 +208,8 @@ def test_the_test_split_is_ranked_with_the_validation_items_known(catalog, smoke
 
 def test_evaluate_ranks_the_test_split_with_the_validation_items_known_to_every_scorer(evaluated_run):
     """`alsoview evaluate` fits the baselines with the validation items known, as the model reads them."""
-    from alsoview.checkpoint import load_saved_model
-    from alsoview.protocols import reference_scorers
+    from alsoview.evaluation.protocols import reference_scorers
+    from alsoview.training.checkpoint import load_saved_model
 
     run, results = evaluated_run
     config = load_saved_model(run.run_dir).config

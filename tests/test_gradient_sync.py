@@ -16,10 +16,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from alsoview.gradient_sync import RowGradientSync
-from alsoview.loop import train_epoch
 from alsoview.model import ModelConfig, TowerModel, build_tower_model
-from alsoview.optim import build_optimizer
+from alsoview.training.gradient_sync import RowGradientSync
+from alsoview.training.loop import train_epoch
+from alsoview.training.optim import build_optimizer
 
 N_USERS, N_ITEMS, N_BRANDS, TEXT_DIM = 40, 60, 5, 8
 GLOBAL_BATCH, STEPS, WORLD = 32, 4, 2

@@ -92,7 +92,7 @@ def ray_head():
     """A head started the README's way (loopback, token auth), on ports and a temp dir of its own."""
     import ray
 
-    from alsoview.runtime import DASHBOARD_PORT, free_port, port_is_free
+    from alsoview.distributed.runtime import DASHBOARD_PORT, free_port, port_is_free
 
     assert not ray.is_initialized(), "the job test must run before any test that starts Ray in-process"
     # Ray 2.60: `ray start` with token auth needs a token to exist; this makes one if there is none.
@@ -165,7 +165,7 @@ def test_the_readme_job_runs_on_a_two_cpu_head_as_written(ray_head):
     assert "| cooccurrence |" in report and "| model |" in report
     assert "final model (the best trial's checkpoint)" in report
 
-    from alsoview.recommend import Recommender
+    from alsoview.distributed.recommend import Recommender
 
     recommender = Recommender.from_run(run_dir / "best")
     top = recommender.recommend([recommender.catalog.user_reviewer_id[1]], 3)

@@ -11,9 +11,11 @@ import torch
 from test_model import N_ITEMS, N_USERS, make_model
 from torch.nn import functional as F
 
-from alsoview.blocks import group_rows, mix_arguments, mix_block, rows_per_batch
 from alsoview.config import load_config
-from alsoview.losses import (
+from alsoview.data.tables import SamplingTables
+from alsoview.model import ModelConfig
+from alsoview.sampling.blocks import group_rows, mix_arguments, mix_block, rows_per_batch
+from alsoview.training.losses import (
     GroupedBinaryCrossEntropy,
     HardestCandidates,
     PairwiseLoss,
@@ -22,8 +24,6 @@ from alsoview.losses import (
     build_loss,
     groups,
 )
-from alsoview.model import ModelConfig
-from alsoview.sampling_tables import SamplingTables
 
 K = 3
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from alsoview.metrics import auc, expected_rank_metrics, gauc, pairwise_auc, rank_counts, summarize_ranks
+from alsoview.evaluation.metrics import auc, expected_rank_metrics, gauc, pairwise_auc, rank_counts, summarize_ranks
 
 # --- auc ---------------------------------------------------------------------------------------
 

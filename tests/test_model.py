@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from alsoview.data.relations import Neighbours, relation_counts
 from alsoview.errors import UserError
 from alsoview.model import (
     FastDropout,
@@ -19,8 +20,7 @@ from alsoview.model import (
     count_parameters,
     to_known_ids,
 )
-from alsoview.optim import MixedOptimizer, build_optimizer
-from alsoview.relations import Neighbours, relation_counts
+from alsoview.training.optim import MixedOptimizer, build_optimizer
 
 N_USERS, N_ITEMS, N_BRANDS, TEXT_DIM = 5, 7, 3, 10
 

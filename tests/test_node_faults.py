@@ -25,8 +25,8 @@ import torch
 from local_cluster import TRAIN_WORKER, LocalCluster
 from processes import Watched
 
-from alsoview.checkpoint import load_checkpoint
 from alsoview.errors import UserError
+from alsoview.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.ray_cluster  # starts Ray processes of its own: before the suite's instance

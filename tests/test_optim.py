@@ -11,7 +11,7 @@ from test_model import make_model
 from torch import nn
 
 from alsoview.model import ModelConfig
-from alsoview.optim import RowSparseAdam, build_optimizer
+from alsoview.training.optim import RowSparseAdam, build_optimizer
 
 
 def test_dense_optimizer_is_adam_and_rejects_sparse_model() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from alsoview.config import load_config
 from alsoview.data import layout
-from alsoview.data.prepare import prepare
+from alsoview.distributed.prepare import prepare
 from alsoview.errors import UserError
 
 FAST_TEXT = ["text.encoder=hashing", "text.dim=32"]
@@ -288,8 +288,8 @@ def test_a_prepared_dataset_is_reused_by_input_contents_not_paths(tmp_path):
 def test_the_generated_default_is_made_again_by_another_generator_or_settings(tmp_path, caplog):
     """The default folder is reused only when its generation.json records this generator version and
     the config's data.generate_* settings; otherwise it is made again and the log says what differs."""
-    from alsoview.data.prepare import with_default_inputs
     from alsoview.data.synthetic import GENERATION_RECORD, GENERATOR_VERSION
+    from alsoview.distributed.prepare import with_default_inputs
 
     folder = tmp_path / "generated"
     record_path = folder / GENERATION_RECORD

@@ -119,8 +119,8 @@ def test_tune_on_the_video_games_config_then_resume_it(tmp_path, capsys, ray_ses
     train.epochs is more than a trial's, is test_tune's `_finished_trial` test plus `train`.)"""
     from alsoview.config import flatten_search_space, load_config
     from alsoview.data.synthetic import generate
-    from alsoview.recommend import Recommender
-    from alsoview.tune import tune
+    from alsoview.distributed.recommend import Recommender
+    from alsoview.distributed.tune import tune
 
     raw = tmp_path / "data" / "raw"
     summary = generate(tmp_path / "generated", users=800, items=200, seed=0)

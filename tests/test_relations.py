@@ -19,19 +19,19 @@ from test_model import (
 )
 from torch.nn import functional as F
 
-from alsoview.baselines import CooccurrenceScorer, RelatedItemsScorer
-from alsoview.blocks import group_rows, mix_arguments
 from alsoview.config import load_config
-from alsoview.errors import UserError
-from alsoview.losses import GroupedBinaryCrossEntropy, build_loss
-from alsoview.model import ModelConfig
-from alsoview.relations import (
+from alsoview.data.relations import (
     Neighbours,
     cooccurrence_counts,
     count_rows,
     relation_counts,
     sequence_cooccurrence_counts,
 )
+from alsoview.errors import UserError
+from alsoview.evaluation.baselines import CooccurrenceScorer, RelatedItemsScorer
+from alsoview.model import ModelConfig
+from alsoview.sampling.blocks import group_rows, mix_arguments
+from alsoview.training.losses import GroupedBinaryCrossEntropy, build_loss
 
 NEIGHBOURS = Neighbours.from_also_view(N_ITEMS, ALSO_VIEW_INDPTR, ALSO_VIEW_ITEMS)
 

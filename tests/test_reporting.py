@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from alsoview.protocols import REPORT_COLUMNS
+from alsoview.evaluation.protocols import REPORT_COLUMNS
 from alsoview.reporting.comparison import write_compare_report
 from alsoview.reporting.plots import plot_balance
 from alsoview.reporting.tuning import headline_verdict, write_trials_csv, write_tuning_report

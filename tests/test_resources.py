@@ -9,13 +9,13 @@ import re
 import pytest
 
 from alsoview.config import load_config
-from alsoview.errors import UserError
-from alsoview.resources import (
+from alsoview.distributed.resources import (
     MIN_CPUS_PER_MIX_TASK,
     MIN_CPUS_PER_WORKER,
     TRIAL_CPU,
     plan_resources,
 )
+from alsoview.errors import UserError
 
 COMMANDS = ("train", "compare", "tune")
 CPU_COUNTS = (1, 2, 3, 4, 8, 16)

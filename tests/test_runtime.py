@@ -12,7 +12,7 @@ from pathlib import Path
 
 from processes import Watched, descendants, is_loopback, listening_addresses
 
-from alsoview import runtime
+from alsoview.distributed import runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,7 +136,7 @@ def test_the_rendezvous_store_listens_on_the_address_it_is_given_only():
     """torch's own TCPStore listens on every interface; process_group's listens on the address."""
     import torch.distributed as dist
 
-    from alsoview.process_group import _close_store, _serve_store
+    from alsoview.distributed.process_group import _close_store, _serve_store
 
     plain = dist.TCPStore("127.0.0.1", 0, 1, True, wait_for_workers=False)
     port = _serve_store("127.0.0.1", 1, 10.0)

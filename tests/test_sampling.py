@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from alsoview.relations import UserRelations
-from alsoview.sampling import MixStats, epoch_rng, mix_negatives
-from alsoview.sampling_tables import (
+from alsoview.data.relations import UserRelations
+from alsoview.data.tables import (
     SamplingTables,
     _hash_slots,  # noqa: PLC2701  (the filter's hash, to count what passes it)
     _KeySet,  # noqa: PLC2701  (the membership structure is worth testing directly)
 )
+from alsoview.sampling.mixing import MixStats, epoch_rng, mix_negatives
 
 
 @dataclass

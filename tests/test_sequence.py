@@ -12,13 +12,13 @@ import pytest
 import torch
 from test_model import make_model
 
-from alsoview.blocks import group_rows
 from alsoview.config import load_config
 from alsoview.errors import UserError
-from alsoview.losses import GroupedBinaryCrossEntropy, build_loss
 from alsoview.model import ModelConfig
 from alsoview.model.build import build_tower_model, training_sequence
 from alsoview.model.sequence import SequenceEncoder, sequence_blocks
+from alsoview.sampling.blocks import group_rows
+from alsoview.training.losses import GroupedBinaryCrossEntropy, build_loss
 
 LENGTH = 3
 

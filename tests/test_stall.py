@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from alsoview.stall import ProgressBoard, WorkerBeat, _counted, _cpus
+from alsoview.distributed.stall import ProgressBoard, WorkerBeat, _counted, _cpus
 
 
 def test_the_board_counts_idle_time_from_the_last_progress_of_any_worker():
@@ -105,8 +105,8 @@ def test_a_run_whose_workers_are_never_placed_stops_with_the_reason(smoke_config
 
     import ray
 
-    from alsoview.stall import StallError
-    from alsoview.train import train
+    from alsoview.distributed.stall import StallError
+    from alsoview.distributed.train import train
 
     config = dataclasses.replace(
         smoke_config,

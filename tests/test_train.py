@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
-from alsoview.blocks import (
+from alsoview.config import load_config
+from alsoview.data.catalog import load_catalog
+from alsoview.distributed.feed import mix_blocks
+from alsoview.distributed.resources import check_sample_memory, plan_resources, sharing_cores_warning
+from alsoview.distributed.train import epoch_line
+from alsoview.errors import UserError
+from alsoview.evaluation.validation import validation_set
+from alsoview.sampling.blocks import (
     RunPlan,
     also_view_share,
     block_sizes,
@@ -21,15 +28,8 @@ from alsoview.blocks import (
     steps_per_epoch,
     worker_blocks,
 )
-from alsoview.catalog import load_catalog
-from alsoview.checkpoint import LoopState
-from alsoview.config import load_config
-from alsoview.errors import UserError
-from alsoview.feed import mix_blocks
-from alsoview.loop import EpochInputs, fixed_size_batches, run_epochs
-from alsoview.resources import check_sample_memory, plan_resources, sharing_cores_warning
-from alsoview.train import epoch_line
-from alsoview.validation import validation_set
+from alsoview.training.checkpoint import LoopState
+from alsoview.training.loop import EpochInputs, fixed_size_batches, run_epochs
 
 
 def test_blocks_are_dealt_to_workers_without_loss_or_overlap():
@@ -182,7 +182,7 @@ def _replayable_run(first_epoch: int, epochs: int, start: tuple | None = None) -
 
     from test_model import N_ITEMS, N_USERS, make_model
 
-    from alsoview.optim import build_optimizer
+    from alsoview.training.optim import build_optimizer
 
     model = make_model(seed=1 if start else 0)  # a restart builds a model, then loads the checkpoint
     optimizer = build_optimizer(model, 0.01, False)
@@ -286,8 +286,8 @@ def test_training_learns(trained_run):
 def test_a_second_run_with_the_same_name_resumes(trained_run):
     import dataclasses
 
-    from alsoview.checkpoint import CHECKPOINT_FILE, checkpoint_dirs
-    from alsoview.train import train
+    from alsoview.distributed.train import train
+    from alsoview.training.checkpoint import CHECKPOINT_FILE, checkpoint_dirs
 
     config, first = trained_run
     kept = checkpoint_dirs(first.run_dir)
@@ -306,7 +306,7 @@ def test_a_second_run_with_the_same_name_resumes(trained_run):
 
 
 def test_the_newest_checkpoint_that_loads_is_found_on_disk_and_old_ones_pruned(tmp_path, caplog):
-    from alsoview.checkpoint import (
+    from alsoview.training.checkpoint import (
         CHECKPOINT_FILE,
         LoopState,
         checkpoint_dirs,

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from alsoview.config import flatten_search_space, load_config
+from alsoview.distributed.tune import param_space
 from alsoview.errors import UserError
-from alsoview.tune import param_space
 
 
 def test_search_space_from_config():
@@ -69,7 +69,7 @@ def test_explicit_start_points_must_fit_the_space():
 
 
 def test_an_experiment_others_could_have_written_is_not_resumed(tmp_path):
-    from alsoview.tune import check_experiment_is_ours
+    from alsoview.distributed.tune import check_experiment_is_ours
 
     (tmp_path / "tuner.pkl").write_bytes(b"state")
     check_experiment_is_ours(tmp_path)  # ours: fine
@@ -79,7 +79,7 @@ def test_an_experiment_others_could_have_written_is_not_resumed(tmp_path):
 
 
 def test_a_grace_period_longer_than_a_trial_is_refused_in_one_line():
-    from alsoview.tune import tune_config_of
+    from alsoview.distributed.tune import tune_config_of
 
     config = load_config("configs/video_games.yaml", ["tune.max_epochs=1"])
     with pytest.raises(UserError, match=r"tune.grace_period=4 is more than the 1 epochs a trial runs .*at most 1"):
@@ -92,8 +92,8 @@ def test_the_best_trial_is_the_final_model_only_when_it_ran_the_final_epochs(tmp
     early) under the same settings; otherwise the best settings train again."""
     import torch
 
-    from alsoview.checkpoint import LoopState, save_checkpoint
-    from alsoview.tune_finish import _finished_trial
+    from alsoview.distributed.tune_finish import _finished_trial
+    from alsoview.training.checkpoint import LoopState, save_checkpoint
 
     def trial(name: str, epochs_run: int, epochs: int, early: bool = False):
         folder = tmp_path / name / "checkpoint_2026-01-01_00-00-00.000000"
@@ -114,7 +114,7 @@ def test_a_failed_trials_reason_is_read_before_tune_syncs_it_to_storage(tmp_path
     its storage has it: the reason comes from the local copy."""
     import cloudpickle
 
-    from alsoview.tune import trial_failure
+    from alsoview.distributed.tune import trial_failure
 
     class Trial:
         pickled_error_file = str(tmp_path / "error.pkl")
@@ -136,8 +136,8 @@ def test_a_trial_function_trains_with_the_drivers_ray_train_settings(monkeypatch
     import ray.tune
     import ray.tune.integration.ray_train
 
-    import alsoview.train
-    from alsoview import runtime, tune
+    import alsoview.distributed.train
+    from alsoview.distributed import runtime, tune
 
     monkeypatch.setenv(runtime.TRAIN_POLL_ENV, "0.5")
     monkeypatch.delenv(runtime.PREEMPTION_WATCHER_ENV, raising=False)
@@ -148,6 +148,6 @@ def test_a_trial_function_trains_with_the_drivers_ray_train_settings(monkeypatch
     monkeypatch.delenv(runtime.TRAIN_POLL_ENV)  # the trial's worker process has none of it
     monkeypatch.setattr(ray.tune, "get_context", lambda: types.SimpleNamespace(get_trial_id=lambda: "t1"))
     monkeypatch.setattr(ray.tune.integration.ray_train, "TuneReportCallback", lambda: None)  # needs a session
-    monkeypatch.setattr(alsoview.train, "fit_watched", lambda *a: seen.update(os.environ))
+    monkeypatch.setattr(alsoview.distributed.train, "fit_watched", lambda *a: seen.update(os.environ))
     tune.run_trial({}, load_config(None), None, None, "/nowhere", train_env=shipped)
     assert seen[runtime.TRAIN_POLL_ENV] == "0.5"

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from alsoview.catalog import load_catalog
 from alsoview.config import load_config
+from alsoview.data.catalog import load_catalog
+from alsoview.evaluation.validation import validate, validation_set
 from alsoview.model import build_model
-from alsoview.validation import validate, validation_set
 
 
 @pytest.fixture(scope="module")

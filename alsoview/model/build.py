@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from alsoview.config import ModelConfig
+from alsoview.data.relations import UserRelations, sequence_cooccurrence_counts, user_item_csr
 from alsoview.data.synthetic.draws import stable_key
 from alsoview.model.cooccurrence_head import CooccurrenceHead
 from alsoview.model.dot_head import DotHead
@@ -26,11 +27,10 @@ from alsoview.model.relation_head import RelationHead
 from alsoview.model.scorer import TowerModel
 from alsoview.model.sequence import SequenceEncoder, sequence_blocks
 from alsoview.model.towers import ItemTower, UserTower
-from alsoview.relations import UserRelations, sequence_cooccurrence_counts, user_item_csr
 
 if TYPE_CHECKING:
-    from alsoview.catalog import Catalog
     from alsoview.config import Config
+    from alsoview.data.catalog import Catalog
 
 
 def build_model(catalog: "Catalog", config: "Config") -> TowerModel:

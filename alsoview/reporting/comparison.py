@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from alsoview.checkpoint import plain
-from alsoview.protocols import REPORT_COLUMNS, skipped_note
+from alsoview.evaluation.protocols import REPORT_COLUMNS, skipped_note
 from alsoview.reporting.plots import plot_comparison
+from alsoview.training.checkpoint import plain
 
 
 @dataclass

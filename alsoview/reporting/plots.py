@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alsoview.protocols import PROTOCOLS
+from alsoview.evaluation.protocols import PROTOCOLS
 
 FRACTION_KEY = "sampling.also_view_fraction"  # the balance the tuning plot puts on its x axis
 PLOTTED = ("ndcg@10", "auc")  # the comparison's rows, one column per protocol

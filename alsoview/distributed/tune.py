@@ -24,13 +24,13 @@ from typing import Any
 
 from ray.tune import Callback
 
-from alsoview.catalog import Catalog
-from alsoview.checkpoint import prune_checkpoints
 from alsoview.config import Config, flatten_search_space, with_absolute_paths, with_overrides
+from alsoview.data.catalog import Catalog
+from alsoview.distributed.resources import TRIAL_CPU, ResourcePlan, plan_resources
+from alsoview.distributed.tune_finish import TuneResult, finish, write_outputs
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
 from alsoview.logs import verbose
-from alsoview.resources import TRIAL_CPU, ResourcePlan, plan_resources
-from alsoview.tune_finish import TuneResult, finish, write_outputs
+from alsoview.training.checkpoint import prune_checkpoints
 
 log = logging.getLogger("alsoview")
 
@@ -78,7 +78,7 @@ def run_trial(
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from alsoview.train import fit_watched
+    from alsoview.distributed.train import fit_watched
 
     for name, value in (train_env or {}).items():
         os.environ.setdefault(name, value)
@@ -92,7 +92,7 @@ def trial_trainable(config: Config, catalog: Catalog, plan: ResourcePlan, run_di
     asking Tune for the trial function's own sliver of CPU (`resources.TRIAL_CPU`)."""
     from ray import tune as ray_tune
 
-    from alsoview.runtime import ray_train_env
+    from alsoview.distributed.runtime import ray_train_env
 
     return ray_tune.with_resources(
         ray_tune.with_parameters(
@@ -230,7 +230,7 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from alsoview.runtime import start_run
+    from alsoview.distributed.runtime import start_run
 
     stages = dict(stage_seconds or {})
     search_began = time.perf_counter()

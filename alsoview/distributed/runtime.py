@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alsoview import checkpoint as runs
-from alsoview.catalog import Catalog, load_catalog
 from alsoview.config import Config, with_absolute_paths
+from alsoview.data.catalog import Catalog, load_catalog
 from alsoview.errors import UserError
+from alsoview.training import checkpoint as runs
 
 log = logging.getLogger("alsoview")
 

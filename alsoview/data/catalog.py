@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from alsoview.data import layout
-from alsoview.sampling_tables import SamplingTables
+from alsoview.data.tables import SamplingTables
 
 
 @dataclass(frozen=True)

@@ -18,25 +18,25 @@ from typing import Any
 
 import torch
 
-from alsoview import checkpoint as runs
-from alsoview.blocks import RunPlan, block_sizes, describe_mix, preview_mix, rows_per_batch, steps_per_epoch
-from alsoview.catalog import Catalog
 from alsoview.config import Config
-from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
-from alsoview.feed import EpochFeeder, block_columns, cached_catalog
-from alsoview.gradient_sync import RowGradientSync
-from alsoview.loop import EpochInputs, fixed_size_batches, run_epochs, sample_tensors
-from alsoview.losses import build_loss
-from alsoview.model import build_model
-from alsoview.resources import (
+from alsoview.data.catalog import Catalog
+from alsoview.distributed.feed import EpochFeeder, block_columns, cached_catalog
+from alsoview.distributed.resources import (
     ResourcePlan,
     check_sample_memory,
     plan_resources,
     sharing_cores_warning,
     with_planned_split,
 )
-from alsoview.stall import StallError, StallWatch, WorkerBeat, diagnose
-from alsoview.validation import ValidationSet, validate, validation_set
+from alsoview.distributed.stall import StallError, StallWatch, WorkerBeat, diagnose
+from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
+from alsoview.evaluation.validation import ValidationSet, validate, validation_set
+from alsoview.model import build_model
+from alsoview.sampling.blocks import RunPlan, block_sizes, describe_mix, preview_mix, rows_per_batch, steps_per_epoch
+from alsoview.training import checkpoint as runs
+from alsoview.training.gradient_sync import RowGradientSync
+from alsoview.training.loop import EpochInputs, fixed_size_batches, run_epochs, sample_tensors
+from alsoview.training.losses import build_loss
 
 log = logging.getLogger("alsoview")
 
@@ -179,7 +179,7 @@ def _train_on_worker(
     import ray
     import ray.train
 
-    from alsoview.optim import build_optimizer
+    from alsoview.training.optim import build_optimizer
 
     config = setup.config
     context = ray.train.get_context()
@@ -322,7 +322,7 @@ def build_trainer(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from alsoview.process_group import NodeAddressTorchConfig
+    from alsoview.distributed.process_group import NodeAddressTorchConfig
 
     check_sample_memory(config, len(catalog.train), ray.cluster_resources(), plan)
     sharing = sharing_cores_warning(config, plan)
@@ -396,7 +396,12 @@ def fit_watched(
     """
     import ray
 
-    from alsoview.stall import ProgressBoard, is_start_timeout, register_controller_callback, train_start_timeout
+    from alsoview.distributed.stall import (
+        ProgressBoard,
+        is_start_timeout,
+        register_controller_callback,
+        train_start_timeout,
+    )
 
     timeout = config.train.stall_timeout
     if timeout <= 0:
@@ -427,7 +432,7 @@ def train(config: Config, catalog: Catalog | None = None) -> TrainResult:
     """Fit the model with Ray Train; writes config.yaml, metrics.json, history.csv and model.pt to the run dir."""
     import ray
 
-    from alsoview.runtime import start_run
+    from alsoview.distributed.runtime import start_run
 
     begun = start_run(config, config.train.run_name, catalog)
     config, catalog, run_dir = begun.config, begun.catalog, begun.run_dir

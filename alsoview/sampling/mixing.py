@@ -12,7 +12,7 @@ by positive: the negatives of positive ``p`` are rows ``B + p*k .. B + p*k + k -
 first. The caller shuffles if it wants a mixed order.
 
 The tables it reads (also-view lists, each user's items, the membership set, the weighted
-pool) are built once per dataset in :mod:`alsoview.sampling_tables`.
+pool) are built once per dataset in :mod:`alsoview.data.tables`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from alsoview.config import RANDOM_POOLS
-from alsoview.relations import UserRelations
-from alsoview.sampling_tables import SamplingTables, _WeightedPool
+from alsoview.data.relations import UserRelations
+from alsoview.data.tables import SamplingTables, _WeightedPool
 
 __all__ = ["SamplingTables", "MixStats", "mix_negatives", "epoch_rng", "RANDOM_POOLS"]
 

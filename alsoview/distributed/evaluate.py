@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from alsoview.catalog import Catalog
-from alsoview.logs import Progress
-from alsoview.protocols import (
+from alsoview.data.catalog import Catalog
+from alsoview.evaluation.protocols import (
     EvalCases,
     ModelScorer,
     build_cases,
@@ -22,6 +21,7 @@ from alsoview.protocols import (
     score_rows,
     summarize,
 )
+from alsoview.logs import Progress
 
 log = logging.getLogger("alsoview")
 
@@ -117,9 +117,9 @@ def evaluate_run(
     Writes the model's keys into the run's metrics.json, and evaluation.json / evaluation.md
     with every scorer.
     """
-    from alsoview.catalog import load_catalog
-    from alsoview.checkpoint import load_saved_model, read_metrics, write_metrics
-    from alsoview.runtime import cluster_has_gpus, init_ray
+    from alsoview.data.catalog import load_catalog
+    from alsoview.distributed.runtime import cluster_has_gpus, init_ray
+    from alsoview.training.checkpoint import load_saved_model, read_metrics, write_metrics
 
     run = Path(run_dir)
     saved = load_saved_model(run)

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from alsoview.blocks import EPOCH_ORDER_KEY
-from alsoview.catalog import Catalog
-from alsoview.metrics import pairwise_auc
-from alsoview.protocols import EvalCases, ModelScorer, build_cases, score_rows, summarize
-from alsoview.sampling import epoch_rng, mix_negatives
+from alsoview.data.catalog import Catalog
+from alsoview.evaluation.metrics import pairwise_auc
+from alsoview.evaluation.protocols import EvalCases, ModelScorer, build_cases, score_rows, summarize
+from alsoview.sampling.blocks import EPOCH_ORDER_KEY
+from alsoview.sampling.mixing import epoch_rng, mix_negatives
 
 RANKING_PROTOCOLS = ("full", "sampled100")
 _VALIDATION_KEY = EPOCH_ORDER_KEY + 1  # epoch_rng key of the fixed validation negatives

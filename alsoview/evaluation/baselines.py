@@ -14,7 +14,7 @@ from typing import Callable, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from alsoview.relations import Neighbours, count_rows, relation_counts, user_item_csr
+from alsoview.data.relations import Neighbours, count_rows, relation_counts, user_item_csr
 
 try:  # scipy is optional: the co-occurrence scorer falls back to dense numpy on small catalogs
     import scipy.sparse as _sparse

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from alsoview.blocks import SAMPLE_COLUMNS, RunPlan, epoch_rows, mix_arguments, mix_block
-from alsoview.catalog import Catalog
 from alsoview.config import Config
-from alsoview.resources import EPOCHS_IN_FLIGHT, SAMPLE_BYTES
+from alsoview.data.catalog import Catalog
+from alsoview.distributed.resources import EPOCHS_IN_FLIGHT, SAMPLE_BYTES
+from alsoview.sampling.blocks import SAMPLE_COLUMNS, RunPlan, epoch_rows, mix_arguments, mix_block
 
 _CATALOG_CACHE: dict[str, Catalog] = {}
 

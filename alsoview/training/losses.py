@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from alsoview.blocks import trains_in_groups
-from alsoview.catalog import Catalog
 from alsoview.config import Config
+from alsoview.data.catalog import Catalog
+from alsoview.sampling.blocks import trains_in_groups
 
 LossStep = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 

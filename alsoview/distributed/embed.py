@@ -40,7 +40,7 @@ def embed_items(items: pd.DataFrame, config: Config) -> tuple[np.ndarray, dict[s
     import ray.data
 
     from alsoview.data.text import resolve_text_encoder
-    from alsoview.runtime import cluster_has_gpus
+    from alsoview.distributed.runtime import cluster_has_gpus
 
     spec, reason = resolve_text_encoder(
         config.text.encoder, config.text.model_path, config.text.dim, config.text.max_length

@@ -24,12 +24,12 @@ from alsoview import storage
 from alsoview.config import Config, with_absolute_paths
 from alsoview.data import amazon, layout
 from alsoview.data.clean import CleanDataset, CleanOptions, clean
-from alsoview.data.embed import embed_items
 from alsoview.data.inputs import InputFile, record_tables, resolve_inputs, why_stale
 from alsoview.data.parse import META_SCHEMA, REVIEW_SCHEMA, parse_meta_block, parse_review_block
 from alsoview.data.write import build_manifest, write_dataset, write_manifest
+from alsoview.distributed.embed import embed_items
+from alsoview.distributed.runtime import init_ray
 from alsoview.errors import UserError
-from alsoview.runtime import init_ray
 
 log = logging.getLogger("alsoview")
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import pandas as pd
 
-from alsoview.catalog import Catalog
-from alsoview.checkpoint import plain
 from alsoview.config import Config, with_overrides
+from alsoview.data.catalog import Catalog
 from alsoview.reporting.plots import plot_balance
 from alsoview.reporting.tuning import BALANCE_FILE, TRIALS_FILE, write_trials_csv, write_tuning_report
+from alsoview.training.checkpoint import plain
 
 log = logging.getLogger("alsoview")
 
@@ -61,9 +61,9 @@ def finish(
     stopped itself early), its last checkpoint is the final model; otherwise the settings train
     again for train.epochs as the Ray Train run `best` (an interrupted job resumes it).
     """
-    from alsoview import checkpoint as runs
-    from alsoview.evaluate import evaluate_run
-    from alsoview.train import train
+    from alsoview.distributed.evaluate import evaluate_run
+    from alsoview.distributed.train import train
+    from alsoview.training import checkpoint as runs
 
     final_config = with_overrides(config, best["params"])
     final_config = dataclasses.replace(
@@ -92,7 +92,7 @@ def finish(
 
 def _finished_trial(trial_storage: Path, epochs: int) -> Any:
     """The trial's last checkpoint when it trained `epochs` epochs or early-stopped itself, else None."""
-    from alsoview import checkpoint as runs
+    from alsoview.training import checkpoint as runs
 
     found = runs.latest_checkpoint(trial_storage)
     if found is None:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from alsoview.losses import LossStep, binary_cross_entropy
+from alsoview.training.losses import LossStep, binary_cross_entropy
 
 # Keeps the torch seeds of `seed_epoch` apart from the mixing blocks' (sampling.epoch_rng keys).
 TORCH_SEED_KEY = 1 << 30
@@ -115,7 +115,7 @@ def sample_tensors(mixed: dict[str, Any], device: torch.device | str = "cpu") ->
 def local_epoch_blocks(catalog: Any, config: Any, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
     """One epoch's mixed blocks in this process, as one Ray Train worker of a one-worker run gets them
     (the same blocks, order and negatives): for benchmarks and tests without Ray."""
-    from alsoview.blocks import block_sizes, mix_arguments, mix_block, worker_blocks
+    from alsoview.sampling.blocks import block_sizes, mix_arguments, mix_block, worker_blocks
 
     n_blocks = len(block_sizes(len(catalog.train), config.sampling.block_rows))
     for block in worker_blocks(n_blocks, config.seed, epoch, 0, 1):
@@ -212,12 +212,12 @@ def fit_in_process(
     batches, `train_epoch`, validation and early stopping; returns the model with its best
     epoch's weights (eval mode) and the loop state (history, best epoch). `model` and
     `optimizer` replace the configured ones (benchmarks compare implementations)."""
-    from alsoview.blocks import block_sizes, rows_per_batch, steps_per_epoch
-    from alsoview.checkpoint import LoopState
-    from alsoview.losses import build_loss
+    from alsoview.evaluation.validation import validate, validation_set
     from alsoview.model import build_model
-    from alsoview.optim import build_optimizer
-    from alsoview.validation import validate, validation_set
+    from alsoview.sampling.blocks import block_sizes, rows_per_batch, steps_per_epoch
+    from alsoview.training.checkpoint import LoopState
+    from alsoview.training.losses import build_loss
+    from alsoview.training.optim import build_optimizer
 
     torch.manual_seed(config.seed)
     model = model or build_model(catalog, config)

@@ -31,8 +31,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from alsoview.distributed.resources import ResourcePlan
 from alsoview.errors import RunFailedError
-from alsoview.resources import ResourcePlan
 
 log = logging.getLogger("alsoview")
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from alsoview.baselines import PopularityScorer
-from alsoview.catalog import Catalog, load_catalog
-from alsoview.checkpoint import load_saved_model
+from alsoview.data.catalog import Catalog, load_catalog
+from alsoview.distributed.evaluate import ModelFactory
 from alsoview.errors import UserError
-from alsoview.evaluate import ModelFactory
-from alsoview.protocols import ModelScorer
+from alsoview.evaluation.baselines import PopularityScorer
+from alsoview.evaluation.protocols import ModelScorer
 from alsoview.storage import check_writable_file
+from alsoview.training.checkpoint import load_saved_model
 
 log = logging.getLogger("alsoview")
 
@@ -100,7 +100,7 @@ def recommend_batch(
     """Recommendations for many users with a Ray Data actor pool, written as Parquet; returns rows written."""
     import ray.data
 
-    from alsoview.runtime import init_ray
+    from alsoview.distributed.runtime import init_ray
 
     if k < 1:
         raise UserError(f"-k must be >= 1, got {k}")

@@ -11,13 +11,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from alsoview import checkpoint as runs
 from alsoview.config import Config, check_plain_name
+from alsoview.distributed.evaluate import ModelFactory, evaluate_scorers
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
-from alsoview.evaluate import ModelFactory, evaluate_scorers
+from alsoview.evaluation.protocols import build_cases, reference_scorers
 from alsoview.logs import verbose
-from alsoview.protocols import build_cases, reference_scorers
 from alsoview.reporting.comparison import CompareResult, write_compare_report
+from alsoview.training import checkpoint as runs
 
 log = logging.getLogger("alsoview")
 
@@ -40,9 +40,9 @@ def compare(
     import ray.train
     from ray import tune as ray_tune
 
-    from alsoview.resources import plan_resources
-    from alsoview.runtime import start_run
-    from alsoview.tune import TrialLog, check_some_trial_ran, restore_or_start, trial_trainable
+    from alsoview.distributed.resources import plan_resources
+    from alsoview.distributed.runtime import start_run
+    from alsoview.distributed.tune import TrialLog, check_some_trial_ran, restore_or_start, trial_trainable
 
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from alsoview.baselines import RelatedItemsScorer, Scorer, baseline_builders, matrix_factorisation_peers
-from alsoview.catalog import Catalog
+from alsoview.data.catalog import Catalog
+from alsoview.data.relations import Neighbours
 from alsoview.errors import UserError
-from alsoview.metrics import expected_rank_metrics, rank_counts
-from alsoview.relations import Neighbours
+from alsoview.evaluation.baselines import RelatedItemsScorer, Scorer, baseline_builders, matrix_factorisation_peers
+from alsoview.evaluation.metrics import expected_rank_metrics, rank_counts
 
 log = logging.getLogger("alsoview")
 

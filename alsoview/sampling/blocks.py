@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from alsoview.catalog import Catalog
 from alsoview.config import Config
-from alsoview.relations import UserRelations, user_item_csr
-from alsoview.sampling import MixStats, epoch_rng, mix_negatives
+from alsoview.data.catalog import Catalog
+from alsoview.data.relations import UserRelations, user_item_csr
+from alsoview.sampling.mixing import MixStats, epoch_rng, mix_negatives
 
 SAMPLE_COLUMNS = ("user", "item", "label", "is_hard")
 # epoch_rng key of the per-epoch permutation of blocks (block ids are far below it)
