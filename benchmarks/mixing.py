@@ -51,17 +51,18 @@ def naive_sampler(catalog: Any, n_positives: int, k: int, fraction: float, seed:
 
 
 def pure_epoch(catalog: Any, config: Any, epoch: int) -> tuple[int, float]:
-    from alsoview.sampling.blocks import block_sizes, mix_arguments, mix_block
+    from alsoview.sampling.blocks import block_sizes, mix_block
+    from alsoview.training.batches import mix_spec
 
     s = config.sampling
     begin = time.perf_counter()
     negatives = 0
     for block in range(len(block_sizes(len(catalog.train), s.block_rows))):
-        negatives += int((mix_block(block, catalog, **mix_arguments(config, epoch))["label"] == 0).sum())
+        negatives += int((mix_block(block, catalog, mix_spec(config), epoch)["label"] == 0).sum())
     return negatives, time.perf_counter() - begin
 
 
-def timed_mix_planned(batch: dict, catalog_ref: list, plan: Any, config: Any) -> Any:
+def timed_mix_planned(batch: dict, catalog_ref: list, plan: Any, spec: Any) -> Any:
     """feed.mix_planned as an Arrow table whose schema metadata holds the task's CPU seconds (a
     column would add bytes to every sample and change what the feed holds)."""
     import pyarrow as pa
@@ -69,7 +70,7 @@ def timed_mix_planned(batch: dict, catalog_ref: list, plan: Any, config: Any) ->
     from alsoview.distributed.feed import mix_planned
 
     begin = time.process_time()
-    table = pa.table(mix_planned(batch, catalog_ref, plan, config))
+    table = pa.table(mix_planned(batch, catalog_ref, plan, spec))
     return table.replace_schema_metadata({"task_cpu_seconds": repr(time.process_time() - begin)})
 
 
@@ -80,10 +81,12 @@ def ray_epochs(catalog_ref: list, config: Any, catalog: Any, epochs: int) -> lis
 
     from alsoview.distributed.feed import EpochFeeder, block_columns
     from alsoview.sampling.blocks import RunPlan, block_sizes
+    from alsoview.training.batches import mix_spec
 
     sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
     plan = RunPlan(len(sizes), 0, 1, config.seed, 0, epochs, config.sampling.blocks_per_task)
-    feeder = ray.remote(num_cpus=0)(EpochFeeder).remote(config, catalog_ref, plan, sizes, timed_mix_planned)
+    spec, cpus = mix_spec(config), config.sampling.cpus_per_task
+    feeder = ray.remote(num_cpus=0)(EpochFeeder).remote(spec, cpus, catalog_ref, plan, sizes, timed_mix_planned)
     out = []
     try:
         for epoch in range(epochs):

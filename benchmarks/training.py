@@ -44,7 +44,8 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
     import torch
 
     from alsoview.model import build_model
-    from alsoview.sampling.blocks import block_sizes, mix_arguments, mix_block, worker_blocks
+    from alsoview.sampling.blocks import block_sizes, mix_block, worker_blocks
+    from alsoview.training.batches import mix_spec
     from alsoview.training.loop import train_epoch
     from alsoview.training.optim import build_optimizer
 
@@ -54,7 +55,7 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
     # Epoch 0's samples in the pipeline's order (its blocks, each shuffled), so both runs train
     # on the same batches: the order changes how many distinct embedding rows a batch touches.
     blocks = [
-        mix_block(int(b), catalog, **mix_arguments(config, 0))
+        mix_block(int(b), catalog, mix_spec(config), 0)
         for b in worker_blocks(len(block_sizes(len(catalog.train), s.block_rows)), config.seed, 0, 0, 1)
     ]
     device = torch.device(device_name)

@@ -34,8 +34,8 @@ def _worker(rank: int, world: int, sparse: bool, steps: int, prepared: str, stor
     from alsoview.config import load_config
     from alsoview.data.catalog import load_catalog
     from alsoview.model import build_model
+    from alsoview.training.batches import fixed_size_batches, local_epoch_blocks
     from alsoview.training.gradient_sync import RowGradientSync
-    from alsoview.training.loop import fixed_size_batches, local_epoch_blocks
     from alsoview.training.optim import build_optimizer
 
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"

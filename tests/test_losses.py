@@ -14,7 +14,8 @@ from torch.nn import functional as F
 from alsoview.config import load_config
 from alsoview.data.tables import SamplingTables
 from alsoview.model import ModelConfig
-from alsoview.sampling.blocks import group_rows, mix_arguments, mix_block, rows_per_batch
+from alsoview.sampling.blocks import MixSpec, mix_block
+from alsoview.training.batches import group_rows, mix_spec, rows_per_batch
 from alsoview.training.losses import (
     GroupedBinaryCrossEntropy,
     HardestCandidates,
@@ -40,8 +41,12 @@ def small_catalog(seed: int = 0) -> SimpleNamespace:
     return SimpleNamespace(train=SimpleNamespace(users=users, items=items), sampling=tables)
 
 
+def spec(negatives: int, grouped: bool) -> MixSpec:
+    return MixSpec(50, 7, negatives, 0.5, 0, "uniform", 0.75, grouped=grouped, exclude_related=False)
+
+
 def mix(grouped: bool, block: int = 0) -> dict[str, np.ndarray]:
-    return mix_block(block, small_catalog(), 50, 7, 2, K, 0.5, "uniform", 0.75, grouped=grouped)
+    return mix_block(block, small_catalog(), spec(K, grouped), epoch=2)
 
 
 def test_a_grouped_block_is_each_positive_then_its_own_negatives_with_the_same_samples():
@@ -209,10 +214,10 @@ def test_candidates_per_negative_draws_more_and_batches_count_trained_groups():
     )
     assert group_rows(config) == 13  # 1 + 4 x 3 drawn
     assert rows_per_batch(config, 1) == 102 * 13  # 102 groups of 1 + 4 trained rows
-    assert mix_arguments(config, 0)["negatives_per_positive"] == 12
+    assert mix_spec(config).negatives == 12
     loss = build_loss(config, small_catalog())
     assert isinstance(loss, HardestCandidates) and isinstance(loss.loss, GroupedBinaryCrossEntropy)
-    block = mix_block(0, small_catalog(), 50, 7, 2, 12, 0.5, "uniform", 0.75, grouped=True)
+    block = mix_block(0, small_catalog(), spec(12, grouped=True), epoch=2)
     assert (block["label"].reshape(-1, 13)[:, 0] == 1).all()  # groups of 1 + 12 drawn
     model = make_model(ModelConfig()).train()
     value = loss(model, grouped_batch_of(12, groups_=4))

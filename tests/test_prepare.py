@@ -262,14 +262,14 @@ def test_a_prepared_dataset_is_reused_by_input_contents_not_paths(tmp_path):
     def config_at(folder, *overrides):
         config = load_config(None, [*FAST_TEXT, *overrides])
         config.data.reviews, config.data.meta = [str(folder / "reviews.json.gz")], [str(folder / "meta.json.gz")]
-        return config
+        return config.dataset_settings()
 
     prepared_with = config_at(first)
     manifest = {
         "format_version": layout.FORMAT_VERSION,
-        "config": prepared_with.to_dict(),
+        "config": prepared_with,
         "inputs": {r: [{"path": p, "sha256": file_sha256(p)}] for r, (p,) in
-                   (("reviews", prepared_with.data.reviews), ("meta", prepared_with.data.meta))},
+                   (("reviews", prepared_with["data"]["reviews"]), ("meta", prepared_with["data"]["meta"]))},
     }  # fmt: skip
     assert why_stale(manifest, prepared_with) is None
     older = {**manifest, "format_version": 1}  # written before items.parquet had also_buy

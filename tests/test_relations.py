@@ -30,7 +30,7 @@ from alsoview.data.relations import (
 from alsoview.errors import UserError
 from alsoview.evaluation.baselines import CooccurrenceScorer, RelatedItemsScorer
 from alsoview.model import ModelConfig
-from alsoview.sampling.blocks import group_rows, mix_arguments
+from alsoview.training.batches import group_rows, mix_spec
 from alsoview.training.losses import GroupedBinaryCrossEntropy, build_loss
 
 NEIGHBOURS = Neighbours.from_also_view(N_ITEMS, ALSO_VIEW_INDPTR, ALSO_VIEW_ITEMS)
@@ -94,7 +94,7 @@ def test_the_relation_head_scores_log_counts_and_leaves_the_positive_out_while_t
 
 def test_with_the_relation_head_every_loss_trains_on_groups():
     config = load_config(None, ["model.also_view_relation=true", "sampling.negatives_per_positive=4"])
-    assert group_rows(config) == 5 and mix_arguments(config, 0)["grouped"]
+    assert group_rows(config) == 5 and mix_spec(config).grouped
     loss = build_loss(config, small_catalog())
     assert isinstance(loss, GroupedBinaryCrossEntropy)
     model = make_model(ModelConfig(also_view_relation=True)).eval()
@@ -284,5 +284,5 @@ def test_cooccurrence_weights_must_be_in_zero_one(key):
 
 def test_the_cooccurrence_head_trains_on_groups():
     config = load_config(None, ["model.cooccurrence_relation=true", "sampling.negatives_per_positive=4"])
-    assert group_rows(config) == 5 and mix_arguments(config, 0)["grouped"]
+    assert group_rows(config) == 5 and mix_spec(config).grouped
     assert isinstance(build_loss(config, small_catalog()), GroupedBinaryCrossEntropy)

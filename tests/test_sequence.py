@@ -13,11 +13,12 @@ import torch
 from test_model import make_model
 
 from alsoview.config import load_config
+from alsoview.data.relations import user_items_in_time_order
 from alsoview.errors import UserError
 from alsoview.model import ModelConfig
-from alsoview.model.build import build_tower_model, training_sequence
+from alsoview.model.build import build_tower_model
 from alsoview.model.sequence import SequenceEncoder, sequence_blocks
-from alsoview.sampling.blocks import group_rows
+from alsoview.training.batches import group_rows
 from alsoview.training.losses import GroupedBinaryCrossEntropy, build_loss
 
 LENGTH = 3
@@ -48,7 +49,7 @@ def encoder(catalog: SimpleNamespace, length: int = LENGTH) -> SequenceEncoder:
         torch.nn.Embedding(length, d),
         blocks,
         catalog.n_users,
-        *training_sequence(catalog),
+        *user_items_in_time_order(catalog.train.users, catalog.train.items, catalog.train.times, catalog.n_users),
     ).eval()
 
 

@@ -24,8 +24,9 @@ from alsoview.data.synthetic import (
     generate,
     synthesize,
 )
-from alsoview.data.synthetic.draws import Streams, stable_key
+from alsoview.data.synthetic.draws import Streams
 from alsoview.errors import UserError
+from alsoview.seeds import stable_key
 
 USERS, ITEMS, SEED = 200, 100, 0
 

@@ -16,20 +16,10 @@ from alsoview.distributed.resources import check_sample_memory, plan_resources, 
 from alsoview.distributed.train import epoch_line
 from alsoview.errors import UserError
 from alsoview.evaluation.validation import validation_set
-from alsoview.sampling.blocks import (
-    RunPlan,
-    also_view_share,
-    block_sizes,
-    describe_mix,
-    epoch_rows,
-    mix_arguments,
-    mix_block,
-    preview_mix,
-    steps_per_epoch,
-    worker_blocks,
-)
+from alsoview.sampling.blocks import RunPlan, block_sizes, mix_block, preview_mix, worker_blocks
+from alsoview.training.batches import BatchPlan, fixed_size_batches, mix_spec
 from alsoview.training.checkpoint import LoopState
-from alsoview.training.loop import EpochInputs, fixed_size_batches, run_epochs
+from alsoview.training.loop import EpochInputs, run_epochs
 
 
 def test_blocks_are_dealt_to_workers_without_loss_or_overlap():
@@ -44,10 +34,11 @@ def test_blocks_are_dealt_to_workers_without_loss_or_overlap():
 def test_steps_per_epoch_never_exceed_any_workers_batches():
     sizes = block_sizes(5000, 512)
     for world in (1, 2, 3):
-        steps = steps_per_epoch(sizes, 0, 2, world, samples_per_positive=5, worker_batch=100)
-        for rank in range(world):
-            rows = sizes[worker_blocks(len(sizes), 0, 2, rank, world)].sum() * 5
-            assert steps <= -(-rows // 100)
+        plan = BatchPlan(sizes, seed=0, world=world, rows_per_batch=100, samples_per_positive=5)
+        steps = plan.steps(2)
+        rows = [sizes[worker_blocks(len(sizes), 0, 2, rank, world)].sum() * 5 for rank in range(world)]
+        assert all(steps <= -(-r // 100) for r in rows)
+        assert steps == -(-min(rows) // 100)  # the smallest share decides
 
 
 def test_a_run_plan_gives_each_epoch_its_workers_blocks_in_order():
@@ -60,7 +51,7 @@ def test_a_run_plan_gives_each_epoch_its_workers_blocks_in_order():
             for epoch in range(2, 5):
                 blocks = np.concatenate([b for e, b in tasks if e == epoch])
                 assert np.array_equal(blocks, worker_blocks(len(sizes), 7, epoch, rank, world))
-                assert epoch_rows(plan, sizes, 5, epoch) == sizes[blocks].sum() * 5
+                assert plan.epoch_rows(sizes, 5, epoch) == sizes[blocks].sum() * 5
             assert {epoch for epoch, _ in tasks} == {2, 3, 4}
 
 
@@ -76,7 +67,7 @@ def test_an_epochs_samples_do_not_depend_on_the_number_of_workers_or_blocks_per_
         None,
         [f"data.prepared_dir={prepared.data.prepared_dir}", "seed=5", f"sampling.block_rows={sampling.block_rows}"],
     )
-    mix_args = mix_arguments(config, epoch=2)
+    spec = mix_spec(config)
     n_blocks = len(block_sizes(len(catalog.train), sampling.block_rows))
 
     def epoch_samples(world, per_task):
@@ -85,29 +76,29 @@ def test_an_epochs_samples_do_not_depend_on_the_number_of_workers_or_blocks_per_
             blocks = worker_blocks(n_blocks, 5, 2, rank, world)
             for start in range(0, len(blocks), per_task):
                 batch = {"block": blocks[start : start + per_task]}
-                frames.append(pd.DataFrame(mix_blocks(batch, catalog_ref=[catalog], **mix_args)))
+                frames.append(pd.DataFrame(mix_blocks(batch, [catalog], spec, epoch=2)))
         return pd.concat(frames).sort_values(["user", "item", "label", "is_hard"]).reset_index(drop=True)
 
     one = epoch_samples(1, 1)
     pd.testing.assert_frame_equal(one, epoch_samples(3, 1))
     pd.testing.assert_frame_equal(one, epoch_samples(2, 3))
     assert len(one) == len(catalog.train) * (1 + sampling.negatives_per_positive)
-    other_epoch = pd.DataFrame(mix_block(0, catalog, **{**mix_args, "epoch": 3}))
-    assert not other_epoch.equals(pd.DataFrame(mix_block(0, catalog, **mix_args)))
+    other_epoch = pd.DataFrame(mix_block(0, catalog, spec, epoch=3))
+    assert not other_epoch.equals(pd.DataFrame(mix_block(0, catalog, spec, epoch=2)))
 
 
 def test_the_mix_preview_draws_what_epoch_0_draws_and_says_why_the_share_falls_short(prepared):
     catalog = load_catalog(prepared.data.prepared_dir)
     config = load_config(None, [f"data.prepared_dir={prepared.data.prepared_dir}", "sampling.block_rows=512"])
-    stats = preview_mix(catalog, config, max_blocks=3)
-    drawn = [mix_block(b, catalog, **mix_arguments(config, epoch=0)) for b in range(3)]
+    stats = preview_mix(catalog, mix_spec(config), max_blocks=3)
+    drawn = [mix_block(b, catalog, mix_spec(config), epoch=0) for b in range(3)]
     assert stats.hard_drawn == sum(int(d["is_hard"].sum()) for d in drawn)
     assert stats.negatives == sum(int((d["label"] == 0).sum()) for d in drawn)
-    line = describe_mix(stats, config.sampling.also_view_fraction)
+    line = stats.describe(config.sampling.also_view_fraction)
     asked = config.sampling.also_view_fraction
     assert line.startswith(f"also-view share {asked:.2f} asked, {stats.hard_share:.2f} drawn")
     assert ("from random items" in line) == (stats.hard_shortfall > 0.005 * stats.hard_requested)
-    assert describe_mix(stats, 0.0) == "also-view share 0.00"
+    assert stats.describe(0.0) == "also-view share 0.00"
 
 
 def test_the_mix_line_says_what_the_related_filter_left_out(prepared):
@@ -116,19 +107,19 @@ def test_the_mix_line_says_what_the_related_filter_left_out(prepared):
     catalog = load_catalog(prepared.data.prepared_dir)
     overrides = [f"data.prepared_dir={prepared.data.prepared_dir}", "sampling.block_rows=512"]
     config = load_config(None, [*overrides, "sampling.exclude_related=true"])
-    stats = preview_mix(catalog, config, max_blocks=2)
-    assert stats.related_left_out > 0 and preview_mix(catalog, load_config(None, overrides), 2).related_left_out == 0
-    line = describe_mix(stats, config.sampling.also_view_fraction)
+    stats = preview_mix(catalog, mix_spec(config), max_blocks=2)
+    plain = preview_mix(catalog, mix_spec(load_config(None, overrides)), 2)
+    assert stats.related_left_out > 0 and plain.related_left_out == 0
+    line = stats.describe(config.sampling.also_view_fraction)
     assert f"{stats.related_left_out:,} drawn candidates left out as also-view neighbours" in line
     assert f"{stats.related_kept:,} negatives kept although related" in line
-    assert describe_mix(stats, 0.0).startswith("also-view share 0.00; ")
+    assert stats.describe(0.0).startswith("also-view share 0.00; ")
 
 
 def test_the_also_view_share_warms_up_linearly_then_holds():
     config = load_config(None, ["sampling.also_view_fraction=0.6", "sampling.also_view_warmup_epochs=3"])
-    assert [also_view_share(config, e) for e in range(5)] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.6])
-    assert mix_arguments(config, 1)["also_view_fraction"] == pytest.approx(0.2)
-    assert also_view_share(load_config(None, ["sampling.also_view_fraction=0.6"]), 0) == 0.6
+    assert [mix_spec(config).fraction(e) for e in range(5)] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.6])
+    assert mix_spec(load_config(None, ["sampling.also_view_fraction=0.6"])).fraction(0) == 0.6
 
 
 def _scripted_run(values: list[float], overrides: list[str]) -> LoopState:

@@ -20,12 +20,12 @@ from alsoview.config.search_space import (
     flatten_search_space,
     resolve_start_points,
 )
+from alsoview.data.text import TEXT_ENCODERS, TextEncoder
 from alsoview.errors import UserError
+from alsoview.sampling.mixing import RANDOM_POOLS, RandomPool
 
 # Each set of choices is one Literal: the config checks values against it, and the code that acts
 # on a choice (text.py, sampling.py) imports the same tuple.
-TextEncoder = Literal["auto", "minilm", "hashing"]
-RandomPool = Literal["uniform", "popularity"]
 Loss = Literal["bce", "bpr", "softmax"]  # losses.py
 ValidationMetric = Literal[  # every epoch's validation metrics (validation.py)
     "valid/full/ndcg@10",
@@ -37,8 +37,6 @@ ValidationMetric = Literal[  # every epoch's validation metrics (validation.py)
     "valid/hard_auc",
     "valid/mean_auc",
 ]
-TEXT_ENCODERS: tuple[str, ...] = typing.get_args(TextEncoder)
-RANDOM_POOLS: tuple[str, ...] = typing.get_args(RandomPool)
 LOSSES: tuple[str, ...] = typing.get_args(Loss)
 # What early stopping and tuning can maximise.
 VALIDATION_METRICS: tuple[str, ...] = typing.get_args(ValidationMetric)
@@ -429,6 +427,10 @@ class Config:
             return getattr(getattr(self, section), name)
 
         return resolve_start_points(space, self.tune.start_points, current)
+
+    def dataset_settings(self) -> dict[str, dict[str, Any]]:
+        """The sections a prepared dataset depends on (its manifest records them)."""
+        return {"data": dataclasses.asdict(self.data), "text": dataclasses.asdict(self.text)}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

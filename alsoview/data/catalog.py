@@ -7,6 +7,7 @@ are zero-copy there), so no worker needs the prepared directory on its own disk.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from alsoview.data import layout
+from alsoview.data.relations import UserRelations, user_item_csr, user_items_in_time_order
 from alsoview.data.tables import SamplingTables
+
+# Tables a Catalog derives from its arrays on first use, in the process that uses them (never pickled)
+_DERIVED = ("train_history", "train_sequence", "_relations")
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,37 @@ class Catalog:
     @property
     def text_dim(self) -> int:
         return int(self.item_text.shape[1])
+
+    @functools.cached_property
+    def train_history(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's distinct training items, as CSR (indptr over users, item ids in id order)."""
+        return user_item_csr(self.train.users, self.train.items, self.n_users, self.n_items)
+
+    @functools.cached_property
+    def train_sequence(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's training items in time order (equal times in item-id order), as CSR."""
+        return user_items_in_time_order(self.train.users, self.train.items, self.train.times, self.n_users)
+
+    def item_graph(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """An item graph as CSR (indptr over items, item ids): "also_view" or "also_buy"."""
+        graphs = {
+            "also_view": (self.sampling.also_view_indptr, self.sampling.also_view_indices),
+            "also_buy": (self.also_buy_indptr, self.also_buy_indices),
+        }
+        if name not in graphs:
+            raise ValueError(f"unknown item graph {name!r}: one of {sorted(graphs)}")
+        return graphs[name]
+
+    def train_relations(self, graph: str) -> UserRelations:
+        """How many of each user's training items are neighbours of each item in `graph` (built
+        once per process: the relation heads and `sampling.exclude_related` read the same)."""
+        cache = self.__dict__.setdefault("_relations", {})
+        if graph not in cache:
+            cache[graph] = UserRelations.build(self.train_history, self.n_items, *self.item_graph(graph))
+        return cache[graph]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key not in _DERIVED}
 
     def vocabulary(self) -> dict[str, int]:
         """The sizes a trained model depends on: a run and a dataset fit each other when these agree."""

@@ -7,7 +7,6 @@ them into Arrow blocks of records (`record_tables`), the unit the parsers work o
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import gzip
 import hashlib
@@ -22,7 +21,6 @@ from typing import Any, BinaryIO, Iterator
 import numpy as np
 import pyarrow as pa
 
-from alsoview.config import Config
 from alsoview.data import formats, layout
 from alsoview.errors import UserError
 from alsoview.logs import Progress
@@ -178,24 +176,25 @@ def _block(file: InputFile, lines: list[int], texts: list[str]) -> pa.Table:
 # ---------------------------------------------------------------- staleness
 
 
-def why_stale(manifest: dict[str, Any], config: Config) -> str | None:
-    """Why a prepared dataset does not match `config` (None when it does): other settings, or
-    input files of other contents. Where the inputs lie does not matter."""
+def why_stale(manifest: dict[str, Any], settings: dict[str, dict[str, Any]]) -> str | None:
+    """Why a prepared dataset does not match the `settings` it would be prepared with now (the
+    config's data and text sections: `Config.dataset_settings`; None when it does): other
+    settings, or input files of other contents. Where the inputs lie does not matter."""
     if manifest.get("format_version") != layout.FORMAT_VERSION:
         version = manifest.get("format_version")
         return f"prepared-dataset format {version!r}, this alsoview writes {layout.FORMAT_VERSION}"
     saved = manifest.get("config", {})
     located = ("reviews", "meta")  # paths: compared by the contents of the files below
-    current = {"data": dataclasses.asdict(config.data), "text": dataclasses.asdict(config.text)}
-    settings = {k: {n: v for n, v in section.items() if n not in located} for k, section in current.items()}
-    recorded = {k: {n: v for n, v in (saved.get(k) or {}).items() if n not in located} for k in settings}
-    if recorded != settings:
+    current = {k: {n: v for n, v in section.items() if n not in located} for k, section in settings.items()}
+    recorded = {k: {n: v for n, v in (saved.get(k) or {}).items() if n not in located} for k in current}
+    if recorded != current:
         changed = sorted(
-            f"{k}.{n}" for k in settings for n in settings[k] if recorded[k].get(n, object()) != settings[k][n]
+            f"{k}.{n}" for k in current for n in current[k] if recorded[k].get(n, object()) != current[k][n]
         )
         return f"other settings: {', '.join(changed) or 'its config is incomplete'}"
     inputs = manifest.get("inputs", {})
-    for role, patterns in (("reviews", config.data.reviews), ("meta", config.data.meta)):
+    for role in located:
+        patterns = settings["data"][role]
         had = [entry.get("sha256") for entry in inputs.get(role, [])]
         files = resolve_inputs(patterns, role) if patterns else []
         if len(had) != len(files):

@@ -42,6 +42,15 @@ def user_item_csr(users: np.ndarray, items: np.ndarray, n_users: int, n_items: i
     return np.searchsorted(keys // n_items, np.arange(n_users + 1)).astype(np.int64), keys % n_items
 
 
+def user_items_in_time_order(
+    users: np.ndarray, items: np.ndarray, times: np.ndarray, n_users: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's items in time order (equal times in item-id order), as CSR over users."""
+    order = np.lexsort((items, times, users))
+    counts = np.bincount(users, minlength=n_users)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), np.asarray(items)[order]
+
+
 def relation_counts(
     history_indptr: np.ndarray, history_items: np.ndarray, neighbours: Neighbours
 ) -> tuple[np.ndarray, np.ndarray]:

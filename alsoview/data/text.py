@@ -24,14 +24,18 @@ import hashlib
 import importlib.util
 import json
 import re
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 
-from alsoview.config import TEXT_ENCODERS
 from alsoview.errors import UserError
+
+# `text.encoder`: "auto" runs MiniLM when its package is installed, else hashing (the log says which)
+TextEncoder = Literal["auto", "minilm", "hashing"]
+TEXT_ENCODERS: tuple[str, ...] = typing.get_args(TextEncoder)
 
 if TYPE_CHECKING:
     from alsoview.data.minilm import TransformerTextEncoder

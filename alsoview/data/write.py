@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import alsoview
-from alsoview.config import Config
 from alsoview.data import layout
 from alsoview.data.clean import CleanDataset, DropLog
 from alsoview.data.inputs import InputFile, file_sha256
@@ -54,8 +53,13 @@ def _items_table(items: pd.DataFrame, text_vectors: np.ndarray) -> pa.Table:
 
 
 def build_manifest(
-    files: list[InputFile], data: CleanDataset, text_info: dict[str, Any], config: Config, seconds: dict[str, float]
+    files: list[InputFile],
+    data: CleanDataset,
+    text_info: dict[str, Any],
+    config: dict[str, Any],
+    seconds: dict[str, float],
 ) -> dict[str, Any]:
+    """manifest.json's contents; `config` is the whole config it was prepared with, as a dict."""
     reviews_read = sum(f.rows_read for f in files if f.role == "reviews")
     meta_read = sum(f.rows_read for f in files if f.role == "meta")
     reviews_kept = data.counts["interactions"] + data.counts["logged_negatives"]
@@ -78,7 +82,7 @@ def build_manifest(
         "drop_examples": {"reviews": data.review_drops.examples, "meta": data.meta_drops.examples},
         "stats": data.stats,
         "text_encoder": {k: v for k, v in text_info.items() if k not in ("seconds", "items_per_second")},
-        "config": config.to_dict(),
+        "config": config,
         "timing_seconds": {
             **seconds,
             "text_embedding": text_info["seconds"],

@@ -11,10 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from alsoview.config import Config
 from alsoview.data.catalog import Catalog
 from alsoview.distributed.resources import EPOCHS_IN_FLIGHT, SAMPLE_BYTES
-from alsoview.sampling.blocks import SAMPLE_COLUMNS, RunPlan, epoch_rows, mix_arguments, mix_block
+from alsoview.sampling.blocks import SAMPLE_COLUMNS, MixSpec, RunPlan, mix_block
 
 _CATALOG_CACHE: dict[str, Catalog] = {}
 
@@ -37,7 +36,7 @@ def cached_catalog(ref_holder: list) -> Catalog:
     return _CATALOG_CACHE[key]
 
 
-def mix_blocks(batch: dict[str, np.ndarray], catalog_ref: list, **mix_args: Any) -> dict[str, np.ndarray]:
+def mix_blocks(batch: dict[str, np.ndarray], catalog_ref: list, spec: MixSpec, epoch: int) -> dict[str, np.ndarray]:
     """Ray Data UDF: a batch of block ids -> their mixed samples, block after block, as one output.
 
     One task mixes several blocks because a Ray Data task's scheduling costs far more than
@@ -46,20 +45,18 @@ def mix_blocks(batch: dict[str, np.ndarray], catalog_ref: list, **mix_args: Any)
     catalog.
     """
     catalog = cached_catalog(catalog_ref)
-    parts = [mix_block(block, catalog, **mix_args) for block in batch["block"].tolist()]
+    parts = [mix_block(block, catalog, spec, epoch) for block in batch["block"].tolist()]
     return {name: np.concatenate([part[name] for part in parts]) for name in SAMPLE_COLUMNS}
 
 
-def mix_planned(
-    batch: dict[str, np.ndarray], catalog_ref: list, plan: RunPlan, config: Config
-) -> dict[str, np.ndarray]:
+def mix_planned(batch: dict[str, np.ndarray], catalog_ref: list, plan: RunPlan, spec: MixSpec) -> dict[str, np.ndarray]:
     """Ray Data UDF: one task index -> the mixed samples of its blocks for its epoch (see RunPlan)."""
     (index,) = batch["id"].tolist()
     epoch, blocks = plan.task(int(index))
-    return mix_blocks({"block": blocks}, catalog_ref, **mix_arguments(config, epoch))
+    return mix_blocks({"block": blocks}, catalog_ref, spec, epoch)
 
 
-def run_dataset(config: Config, catalog_ref: list, plan: RunPlan, udf: Any = None) -> Any:
+def run_dataset(spec: MixSpec, cpus_per_task: float, catalog_ref: list, plan: RunPlan, udf: Any = None) -> Any:
     """The Ray Data pipeline of one worker for a whole run: task indices -> mixed samples, in
     order, every epoch of `plan` in one streaming execution. One execution keeps its executor
     and its mixing worker processes for the run: a pipeline per epoch started both afresh each
@@ -69,7 +66,7 @@ def run_dataset(config: Config, catalog_ref: list, plan: RunPlan, udf: Any = Non
     it to time the tasks)."""
     import ray.data
 
-    if config.sampling.cpus_per_task is None:
+    if cpus_per_task is None:
         raise ValueError("sampling.cpus_per_task unset: plan the run first (resources.with_planned_split)")
     # from_items, not ray.data.range: a range is read by tasks of one CPU, more than training
     # leaves free; these input blocks are made here and need no task.
@@ -78,8 +75,8 @@ def run_dataset(config: Config, catalog_ref: list, plan: RunPlan, udf: Any = Non
         as_arrow_table,
         batch_size=1,
         batch_format="numpy",
-        num_cpus=config.sampling.cpus_per_task,
-        fn_kwargs={"udf": udf or mix_planned, "catalog_ref": catalog_ref, "plan": plan, "config": config},
+        num_cpus=cpus_per_task,
+        fn_kwargs={"udf": udf or mix_planned, "catalog_ref": catalog_ref, "plan": plan, "spec": spec},
     )
 
 
@@ -118,7 +115,13 @@ class EpochFeeder:
     """
 
     def __init__(
-        self, config: Config, catalog_ref: list, plan: RunPlan, block_sizes: np.ndarray, udf: Any = None
+        self,
+        spec: MixSpec,
+        cpus_per_task: float,
+        catalog_ref: list,
+        plan: RunPlan,
+        block_sizes: np.ndarray,
+        udf: Any = None,
     ) -> None:
         import ray.data
         from ray.data import ExecutionResources
@@ -131,15 +134,15 @@ class EpochFeeder:
         # training worker's included: the epoch it trains and the one handed to it count, so
         # the limit leaves room for one more (resources.EPOCHS_IN_FLIGHT). With room for only
         # those two, the executor ran one mixing task at a time (benchmarks/README.md).
-        first = epoch_rows(plan, block_sizes, 1 + config.sampling.drawn_per_positive, plan.first_epoch)
+        self.samples_per_positive = 1 + spec.negatives
+        first = plan.epoch_rows(block_sizes, self.samples_per_positive, plan.first_epoch)
         context.execution_options.resource_limits = ExecutionResources(
             object_store_memory=max(EPOCHS_IN_FLIGHT * SAMPLE_BYTES * first, 64 * 2**20)
         )
         quiet_ray()
         self.plan, self.block_sizes = plan, block_sizes
-        self.samples_per_positive = 1 + config.sampling.drawn_per_positive
         self.next_epoch = plan.first_epoch
-        dataset = run_dataset(config, catalog_ref, plan, udf)  # udf: benchmarks time the tasks
+        dataset = run_dataset(spec, cpus_per_task, catalog_ref, plan, udf)  # udf: benchmarks time the tasks
         # References to the blocks as the mixing tasks stored them: this actor never reads or
         # copies samples, the training worker fetches each block once (`block_columns`).
         self._bundles = dataset.iter_internal_ref_bundles()
@@ -149,7 +152,7 @@ class EpochFeeder:
         with `block_columns`); epochs must be asked for in order, each once."""
         if epoch != self.next_epoch:
             raise RuntimeError(f"the feed is at epoch {self.next_epoch}, asked for epoch {epoch}")
-        wanted = epoch_rows(self.plan, self.block_sizes, self.samples_per_positive, epoch)
+        wanted = self.plan.epoch_rows(self.block_sizes, self.samples_per_positive, epoch)
         refs, rows = [], 0
         while rows < wanted:
             bundle = next(self._bundles, None)

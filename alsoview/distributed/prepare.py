@@ -85,7 +85,7 @@ def prepare(config: Config, out_dir: str | Path | None = None) -> PrepareResult:
     vectors, text_info = embed_items(data.items, config)
 
     start = time.perf_counter()
-    manifest = build_manifest(reviews + meta, data, text_info, config, seconds)
+    manifest = build_manifest(reviews + meta, data, text_info, config.to_dict(), seconds)
     staging = storage.staging_beside(out)
     try:
         write_dataset(data, vectors, staging)
@@ -203,7 +203,7 @@ def ensure_prepared(config: Config) -> Config:
     with storage.locked(out, "the prepared dataset"):
         manifest_path = out / layout.MANIFEST
         if manifest_path.is_file():
-            stale = why_stale(json.loads(manifest_path.read_text()), config)
+            stale = why_stale(json.loads(manifest_path.read_text()), config.dataset_settings())
             if stale is None:
                 log.info("using the prepared dataset in %s", out)
                 return config

@@ -19,10 +19,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from alsoview.config import Config
 from alsoview.errors import UserError
+
+if TYPE_CHECKING:  # at run time only its attributes are read: the mixing tasks import this module
+    from alsoview.config import Config
 
 Command = Literal["train", "compare", "tune"]
 

@@ -32,10 +32,11 @@ from alsoview.distributed.stall import StallError, StallWatch, WorkerBeat, diagn
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
 from alsoview.evaluation.validation import ValidationSet, validate, validation_set
 from alsoview.model import build_model
-from alsoview.sampling.blocks import RunPlan, block_sizes, describe_mix, preview_mix, rows_per_batch, steps_per_epoch
+from alsoview.sampling.blocks import RunPlan, block_sizes, preview_mix
 from alsoview.training import checkpoint as runs
+from alsoview.training.batches import BatchPlan, fixed_size_batches, mix_spec, sample_tensors
 from alsoview.training.gradient_sync import RowGradientSync
-from alsoview.training.loop import EpochInputs, fixed_size_batches, run_epochs, sample_tensors
+from alsoview.training.loop import EpochInputs, run_epochs
 from alsoview.training.losses import build_loss
 
 log = logging.getLogger("alsoview")
@@ -155,7 +156,7 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
             blocks_per_task=config.sampling.blocks_per_task,
         )
         feeder = ray.remote(num_cpus=0, scheduling_strategy=on_this_node())(EpochFeeder).remote(
-            config, setup.catalog_ref, plan, sizes
+            mix_spec(config), config.sampling.cpus_per_task, setup.catalog_ref, plan, sizes
         )
         asked = {first_epoch: feeder.epoch.remote(first_epoch)}
     try:
@@ -193,8 +194,7 @@ def _train_on_worker(
     model.to(device)
     # Not DDP: it would all-reduce every embedding table each step (see gradient_sync.py).
     sync_gradients = RowGradientSync(model) if world > 1 else None
-    worker_batch = rows_per_batch(config, world)
-    samples_per_positive = 1 + config.sampling.drawn_per_positive
+    batches = BatchPlan.of(config, len(catalog.train), world)
 
     if feeder is None:
         # Nothing left to train (e.g. the driver died after the last epoch): report the final
@@ -218,13 +218,14 @@ def _train_on_worker(
         """This worker's mixed blocks of `epoch` from its feed; the next epoch is asked for at
         once, so it is mixed while this one trains. Whole blocks come from the object store."""
         begin = time.perf_counter()
-        steps = steps_per_epoch(sizes, config.seed, epoch, world, samples_per_positive, worker_batch)
         beat.waiting(f"epoch {epoch}'s mixed samples from its feed")
         block_refs = ray.get(asked.pop(epoch))
         if epoch + 1 < config.train.epochs:
             asked[epoch + 1] = feeder.epoch.remote(epoch + 1)
         blocks = (sample_tensors(block_columns(ray.get(ref)), device) for ref in block_refs)
-        return EpochInputs(fixed_size_batches(blocks, worker_batch), steps, time.perf_counter() - begin)
+        return EpochInputs(
+            fixed_size_batches(blocks, batches.rows_per_batch), batches.steps(epoch), time.perf_counter() - begin
+        )
 
     def validate_epoch(model: torch.nn.Module) -> dict[str, float]:
         metrics = validate(model, setup.validation, device)
@@ -352,8 +353,8 @@ def build_trainer(
         len(catalog.train),
         len(blocks),
         config.sampling.negatives_per_positive,
-        describe_mix(
-            preview_mix(catalog, config), config.sampling.also_view_fraction, config.sampling.also_view_warmup_epochs
+        preview_mix(catalog, mix_spec(config)).describe(
+            config.sampling.also_view_fraction, config.sampling.also_view_warmup_epochs
         ),
         plan.torch_threads,
         plan.summary(),

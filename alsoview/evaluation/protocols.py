@@ -33,6 +33,7 @@ from alsoview.data.relations import Neighbours
 from alsoview.errors import UserError
 from alsoview.evaluation.baselines import RelatedItemsScorer, Scorer, baseline_builders, matrix_factorisation_peers
 from alsoview.evaluation.metrics import expected_rank_metrics, rank_counts
+from alsoview.seeds import evaluation_negatives_rng, evaluation_users_rng
 
 log = logging.getLogger("alsoview")
 
@@ -74,11 +75,11 @@ def build_cases(catalog: Catalog, split: str, seed: int, max_users: int | None =
         raise UserError(f"the {split} split is empty: no user has 3 or more interactions")
     rows = np.arange(len(held))
     if max_users is not None and len(held) > max_users:
-        rows = np.sort(np.random.default_rng(seed).choice(len(held), max_users, replace=False))
+        rows = np.sort(evaluation_users_rng(seed).choice(len(held), max_users, replace=False))
     users, positives = held.users[rows], held.items[rows]
     before = ("train",) if split == "valid" else ("train", "valid")
     indptr, items = _history(catalog, users, before)
-    rng = np.random.default_rng([seed, 100])
+    rng = evaluation_negatives_rng(seed)
     return EvalCases(
         split,
         users,

@@ -20,11 +20,10 @@ import torch
 from alsoview.data.catalog import Catalog
 from alsoview.evaluation.metrics import pairwise_auc
 from alsoview.evaluation.protocols import EvalCases, ModelScorer, build_cases, score_rows, summarize
-from alsoview.sampling.blocks import EPOCH_ORDER_KEY
-from alsoview.sampling.mixing import epoch_rng, mix_negatives
+from alsoview.sampling.mixing import mix_negatives
+from alsoview.seeds import VALIDATION_KEY, epoch_rng
 
 RANKING_PROTOCOLS = ("full", "sampled100")
-_VALIDATION_KEY = EPOCH_ORDER_KEY + 1  # epoch_rng key of the fixed validation negatives
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class ValidationSet:
 
 def validation_set(catalog: Catalog, seed: int, valid_users: int) -> ValidationSet:
     users, items = catalog.valid.users, catalog.valid.items
-    rng = epoch_rng(seed, 0, _VALIDATION_KEY)
+    rng = epoch_rng(seed, 0, VALIDATION_KEY)
     random_cols, _ = mix_negatives(
         users, items, catalog.sampling, negatives_per_positive=1, also_view_fraction=0.0, rng=rng
     )

@@ -13,7 +13,7 @@ normalised price, a projected description vector -> concat -> Dense(128) -> Dens
 """
 
 from alsoview.config import ModelConfig
-from alsoview.model.build import build_model, build_tower_model, count_parameters, training_history
+from alsoview.model.build import build_model, build_tower_model, count_parameters
 from alsoview.model.dot_head import DotHead
 from alsoview.model.ids import to_known_ids
 from alsoview.model.mlp_head import FastDropout, MLPHead
@@ -35,5 +35,4 @@ __all__ = [
     "build_tower_model",
     "count_parameters",
     "to_known_ids",
-    "training_history",
 ]

@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from alsoview.config import ModelConfig
-from alsoview.data.relations import UserRelations, sequence_cooccurrence_counts, user_item_csr
-from alsoview.data.synthetic.draws import stable_key
+from alsoview.data.relations import sequence_cooccurrence_counts
 from alsoview.model.cooccurrence_head import CooccurrenceHead
 from alsoview.model.dot_head import DotHead
 from alsoview.model.features import ItemFeatures
@@ -27,6 +26,7 @@ from alsoview.model.relation_head import RelationHead
 from alsoview.model.scorer import TowerModel
 from alsoview.model.sequence import SequenceEncoder, sequence_blocks
 from alsoview.model.towers import ItemTower, UserTower
+from alsoview.seeds import part_seed
 
 if TYPE_CHECKING:
     from alsoview.config import Config
@@ -37,9 +37,7 @@ def build_model(catalog: "Catalog", config: "Config") -> TowerModel:
     """The configured model over a prepared dataset's vocabulary and item features."""
     m = config.model
     needs_history = m.user_history or m.also_view_relation or m.also_buy_relation
-    history = training_history(catalog) if needs_history else None
-    also_view = catalog.sampling.also_view_indptr, catalog.sampling.also_view_indices
-    also_buy = catalog.also_buy_indptr, catalog.also_buy_indices
+    history = catalog.train_history if needs_history else None
     return build_tower_model(
         n_users=catalog.n_users,
         n_items=catalog.n_items,
@@ -52,10 +50,10 @@ def build_model(catalog: "Catalog", config: "Config") -> TowerModel:
         item_text=torch.tensor(catalog.item_text),
         config=config.model,
         user_history=history if config.model.user_history else None,
-        relations=relation_tables(catalog, history, *also_view) if m.also_view_relation else None,
-        also_buy_relations=relation_tables(catalog, history, *also_buy) if m.also_buy_relation else None,
-        user_sequence=training_sequence(catalog) if config.model.user_sequence else None,
-        cooccurrence=training_sequence(catalog) if m.cooccurrence_relation else None,
+        relations=relation_tables(catalog, "also_view") if m.also_view_relation else None,
+        also_buy_relations=relation_tables(catalog, "also_buy") if m.also_buy_relation else None,
+        user_sequence=catalog.train_sequence if config.model.user_sequence else None,
+        cooccurrence=catalog.train_sequence if m.cooccurrence_relation else None,
         seed=config.seed,
     )
 
@@ -162,32 +160,15 @@ def build_tower_model(
 def part_random_stream(seed: int, part: str) -> Iterator[None]:
     """torch's global generator seeded by (seed, part) while one part draws its initial weights,
     restored afterwards (nn.Linear and friends draw from the global generator)."""
-    part_seed = np.random.SeedSequence(seed, spawn_key=(stable_key("model"), stable_key(part))).generate_state(1)[0]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(part_seed))
+        torch.manual_seed(part_seed(seed, part))
         yield
 
 
-def training_history(catalog: "Catalog") -> tuple[np.ndarray, np.ndarray]:
-    """Each user's distinct training items, as CSR (indptr over users, item ids)."""
-    return user_item_csr(catalog.train.users, catalog.train.items, catalog.n_users, catalog.n_items)
-
-
-def training_sequence(catalog: "Catalog") -> tuple[np.ndarray, np.ndarray]:
-    """Each user's training items in time order (equal times in item-id order), as CSR."""
-    train = catalog.train
-    order = np.lexsort((train.items, train.times, train.users))
-    counts = np.bincount(train.users, minlength=catalog.n_users)
-    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), train.items[order]
-
-
-def relation_tables(
-    catalog: "Catalog", history: tuple[np.ndarray, np.ndarray], graph_indptr: np.ndarray, graph_indices: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A relation head's tables from the users' training items (`training_history`) and an item
-    graph (also-view, also-bought) as CSR: (user, item) relation keys and counts, and the
-    undirected graph's keys (to leave a user's positive out of its relations while training)."""
-    relations = UserRelations.build(history, catalog.n_items, graph_indptr, graph_indices)
+def relation_tables(catalog: "Catalog", graph: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A relation head's tables (`Catalog.train_relations`): (user, item) relation keys and
+    counts, and the undirected graph's keys (to leave a user's positive out while training)."""
+    relations = catalog.train_relations(graph)
     return relations.keys, relations.counts, relations.neighbour_keys
 
 

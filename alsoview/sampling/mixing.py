@@ -17,16 +17,18 @@ pool) are built once per dataset in :mod:`alsoview.data.tables`.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 
-from alsoview.config import RANDOM_POOLS
 from alsoview.data.relations import UserRelations
 from alsoview.data.tables import SamplingTables, _WeightedPool
 
-__all__ = ["SamplingTables", "MixStats", "mix_negatives", "epoch_rng", "RANDOM_POOLS"]
-
+# `sampling.random_pool`: where the negatives that are not also-view come from
+RandomPool = Literal["uniform", "popularity"]
+RANDOM_POOLS: tuple[str, ...] = typing.get_args(RandomPool)
 
 # Rejection rounds before switching to an exact draw. Each round redraws only the rejected
 # candidates, so the cost of a round shrinks geometrically; the exact draws after the last round
@@ -66,10 +68,32 @@ class MixStats:
         """Plain dict for metrics reporting, incl. the derived ``hard_share``."""
         return {**asdict(self), "hard_share": self.hard_share}
 
+    def describe(self, fraction: float, warmup_epochs: int = 0) -> str:
+        """One line for the user: the also-view share asked for, the share drawn, and why they
+        differ; with `sampling.exclude_related`, what that left out."""
+        line = self._describe_share(fraction, warmup_epochs)
+        if self.related_left_out:
+            line += (
+                f"; {self.related_left_out:,} drawn candidates left out as also-view neighbours of the user's"
+                f" other items, {self.related_kept:,} negatives kept although related (nothing unrelated was left)"
+            )
+        return line
 
-def epoch_rng(seed: int, epoch: int, block_key: int) -> np.random.Generator:
-    """Generator for one block of one epoch: independent of worker count and block placement."""
-    return np.random.default_rng(np.random.SeedSequence([seed, epoch, block_key]))
+    def _describe_share(self, fraction: float, warmup_epochs: int) -> str:
+        if fraction == 0 or self.negatives == 0:
+            return f"also-view share {fraction:.2f}"
+        if warmup_epochs:
+            then = self._describe_share(fraction, 0)
+            return f"also-view share rising from 0 to {fraction:.2f} over {warmup_epochs} epochs; then {then}"
+        short = self.hard_shortfall / max(self.hard_requested, 1)
+        line = f"also-view share {fraction:.2f} asked, {self.hard_share:.2f} drawn"
+        if short > 0.005:
+            left_out = "the user's own items" + (" and their also-view neighbours" if self.related_left_out else "")
+            line += (
+                f" ({short:.0%} of the asked also-view draws came from random items:"
+                f" lists too short once {left_out} are left out)"
+            )
+        return line
 
 
 def mix_negatives(

@@ -11,38 +11,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 
+from alsoview.seeds import torch_epoch_seed
 from alsoview.training.losses import LossStep, binary_cross_entropy
-
-# Keeps the torch seeds of `seed_epoch` apart from the mixing blocks' (sampling.epoch_rng keys).
-TORCH_SEED_KEY = 1 << 30
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
     """Seed torch for one worker's epoch (dropout masks, any draw a loss makes): the numbers
     depend on (seed, epoch, rank) only, so an epoch replayed after a restart from a checkpoint
     draws exactly what it drew the first time."""
-    torch.manual_seed(int(np.random.SeedSequence([seed, epoch, TORCH_SEED_KEY + rank]).generate_state(1)[0]))
-
-
-def fixed_size_batches(blocks: Iterable[dict[str, torch.Tensor]], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Cut a stream of column blocks into batches of exactly `batch_size` rows (the last may be
-    shorter), carrying a block's remainder into the next one. Slices are views: no copies."""
-    carry: dict[str, torch.Tensor] | None = None
-    for block in blocks:
-        if carry is not None:
-            block = {name: torch.cat([carry[name], column]) for name, column in block.items()}
-        rows = len(next(iter(block.values())))
-        full = rows - rows % batch_size
-        for start in range(0, full, batch_size):
-            yield {name: column[start : start + batch_size] for name, column in block.items()}
-        carry = {name: column[full:] for name, column in block.items()} if full < rows else None
-    if carry is not None:
-        yield carry
+    torch.manual_seed(torch_epoch_seed(seed, epoch, rank))
 
 
 @dataclass
@@ -100,26 +81,6 @@ def train_epoch(
         if on_step is not None:
             on_step(step + 1)
     return totals
-
-
-# What the training step takes from a mixed block's columns (ids widen to int64 for embeddings).
-SAMPLE_DTYPES = {"user": torch.long, "item": torch.long, "label": torch.float32, "is_hard": torch.float32}
-
-
-def sample_tensors(mixed: dict[str, Any], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """A mixed block's numpy columns (`blocks.mix_block`) as training tensors on `device`; copies,
-    so read-only columns from Ray's object store are fine."""
-    return {name: torch.tensor(mixed[name], dtype=dtype, device=device) for name, dtype in SAMPLE_DTYPES.items()}
-
-
-def local_epoch_blocks(catalog: Any, config: Any, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-    """One epoch's mixed blocks in this process, as one Ray Train worker of a one-worker run gets them
-    (the same blocks, order and negatives): for benchmarks and tests without Ray."""
-    from alsoview.sampling.blocks import block_sizes, mix_arguments, mix_block, worker_blocks
-
-    n_blocks = len(block_sizes(len(catalog.train), config.sampling.block_rows))
-    for block in worker_blocks(n_blocks, config.seed, epoch, 0, 1):
-        yield sample_tensors(mix_block(int(block), catalog, **mix_arguments(config, epoch)))
 
 
 @dataclass
@@ -214,7 +175,7 @@ def fit_in_process(
     `optimizer` replace the configured ones (benchmarks compare implementations)."""
     from alsoview.evaluation.validation import validate, validation_set
     from alsoview.model import build_model
-    from alsoview.sampling.blocks import block_sizes, rows_per_batch, steps_per_epoch
+    from alsoview.training.batches import BatchPlan, fixed_size_batches, local_epoch_blocks
     from alsoview.training.checkpoint import LoopState
     from alsoview.training.losses import build_loss
     from alsoview.training.optim import build_optimizer
@@ -223,16 +184,12 @@ def fit_in_process(
     model = model or build_model(catalog, config)
     optimizer = optimizer or build_optimizer(model, config.train.learning_rate, config.model.sparse_embeddings)
     valid = validation_set(catalog, config.seed, config.train.valid_users)
-    sizes = block_sizes(len(catalog.train), config.sampling.block_rows)
+    plan = BatchPlan.of(config, len(catalog.train))
     metric = config.train.early_stopping_metric
 
-    batch_rows = rows_per_batch(config, world=1)
-
     def epoch_inputs(epoch: int) -> EpochInputs:
-        samples_per_positive = 1 + config.sampling.drawn_per_positive
-        steps = steps_per_epoch(sizes, config.seed, epoch, 1, samples_per_positive, batch_rows)
         blocks = local_epoch_blocks(catalog, config, epoch)
-        return EpochInputs(fixed_size_batches(blocks, batch_rows), steps)
+        return EpochInputs(fixed_size_batches(blocks, plan.rows_per_batch), plan.steps(epoch))
 
     def report(metrics: dict[str, Any]) -> None:
         if log is not None:

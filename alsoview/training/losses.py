@@ -28,9 +28,24 @@ from torch.nn import functional as F
 
 from alsoview.config import Config
 from alsoview.data.catalog import Catalog
-from alsoview.sampling.blocks import trains_in_groups
 
 LossStep = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+# The losses that compare a positive with its own negatives: they read batches of whole groups.
+GROUPED_LOSSES = ("bpr", "softmax")
+
+
+def trains_in_groups(config: Config) -> bool:
+    """Whether training scores a positive and its own negatives together: the loss compares them
+    (`GROUPED_LOSSES`), the choice among a negative's candidates scores them for their positive,
+    or a model part describes the user of a whole group by its positive."""
+    return (
+        config.train.loss in GROUPED_LOSSES
+        or config.sampling.candidates_per_negative > 1
+        or config.model.also_view_relation
+        or config.model.also_buy_relation
+        or config.model.cooccurrence_relation
+        or config.model.user_sequence > 0
+    )
 
 
 def build_loss(config: Config, catalog: Catalog, device: Any = "cpu") -> LossStep:

@@ -9,14 +9,9 @@ for only once, so two fields cannot share a draw by accident.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
-
-def stable_key(text: str) -> int:
-    """A 32-bit key of ``text`` that is the same in every process (Python's ``hash`` is salted)."""
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:4], "little")
+from alsoview.seeds import stable_key
 
 
 class Streams:
