@@ -26,3 +26,9 @@ def own_error_in(exc: BaseException | None) -> UserError | RunFailedError | None
             return exc
         exc, seen = exc.__cause__ or getattr(exc, "cause", None), seen + 1
     return None
+
+
+def check_setting(ok: bool, key: str, expected: str, got: object) -> None:
+    """A config value out of its range, as one line naming the key: `config: KEY must be ...`."""
+    if not ok:
+        raise UserError(f"config: {key} must be {expected} (got {got!r})")

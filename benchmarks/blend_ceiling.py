@@ -41,8 +41,8 @@ def peer_for(catalog: Any, recency: float) -> HeadScorer:
     from alsoview.config import load_config
     from alsoview.model import build_model
 
-    overrides = ["model.cooccurrence_relation=true", f"model.cooccurrence_recency={recency}"]
-    overrides += ["model.user_history=true", "model.dot_product=true", "model.mlp=false"]
+    overrides = ["model.heads.cooccurrence=true", f"model.heads.cooccurrence.recency={recency}"]
+    overrides += ["model.user.history=true", "model.heads.dot=true", "model.heads.mlp=false"]
     return HeadScorer(build_model(catalog, load_config(None, overrides)))
 
 

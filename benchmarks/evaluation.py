@@ -70,7 +70,7 @@ def main() -> None:
     differences = {}
     for name, config in models.items():
         torch.manual_seed(0)
-        scorer = ModelScorer(build_model(catalog, config).eval(), device=args.device)
+        scorer = ModelScorer(build_model(catalog, config.model, config.seed).eval(), device=args.device)
         begin = time.perf_counter()
         pairwise = scorer.score(pair_users, np.broadcast_to(items, (len(pair_users), len(items))))
         rows.append(_row(name, "pair by pair", len(pair_users), len(items), time.perf_counter() - begin))

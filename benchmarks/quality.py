@@ -36,7 +36,7 @@ def train_in_process(catalog: Any, config: Any, variant: str) -> tuple[Any, dict
     model = optimizer = None
     if variant == "reference":
         torch.manual_seed(config.seed)
-        model = build_model(catalog, config)
+        model = build_model(catalog, config.model, config.seed)
         layers = model.heads["mlp"].layers
         for index, layer in enumerate(layers):
             if type(layer).__name__ == "FastDropout":

@@ -63,21 +63,21 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     "softmax": ("train.loss=softmax",),  # the sampled softmax instead of BCE
     # no use of also-view at all: no relation heads (also-bought off too), no also-view negatives
     "no-also-view": (
-        "model.also_view_relation=false",
-        "model.also_buy_relation=false",
+        "model.heads.also_view=false",
+        "model.heads.also_buy=false",
         "sampling.also_view_fraction=0",
     ),
     # half the negatives from also-view lists, each the harder of two candidates by the model's score
     "harder-of-2": ("sampling.also_view_fraction=0.5", "sampling.candidates_per_negative=2"),
-    "cooccurrence-head": ("model.cooccurrence_relation=true",),
-    "sequence": ("model.user_sequence=20",),  # the user's last 20 items in order
+    "cooccurrence-head": ("model.heads.cooccurrence=true",),
+    "sequence": ("model.user.sequence.length=20",),  # the user's last 20 items in order
     # the co-occurrence head weighing the user's items by recency (the k-th most recent 0.5^k)
-    "recency": ("model.cooccurrence_relation=true", "model.cooccurrence_recency=0.5"),
+    "recency": ("model.heads.cooccurrence=true", "model.heads.cooccurrence.recency=0.5"),
     # the co-occurrence head's table counting what other users had after an item, the nearer the more (0.8^(g-1))
     "forward": (
-        "model.cooccurrence_relation=true",
-        "model.cooccurrence_proximity=0.8",
-        "model.cooccurrence_forward=true",
+        "model.heads.cooccurrence=true",
+        "model.heads.cooccurrence.proximity=0.8",
+        "model.heads.cooccurrence.forward=true",
     ),
 }
 # The README's "Quality on real data" rows (the default run)
@@ -128,7 +128,7 @@ def _base_overrides(base: str) -> list[str]:
             if key not in ("num_workers", "runs_dir")
         ]
         if base == "recommended-no-features":
-            overrides.append("model.item_features=false")
+            overrides.append("model.heads.mlp.item_features=false")
         return overrides
     raise SystemExit(f"unknown variant base {base!r}: design, recommended or recommended-no-features")
 

@@ -5,12 +5,12 @@ order of a user's items says under the leave-one-out protocol, before any traini
     python benchmarks/recency_peer.py --datasets magazine --recency 1,0.8
     python benchmarks/recency_peer.py --recency 1,0.6,0.4 --proximity 1,0.8 --order any,forward
 
-The scorer is the model's own co-occurrence head (`model.cooccurrence_relation`,
-`model.cooccurrence_recency` r) at its starting weight 1, untrained: log(1 + s) ranks as s, the
+The scorer is the model's own co-occurrence head (`model.heads.cooccurrence`,
+`model.heads.cooccurrence.recency` r) at its starting weight 1, untrained: log(1 + s) ranks as s, the
 co-occurrence peer's score with the k-th most recent of the user's items weighted r^k. At r = 1 it
 is the `cooccurrence` baseline (same numbers). `--proximity` p and `--order` set how the head's
-table counts a user's pair of items g places apart in time order (`model.cooccurrence_proximity`:
-p^(g - 1); `model.cooccurrence_forward` with order `forward`: only pairs whose scored item came
+table counts a user's pair of items g places apart in time order (`model.heads.cooccurrence.proximity`:
+p^(g - 1); `model.heads.cooccurrence.forward` with order `forward`: only pairs whose scored item came
 after); p 1 and order `any` is the peer's users-who-had-both. Test split, every scorer knowing the user's train
 and validation items (`Catalog.inputs_for("test")`); protocols `full` and `sampled99`.
 Datasets are real_quality.py's (prepared once with the hashing text encoder).
@@ -55,16 +55,16 @@ def recency_row(
     config = load_config(
         None,
         [
-            "model.cooccurrence_relation=true",
-            f"model.cooccurrence_recency={recency}",
-            f"model.cooccurrence_proximity={proximity}",
-            f"model.cooccurrence_forward={str(forward).lower()}",
-            "model.user_history=true",
-            "model.dot_product=true",
-            "model.mlp=false",
+            "model.heads.cooccurrence=true",
+            f"model.heads.cooccurrence.recency={recency}",
+            f"model.heads.cooccurrence.proximity={proximity}",
+            f"model.heads.cooccurrence.forward={str(forward).lower()}",
+            "model.user.history=true",
+            "model.heads.dot=true",
+            "model.heads.mlp=false",
         ],
     )
-    scorer = HeadScorer(build_model(catalog.inputs_for("test"), config))
+    scorer = HeadScorer(build_model(catalog.inputs_for("test"), config.model, config.seed))
     protocols = ("full", "sampled99")
     metrics = summarize(score_rows(scorer, cases, np.arange(len(cases.users)), protocols), "test", protocols)
     return {m: metrics[m] for m in METRICS}

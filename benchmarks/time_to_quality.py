@@ -93,7 +93,7 @@ def model_run(
     wall = time.perf_counter() - begin
     history = pd.read_csv(result.run_dir / "history.csv")
     saved = load_saved_model(result.run_dir)
-    model = build_model(catalog, saved.config)
+    model = build_model(catalog, saved.config.model, saved.config.seed)
     model.load_state_dict(saved.state)
     scorer = ModelScorer(model)
     test_scorer = ModelFactory(saved.state, saved.config, catalog.inputs_for("test"))("cpu")

@@ -62,7 +62,7 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
     users = torch.as_tensor(np.concatenate([b["user"] for b in blocks]), dtype=torch.long, device=device)
     items = torch.as_tensor(np.concatenate([b["item"] for b in blocks]), dtype=torch.long, device=device)
     labels = torch.as_tensor(np.concatenate([b["label"] for b in blocks]), dtype=torch.float32, device=device)
-    model = build_model(catalog, config).to(device)
+    model = build_model(catalog, config.model, config.seed).to(device)
     optimizer = build_optimizer(model, config.train.learning_rate, config.model.sparse_embeddings)
     batch = config.train.batch_size
     n = len(labels)

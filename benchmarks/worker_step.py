@@ -45,7 +45,7 @@ def _worker(rank: int, world: int, sparse: bool, steps: int, prepared: str, stor
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     torch.manual_seed(config.seed)
-    model = build_model(catalog, config)
+    model = build_model(catalog, config.model, config.seed)
     optimizer = build_optimizer(model, config.train.learning_rate, sparse)
     sync = RowGradientSync(model) if world > 1 else None
     batches = list(fixed_size_batches(local_epoch_blocks(catalog, config, 0), config.train.batch_size // world))

@@ -30,7 +30,7 @@ def test_a_checkpoint_round_trips_with_plain_values(tmp_path):
         best_model_state={"w": torch.ones(2)},
         history=[{"epoch": np.int64(3), "valid/auc": np.float32(0.5)}],
     )
-    config = load_config(None, ["model.hidden_dims=[8, 4]", "seed=7"])
+    config = load_config(None, ["model.heads.mlp.hidden_dims=[8, 4]", "seed=7"])
     save_checkpoint(tmp_path, {"w": torch.zeros(2)}, {"state": {}}, state, config, {"n_users": 3})
     saved = load_checkpoint(tmp_path)
     assert saved.config == config and saved.vocabulary == {"n_users": 3}

@@ -102,7 +102,11 @@ def test_trained_model_beats_random_everywhere_and_popularity_on_full_ranking(ev
 
 @pytest.mark.parametrize(
     "switches",
-    [[], ["model.product_interaction=true"], ["model.user_history=true", "model.dot_product=true", "model.mlp=false"]],
+    [
+        [],
+        ["model.heads.mlp.product_interaction=true"],
+        ["model.user.history=true", "model.heads.dot=true", "model.heads.mlp=false"],
+    ],
 )
 def test_every_item_at_once_ranks_like_pair_by_pair_scoring(catalog, smoke_config, switches):
     """A model's fast path (`score_all`: every item per user at once) gives the protocols' numbers
@@ -115,7 +119,7 @@ def test_every_item_at_once_ranks_like_pair_by_pair_scoring(catalog, smoke_confi
 
     torch.manual_seed(0)
     config = load_config(None, [f"data.prepared_dir={smoke_config.data.prepared_dir}", *switches])
-    fast = ModelScorer(build_model(catalog, config))
+    fast = ModelScorer(build_model(catalog, config.model, config.seed))
 
     class PairByPair:
         def score(self, users, items):
@@ -187,11 +191,11 @@ def test_the_test_split_is_ranked_with_the_validation_items_known(catalog, smoke
     with pytest.raises(ValueError, match="unknown purpose 'train'"):
         catalog.inputs_for("train")
 
-    switches = ["model.user_history=true", "model.dot_product=true", "model.mlp=false", "model.user_id=false"]
-    switches += ["model.also_view_relation=true", "model.user_sequence=5"]
+    switches = ["model.user.history=true", "model.heads.dot=true", "model.heads.mlp=false", "model.user.id=false"]
+    switches += ["model.heads.also_view=true", "model.user.sequence.length=5"]
     config = load_config(None, [f"data.prepared_dir={smoke_config.data.prepared_dir}", *switches])
     torch.manual_seed(0)
-    trained = build_model(catalog, config).eval()
+    trained = build_model(catalog, config.model, config.seed).eval()
     scoring = ModelFactory(trained.state_dict(), config, known)("cpu").model
     users, valid_items = torch.as_tensor(catalog.valid.users[:60]), catalog.valid.items[:60]
     assert (scoring.user_tower.sequence.window(users)[:, -1].numpy() == valid_items).all()

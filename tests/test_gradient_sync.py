@@ -15,8 +15,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from factories import catalog_from, model_config
 
-from alsoview.model import ModelConfig, TowerModel, build_tower_model
+from alsoview.model import ModelConfig, TowerModel, build_model
 from alsoview.training.gradient_sync import RowGradientSync
 from alsoview.training.loop import train_epoch
 from alsoview.training.optim import build_optimizer
@@ -27,33 +28,20 @@ HISTORY_INDPTR = np.arange(0, 2 * N_USERS + 1, 2)
 HISTORY_ITEMS = np.arange(2 * N_USERS) % (N_ITEMS - 1) + 1
 
 CONFIGS = {
-    "dense Adam (the default)": ModelConfig(dropout=0.0),
+    "dense Adam (the default)": model_config("heads.mlp.dropout=0.0"),
     # Adam's update hardly changes when every gradient is scaled: SGD checks the average's scale.
-    "dense SGD": ModelConfig(dropout=0.0),
-    "sparse SGD": ModelConfig(dropout=0.0, sparse_embeddings=True),
-    "sparse RowSparseAdam": ModelConfig(dropout=0.0, sparse_embeddings=True),
-    "dot product + history bag, dense": ModelConfig(dropout=0.0, dot_product=True, user_history=True),
-    "dot product + history bag, sparse": ModelConfig(
-        dropout=0.0, dot_product=True, user_history=True, sparse_embeddings=True
+    "dense SGD": model_config("heads.mlp.dropout=0.0"),
+    "sparse SGD": model_config("heads.mlp.dropout=0.0", "sparse_embeddings=true"),
+    "sparse RowSparseAdam": model_config("heads.mlp.dropout=0.0", "sparse_embeddings=true"),
+    "dot product + history bag, dense": model_config("heads.mlp.dropout=0.0", "heads.dot=true", "user.history=true"),
+    "dot product + history bag, sparse": model_config(
+        "heads.mlp.dropout=0.0", "heads.dot=true", "user.history=true", "sparse_embeddings=true"
     ),
 }
 
 
 def _model(config: ModelConfig) -> TowerModel:
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
-    return build_tower_model(
-        N_USERS,
-        N_ITEMS,
-        N_BRANDS,
-        TEXT_DIM,
-        item_brand=torch.randint(0, N_BRANDS, (N_ITEMS,), generator=gen),
-        item_price=torch.randn(N_ITEMS, generator=gen),
-        item_price_missing=torch.zeros(N_ITEMS),
-        item_text=torch.randn(N_ITEMS, TEXT_DIM, generator=gen),
-        config=config,
-        user_history=(HISTORY_INDPTR, HISTORY_ITEMS) if config.user_history else None,
-    )
+    return build_model(catalog_from(HISTORY_INDPTR, HISTORY_ITEMS, N_ITEMS, N_BRANDS, TEXT_DIM), config, seed=0)
 
 
 def _batches(rank: int, world: int) -> list[dict[str, torch.Tensor]]:

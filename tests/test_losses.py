@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from test_model import N_ITEMS, N_USERS, make_model
+from factories import N_ITEMS, N_USERS, model_config
+from test_model import make_model
 from torch.nn import functional as F
 
 from alsoview.config import load_config
@@ -72,7 +73,7 @@ def test_batches_hold_whole_groups_for_the_ranking_losses():
 
 @pytest.mark.parametrize(
     "config",
-    [ModelConfig(), ModelConfig(user_history=True, dot_product=True, mlp=False, user_id=False)],
+    [ModelConfig(), model_config("user.history=true", "heads.dot=true", "heads.mlp=false", "user.id=false")],
     ids=["mlp", "dot"],
 )
 def test_scores_of_groups_equal_forward_per_pair(config):

@@ -8,66 +8,19 @@ import io
 import numpy as np
 import pytest
 import torch
+from factories import N_BRANDS, N_ITEMS, N_USERS, TEXT_DIM, model_config, tiny_catalog
 from torch import nn
 
-from alsoview.data.relations import Neighbours, relation_counts
 from alsoview.errors import UserError
-from alsoview.model import (
-    FastDropout,
-    ModelConfig,
-    TowerModel,
-    build_tower_model,
-    count_parameters,
-    to_known_ids,
-)
+from alsoview.model import ModelConfig, TowerModel, build_model, count_parameters, to_known_ids
+from alsoview.model.features import ItemFeatures
+from alsoview.model.parts.mlp import FastDropout
 from alsoview.training.optim import MixedOptimizer, build_optimizer
-
-N_USERS, N_ITEMS, N_BRANDS, TEXT_DIM = 5, 7, 3, 10
-
-
-# Each user's training items (CSR over users 0..4): user 0 (unknown) has none.
-HISTORY_INDPTR = np.array([0, 0, 2, 5, 6, 8])
-HISTORY_ITEMS = np.array([1, 3, 2, 4, 6, 5, 1, 2])
-# An also-view graph over items 1..6 (CSR over items 0..6), for the relation head.
-ALSO_VIEW_INDPTR = np.array([0, 0, 2, 3, 5, 5, 6, 7])
-ALSO_VIEW_ITEMS = np.array([2, 4, 5, 1, 6, 3, 2])
-
-
-# An also-bought graph (CSR over items 0..6), for the second relation head.
-ALSO_BUY_INDPTR = np.array([0, 0, 1, 1, 2, 3, 3, 3])
-ALSO_BUY_ITEMS = np.array([5, 6, 1])
-
-
-def relation_inputs(
-    indptr: np.ndarray = ALSO_VIEW_INDPTR, items: np.ndarray = ALSO_VIEW_ITEMS
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    neighbours = Neighbours.from_also_view(N_ITEMS, indptr, items)
-    return (*relation_counts(HISTORY_INDPTR, HISTORY_ITEMS, neighbours), neighbours.keys)
 
 
 def make_model(config: ModelConfig = ModelConfig(), text_dim: int = TEXT_DIM, seed: int = 0) -> TowerModel:
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    missing = (torch.rand(N_ITEMS, generator=gen) < 0.3).float()
-    price = torch.randn(N_ITEMS, generator=gen) * (1 - missing)
-    return build_tower_model(
-        N_USERS,
-        N_ITEMS,
-        N_BRANDS,
-        text_dim,
-        item_brand=torch.randint(0, N_BRANDS, (N_ITEMS,), generator=gen),
-        item_price=price,
-        item_price_missing=missing,
-        item_text=torch.randn(N_ITEMS, text_dim, generator=gen),
-        config=config,
-        user_history=(HISTORY_INDPTR, HISTORY_ITEMS) if config.user_history else None,
-        relations=relation_inputs() if config.also_view_relation else None,
-        # the history's order taken as the time order
-        user_sequence=(HISTORY_INDPTR, HISTORY_ITEMS) if config.user_sequence else None,
-        also_buy_relations=relation_inputs(ALSO_BUY_INDPTR, ALSO_BUY_ITEMS) if config.also_buy_relation else None,
-        cooccurrence=(HISTORY_INDPTR, HISTORY_ITEMS) if config.cooccurrence_relation else None,
-        seed=seed,
-    )
+    """The model of `config` over `tiny_catalog` (item features drawn from `seed`)."""
+    return build_model(tiny_catalog(text_dim, seed), config, seed)
 
 
 def batch(size: int = 16, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -148,13 +101,14 @@ def test_item_feature_buffers_in_state_dict_and_round_trip() -> None:
 
 def test_unknown_rows_start_at_zero() -> None:
     model = make_model()
-    for emb in (model.user_tower.id_embedding, model.item_tower.id_embedding, model.item_tower.brand_embedding):
+    user_ids = model.user_tower.parts["id"].embedding
+    for emb in (user_ids, model.item_tower.id_embedding, model.item_tower.brand_embedding):
         assert torch.count_nonzero(emb.weight[0]) == 0
         assert emb.weight[1:].abs().max() < 1.0
 
 
 def test_sparse_variant_trains_one_step() -> None:
-    model = make_model(ModelConfig(sparse_embeddings=True))
+    model = make_model(model_config("sparse_embeddings=true"))
     opt = build_optimizer(model, 1e-2, sparse=True)
     assert isinstance(opt, MixedOptimizer)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -162,22 +116,23 @@ def test_sparse_variant_trains_one_step() -> None:
     opt.zero_grad()
     loss = nn.functional.binary_cross_entropy_with_logits(model(users, items), labels)
     loss.backward()
-    assert model.user_tower.id_embedding.weight.grad.is_sparse
+    assert model.user_tower.parts["id"].embedding.weight.grad.is_sparse
     assert not model.heads["mlp"].layers[0].weight.grad.is_sparse
     opt.step()
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert {
-        "user_tower.id_embedding.weight",
+        "user_tower.parts.id.embedding.weight",
         "item_tower.id_embedding.weight",
         "heads.mlp.layers.0.weight",
         "heads.mlp.text_projection.weight",
     } <= changed
     untouched_user = sorted(set(range(N_USERS)) - set(users.tolist()))
+    user_rows = model.user_tower.parts["id"].embedding.weight
     torch.testing.assert_close(
-        model.user_tower.id_embedding.weight[untouched_user], before["user_tower.id_embedding.weight"][untouched_user]
+        user_rows[untouched_user], before["user_tower.parts.id.embedding.weight"][untouched_user]
     )
 
-    clone = build_optimizer(make_model(ModelConfig(sparse_embeddings=True)), 1e-2, sparse=True)
+    clone = build_optimizer(make_model(model_config("sparse_embeddings=true")), 1e-2, sparse=True)
     clone.load_state_dict(opt.state_dict())
     assert clone.state_dict()["sparse"]["state"].keys() == opt.state_dict()["sparse"]["state"].keys()
     assert {g["lr"] for g in opt.param_groups} == {1e-2}
@@ -196,24 +151,22 @@ def test_parameter_count_of_default_config_by_hand() -> None:
 
 
 def test_config_and_feature_validation() -> None:
-    assert ModelConfig(hidden_dims=[32, 16]).hidden_dims == (32, 16)  # YAML lists become tuples
-    with pytest.raises(UserError, match="model.dropout"):
-        ModelConfig(dropout=1.0)
-    with pytest.raises(UserError, match="model.hidden_dims"):
-        ModelConfig(hidden_dims=(0,))
+    assert model_config("heads.mlp.hidden_dims=[32, 16]").heads.mlp.hidden_dims == (32, 16)  # YAML lists: tuples
+    with pytest.raises(UserError, match=r"model\.heads\.mlp\.dropout"):
+        model_config("heads.mlp.dropout=1.0")
+    with pytest.raises(UserError, match=r"model\.heads\.mlp\.hidden_dims"):
+        model_config("heads.mlp.hidden_dims=[0]")
     with pytest.raises(ValueError, match="item_brand values"):
-        build_tower_model(N_USERS, 3, 2, 0, torch.tensor([0, 1, 2]), torch.zeros(3), torch.zeros(3), None)
+        ItemFeatures(2, torch.tensor([0, 1, 2]), torch.zeros(3), torch.zeros(3), None, 0)
     with pytest.raises(ValueError, match="item_text must have shape"):
-        build_tower_model(
-            N_USERS, 3, 2, 4, torch.zeros(3, dtype=torch.long), torch.zeros(3), torch.zeros(3), torch.zeros(3, 5)
-        )
+        ItemFeatures(2, torch.zeros(3, dtype=torch.long), torch.zeros(3), torch.zeros(3), torch.zeros(3, 5), 4)
 
 
 def test_product_interaction_adds_the_elementwise_term() -> None:
     plain = make_model()
-    product = make_model(ModelConfig(product_interaction=True))
+    product = make_model(model_config("heads.mlp.product_interaction=true"))
     d = ModelConfig().embedding_dim
-    assert count_parameters(product) - count_parameters(plain) == d * ModelConfig().hidden_dims[0]
+    assert count_parameters(product) - count_parameters(plain) == d * ModelConfig().heads.mlp.hidden_dims[0]
     users, items = torch.tensor([1, 2]), torch.tensor([3, 4])
     product.eval()
     assert product(users, items).shape == (2,)
@@ -244,49 +197,37 @@ def test_fast_dropout_masks_are_independent_across_columns() -> None:
     assert off_diagonal.abs().max() < 0.05
 
 
+# Every part and setting that changes how a model scores, alone and together (`model.` settings).
 QUALITY_SWITCHES = [
-    ModelConfig(),
-    ModelConfig(product_interaction=True),
-    ModelConfig(user_history=True),
-    ModelConfig(dot_product=True),
-    ModelConfig(user_history=True, dot_product=True, mlp=False),
-    ModelConfig(user_history=True, dot_product=True, product_interaction=True, hidden_dims=(32,)),
-    ModelConfig(item_features=False, product_interaction=True),
-    ModelConfig(item_features=False, dot_product=True, user_history=True, user_id=False),
-    ModelConfig(user_history=True, dot_product=True, mlp=False, also_view_relation=True),
-    ModelConfig(also_view_relation=True),
-    ModelConfig(user_sequence=2),
-    ModelConfig(also_view_relation=True, also_buy_relation=True, user_history=True, dot_product=True, mlp=False),
-    ModelConfig(user_sequence=3, sequence_blocks=2, user_id=False, dot_product=True, mlp=False, user_history=True),
-    ModelConfig(user_history=True, dot_product=True, mlp=False, also_view_relation=True, cooccurrence_relation=True),
-    ModelConfig(user_history=True, dot_product=True, mlp=False, cooccurrence_relation=True, cooccurrence_recency=0.6),
-    ModelConfig(
-        user_history=True,
-        dot_product=True,
-        mlp=False,
-        cooccurrence_relation=True,
-        cooccurrence_recency=0.6,
-        cooccurrence_proximity=0.7,
-        cooccurrence_forward=True,
-    ),
-]
+    (),
+    ("heads.mlp.product_interaction=true",),
+    ("user.history=true",),
+    ("heads.dot=true",),
+    ("user.history=true", "heads.dot=true", "heads.mlp=false"),
+    ("user.history=true", "heads.dot=true", "heads.mlp.product_interaction=true", "heads.mlp.hidden_dims=[32]"),
+    ("heads.mlp.item_features=false", "heads.mlp.product_interaction=true"),
+    ("heads.mlp.item_features=false", "heads.dot.item_features=false", "user.history=true", "user.id=false"),
+    ("user.history=true", "heads.dot=true", "heads.mlp=false", "heads.also_view=true"),
+    ("heads.also_view=true",),
+    ("user.sequence.length=2",),
+    ("heads.also_view=true", "heads.also_buy=true", "user.history=true", "heads.dot=true", "heads.mlp=false"),
+    ("user.sequence.length=3", "user.sequence.blocks=2", "user.id=false", "heads.dot=true", "heads.mlp=false",
+     "user.history=true"),
+    ("user.history=true", "heads.dot=true", "heads.mlp=false", "heads.also_view=true", "heads.cooccurrence=true"),
+    ("user.history=true", "heads.dot=true", "heads.mlp=false", "heads.cooccurrence.recency=0.6"),
+    ("user.history=true", "heads.dot=true", "heads.mlp=false", "heads.cooccurrence.recency=0.6",
+     "heads.cooccurrence.proximity=0.7", "heads.cooccurrence.forward=true"),
+]  # fmt: skip
 
 
-def switch_id(c: ModelConfig) -> str:
-    """Every switch in the id, so no two parametrized cases share one."""
-    return (
-        f"h{c.user_history:d}d{c.dot_product:d}m{c.mlp:d}p{c.product_interaction:d}"
-        f"f{c.item_features:d}u{c.user_id:d}r{c.also_view_relation:d}{c.also_buy_relation:d}{c.cooccurrence_relation:d}"
-        f"s{c.user_sequence}b{c.sequence_blocks}"
-        f"w{'-'.join(map(str, c.hidden_dims))}"
-        f"c{c.cooccurrence_recency:g}-{c.cooccurrence_proximity:g}-{c.cooccurrence_forward:d}"
-    )
+def switch_id(settings: tuple[str, ...]) -> str:
+    return "+".join(settings) or "design"
 
 
 @pytest.mark.parametrize("config", QUALITY_SWITCHES, ids=switch_id)
 @pytest.mark.parametrize("text_dim", [TEXT_DIM, 0])
-def test_score_all_items_equals_forward_on_every_pair(config: ModelConfig, text_dim: int) -> None:
-    model = make_model(config, text_dim=text_dim)
+def test_score_all_items_equals_forward_on_every_pair(config: tuple[str, ...], text_dim: int) -> None:
+    model = make_model(model_config(*config), text_dim=text_dim)
     with torch.no_grad():  # move every weight off its initial value so every branch contributes
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.3)
@@ -300,27 +241,23 @@ def test_score_all_items_equals_forward_on_every_pair(config: ModelConfig, text_
 
 
 @pytest.mark.parametrize("config", QUALITY_SWITCHES, ids=switch_id)
-def test_each_heads_fast_path_equals_its_score_on_every_pair(config: ModelConfig) -> None:
+def test_each_heads_fast_path_equals_its_score_on_every_pair(config: tuple[str, ...]) -> None:
     """Per part: every head's `score_all` equals its `score` over every (user, item) pair."""
-    model = make_model(config)
+    model = make_model(model_config(*config))
     with torch.no_grad():
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.3)
     model.eval()
-    user = model.user_tower(torch.arange(N_USERS))
-    users, items = torch.arange(N_USERS).repeat_interleave(N_ITEMS), torch.arange(N_ITEMS).repeat(N_USERS)
+    users = model.users(torch.arange(N_USERS))
+    items = torch.arange(N_ITEMS).repeat(N_USERS)
     for name, head in model.heads.items():
-        ids = {"users": users} if getattr(head, "uses_user_ids", False) else {}
-        every = head.score_all(
-            user, model.item_tower, elements_per_chunk=64, **({"users": users[::N_ITEMS]} if ids else {})
-        )
-        pairs = head.score(user.repeat_interleave(N_ITEMS, dim=0), items, model.item_tower, **ids).reshape(N_USERS, -1)
+        every = head.score_all(users, model.item_tower, elements_per_chunk=64)
+        pairs = head.score(users.repeat(N_ITEMS), items, model.item_tower).reshape(N_USERS, -1)
         torch.testing.assert_close(every, pairs, rtol=1e-4, atol=1e-4, msg=name)  # float32 rounding
-    assert len(users) == N_USERS * N_ITEMS
 
 
 def test_dot_product_alone_is_user_vector_dot_item_plus_bias() -> None:
-    model = make_model(ModelConfig(dot_product=True, mlp=False, user_history=True))
+    model = make_model(model_config("heads.dot=true", "heads.mlp=false", "user.history=true"))
     dot, items_side = model.heads["dot"], model.item_tower
     with torch.no_grad():
         dot.item_bias.weight.normal_()
@@ -331,16 +268,16 @@ def test_dot_product_alone_is_user_vector_dot_item_plus_bias() -> None:
     expected = (model.user_tower(users) * (items_side.id_embedding(items) + content)).sum(-1)
     torch.testing.assert_close(model(users, items), expected + dot.item_bias.weight[items, 0])
     assert list(model.heads) == ["dot"]
-    bare = make_model(ModelConfig(dot_product=True, mlp=False, user_history=True, item_features=False)).eval()
+    bare = make_model(model_config("heads.dot.item_features=false", "heads.mlp=false", "user.history=true")).eval()
     assert bare.heads["dot"].text_to_item is None
     expected = (bare.user_tower(users) * bare.item_tower.id_embedding(items)).sum(-1)
     torch.testing.assert_close(bare(users, items), expected)
 
 
 def test_user_history_is_the_scaled_sum_of_the_users_items_without_the_scored_one() -> None:
-    model = make_model(ModelConfig(user_history=True))
+    model = make_model(model_config("user.history=true"))
     tower = model.user_tower
-    rows, own = tower.history.embedding.weight, tower.id_embedding.weight
+    rows, own = tower.parts["history"].embedding.weight, tower.parts["id"].embedding.weight
     # user 2 had items 2, 4 and 6
     torch.testing.assert_close(tower(torch.tensor([2])), own[2:3] + (rows[2] + rows[4] + rows[6])[None] / 3**0.5)
     # training on (2, 4): item 4 leaves the history; on (2, 5), not in it, nothing leaves
@@ -351,63 +288,56 @@ def test_user_history_is_the_scaled_sum_of_the_users_items_without_the_scored_on
     torch.testing.assert_close(tower(torch.tensor([0])), own[0:1])
     torch.testing.assert_close(tower(torch.tensor([3]), leave_out=torch.tensor([5])), own[3:4])
     # the forward pass leaves the scored item out only while training (no MLP, so no dropout noise)
-    dot = make_model(ModelConfig(user_history=True, dot_product=True, mlp=False))
+    dot = make_model(model_config("user.history=true", "heads.dot=true", "heads.mlp=false"))
     user, item = torch.tensor([2]), torch.tensor([4])
     item_row = dot.heads["dot"].item_vector(item, dot.item_tower)[0]
     train_user = dot.user_tower(user, leave_out=item)
     torch.testing.assert_close(dot.train()(user, item), (train_user * item_row).sum(-1))
     torch.testing.assert_close(dot.eval()(user, item), (dot.user_tower(user) * item_row).sum(-1))
-    with pytest.raises(ValueError, match="user_history"):
-        build_tower_model(
-            N_USERS,
-            N_ITEMS,
-            N_BRANDS,
-            0,
-            torch.zeros(N_ITEMS, dtype=torch.long),
-            torch.zeros(N_ITEMS),
-            torch.zeros(N_ITEMS),
-            None,
-            ModelConfig(user_history=True),
-        )
 
 
 def test_quality_switches_train_with_sparse_embeddings() -> None:
-    model = make_model(ModelConfig(user_history=True, dot_product=True, sparse_embeddings=True))
+    model = make_model(model_config("user.history=true", "heads.dot=true", "sparse_embeddings=true"))
     optimizer = build_optimizer(model, 0.01, sparse=True)
     users, items, labels = batch()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     nn.functional.binary_cross_entropy_with_logits(model(users, items), labels).backward()
     optimizer.step()
-    for name in ("user_tower.history.embedding.weight", "heads.dot.item_bias.weight", "user_tower.id_embedding.weight"):
+    trained = (
+        "user_tower.parts.history.embedding.weight",
+        "heads.dot.item_bias.weight",
+        "user_tower.parts.id.embedding.weight",
+    )
+    for name in trained:
         assert not torch.equal(before[name], dict(model.named_parameters())[name]), name
 
 
 def test_without_item_features_the_mlp_sees_only_the_two_embeddings() -> None:
-    plain, bare = make_model(), make_model(ModelConfig(item_features=False))
-    d, t = ModelConfig().embedding_dim, ModelConfig().text_projection_dim
+    plain, bare = make_model(), make_model(model_config("heads.mlp.item_features=false"))
+    d, t = ModelConfig().embedding_dim, ModelConfig().heads.mlp.text_projection_dim
     first, bare_first = plain.heads["mlp"].layers[0], bare.heads["mlp"].layers[0]
     assert first.in_features - bare_first.in_features == d + 2 + t  # brand, price pair, text
     assert bare_first.in_features == 2 * d
 
 
-def test_a_model_needs_a_scoring_branch() -> None:
-    with pytest.raises(UserError, match="model.mlp"):
-        ModelConfig(mlp=False)
-    with pytest.raises(UserError, match="model.user_id"):
-        ModelConfig(user_id=False)  # without user_history a user would have no vector
-    history_only = make_model(ModelConfig(user_history=True, user_id=False))
-    assert history_only.user_tower.id_embedding is None
+def test_a_model_needs_a_head_and_a_user_part() -> None:
+    with pytest.raises(UserError, match=r"model\.heads needs at least one of mlp, dot, also_view"):
+        model_config("heads.mlp=false")
+    with pytest.raises(UserError, match=r"model\.user needs at least one of id, history, sequence"):
+        model_config("user.id=false")  # without the history or a sequence a user would have no vector
+    history_only = make_model(model_config("user.history=true", "user.id=false"))
+    assert list(history_only.user_tower.parts) == ["history"]
     torch.testing.assert_close(history_only.user_tower(torch.tensor([0])), torch.zeros(1, 64))
 
 
 def test_each_part_draws_its_initial_weights_from_a_stream_of_its_own() -> None:
     """Turning a part on or off leaves every other part's initial weights as they were; a seed
     gives the same weights every time, another seed others."""
-    plain = make_model(ModelConfig()).state_dict()
-    more = make_model(ModelConfig(user_history=True, dot_product=True, user_sequence=2)).state_dict()
+    plain = make_model().state_dict()
+    more = make_model(model_config("user.history=true", "heads.dot=true", "user.sequence.length=2")).state_dict()
     for name, value in plain.items():
         assert torch.equal(more[name], value), name
-    assert all(torch.equal(make_model(ModelConfig()).state_dict()[n], v) for n, v in plain.items())
-    other = make_model(ModelConfig(), seed=1).state_dict()
+    assert all(torch.equal(make_model().state_dict()[n], v) for n, v in plain.items())
+    other = make_model(seed=1).state_dict()
     assert not torch.equal(other["heads.mlp.layers.0.weight"], plain["heads.mlp.layers.0.weight"])
     assert not torch.equal(other["item_tower.id_embedding.weight"], plain["item_tower.id_embedding.weight"])

@@ -7,17 +7,17 @@ from typing import Any
 
 import pytest
 import torch
+from factories import model_config
 from test_model import make_model
 from torch import nn
 
-from alsoview.model import ModelConfig
 from alsoview.training.optim import RowSparseAdam, build_optimizer
 
 
 def test_dense_optimizer_is_adam_and_rejects_sparse_model() -> None:
     assert isinstance(build_optimizer(make_model(), 1e-3, sparse=False), torch.optim.Adam)
     with pytest.raises(ValueError, match="sparse=True"):
-        build_optimizer(make_model(ModelConfig(sparse_embeddings=True)), 1e-3, sparse=False)
+        build_optimizer(make_model(model_config("sparse_embeddings=true")), 1e-3, sparse=False)
     with pytest.raises(ValueError, match="sparse_embeddings=True"):
         build_optimizer(make_model(), 1e-3, sparse=True)
 

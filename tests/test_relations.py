@@ -7,16 +7,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_losses import K, grouped_batch, small_catalog
-from test_model import (
+from factories import (
     ALSO_VIEW_INDPTR,
     ALSO_VIEW_ITEMS,
     HISTORY_INDPTR,
     HISTORY_ITEMS,
     N_ITEMS,
     N_USERS,
-    make_model,
+    model_config,
+    users_by_id,
 )
+from test_losses import K, grouped_batch, small_catalog
+from test_model import make_model
 from torch.nn import functional as F
 
 from alsoview.config import load_config
@@ -29,7 +31,6 @@ from alsoview.data.relations import (
 )
 from alsoview.errors import UserError
 from alsoview.evaluation.baselines import CooccurrenceScorer, RelatedItemsScorer
-from alsoview.model import ModelConfig
 from alsoview.training.batches import group_rows, mix_spec
 from alsoview.training.losses import GroupedBinaryCrossEntropy, build_loss
 
@@ -76,28 +77,28 @@ def test_the_related_scorer_ranks_by_relations_then_popularity():
 
 
 def test_the_relation_head_scores_log_counts_and_leaves_the_positive_out_while_training():
-    model = make_model(ModelConfig(user_history=True, dot_product=True, mlp=False, also_view_relation=True))
-    head = model.heads["relation"]
+    model = make_model(model_config("user.history=true", "heads.dot=true", "heads.mlp=false", "heads.also_view=true"))
+    head = model.heads["also_view"]
     with torch.no_grad():
         head.weight.fill_(2.0)
     users, items = torch.tensor([2, 2, 3]), torch.tensor([1, 4, 6])
     expected = 2.0 * np.log1p(brute_counts()[[2, 2, 3], [1, 4, 6]])
-    got = head.score(None, items, model.item_tower, users=users)
+    got = head.score(users_by_id(users), items, model.item_tower)
     np.testing.assert_allclose(got.detach().numpy(), expected, rtol=1e-6)
     # user 2 had items 2, 4 and 6; leaving out 2 (an also-view neighbour of 1 and 4 ... ) lowers their counts
     leave = torch.tensor([2, 2, 2])
-    lowered = head.score(None, items, model.item_tower, users=users, leave_out=leave).detach().numpy()
+    lowered = head.score(users_by_id(users, leave), items, model.item_tower).detach().numpy()
     near = np.array([int(i) in set(NEIGHBOURS.of(2).tolist()) for i in items])
     np.testing.assert_allclose(lowered, 2.0 * np.log1p(np.maximum(brute_counts()[[2, 2, 3], [1, 4, 6]] - near, 0)))
     assert head.weight.requires_grad and len(list(head.parameters())) == 1
 
 
 def test_with_the_relation_head_every_loss_trains_on_groups():
-    config = load_config(None, ["model.also_view_relation=true", "sampling.negatives_per_positive=4"])
+    config = load_config(None, ["model.heads.also_view=true", "sampling.negatives_per_positive=4"])
     assert group_rows(config) == 5 and mix_spec(config).grouped
     loss = build_loss(config, small_catalog())
     assert isinstance(loss, GroupedBinaryCrossEntropy)
-    model = make_model(ModelConfig(also_view_relation=True)).eval()
+    model = make_model(model_config("heads.also_view=true")).eval()
     batch = grouped_batch()
     users, items = batch["user"].view(-1, 1 + K)[:, 0], batch["item"].view(-1, 1 + K)
     expected = F.binary_cross_entropy_with_logits(model.score_groups(users, items).reshape(-1), batch["label"])
@@ -141,7 +142,9 @@ def test_the_cooccurrence_head_is_the_peer_without_the_users_own_cooccurrences()
     """Training: a positive is scored without its user's own co-occurrences and without itself
     among the user's items, so its label cannot leak in; scoring: items the user never had get
     the co-occurrence peer's score."""
-    model = make_model(ModelConfig(user_history=True, dot_product=True, mlp=False, cooccurrence_relation=True))
+    model = make_model(
+        model_config("user.history=true", "heads.dot=true", "heads.mlp=false", "heads.cooccurrence=true")
+    )
     head = model.heads["cooccurrence"]
     with torch.no_grad():
         head.weight.fill_(1.0)
@@ -149,7 +152,7 @@ def test_the_cooccurrence_head_is_the_peer_without_the_users_own_cooccurrences()
     items = torch.arange(1, N_ITEMS).repeat(N_USERS - 1)
     firsts = torch.as_tensor(HISTORY_ITEMS[HISTORY_INDPTR[users.numpy()]])  # a training group's positive
     for leave_out in (None, firsts):
-        got = head.score(None, items, model.item_tower, users=users, leave_out=leave_out).detach().numpy()
+        got = head.score(users_by_id(users, leave_out), items, model.item_tower).detach().numpy()
         expected = [
             brute_cooccurrence_score(int(u), int(i), None if leave_out is None else int(leave_out[k]))
             for k, (u, i) in enumerate(zip(users, items))
@@ -158,7 +161,7 @@ def test_the_cooccurrence_head_is_the_peer_without_the_users_own_cooccurrences()
     peer = CooccurrenceScorer(
         np.repeat(np.arange(N_USERS), np.diff(HISTORY_INDPTR)), HISTORY_ITEMS, N_USERS, N_ITEMS
     ).score_all(np.arange(1, N_USERS))
-    every = head.score_all(None, model.item_tower, users=torch.arange(1, N_USERS)).numpy()
+    every = head.score_all(users_by_id(torch.arange(1, N_USERS)), model.item_tower).numpy()
     never_had = np.array([[i not in user_items(u) for i in range(N_ITEMS)] for u in range(1, N_USERS)])
     np.testing.assert_allclose(every[never_had], np.log1p(peer[never_had]), rtol=1e-5, atol=1e-6)
     assert (peer[never_had] > 0).any() and head.weight.requires_grad and len(list(head.parameters())) == 1
@@ -210,9 +213,12 @@ def brute_recency_score(
 def assert_head_matches_the_brute_force(settings: dict, leave_outs: tuple[str, ...]) -> None:
     """Pair scores against `brute_recency_score` (with `leave_out` each of None, every user's
     middle item, every user's last one), and score_all against pair scores."""
-    recency = settings.get("cooccurrence_recency", 1.0)
+    recency = settings.get("recency", 1.0)
+    chosen_settings = [f"heads.cooccurrence.{key}={str(value).lower()}" for key, value in settings.items()]
     model = make_model(
-        ModelConfig(user_history=True, dot_product=True, mlp=False, cooccurrence_relation=True, **settings)
+        model_config(
+            "user.history=true", "heads.dot=true", "heads.mlp=false", "heads.cooccurrence=true", *chosen_settings
+        )
     )
     head = model.heads["cooccurrence"]
     users = torch.arange(1, N_USERS).repeat_interleave(N_ITEMS - 1)
@@ -223,10 +229,10 @@ def assert_head_matches_the_brute_force(settings: dict, leave_outs: tuple[str, .
         "middle": torch.as_tensor(HISTORY_ITEMS[(starts + ends) // 2]),  # a positive with items before and after it
         "last": torch.as_tensor(HISTORY_ITEMS[ends - 1]),
     }
-    proximity, forward = settings.get("cooccurrence_proximity", 1.0), settings.get("cooccurrence_forward", False)
+    proximity, forward = settings.get("proximity", 1.0), settings.get("forward", False)
     for name in leave_outs:
         leave_out = chosen[name]
-        got = head.score(None, items, model.item_tower, users=users, leave_out=leave_out).detach().numpy()
+        got = head.score(users_by_id(users, leave_out), items, model.item_tower).detach().numpy()
         expected = [
             brute_recency_score(
                 int(u), int(i), None if leave_out is None else int(leave_out[k]), recency, proximity, forward
@@ -235,16 +241,16 @@ def assert_head_matches_the_brute_force(settings: dict, leave_outs: tuple[str, .
         ]
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
         assert (np.array(expected) > 0).any()
-    every = head.score_all(None, model.item_tower, users=torch.arange(1, N_USERS)).numpy()
-    pairs = head.score(None, items, model.item_tower, users=users).detach().numpy().reshape(N_USERS - 1, N_ITEMS - 1)
+    every = head.score_all(users_by_id(torch.arange(1, N_USERS)), model.item_tower).numpy()
+    pairs = head.score(users_by_id(users), items, model.item_tower).detach().numpy().reshape(N_USERS - 1, N_ITEMS - 1)
     np.testing.assert_allclose(every[:, 1:], pairs, rtol=1e-5, atol=1e-6)
 
 
 def test_the_recency_weighted_cooccurrence_head_sees_only_earlier_items_most_recent_first():
-    """With model.cooccurrence_recency below 1 a training positive is scored from its user's
+    """With model.heads.cooccurrence.recency below 1 a training positive is scored from its user's
     items before it only (nothing later leaks in), the most recent weighted most; in scoring every
     item the user had counts, and score_all agrees with pair-by-pair scores."""
-    assert_head_matches_the_brute_force({"cooccurrence_recency": 0.5}, ("none", "middle", "last"))
+    assert_head_matches_the_brute_force({"recency": 0.5}, ("none", "middle", "last"))
 
 
 def test_sequence_cooccurrence_counts_match_a_brute_force_count_and_are_the_plain_counts_at_one():
@@ -262,27 +268,27 @@ def test_sequence_cooccurrence_counts_match_a_brute_force_count_and_are_the_plai
 @pytest.mark.parametrize(
     "settings",
     [
-        {"cooccurrence_proximity": 0.5},
-        {"cooccurrence_proximity": 0.5, "cooccurrence_forward": True, "cooccurrence_recency": 0.5},
-        {"cooccurrence_forward": True},
+        {"proximity": 0.5},
+        {"proximity": 0.5, "forward": True, "recency": 0.5},
+        {"forward": True},
     ],
     ids=["proximity", "proximity-forward-recency", "forward"],
 )
 def test_the_head_counting_pairs_by_their_places_leaves_the_users_own_share_out(settings):
-    """With model.cooccurrence_proximity or cooccurrence_forward the table weighs each user's pair
+    """With model.heads.cooccurrence.proximity or .forward the table weighs each user's pair
     by its places in the user's time order; the user's own share of it is taken out by the same
     rule (no label leak), as the brute force does it, in training and in scoring."""
     assert_head_matches_the_brute_force(settings, ("none", "middle", "last"))
 
 
-@pytest.mark.parametrize("key", ["cooccurrence_recency", "cooccurrence_proximity"])
+@pytest.mark.parametrize("key", ["recency", "proximity"])
 def test_cooccurrence_weights_must_be_in_zero_one(key):
     for bad in ("0", "1.5", "-0.2"):
-        with pytest.raises(UserError, match=rf"model.{key}"):
-            load_config(None, [f"model.{key}={bad}"])
+        with pytest.raises(UserError, match=rf"model\.heads\.cooccurrence\.{key} must be in \(0, 1\]"):
+            load_config(None, [f"model.heads.cooccurrence.{key}={bad}"])
 
 
 def test_the_cooccurrence_head_trains_on_groups():
-    config = load_config(None, ["model.cooccurrence_relation=true", "sampling.negatives_per_positive=4"])
+    config = load_config(None, ["model.heads.cooccurrence=true", "sampling.negatives_per_positive=4"])
     assert group_rows(config) == 5 and mix_spec(config).grouped
     assert isinstance(build_loss(config, small_catalog()), GroupedBinaryCrossEntropy)

@@ -1,4 +1,4 @@
-"""The user sequence (`model.user_sequence`, SASRec-like): each training positive sees only the
+"""The user sequence (`model.user.sequence`, SASRec-like): each training positive sees only the
 items its user had before it in time, checked window by window against a brute-force reading of
 the interactions and by gradients (no later item can change the positive's score); it trains on
 groups, and scoring outside training reads each user's last items."""
@@ -10,14 +10,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from factories import model_config
 from test_model import make_model
 
 from alsoview.config import load_config
 from alsoview.data.relations import user_items_in_time_order
 from alsoview.errors import UserError
-from alsoview.model import ModelConfig
-from alsoview.model.build import build_tower_model
-from alsoview.model.sequence import SequenceEncoder, sequence_blocks
+from alsoview.model.parts.sequence import SequenceEncoder, sequence_blocks
 from alsoview.training.batches import group_rows
 from alsoview.training.losses import GroupedBinaryCrossEntropy, build_loss
 
@@ -108,29 +107,26 @@ def test_a_user_with_no_earlier_item_gets_a_zero_vector_and_no_nan():
 
 
 def test_the_user_sequence_trains_on_groups_with_any_loss():
-    config = load_config(None, ["model.user_sequence=5", "sampling.negatives_per_positive=4"])
+    config = load_config(None, ["model.user.sequence.length=5", "sampling.negatives_per_positive=4"])
     assert group_rows(config) == 5
     assert isinstance(build_loss(config, SimpleNamespace()), GroupedBinaryCrossEntropy)
     assert group_rows(load_config(None, ["sampling.negatives_per_positive=4"])) == 1  # the design: any rows
 
 
 def test_sequence_settings_are_checked():
-    for bad in ("model.user_sequence=-1", "model.sequence_blocks=0", "model.sequence_dropout=1.0"):
+    for bad in ("model.user.sequence.length=0", "model.user.sequence.blocks=0", "model.user.sequence.dropout=1.0"):
         with pytest.raises(UserError, match=bad.split("=")[0].replace(".", "\\.")):
             load_config(None, [bad])
     # the sequence alone can describe users
-    load_config(None, ["model.user_id=false", "model.user_sequence=4"])
-    with pytest.raises(ValueError, match="training_sequence"):
-        build_tower_model(
-            3, 4, 1, 0, torch.zeros(4, dtype=torch.long), torch.zeros(4), torch.zeros(4), None,
-            config=ModelConfig(user_sequence=2),
-        )  # fmt: skip
+    load_config(None, ["model.user.id=false", "model.user.sequence.length=4"])
 
 
-def test_the_sequence_adds_its_weights_after_every_other_part():
-    """Every seed keeps the initial weights of the parts that existed before the sequence."""
-    plain = make_model(ModelConfig(user_history=True, dot_product=True)).state_dict()
-    with_sequence = make_model(ModelConfig(user_history=True, dot_product=True, user_sequence=LENGTH)).state_dict()
+def test_the_sequence_leaves_every_other_parts_initial_weights_as_they_were():
+    """The sequence draws from a random stream of its own."""
+    plain = make_model(model_config("user.history=true", "heads.dot=true")).state_dict()
+    with_sequence = make_model(
+        model_config("user.history=true", "heads.dot=true", f"user.sequence.length={LENGTH}")
+    ).state_dict()
     for key, value in plain.items():
         assert torch.equal(value, with_sequence[key]), key
-    assert any(key.startswith("user_tower.sequence.") for key in with_sequence)
+    assert any(key.startswith("user_tower.parts.sequence.") for key in with_sequence)

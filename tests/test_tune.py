@@ -14,19 +14,26 @@ from alsoview.errors import UserError
 def test_search_space_from_config():
     config = load_config(
         None,
-        ["tune.search_space.model.dropout=null", "tune.search_space.sampling.also_view_fraction={uniform: [0.1, 0.9]}"],
+        [
+            "tune.search_space.model.heads.mlp.dropout=null",
+            "tune.search_space.sampling.also_view_fraction={uniform: [0.1, 0.9]}",
+        ],
     )
     flat = flatten_search_space(config.tune.search_space)
-    assert "model.dropout" not in flat and flat["sampling.also_view_fraction"] == {"uniform": [0.1, 0.9]}
+    assert "model.heads.mlp.dropout" not in flat and flat["sampling.also_view_fraction"] == {"uniform": [0.1, 0.9]}
     assert "train.learning_rate" in flat  # the rest of the default space is kept
     space = param_space(config)
     assert space["sampling.also_view_fraction"].lower == 0.1
     with pytest.raises(UserError, match="names no config key"):
-        load_config(None, ["tune.search_space.model.dropuot={uniform: [0, 1]}"])
+        load_config(None, ["tune.search_space.model.heads.mlp.dropuot={uniform: [0, 1]}"])
+    with pytest.raises(UserError, match="names no config key; it is model.heads.mlp.dropout now"):
+        load_config(None, ["tune.search_space.model.dropout={uniform: [0, 1]}"])
     with pytest.raises(UserError, match="low < high"):
-        load_config(None, ["tune.search_space.model.dropout={uniform: [0.5, 0.1]}"])
+        load_config(None, ["tune.search_space.model.heads.mlp.dropout={uniform: [0.5, 0.1]}"])
     with pytest.raises(UserError, match="kind"):
-        load_config(None, ["tune.search_space.model.dropout={gaussian: [0, 1]}"])
+        load_config(None, ["tune.search_space.model.heads.mlp.dropout={gaussian: [0, 1]}"])
+    with pytest.raises(UserError, match=r"model\.heads\.dot must be a choice of true and false"):
+        load_config(None, ["tune.search_space.model.heads.dot={uniform: [0, 1]}"])
     with pytest.raises(UserError, match="train.num_workers cannot be searched: the search's resource plan"):
         load_config(None, ["tune.search_space.train.num_workers={choice: [1, 2]}"])
 
@@ -36,34 +43,40 @@ def test_the_search_starts_from_the_config_and_the_settings_that_won_on_real_dat
     flat = flatten_search_space(load_config(None, []).tune.search_space)
     assert len(points) == 2 and notes == [] and all(set(point) == set(flat) for point in points)
     design, won = points
-    assert design["model.dot_product"] is False and design["train.learning_rate"] == 0.01  # the design as it is
-    assert won["model.also_view_relation"] is True and won["model.user_history"] is True
-    assert won["sampling.negatives_per_positive"] == 8 and won["model.dropout"] == 0.5  # the rest from the config
+    assert design["model.heads.dot"] is False and design["train.learning_rate"] == 0.01  # the design as it is
+    assert won["model.heads.also_view"] is True and won["model.user.history"] is True
+    assert (
+        won["sampling.negatives_per_positive"] == 8 and won["model.heads.mlp.dropout"] == 0.5
+    )  # the rest from the config
 
 
 def test_built_in_start_points_are_fitted_to_the_space_and_said_so():
-    config = load_config(None, ["tune.search_space.model.user_history=null", "sampling.negatives_per_positive=8"])
+    config = load_config(None, ["tune.search_space.model.user.history=null", "sampling.negatives_per_positive=8"])
     points, notes = config.start_points()
-    assert "model.user_history" not in points[0] and len(points) == 2
-    assert notes == ["built-in start point 2: model.user_history not searched, so left out of it"]
+    assert "model.user.history" not in points[0] and len(points) == 2
+    assert notes == ["built-in start point 2: model.user.history not searched, so left out of it"]
     narrow = load_config(None, ["tune.search_space.train.learning_rate={loguniform: [0.005, 0.03]}"])
     points, notes = narrow.start_points()
     assert len(points) == 1 and "built-in start point 2 skipped: train.learning_rate = 0.001 is outside" in notes[0]
     # the same points twice are one trial
-    same = load_config(None, ["tune.start_points=[{}, {model: {dropout: 0.5}}]"])
+    same = load_config(None, ["tune.start_points=[{}, {model: {heads: {mlp: {dropout: 0.5}}}}]"])
     assert len(same.start_points()[0]) == 1
 
 
 def test_explicit_start_points_must_fit_the_space():
-    config = load_config(None, ["tune.start_points=[{model: {dropout: 0.1}, train: {learning_rate: 0.002}}]"])
+    config = load_config(
+        None, ["tune.start_points=[{model: {heads: {mlp: {dropout: 0.1}}}, train: {learning_rate: 0.002}}]"]
+    )
     ((point,), notes) = config.start_points()
-    assert point["model.dropout"] == 0.1 and point["train.learning_rate"] == 0.002 and notes == []
-    with pytest.raises(UserError, match=r"tune.start_points\[0\] sets model.hidden_dims, which tune.search_space"):
-        load_config(None, ["tune.start_points=[{model: {hidden_dims: [8]}}]"])
-    with pytest.raises(UserError, match=r"model.dropout = 0.9 \(its value\) is outside its search space"):
-        load_config(None, ["tune.start_points=[{model: {dropout: 0.9}}]"])
-    with pytest.raises(UserError, match=r"model.dropout = 0.7 \(the config's value\) is outside"):
-        load_config(None, ["model.dropout=0.7", "tune.start_points=[{}]"])
+    assert point["model.heads.mlp.dropout"] == 0.1 and point["train.learning_rate"] == 0.002 and notes == []
+    with pytest.raises(
+        UserError, match=r"tune.start_points\[0\] sets model.heads.mlp.hidden_dims, which tune.search_space"
+    ):
+        load_config(None, ["tune.start_points=[{model: {heads: {mlp: {hidden_dims: [8]}}}}]"])
+    with pytest.raises(UserError, match=r"model.heads.mlp.dropout = 0.9 \(its value\) is outside its search space"):
+        load_config(None, ["tune.start_points=[{model: {heads: {mlp: {dropout: 0.9}}}}]"])
+    with pytest.raises(UserError, match=r"model.heads.mlp.dropout = 0.7 \(the config's value\) is outside"):
+        load_config(None, ["model.heads.mlp.dropout=0.7", "tune.start_points=[{}]"])
     with pytest.raises(UserError, match="must be a mapping of sections"):
         load_config(None, ["tune.start_points=[3]"])
 

@@ -35,11 +35,11 @@ def brute_force_full_ranking(model, catalog, users, positives):
     return float(np.mean(hr)), float(np.mean(ndcg))
 
 
-@pytest.mark.parametrize("switches", [[], ["model.user_history=true", "model.dot_product=true"]])
+@pytest.mark.parametrize("switches", [[], ["model.user.history=true", "model.heads.dot=true"]])
 def test_ranking_validation_matches_a_brute_force_reference(catalog, smoke_config, switches):
     config = load_config(None, [f"data.prepared_dir={smoke_config.data.prepared_dir}", *switches])
     torch.manual_seed(0)
-    model = build_model(catalog, config).eval()
+    model = build_model(catalog, config.model, config.seed).eval()
     valid = validation_set(catalog, seed=3, valid_users=60)
     metrics = validate(model, valid, torch.device("cpu"))
     cases = valid.ranking

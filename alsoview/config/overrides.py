@@ -1,10 +1,12 @@
-"""The override engine: a YAML file plus `section.key=value` overrides, typed into a `Config`.
+"""The override engine: YAML files plus `section.key=value` overrides, typed into a `Config`.
 
-Every run is a YAML file (configs/) plus command-line overrides, in the torchtune style. A
-typo in a key or a value of the wrong type is a user mistake: it ends the run with one clear
-line (UserError), never a traceback deep inside Ray. The engine is generic over the schema's
-dataclasses; the one place it knows the search space is `_build`'s merge of a mapping field
-into its default (a `{kind: arguments}` spec is one value: search_space.is_search_spec).
+Every run is a YAML file (configs/), optionally refined by more files (overlays, applied in
+order), plus command-line overrides, in the torchtune style. A typo in a key or a value of the
+wrong type is a user mistake: it ends the run with one clear line (UserError), never a traceback
+deep inside Ray; so does a key of an earlier version, naming where it went. The engine is generic
+over the schema's dataclasses: a mapping field whose metadata has a `merge` function (the search
+space) refines its default with it; a model part's field takes `true`, `false`, `null` or its
+settings (`config.keys`).
 """
 
 from __future__ import annotations
@@ -13,22 +15,29 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 
+from alsoview.config.keys import is_switch, optional_part
 from alsoview.config.schema import Config
-from alsoview.config.search_space import is_search_spec
+from alsoview.config.search_space import flatten_search_space
 from alsoview.errors import UserError
 
+Paths = Union[str, Path, typing.Sequence[Union[str, Path]], None]
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Read a YAML config (or the built-in defaults), apply `key=value` overrides, validate."""
+
+def load_config(paths: Paths = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read YAML configs (none: the built-in defaults; several: each refines the ones before it,
+    key by key), apply `key=value` overrides, validate."""
+    if paths is None:
+        paths = []
+    elif isinstance(paths, (str, Path)):
+        paths = [paths]
     raw: dict[str, Any] = {}
-    if path is not None:
-        raw = _read_yaml(Path(path))
+    for path in paths:
+        raw = _merge_files(raw, _read_yaml(Path(path)))
     for item in overrides:
         key, value = _split_override(item)
         _set_dotted(raw, key, value)
@@ -64,11 +73,27 @@ def _split_override(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _merge_files(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """A config file refined by the next one: mappings key by key, anything else replaced (a
+    part's `true` by its settings and back); the search spaces by dotted key."""
+    spaces = [(raw.get("tune") or {}).get("search_space") if isinstance(raw.get("tune"), dict) else None
+              for raw in (base, update)]  # fmt: skip
+    merged = _deep_merge(base, update)
+    if all(isinstance(space, dict) for space in spaces):
+        earlier, later = (flatten_search_space(space, keep_removals=True) for space in spaces)
+        merged["tune"]["search_space"] = {**earlier, **later}
+    return merged
+
+
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted key in raw YAML; a model part written `true`, `false` or null becomes a mapping
+    of its settings when a key under it is set (setting one turns the part on)."""
     parts = key.split(".")
     node = raw
     for part in parts[:-1]:
-        child = node.setdefault(part, {})
+        child = node.get(part)
+        if child is None or isinstance(child, bool):
+            child = node[part] = {}
         if not isinstance(child, dict):
             raise UserError(f"override {key!r}: {part!r} is a value, not a section")
         node = child
@@ -82,30 +107,30 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise UserError(f"config: {where} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
+    moved = getattr(cls, "moved_keys", {})
     for key in raw:
+        if key in moved:
+            raise UserError(f"config: {prefix}{key} is {moved[key]} now")
         if key not in known:
             hint = difflib.get_close_matches(str(key), sorted(known), n=1)
             suggestion = f"; did you mean {prefix}{hint[0]}?" if hint else f"; known keys: {', '.join(sorted(known))}"
             raise UserError(f"config: unknown key {prefix}{key}{suggestion}")
     kwargs = {}
-    defaults = {
-        f.name: f.default_factory for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING
-    }
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in known & raw.keys():
-        value = raw[name]
-        if hints[name] is dict and isinstance(value, dict) and name in defaults:
-            # A YAML mapping refines the default, key by key; a search spec is one value, replaced whole.
-            value = _deep_merge(defaults[name](), value, is_value=is_search_spec)
+        value, merge = raw[name], fields[name].metadata.get("merge")
+        if merge is not None and isinstance(value, dict):
+            value = merge(fields[name].default_factory(), value)  # a mapping refines its default
         kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
     return cls(**kwargs)
 
 
-def _deep_merge(base: dict, update: dict, is_value: Callable[[Any], bool]) -> dict:
-    """`base` refined by `update`, key by key; a mapping `is_value` accepts replaces instead of merging."""
+def _deep_merge(base: dict, update: dict) -> dict:
+    """`base` refined by `update`: mappings key by key, anything else replaced."""
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not is_value(value):
-            merged[key] = _deep_merge(merged[key], value, is_value)
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -120,6 +145,9 @@ def _describe(hint: Any) -> str:
 def _coerce(hint: Any, value: Any, key: str) -> Any:
     """Check `value` against a type hint, with the few conversions YAML users expect."""
     origin = typing.get_origin(hint)
+    part = optional_part(hint)
+    if part is not None and isinstance(value, bool):  # a model part: true (its defaults) or false (off)
+        return part() if value else None
     if dataclasses.is_dataclass(hint):
         return _build(hint, value if value is not None else {}, key + ".")
     if origin in (Union, types.UnionType):
@@ -179,9 +207,16 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
 
 
 def with_overrides(config: Config, values: dict[str, Any]) -> Config:
-    """A copy of `config` with dotted keys set (a tuning trial's parameters), validated."""
+    """A copy of `config` with dotted keys set (a tuning trial's parameters), validated. A part's
+    switch goes first: off, its settings in `values` are not used; on, it keeps its settings."""
     raw = config.to_dict()
-    for key, value in values.items():
+    off = [key for key, value in values.items() if not value and is_switch(Config, key)]
+    for key in sorted(values, key=lambda k: k.count(".")):
+        value = values[key]
+        if any(key.startswith(switch + ".") for switch in off):
+            continue
+        if value is True and is_switch(Config, key) and config.current(key):
+            continue  # on already, with the settings it has
         _set_dotted(raw, key, value)
     result = _build(Config, raw, prefix="")
     result.validate()

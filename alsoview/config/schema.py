@@ -14,14 +14,19 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
+from alsoview.config.keys import current_value, optional_part
 from alsoview.config.search_space import (
-    _check_search_spec,
     _default_search_space,
+    check_search_spec,
+    effective_search_space,
     flatten_search_space,
+    refine_search_space,
     resolve_start_points,
 )
 from alsoview.data.text import TEXT_ENCODERS, TextEncoder
-from alsoview.errors import UserError
+from alsoview.errors import UserError, check_setting
+from alsoview.model.config import ModelConfig
+from alsoview.model.part import Part, has_settings
 from alsoview.sampling.mixing import RANDOM_POOLS, RandomPool
 
 # Each set of choices is one Literal: the config checks values against it, and the code that acts
@@ -58,9 +63,7 @@ def check_plain_name(name: Any, what: str) -> None:
         raise UserError(f"{what} must be {PLAIN_NAME_RULE}, got {name!r}")
 
 
-def _check(ok: bool, key: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise UserError(f"config: {key} must be {expected} (got {got!r})")
+_check = check_setting
 
 
 @dataclass
@@ -167,106 +170,6 @@ class SamplingConfig:
             _check(0 < self.cpus_per_task <= MAX_CPUS, "sampling.cpus_per_task", CPUS_RULE, self.cpus_per_task)
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """The MLP; the defaults are the original design's: dim 64, Dense(128) -> Dense(64) -> Dense(1), dropout 0.5."""
-
-    embedding_dim: int = 64
-    hidden_dims: tuple[int, ...] = (128, 64)
-    dropout: float = 0.5
-    text_projection_dim: int = 64  # the description vector goes through Linear(text_dim, this)
-    # Sparse embedding gradients with SparseAdam's update (only the rows in a batch move) for the
-    # embeddings, Adam for the rest: about 2x the samples/s on the CPU at Video Games scale, with
-    # results within noise (README, Performance). Works with several workers (gradient_sync.py).
-    # Off by default: the design's dense Adam.
-    sparse_embeddings: bool = False
-    # Also feed user * item (elementwise) to the MLP, as NeuMF's GMF branch does: an MLP over a
-    # plain concatenation learns user-item interactions slowly. Off by default (the design).
-    product_interaction: bool = False
-    # The user vector adds the 1/sqrt(n)-scaled sum of embeddings of the user's n training items
-    # (FISM / SVD++): users with few interactions are described by their items. Off by default.
-    user_history: bool = False
-    # The logit adds user . item + item bias (NeuMF's GMF branch): a dot product learns affinity
-    # that an MLP over a concatenation learns slowly. Off by default (the design).
-    dot_product: bool = False
-    mlp: bool = True  # the design's MLP over the concatenation; false leaves the dot product alone
-    item_features: bool = True  # brand, price and description vector in the MLP's input
-    user_id: bool = True  # a learned embedding per user; false: users are their history (needs user_history)
-    # The logit adds w * log(1 + how many of the user's training items are also-view neighbours of
-    # the item), w learned (model/relation_head.py): also-view as evidence an item fits the user.
-    # Batches then hold whole groups (a positive and its negatives) for any train.loss. Off by
-    # default (the design).
-    also_view_relation: bool = False
-    # The same relation over the also-bought graph (a second head, its own weight): what users
-    # buy together, the "complement" relation beside also-view's "substitute". Off by default.
-    also_buy_relation: bool = False
-    # The logit adds w * log(1 + the co-occurrence peer's score of the item for the user), w
-    # learned, the user's own co-occurrences left out (model/cooccurrence_head.py). Batches then
-    # hold whole groups. Off by default (the design).
-    cooccurrence_relation: bool = False
-    # How that head weighs the user's items. 1: every item the same (the peer's rule). Below 1:
-    # only the items before the scored one in time count (in training the group's positive; in
-    # scoring every known item), the k-th most recent weighted cooccurrence_recency^k: under
-    # next-item protocols the last items say most about the next one.
-    cooccurrence_recency: float = 1.0
-    # Which pairs that head's table counts, from every user's items in time order.
-    # cooccurrence_proximity p: a pair g places apart counts p^(g - 1) (1: every pair counts 1, the
-    # peer's users-who-had-both). cooccurrence_forward: only pairs whose scored item came after
-    # the user's item (what other users had next). Next-item protocols reward both: the head
-    # untrained, at recency 0.6, ranks Grocery_2014's test items at full NDCG@10 0.0532 with p 0.8
-    # forward, 0.0426 counting every pair (benchmarks/results/recency_peer-places.json).
-    cooccurrence_proximity: float = 1.0
-    cooccurrence_forward: bool = False
-    # The user vector adds the user's last `user_sequence` training items in time order through
-    # self-attention (SASRec; model/sequence.py); a training positive sees only its user's earlier
-    # items. Batches then hold whole groups. 0 (the design) leaves it out.
-    user_sequence: int = 0
-    sequence_blocks: int = 1  # self-attention blocks of the sequence part
-    sequence_dropout: float = 0.2  # dropout inside those blocks
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))  # YAML gives lists
-        self.validate()
-
-    def validate(self) -> None:
-        _check(self.embedding_dim >= 1, "model.embedding_dim", ">= 1", self.embedding_dim)
-        _check(self.text_projection_dim >= 1, "model.text_projection_dim", ">= 1", self.text_projection_dim)
-        _check(
-            len(self.hidden_dims) >= 1 and all(h >= 1 for h in self.hidden_dims),
-            "model.hidden_dims",
-            "a non-empty list of sizes >= 1",
-            list(self.hidden_dims),
-        )
-        _check(0.0 <= self.dropout < 1.0, "model.dropout", "in [0, 1)", self.dropout)
-        _check(self.user_sequence >= 0, "model.user_sequence", ">= 0 (0: off)", self.user_sequence)
-        _check(
-            0.0 < self.cooccurrence_recency <= 1.0,
-            "model.cooccurrence_recency",
-            "in (0, 1] (1: every item the same)",
-            self.cooccurrence_recency,
-        )
-        _check(
-            0.0 < self.cooccurrence_proximity <= 1.0,
-            "model.cooccurrence_proximity",
-            "in (0, 1] (1: every pair the same)",
-            self.cooccurrence_proximity,
-        )
-        _check(self.sequence_blocks >= 1, "model.sequence_blocks", ">= 1", self.sequence_blocks)
-        _check(0.0 <= self.sequence_dropout < 1.0, "model.sequence_dropout", "in [0, 1)", self.sequence_dropout)
-        _check(
-            self.user_id or self.user_history or self.user_sequence > 0,
-            "model.user_id",
-            "true when model.user_history is false and model.user_sequence is 0 (users would have no vector)",
-            self.user_id,
-        )
-        _check(
-            self.mlp or self.dot_product,
-            "model.mlp",
-            "true when model.dot_product is false (nothing would score)",
-            self.mlp,
-        )
-
-
 @dataclass
 class TrainConfig:
     """Optimisation and the Ray Train run. Batch size is global: each of N workers takes batch_size / N."""
@@ -359,12 +262,13 @@ class TuneConfig:
     # already ran them) into <run>/best/, test it against the baselines, write report.md.
     final: bool = True
     final_eval_users: Union[int, None] = None  # test users the final evaluation scores (None: all)
-    # section -> key -> {kind: arguments}; kinds: uniform [lo, hi], loguniform [lo, hi],
-    # choice [values...], randint [lo, hi). A key set to null is left out of the search.
-    search_space: dict = field(default_factory=_default_search_space)
+    # config key -> {kind: arguments}, keys nested or dotted; kinds: uniform [lo, hi], loguniform
+    # [lo, hi], choice [values...], randint [lo, hi). A YAML space refines the built-in one key by
+    # key; a key set to null is left out of the search (config/search_space.py).
+    search_space: dict = field(default_factory=_default_search_space, metadata={"merge": refine_search_space})
     # The first trials' settings, section -> key -> value, each completed from the config for
     # the searched keys it leaves out; TPE takes over after them. None: the built-in ones (the
-    # config as it is, then the settings that won on real data), fitted to the search space.
+    # config as it is, then the kind of settings that won on real data), fitted to the space.
     start_points: Union[list[dict], None] = None
 
     def validate(self) -> None:
@@ -381,9 +285,8 @@ class TuneConfig:
             _check(self.final_eval_users >= 1, "tune.final_eval_users", ">= 1", self.final_eval_users)
         _check(is_plain_name(self.name), "tune.name", PLAIN_NAME_RULE, self.name)
         _check(isinstance(self.search_space, dict), "tune.search_space", "a mapping", self.search_space)
-        space = flatten_search_space(self.search_space)
-        for key, spec in space.items():
-            _check_search_spec(key, spec, Config)
+        for key, spec in flatten_search_space(self.search_space).items():
+            check_search_spec(key, spec, Config, moved_key)
         if self.start_points is not None:
             _check(isinstance(self.start_points, list), "tune.start_points", "a list of points", self.start_points)
 
@@ -417,20 +320,51 @@ class Config:
                 self.storage,
             )
 
+    def search_space(self) -> tuple[dict[str, dict], list[str]]:
+        """The keys the search varies, by dotted key, and notes on what was left out of it
+        (`search_space.effective_search_space`)."""
+        space = flatten_search_space(self.tune.search_space)
+        return effective_search_space(space, Config, self.current)
+
     def start_points(self) -> tuple[list[dict[str, Any]], list[str]]:
         """The search's first trials as complete settings of the searched keys, and notes on how
-        the built-in ones were fitted to the space (`search_space.resolve_start_points`)."""
-        space = flatten_search_space(self.tune.search_space)
+        the space and the built-in points were fitted to the config (`resolve_start_points`)."""
+        space, notes = self.search_space()
+        points, point_notes = resolve_start_points(space, self.tune.start_points, self.current)
+        return points, notes + point_notes
 
-        def current(key: str) -> Any:
-            section, _, name = key.partition(".")
-            return getattr(getattr(self, section), name)
-
-        return resolve_start_points(space, self.tune.start_points, current)
+    def current(self, key: str) -> Any:
+        """A dotted key's value (`config.keys.current_value`)."""
+        return current_value(self, key)
 
     def dataset_settings(self) -> dict[str, dict[str, Any]]:
         """The sections a prepared dataset depends on (its manifest records them)."""
         return {"data": dataclasses.asdict(self.data), "text": dataclasses.asdict(self.text)}
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values, as YAML holds them: a part without settings that is on reads `true`."""
+        return _plain(self)
+
+
+def moved_key(key: str) -> str | None:
+    """Where an old flat model key (`model.user.history`) went, if `key` is one."""
+    section, _, name = key.partition(".")
+    return ModelConfig.moved_keys.get(name) if section == "model" else None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Part) and not has_settings(value):
+        return True
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        hints = typing.get_type_hints(type(value))
+        return {
+            f.name: False
+            if getattr(value, f.name) is None and optional_part(hints[f.name])
+            else _plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+        }
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

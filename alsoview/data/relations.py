@@ -86,7 +86,7 @@ def sequence_cooccurrence_counts(
     `forward` false one whose b came g places before a adds it too. At proximity 1 and forward
     false this is `cooccurrence_counts`. Under next-item protocols the next item follows the
     user's last ones: what other users had soon after an item says more than what they had at
-    any time (`model.cooccurrence_proximity`, `model.cooccurrence_forward`). Memory as
+    any time (`model.heads.cooccurrence.proximity`, `model.heads.cooccurrence.forward`). Memory as
     `cooccurrence_counts`."""
     if proximity == 1.0 and not forward:  # every pair counts 1: the plain counts, without the weights' passes
         keys, counts = cooccurrence_counts(indptr, items_in_time_order, n_items)

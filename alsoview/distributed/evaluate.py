@@ -60,7 +60,7 @@ class ModelFactory:
     def __call__(self, device: str) -> ModelScorer:
         from alsoview.model import build_model
 
-        model = build_model(self.catalog, self.config)
+        model = build_model(self.catalog, self.config.model, self.config.seed)
         model.load_state_dict(self.state)
         return ModelScorer(model, device)
 

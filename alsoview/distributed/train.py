@@ -186,7 +186,7 @@ def _train_on_worker(
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     vocab = catalog.vocabulary()
-    model = build_model(catalog, config)
+    model = build_model(catalog, config.model, config.seed)
     optimizer = build_optimizer(model, config.train.learning_rate, config.model.sparse_embeddings)
     state = _resume(model, optimizer, resumed)
     if state.resumed_from_epoch is not None and rank == 0:

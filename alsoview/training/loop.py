@@ -181,7 +181,7 @@ def fit_in_process(
     from alsoview.training.optim import build_optimizer
 
     torch.manual_seed(config.seed)
-    model = model or build_model(catalog, config)
+    model = model or build_model(catalog, config.model, config.seed)
     optimizer = optimizer or build_optimizer(model, config.train.learning_rate, config.model.sparse_embeddings)
     valid = validation_set(catalog, config.seed, config.train.valid_users)
     plan = BatchPlan.of(config, len(catalog.train))

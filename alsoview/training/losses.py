@@ -36,15 +36,11 @@ GROUPED_LOSSES = ("bpr", "softmax")
 
 def trains_in_groups(config: Config) -> bool:
     """Whether training scores a positive and its own negatives together: the loss compares them
-    (`GROUPED_LOSSES`), the choice among a negative's candidates scores them for their positive,
-    or a model part describes the user of a whole group by its positive."""
+    (`GROUPED_LOSSES`), the choice among a negative's candidates scores them for their positive
+    (`HardestCandidates`), or a model part describes a group's user by its positive
+    (`ModelConfig.needs_groups`)."""
     return (
-        config.train.loss in GROUPED_LOSSES
-        or config.sampling.candidates_per_negative > 1
-        or config.model.also_view_relation
-        or config.model.also_buy_relation
-        or config.model.cooccurrence_relation
-        or config.model.user_sequence > 0
+        config.train.loss in GROUPED_LOSSES or config.sampling.candidates_per_negative > 1 or config.model.needs_groups
     )
 
 

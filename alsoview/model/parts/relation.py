@@ -1,29 +1,59 @@
-"""A relation head (`model.also_view_relation`): the logit adds w * log(1 + r(u, i)), where r is
-how many of the user's training items are also-view neighbours of i (`relations.py`), and w is
-learned. It lets the model use also-view the way the Chorus/KDA family does, as evidence that an
-item fits the user, beside also-view items as hard negatives.
+"""The relation heads, `model.heads.also_view` and `model.heads.also_buy`: the logit adds
+w * log(1 + r(u, i)), where r is how many of the user's training items are neighbours of i in the
+item graph (`data/relations.py`), and w is learned. It lets the model use also-view the way the
+Chorus/KDA family does, as evidence that an item fits the user, beside also-view items as hard
+negatives.
 
 While training, the positive of each group (a positive and its negatives, `TowerModel.score_groups`)
 is left out of the user's relations for every candidate of the group: without that, every
 also-view negative of a positive would count that positive as a relation, and the model would
 learn that related items are negatives. So with this head batches hold whole groups, whatever
-the loss (`blocks.group_rows`, `losses.GroupedBinaryCrossEntropy`).
+the loss (`losses.GroupedBinaryCrossEntropy`). Also-bought is the "complement" relation beside
+also-view's "substitute": what users buy together.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from alsoview.model.ids import expand_ranges, sorted_lookup
+from alsoview.model.part import Part, PartInputs, Users
 from alsoview.model.towers import ItemTower
 
 
-class RelationHead(nn.Module):
-    """Reads user ids (``uses_user_ids``): the counts are per (user, item), rebuilt from the dataset."""
+@dataclass(frozen=True)
+class RelationConfig(Part):
+    """A relation head over one item graph of the catalog (`Catalog.item_graph`)."""
 
-    uses_user_ids = True
+    needs_groups = True
+    graph: ClassVar[str]
+
+    def build(self, inputs: PartInputs) -> "RelationHead":
+        relations = inputs.catalog.train_relations(self.graph)
+        return RelationHead(inputs.n_items, relations.keys, relations.counts, relations.neighbour_keys)
+
+
+@dataclass(frozen=True)
+class AlsoViewConfig(RelationConfig):
+    """Also-view as evidence an item fits the user, as the Chorus/KDA family uses it."""
+
+    graph = "also_view"
+
+
+@dataclass(frozen=True)
+class AlsoBuyConfig(RelationConfig):
+    """The same over the also-bought graph, with a weight of its own."""
+
+    graph = "also_buy"
+
+
+class RelationHead(nn.Module):
+    """The counts are per (user, item) buffers, rebuilt from the dataset (not saved with the weights)."""
 
     def __init__(self, n_items: int, keys: np.ndarray, counts: np.ndarray, neighbour_keys: np.ndarray) -> None:
         super().__init__()
@@ -43,22 +73,14 @@ class RelationHead(nn.Module):
             count = (count - near.float()).clamp(min=0)
         return torch.log1p(count)
 
-    def score(
-        self,
-        user: torch.Tensor,
-        items: torch.Tensor,
-        tower: ItemTower,
-        users: torch.Tensor | None = None,
-        leave_out: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits [B] of (user, item) pairs (`user`, the vector, is not used)."""
-        return self.weight * self.relation(users, items, leave_out)
+    def score(self, users: Users, items: torch.Tensor, tower: ItemTower) -> torch.Tensor:
+        """Logits [B] of (user, item) pairs (the user vector is not used)."""
+        return self.weight * self.relation(users.ids, items, users.leave_out)
 
     @torch.no_grad()
-    def score_all(
-        self, user: torch.Tensor, tower: ItemTower, elements_per_chunk: int = 1 << 23, users: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def score_all(self, users: Users, tower: ItemTower, elements_per_chunk: int = 1 << 23) -> torch.Tensor:
         """Logits [B, n_items]: each user's counts scattered into a dense row."""
+        users = users.ids
         out = torch.zeros(len(users), self.n_items, device=self.keys.device)
         lo = torch.searchsorted(self.keys, users * self.n_items)
         hi = torch.searchsorted(self.keys, (users + 1) * self.n_items)

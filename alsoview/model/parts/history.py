@@ -1,5 +1,5 @@
-"""A user described by the items they trained on (FISM, SVD++): the 1/sqrt(n)-scaled sum of
-"history" embeddings of the user's n training items.
+"""`model.user.history`: a user described by the items they trained on (FISM, SVD++): the
+1/sqrt(n)-scaled sum of "history" embeddings of the user's n training items.
 
 A user with five interactions is described by those items, whose embeddings every other user of
 them also trains. While training, the scored item itself is left out of its user's history, or
@@ -8,11 +8,24 @@ the model would learn to find an item in its own input.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
-from alsoview.model.ids import expand_ranges, sorted_lookup, user_item_csr_tensors
+from alsoview.model.ids import expand_ranges, init_embedding, sorted_lookup, user_item_csr_tensors
+from alsoview.model.part import Part, PartInputs
+
+
+@dataclass(frozen=True)
+class HistoryConfig(Part):
+    """The bag of the user's training items (no settings: `true` turns it on)."""
+
+    def build(self, inputs: PartInputs) -> "HistoryBag":
+        bag = nn.EmbeddingBag(inputs.n_items, inputs.dim, mode="sum", sparse=inputs.sparse)
+        init_embedding(bag)
+        return HistoryBag(bag, inputs.n_users, *inputs.catalog.train_history)
 
 
 class HistoryBag(nn.Module):

@@ -1,6 +1,6 @@
-"""A co-occurrence head (`model.cooccurrence_relation`): the logit adds w * log(1 + s(u, i)), with
-s the co-occurrence peer's score, sum over the user's items j of C[j, i] / sqrt(n_j n_i) (C[j, i]:
-users who had both, n_i: users who had i; `baselines.CooccurrenceScorer`), and w learned.
+"""`model.heads.cooccurrence`: the logit adds w * log(1 + s(u, i)), with s the co-occurrence
+peer's score, sum over the user's items j of C[j, i] / sqrt(n_j n_i) (C[j, i]: users who had
+both, n_i: users who had i; `evaluation.baselines.CooccurrenceScorer`), and w learned.
 
 Co-occurrence is the strongest simple peer on review data, most of all when a user's last item
 is known (the leave-one-out test split): the next item is often one other users had beside it.
@@ -13,36 +13,61 @@ without the user's own contribution (C[j, i] - 1 where the user had both j and i
 while training leaves the group's positive out of the user's items for every candidate (as the
 relation head does). An item outside the user's items, such as a held-out one, is unaffected.
 
-With `model.cooccurrence_recency` r below 1, only the user's items before the scored one in time
-count, the k-th most recent (k = 0, 1, ...) weighted r^k: in training the items before the
-group's positive (so the positive sees no later item, as the user sequence does), in scoring
-every item the model knows (for the test split: train and validation, the validation item the
-most recent). Under next-item protocols the last items say the most: this head untrained, a
-co-occurrence peer weighted this way, ranks Grocery's test items at full NDCG@10 0.0428 (r 0.4)
-against 0.0323 with every item the same, Magazine's at 0.2994 (r 0.8) against 0.2750
-(leave-one-out; benchmarks/recency_peer.py).
+With `recency` r below 1, only the user's items before the scored one in time count, the k-th
+most recent (k = 0, 1, ...) weighted r^k: in training the items before the group's positive (so
+the positive sees no later item, as the user sequence does), in scoring every item the model
+knows (for the test split: train and validation, the validation item the most recent). Under
+next-item protocols the last items say the most.
 
-With `model.cooccurrence_proximity` p below 1 or `model.cooccurrence_forward`, C counts each user's
-pair of items by their places in the user's time order (p^(g - 1) for g places apart; forward: only
-pairs whose scored item came after; relations.sequence_cooccurrence_counts), and the user's own
-share taken out of C is the user's own pair by the same rule. Untrained, p 0.8 forward at r 0.6
-ranks Grocery's test items at 0.0532 (0.0426 counting every pair the same).
+With `proximity` p below 1 or `forward`, C counts each user's pair of items by their places in
+the user's time order (p^(g - 1) for g places apart; forward: only pairs whose scored item came
+after; `data.relations.sequence_cooccurrence_counts`), and the user's own share taken out of C is
+the user's own pair by the same rule. What each setting buys, measured with this head untrained
+as a peer: experiments/results/recency_peer-places.json (experiments/recency_peer.py).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from alsoview.data.relations import sequence_cooccurrence_counts
+from alsoview.errors import check_setting
 from alsoview.model.ids import ends_before, expand_ranges, sorted_lookup, time_order_keys, user_item_csr_tensors
+from alsoview.model.part import Part, PartInputs, Users
 from alsoview.model.towers import ItemTower
 
 
-class CooccurrenceHead(nn.Module):
-    """Reads user ids (``uses_user_ids``); its tables are buffers rebuilt from the dataset."""
+@dataclass(frozen=True)
+class CooccurrenceConfig(Part):
+    """How the head weighs the user's items and which pairs its table counts (module docstring)."""
 
-    uses_user_ids = True
+    needs_groups = True
+
+    recency: float = 1.0  # the k-th most recent item weighs recency^k (1: every item the same, the peer's rule)
+    proximity: float = 1.0  # a pair g places apart counts proximity^(g - 1) (1: every pair counts 1)
+    forward: bool = False  # count only pairs whose scored item came after the user's item
+
+    def validate(self, where: str) -> None:
+        check_setting(0.0 < self.recency <= 1.0, f"{where}.recency", "in (0, 1] (1: every item the same)", self.recency)
+        check_setting(
+            0.0 < self.proximity <= 1.0, f"{where}.proximity", "in (0, 1] (1: every pair the same)", self.proximity
+        )
+
+    def build(self, inputs: PartInputs) -> "CooccurrenceHead":
+        sequence = inputs.catalog.train_sequence
+        # the table counts pairs as the head takes the user's own share out (proximity, forward)
+        table = sequence_cooccurrence_counts(*sequence, inputs.n_items, self.proximity, self.forward)
+        return CooccurrenceHead(
+            inputs.n_users, inputs.n_items, *sequence, *table, self.recency, self.proximity, self.forward
+        )
+
+
+class CooccurrenceHead(nn.Module):
+    """Its tables are buffers rebuilt from the dataset (not saved with the weights)."""
 
     def __init__(
         self,
@@ -121,23 +146,15 @@ class CooccurrenceHead(nn.Module):
             value = value * weights
         return torch.zeros(len(users), device=users.device).index_add_(0, row, value)
 
-    def score(
-        self,
-        user: torch.Tensor,
-        items: torch.Tensor,
-        tower: ItemTower,
-        users: torch.Tensor | None = None,
-        leave_out: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits [B] of (user, item) pairs (`user`, the vector, is not used)."""
-        return self.weight * torch.log1p(self.sums(users, items, leave_out))
+    def score(self, users: Users, items: torch.Tensor, tower: ItemTower) -> torch.Tensor:
+        """Logits [B] of (user, item) pairs (the user vector is not used)."""
+        return self.weight * torch.log1p(self.sums(users.ids, items, users.leave_out))
 
     @torch.no_grad()
-    def score_all(
-        self, user: torch.Tensor, tower: ItemTower, elements_per_chunk: int = 1 << 23, users: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def score_all(self, users: Users, tower: ItemTower, elements_per_chunk: int = 1 << 23) -> torch.Tensor:
         """Logits [B, n_items]: the users' weighted item rows times the normalised co-occurrence
         matrix, each own co-occurrence taken out of the user's items' entries."""
+        users = users.ids
         row, flat = _each_users_items(self.indptr, users)
         item = self.items.index_select(0, flat)
         weights = self._item_weights(users, row, flat, None)

@@ -1,5 +1,5 @@
-"""A user described by their most recent training items in time order (SASRec, Kang & McAuley
-2018): the last `length` items, each an embedding plus the embedding of how many steps back it
+"""`model.user.sequence`: a user described by their most recent training items in time order
+(SASRec, Kang & McAuley 2018): the last `length` items, each an embedding plus the embedding of how many steps back it
 lies, through self-attention blocks; the user vector is the output at the most recent item.
 
 A pooled history (`history.HistoryBag`) forgets order, and on review data the next item follows
@@ -12,11 +12,43 @@ training (validation, test, recommendations) uses each user's last `length` trai
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
-from alsoview.model.ids import ends_before, time_order_keys, user_item_csr_tensors
+from alsoview.errors import check_setting
+from alsoview.model.ids import ends_before, init_embedding, time_order_keys, user_item_csr_tensors
+from alsoview.model.part import Part, PartInputs
+
+
+@dataclass(frozen=True)
+class SequenceConfig(Part):
+    """The user's last `length` training items through `blocks` self-attention blocks. A training
+    positive sees only its user's earlier items, so batches hold whole groups."""
+
+    needs_groups = True
+
+    length: int = 20
+    blocks: int = 1
+    dropout: float = 0.2  # inside the blocks
+
+    def validate(self, where: str) -> None:
+        check_setting(self.length >= 1, f"{where}.length", ">= 1", self.length)
+        check_setting(self.blocks >= 1, f"{where}.blocks", ">= 1", self.blocks)
+        check_setting(0.0 <= self.dropout < 1.0, f"{where}.dropout", "in [0, 1)", self.dropout)
+
+    def build(self, inputs: PartInputs) -> "SequenceEncoder":
+        embedding, positions = (
+            nn.Embedding(inputs.n_items, inputs.dim, sparse=inputs.sparse),
+            nn.Embedding(self.length, inputs.dim),
+        )
+        init_embedding(embedding)
+        std = embedding.weight[1:].std().item() if inputs.n_items > 2 else 0.01
+        nn.init.normal_(positions.weight, std=std)
+        blocks = sequence_blocks(inputs.dim, self.blocks, self.dropout)
+        return SequenceEncoder(embedding, positions, blocks, inputs.n_users, *inputs.catalog.train_sequence)
 
 
 class SequenceEncoder(nn.Module):

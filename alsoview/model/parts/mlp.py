@@ -1,20 +1,52 @@
-"""The original design's head: [user, item, brand, price, missing flag, projected description
-(, user * item)] -> Dense(128) -> ReLU -> dropout -> Dense(64) -> ReLU -> dropout -> Dense(1)."""
+"""`model.heads.mlp`, the original design's head: [user, item, brand, price, missing flag,
+projected description (, user * item)] -> Dense(128) -> ReLU -> dropout -> Dense(64) -> ReLU ->
+dropout -> Dense(1)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from alsoview.errors import check_setting
+from alsoview.model.part import Part, PartInputs, Users
 from alsoview.model.towers import ItemTower
 
 
-class MLPHead(nn.Module):
-    """An MLP over the concatenated user vector and item parts (`model.mlp`).
+@dataclass(frozen=True)
+class MLPConfig(Part):
+    """The design's MLP over the concatenated user vector and item parts."""
 
-    `item_features` false leaves brand, price and text out of its input (to measure what they
-    add); `product` adds user * item, as NeuMF's GMF branch does inside the MLP.
-    """
+    hidden_dims: tuple[int, ...] = (128, 64)
+    dropout: float = 0.5
+    text_projection_dim: int = 64  # the description vector goes through Linear(text_dim, this)
+    # Also feed user * item (elementwise), as NeuMF's GMF branch does: an MLP over a plain
+    # concatenation learns user-item interactions slowly.
+    product_interaction: bool = False
+    item_features: bool = True  # brand, price and description vector in the input (false: the two embeddings)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))  # YAML gives lists
+
+    def validate(self, where: str) -> None:
+        ok = len(self.hidden_dims) >= 1 and all(h >= 1 for h in self.hidden_dims)
+        check_setting(ok, f"{where}.hidden_dims", "a non-empty list of sizes >= 1", list(self.hidden_dims))
+        check_setting(0.0 <= self.dropout < 1.0, f"{where}.dropout", "in [0, 1)", self.dropout)
+        check_setting(self.text_projection_dim >= 1, f"{where}.text_projection_dim", ">= 1", self.text_projection_dim)
+
+    def build(self, inputs: PartInputs) -> "MLPHead":
+        with_text = self.item_features and inputs.text_dim > 0
+        projection = nn.Linear(inputs.text_dim, self.text_projection_dim) if with_text else None
+        head = MLPHead(inputs.dim, nn.Sequential(), projection, self.item_features, self.product_interaction)
+        width = inputs.dim + head.item_width() + (inputs.dim if self.product_interaction else 0)
+        head.layers = mlp_layers(width, self.hidden_dims, self.dropout)
+        return head
+
+
+class MLPHead(nn.Module):
+    """`item_features` false leaves brand, price and text out of its input (to measure what they
+    add); `product` adds user * item inside the MLP."""
 
     def __init__(
         self, dim: int, layers: nn.Sequential, text_projection: nn.Linear | None, item_features: bool, product: bool
@@ -38,20 +70,20 @@ class MLPHead(nn.Module):
             parts.append(self.text_projection(tower.features.texts(items)))
         return parts
 
-    def score(self, user: torch.Tensor, items: torch.Tensor, tower: ItemTower) -> torch.Tensor:
+    def score(self, users: Users, items: torch.Tensor, tower: ItemTower) -> torch.Tensor:
         """Logits [B] of (user vector, item) pairs."""
-        item = tower.ids(items)
+        user, item = users.vector, tower.ids(items)
         parts = [user, *self._item_side(tower, items, item)]
         if self.product:
             parts.append(user * item)
         return self.layers(torch.cat(parts, dim=-1)).squeeze(-1)
 
     @torch.no_grad()
-    def score_all(self, user: torch.Tensor, tower: ItemTower, elements_per_chunk: int = 1 << 23) -> torch.Tensor:
+    def score_all(self, users: Users, tower: ItemTower, elements_per_chunk: int = 1 << 23) -> torch.Tensor:
         """Logits [B, n_items], as `score` in eval mode gives them (to float rounding): the first
         layer is linear in its concatenated input, so its user part is computed once per user and
         its item part once per item; only the addition and the rest of the MLP run per pair."""
-        items = tower.every_item()
+        user, items = users.vector, tower.every_item()
         weight = tower.id_embedding.weight
         first, rest = self.layers[0], self.layers[1:]
         d, width = self.dim, self.item_width()
