@@ -63,7 +63,7 @@ def main() -> None:
     from alsoview.data.catalog import load_catalog
     from alsoview.distributed.evaluate import ModelFactory
     from alsoview.evaluation.protocols import build_cases, score_rows, summarize
-    from alsoview.training.loop import fit_in_process
+    from alsoview.training.trainer import fit_in_process
 
     torch.set_num_threads(1)
     ray_local()  # preparing a dataset runs Ray Data; training and scoring run in this process

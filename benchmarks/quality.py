@@ -27,11 +27,11 @@ METRICS = ("valid/auc", "test/full/ndcg@10", "test/full/auc", "test/hard/auc", "
 
 
 def train_in_process(catalog: Any, config: Any, variant: str) -> tuple[Any, dict[str, float]]:
-    """`alsoview.training.loop.fit_in_process` (the worker's epoch function, in process) with the variant's model."""
+    """`alsoview.training.trainer.fit_in_process` (the worker's epoch function, in process) with the variant's model."""
     import torch
 
     from alsoview.model import build_model
-    from alsoview.training.loop import fit_in_process
+    from alsoview.training.trainer import fit_in_process
 
     model = optimizer = None
     if variant == "reference":

@@ -9,7 +9,7 @@ baseline and peer, mean +- std over seeds.
 
 Data: the real files in ../shared/data/realworld (or $ALSOVIEW_REALWORLD_DIR), prepared once with
 the hashing text encoder under data/bench/real/<name>. Every model trains in this process with
-`alsoview.training.loop.fit_in_process` (the Ray Train worker's own epoch function, one worker's batches),
+`alsoview.training.trainer.fit_in_process` (the Ray Train worker's own epoch function, one worker's batches),
 stops early on `valid/full/ndcg@10` (up to each set's epochs and patience: Grocery 20 and 4,
 Magazine 100 and 10, its 348 users give few steps an epoch; --epochs and --patience override
 both) and is scored on the whole test split with the evaluation protocols (`full`: every item the
@@ -208,7 +208,7 @@ def model_run(
     from alsoview.config import load_config
     from alsoview.distributed.evaluate import ModelFactory
     from alsoview.evaluation.protocols import score_rows, summarize
-    from alsoview.training.loop import fit_in_process
+    from alsoview.training.trainer import fit_in_process
 
     config = load_config(
         None,

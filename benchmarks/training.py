@@ -46,8 +46,9 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
     from alsoview.model import build_model
     from alsoview.sampling.blocks import block_sizes, mix_block, worker_blocks
     from alsoview.training.batches import mix_spec
-    from alsoview.training.loop import train_epoch
+    from alsoview.training.losses import binary_cross_entropy
     from alsoview.training.optim import build_optimizer
+    from alsoview.training.trainer import take_steps
 
     torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
@@ -74,13 +75,13 @@ def plain_loop(catalog: Any, config: Any, threads: int, device_name: str, warmup
         }
         for start in range(0, n, batch)
     ]
-    # the worker's own step function (alsoview.training.loop.train_epoch), over batches that are already there
-    train_epoch(model, optimizer, iter(batches[:warmup_steps]), warmup_steps)
+    # the worker's own step function (alsoview.training.trainer.take_steps), over batches that are already there
+    take_steps(model, optimizer, iter(batches[:warmup_steps]), warmup_steps, binary_cross_entropy)
     seconds, rates = 0.0, []
     for part in range(PLAIN_PARTS):  # timed in parts, so a pass that slows down as it goes shows
         chunk = batches[part * len(batches) // PLAIN_PARTS : (part + 1) * len(batches) // PLAIN_PARTS]
         begin = time.perf_counter()
-        train_epoch(model, optimizer, iter(chunk), len(chunk))
+        take_steps(model, optimizer, iter(chunk), len(chunk), binary_cross_entropy)
         elapsed = time.perf_counter() - begin
         seconds += elapsed
         rates.append(sum(len(b["label"]) for b in chunk) / elapsed)

@@ -19,8 +19,9 @@ from factories import catalog_from, model_config
 
 from alsoview.model import ModelConfig, TowerModel, build_model
 from alsoview.training.gradient_sync import RowGradientSync
-from alsoview.training.loop import train_epoch
+from alsoview.training.losses import binary_cross_entropy
 from alsoview.training.optim import build_optimizer
+from alsoview.training.trainer import take_steps
 
 N_USERS, N_ITEMS, N_BRANDS, TEXT_DIM = 40, 60, 5, 8
 GLOBAL_BATCH, STEPS, WORLD = 32, 4, 2
@@ -75,7 +76,7 @@ def _train(
     sync = RowGradientSync(model) if world > 1 else None
     if sync is not None:
         sync.dense_in_gather = DENSE_PATHS[dense_path]
-    train_epoch(model, optimizer, iter(_batches(rank, world)), STEPS, sync)
+    take_steps(model, optimizer, iter(_batches(rank, world)), STEPS, binary_cross_entropy, sync)
     if sync is None:
         return model.state_dict(), {"bytes": 0, "second_rounds": 0}
     return model.state_dict(), {"bytes": sync.bytes_per_step, "second_rounds": sync.second_rounds}

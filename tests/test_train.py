@@ -19,7 +19,7 @@ from alsoview.evaluation.validation import validation_set
 from alsoview.sampling.blocks import RunPlan, block_sizes, mix_block, preview_mix, worker_blocks
 from alsoview.training.batches import BatchPlan, fixed_size_batches, mix_spec
 from alsoview.training.checkpoint import LoopState
-from alsoview.training.loop import EpochInputs, run_epochs
+from alsoview.training.trainer import EpochInputs, Trainer
 
 
 def test_blocks_are_dealt_to_workers_without_loss_or_overlap():
@@ -123,20 +123,15 @@ def test_the_also_view_share_warms_up_linearly_then_holds():
 
 
 def _scripted_run(values: list[float], overrides: list[str]) -> LoopState:
-    """run_epochs with no training steps and validation values in the order given."""
+    """Trainer.fit with no training steps and validation values in the order given."""
+    from factories import tiny_catalog
+
     config = load_config(None, [f"train.epochs={len(values)}", *overrides])
     model = torch.nn.Linear(1, 1)
+    trainer = Trainer(config, tiny_catalog(), model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     scripted = iter(values)
     metric = config.train.early_stopping_metric
-    return run_epochs(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        config,
-        LoopState(),
-        lambda epoch: EpochInputs(iter([]), steps=0),
-        lambda m: {metric: next(scripted)},
-        lambda metrics: None,
-    )
+    return trainer.fit(lambda epoch: EpochInputs(iter([]), steps=0), lambda: {metric: next(scripted)}, lambda m: None)
 
 
 @pytest.mark.parametrize(
@@ -165,25 +160,21 @@ def test_train_stop_at_must_be_a_finite_number():
         load_config(None, ["train.stop_at=.inf"])
 
 
-def _replayable_run(first_epoch: int, epochs: int, start: tuple | None = None) -> tuple:
-    """Train the design model (dropout 0.5) on seeded random batches from `first_epoch`, from
-    `start` (weights, optimiser state, loop state) as a restarted worker would; its end state."""
+def _replayable_run(epochs: int, start: tuple | None = None) -> tuple:
+    """Train the design model (dropout 0.5) on seeded random batches, from `start` (weights,
+    optimiser state, loop state) as a restarted worker would; its end state."""
     import copy
     from types import SimpleNamespace
 
-    from test_model import N_ITEMS, N_USERS, make_model
+    from factories import N_ITEMS, N_USERS, tiny_catalog
+    from test_model import make_model
 
-    from alsoview.training.optim import build_optimizer
-
-    model = make_model(seed=1 if start else 0)  # a restart builds a model, then loads the checkpoint
-    optimizer = build_optimizer(model, 0.01, False)
-    state = LoopState()
+    overrides = ["seed=7", f"train.epochs={epochs}", "train.early_stopping_metric=valid/auc", "train.patience=0"]
+    config = load_config(None, overrides)
+    # a restart builds a model, then loads the checkpoint
+    trainer = Trainer(config, tiny_catalog(), model=make_model(seed=1 if start else 0))
     if start is not None:
-        model.load_state_dict(start[0])
-        optimizer.load_state_dict(start[1])
-        state = copy.deepcopy(start[2])
-    train = SimpleNamespace(epochs=epochs, early_stopping_metric="valid/auc", patience=0, stop_at=None)
-    config = SimpleNamespace(seed=7, train=train)
+        trainer.resume(SimpleNamespace(model=start[0], optimizer=start[1], state=copy.deepcopy(start[2])))
 
     def epoch_inputs(epoch: int) -> EpochInputs:
         rng = np.random.default_rng([7, epoch])  # the samples of an epoch depend on the epoch only
@@ -197,15 +188,15 @@ def _replayable_run(first_epoch: int, epochs: int, start: tuple | None = None) -
         )
         return EpochInputs(batches, steps=4)
 
-    run_epochs(model, optimizer, config, state, epoch_inputs, lambda m: {"valid/auc": 0.5}, lambda m: None, first_epoch)
-    return copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), state
+    state = trainer.fit(epoch_inputs, lambda: {"valid/auc": 0.5}, lambda m: None)
+    return copy.deepcopy(trainer.model.state_dict()), copy.deepcopy(trainer.optimizer.state_dict()), state
 
 
 def test_an_epoch_replayed_from_a_checkpoint_ends_with_the_weights_of_a_run_never_interrupted():
     """A worker restarted after a lost node replays the epochs after its checkpoint: each epoch
     seeds torch from (seed, epoch, rank), so dropout draws the same masks the second time."""
-    whole, _, _ = _replayable_run(0, 3)
-    restarted, _, state = _replayable_run(1, 3, start=_replayable_run(0, 1))
+    whole, _, _ = _replayable_run(3)
+    restarted, _, state = _replayable_run(3, start=_replayable_run(1))
     assert [row["epoch"] for row in state.history] == [0, 1, 2]
     assert whole.keys() == restarted.keys()
     for name, weights in whole.items():

@@ -30,14 +30,11 @@ from alsoview.distributed.resources import (
 )
 from alsoview.distributed.stall import StallError, StallWatch, WorkerBeat, diagnose
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
-from alsoview.evaluation.validation import ValidationSet, validate, validation_set
-from alsoview.model import build_model
+from alsoview.evaluation.validation import ValidationSet, validation_set
 from alsoview.sampling.blocks import RunPlan, block_sizes, preview_mix
 from alsoview.training import checkpoint as runs
 from alsoview.training.batches import BatchPlan, fixed_size_batches, mix_spec, sample_tensors
-from alsoview.training.gradient_sync import RowGradientSync
-from alsoview.training.loop import EpochInputs, run_epochs
-from alsoview.training.losses import build_loss
+from alsoview.training.trainer import EpochInputs, Trainer
 
 log = logging.getLogger("alsoview")
 
@@ -106,15 +103,6 @@ def _saved_checkpoint(vocabulary: dict[str, int], run_storage: str) -> Resumed |
     return Resumed(saved, reported)
 
 
-def _resume(model: torch.nn.Module, optimizer: Any, resumed: Resumed | None) -> runs.LoopState:
-    """The loop state to continue from, with the saved weights and optimiser state loaded."""
-    if resumed is None:
-        return runs.LoopState()
-    model.load_state_dict(resumed.saved.model)
-    optimizer.load_state_dict(resumed.saved.optimizer)
-    return resumed.saved.state
-
-
 def train_loop_per_worker(setup: WorkerSetup) -> None:
     """Runs on every Ray Train worker: row-exchange gradient sync, per-epoch mixing feed, validation, checkpoints."""
     import ray.data
@@ -160,7 +148,7 @@ def train_loop_per_worker(setup: WorkerSetup) -> None:
         )
         asked = {first_epoch: feeder.epoch.remote(first_epoch)}
     try:
-        _train_on_worker(setup, catalog, resumed, feeder, asked, sizes, device, beat)
+        _train_on_worker(setup, catalog, resumed, feeder, asked, device, beat)
     finally:
         if feeder is not None:
             ray.kill(feeder)  # frees the epoch it may have mixed ahead
@@ -172,29 +160,29 @@ def _train_on_worker(
     resumed: Resumed | None,
     feeder: Any,
     asked: dict[int, Any],
-    sizes: Any,
     device: torch.device,
     beat: WorkerBeat,
 ) -> None:
-    """Build the model and optimiser (from `resumed` when resuming), then train on the feed's epochs."""
+    """The run's `Trainer` (from `resumed` when resuming) fed by this worker's feed, reporting
+    each epoch to Ray Train with rank 0's checkpoint."""
     import ray
     import ray.train
-
-    from alsoview.training.optim import build_optimizer
 
     config = setup.config
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     vocab = catalog.vocabulary()
-    model = build_model(catalog, config.model, config.seed)
-    optimizer = build_optimizer(model, config.train.learning_rate, config.model.sparse_embeddings)
-    state = _resume(model, optimizer, resumed)
-    if state.resumed_from_epoch is not None and rank == 0:
-        log.info("resumed from the checkpoint of epoch %d", state.resumed_from_epoch)
-    model.to(device)
-    # Not DDP: it would all-reduce every embedding table each step (see gradient_sync.py).
-    sync_gradients = RowGradientSync(model) if world > 1 else None
+    trainer = Trainer(config, catalog, device, rank)
+    if resumed is not None:
+        trainer.resume(resumed.saved)
+        if rank == 0:
+            log.info("resumed from the checkpoint of epoch %d", trainer.state.resumed_from_epoch)
+    # Not DDP: it would all-reduce every embedding table each step (see training/gradient_sync.py).
+    trainer.distribute()
     batches = BatchPlan.of(config, len(catalog.train), world)
+
+    def report(metrics: dict[str, Any]) -> None:
+        _report(metrics, trainer, setup, vocab, rank)
 
     if feeder is None:
         # Nothing left to train (e.g. the driver died after the last epoch): report the final
@@ -202,19 +190,19 @@ def _train_on_worker(
         if rank == 0:
             log.info(
                 "run already trained to epoch %d: raise train.epochs to continue it, or use another train.run_name",
-                state.epoch,
+                trainer.state.epoch,
             )
-        _report(dict(state.history[-1]), model, optimizer, state, setup, vocab, rank)
+        report(dict(trainer.state.history[-1]))
         return
     if resumed is not None and not resumed.reported:
         # The epoch resumed from never reached Ray (a worker was lost before its report was
         # collected): report it now, so Ray Train restores it after another failure and Tune
         # counts the epoch (ASHA's rungs are counted in reports).
         if rank == 0:
-            log.info("reporting epoch %d again: Ray had not collected it before the restart", state.epoch)
-        _report(dict(state.history[-1]), model, optimizer, state, setup, vocab, rank)
+            log.info("reporting epoch %d again: Ray had not collected it before the restart", trainer.state.epoch)
+        report(dict(trainer.state.history[-1]))
 
-    def epoch_inputs(epoch: int) -> EpochInputs:
+    def feed(epoch: int) -> EpochInputs:
         """This worker's mixed blocks of `epoch` from its feed; the next epoch is asked for at
         once, so it is mixed while this one trains. Whole blocks come from the object store."""
         begin = time.perf_counter()
@@ -227,37 +215,15 @@ def _train_on_worker(
             fixed_size_batches(blocks, batches.rows_per_batch), batches.steps(epoch), time.perf_counter() - begin
         )
 
-    def validate_epoch(model: torch.nn.Module) -> dict[str, float]:
-        metrics = validate(model, setup.validation, device)
+    def validate() -> dict[str, float]:
+        metrics = trainer.validate_epoch(setup.validation)
         beat.progressed()
         return metrics
 
-    run_epochs(
-        model,
-        optimizer,
-        config,
-        state,
-        epoch_inputs,
-        validate_epoch,
-        report=lambda metrics: _report(metrics, model, optimizer, state, setup, vocab, rank),
-        first_epoch=state.epoch + 1,
-        sync_gradients=sync_gradients,
-        sum_over_workers=lambda values: _all_reduce_sum(values, device),
-        on_step=beat.step,
-        loss_step=build_loss(config, catalog, device),
-        rank=rank,
-    )
+    trainer.fit(feed, validate, report, lambda values: _all_reduce_sum(values, device), on_step=beat.step)
 
 
-def _report(
-    metrics: dict[str, Any],
-    model: torch.nn.Module,
-    optimizer: Any,
-    state: runs.LoopState,
-    setup: WorkerSetup,
-    vocab: dict[str, int],
-    rank: int,
-) -> None:
+def _report(metrics: dict[str, Any], trainer: Trainer, setup: WorkerSetup, vocab: dict[str, int], rank: int) -> None:
     """Every rank reports; rank 0 attaches the checkpoint (the others would only duplicate it)."""
     import ray.train
 
@@ -265,7 +231,8 @@ def _report(
         ray.train.report(metrics, checkpoint=None)
         return
     with tempfile.TemporaryDirectory() as folder:
-        runs.save_checkpoint(folder, model.state_dict(), optimizer.state_dict(), state, setup.config, vocab)
+        model_state, optimizer_state = trainer.model.state_dict(), trainer.optimizer.state_dict()
+        runs.save_checkpoint(folder, model_state, optimizer_state, trainer.state, setup.config, vocab)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
     log.info("%s", epoch_line(metrics, run=Path(setup.run_storage).name))  # after: its checkpoint is saved
 
