@@ -14,7 +14,8 @@ from alsoview.data.tables import (
     _hash_slots,  # noqa: PLC2701  (the filter's hash, to count what passes it)
     _KeySet,  # noqa: PLC2701  (the membership structure is worth testing directly)
 )
-from alsoview.sampling.mixing import MixStats, mix_negatives
+from alsoview.sampling.mixing import mix_negatives
+from alsoview.sampling.stats import MixStats
 from alsoview.seeds import epoch_rng
 
 

@@ -13,7 +13,7 @@ from alsoview.config import load_config
 from alsoview.data.catalog import load_catalog
 from alsoview.distributed.feed import mix_blocks
 from alsoview.distributed.resources import check_sample_memory, plan_resources, sharing_cores_warning
-from alsoview.distributed.train import epoch_line
+from alsoview.distributed.worker import epoch_line
 from alsoview.errors import UserError
 from alsoview.evaluation.validation import validation_set
 from alsoview.sampling.blocks import RunPlan, block_sizes, mix_block, preview_mix, worker_blocks

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from alsoview.data.catalog import Catalog
-from alsoview.sampling.mixing import MixStats, mix_negatives
+from alsoview.sampling.mixing import mix_negatives
+from alsoview.sampling.stats import MixStats
 from alsoview.seeds import BLOCK_ORDER_KEY, epoch_rng
 
 SAMPLE_COLUMNS = ("user", "item", "label", "is_hard")

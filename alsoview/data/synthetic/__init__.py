@@ -12,16 +12,20 @@ Only numpy and the standard library are used, and everything is vectorised excep
 final formatting of each JSON line, so Video Games scale (55k users, 17k reviewable
 items, ~500k reviews, ~85k meta lines) takes about half a minute on two cores.
 
-Layout: ``world`` draws the planted truth, ``render`` writes it as JSON lines, ``files``
-puts the files in a folder, ``vocabulary`` holds the words, and ``draws`` gives every step
-and every field its own named random stream.
+Layout: ``synthesis`` draws the planted truth step by step: ``world`` holds its data model
+and draws the items and users, ``reviews`` who reviews what, when and with how many stars, and
+``links`` the also-view lists, with ``pairs`` the pair-table helpers they share. ``render``
+writes the reviews as JSON lines and ``meta`` the meta items, ``files`` puts the files in a
+folder, ``vocabulary`` holds the words, and ``draws`` gives every step and every field its own
+named random stream.
 """
 
 from __future__ import annotations
 
 from alsoview.data.synthetic.files import GENERATION_RECORD, GENERATOR_VERSION, GenerateSummary, generate
+from alsoview.data.synthetic.synthesis import synthesize
 from alsoview.data.synthetic.vocabulary import GENRES, PLATFORMS, Genre
-from alsoview.data.synthetic.world import REVIEW_DTYPE, SyntheticWorld, synthesize
+from alsoview.data.synthetic.world import REVIEW_DTYPE, SyntheticWorld
 
 __all__ = [
     "GENERATION_RECORD",

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from alsoview import storage
 from alsoview.data.synthetic.draws import Streams
-from alsoview.data.synthetic.render import meta_line_order, meta_lines, review_lines, write_gz
+from alsoview.data.synthetic.meta import meta_line_order, meta_lines
+from alsoview.data.synthetic.render import review_lines, write_gz
+from alsoview.data.synthetic.synthesis import synthesize, validate
 from alsoview.data.synthetic.vocabulary import GENRES, PLATFORMS
 from alsoview.data.synthetic.world import (
     POPULARITY_EXPONENT,
@@ -18,8 +20,6 @@ from alsoview.data.synthetic.world import (
     WEIGHT_PLATFORM,
     WEIGHT_STYLE,
     SyntheticWorld,
-    synthesize,
-    validate,
 )
 
 GENERATION_RECORD = "generation.json"  # written last: its presence marks a complete dataset
