@@ -1,9 +1,9 @@
 """Gradient averaging across data-parallel workers that sends the rows a step touched, not whole tables.
 
 Why not DDP: DDP all-reduces every parameter's gradient every step, and this model's parameters
-are mostly embedding tables (18 MB at Video Games scale) of which a batch of 512 touches a few
-hundred rows. With two workers on one machine that all-reduce made training 7x slower than one
-worker, and across machines it crosses the network each step. Sparse gradients through DDP are
+are mostly embedding tables of which a batch of 512 touches a few hundred rows. With two workers
+on one machine that all-reduce made training several times slower than one worker
+(benchmarks/README.md), and across machines it crosses the network each step. Sparse gradients through DDP are
 no way out: gloo's sparse all-reduce crashed (SIGSEGV) on torch 2.13 CPU, and NCCL has none.
 
 What this does instead, after every ``backward()`` (Ray-free: plain ``torch.distributed``, gloo
@@ -14,8 +14,8 @@ or NCCL):
   row and divides by the number of workers: the same average DDP computes, on every worker.
   One all-gather a step carries the row counts with the rows, in room for as many rows per
   table as any worker has sent so far; rows beyond it follow in a second all-gather, which
-  after the first steps is rare. A collective costs its latency whatever it carries (about
-  0.3-1 ms over gloo on the development VM), so fewer of them matter as much as fewer bytes;
+  after the first steps is rare. A collective costs its latency whatever it carries
+  (benchmarks/results/worker_step.json), so fewer of them matter as much as fewer bytes;
 - a table the optimiser treats as dense (fused Adam, the default) gets that average back as a
   dense gradient, zero outside the touched rows, so dense Adam's semantics are unchanged; a
   table under RowSparseAdam keeps it sparse;

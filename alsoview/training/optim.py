@@ -18,9 +18,8 @@ class RowSparseAdam(torch.optim.Optimizer):
     dense row operations instead of sparse tensors.
 
     The numbers are SparseAdam's (the tests compare them) and so is the state layout (``step``,
-    ``exp_avg``, ``exp_avg_sq``); a step costs about two thirds of SparseAdam's on the CPU (330 vs
-    500 us for 512 rows of a 55,000 x 64 table, one thread), where building sparse tensors and
-    ``sparse_mask`` dominate for batches of a few hundred rows.
+    ``exp_avg``, ``exp_avg_sq``); a step costs less than SparseAdam's on the CPU, where building
+    sparse tensors and ``sparse_mask`` dominate for batches of a few hundred rows.
     """
 
     def __init__(
@@ -155,13 +154,13 @@ class NoSubnormalAdam(torch.optim.Adam):
 
     Why: dense Adam decays the moments of every embedding row a batch did not touch (``exp_avg``
     by 0.9 a step), so after about 800 steps without a touch they fall below 1.2e-38, into
-    subnormal floats, on which x86 CPUs compute about 100x slower. At Video Games scale a dense
-    epoch fell from 41,500 to 7,200 samples/s within 2,400 steps, and each epoch was slower than
-    the one before (benchmarks/README.md). The CPU's flush-to-zero mode would avoid it, but it is
-    a per-thread flag that torch's already started intra-op threads do not get. A moment of
-    TINY or more stays normal for CLEAN_EVERY untouched steps (1e-33 x 0.9**100 = 2.7e-38); one
-    below it moves its weight by less than ``lr * 1e-33 / eps``, far below the last digit of a
-    float32 weight (the tests compare the weights with plain Adam's).
+    subnormal floats, on which x86 CPUs compute far slower: at Video Games scale dense epochs got
+    slower one after the other (benchmarks/README.md, "Dense Adam on subnormal floats"). The
+    CPU's flush-to-zero mode would avoid it, but it is a per-thread flag that torch's already
+    started intra-op threads do not get. A moment of TINY or more stays normal for CLEAN_EVERY
+    untouched steps (1e-33 x 0.9**100 = 2.7e-38); one below it moves its weight by less than
+    ``lr * 1e-33 / eps``, far below the last digit of a float32 weight (the tests compare the
+    weights with plain Adam's).
     """
 
     CLEAN_EVERY = 100

@@ -88,7 +88,7 @@ class CooccurrenceHead(nn.Module):
         self.proximity, self.forward = float(proximity), bool(forward)
         # Starts at 1: with the other heads near 0 at their start, the model first ranks as the peer
         # does (log1p keeps its order), then learns from there. From 0 the weight moved too little
-        # on a small set (Magazine: about 1,500 Adam steps of at most lr 0.001 each) to matter.
+        # on a small set (a few thousand Adam steps of at most lr 0.001 each) to matter.
         self.weight = nn.Parameter(torch.ones(1))
         indptr_t, items_t, owners = user_item_csr_tensors(
             indptr, items_in_time_order, n_users, n_items, "cooccurrence", 1
@@ -164,7 +164,7 @@ class CooccurrenceHead(nn.Module):
         had[row, item] = 1.0  # [B, n_items]: 1 where the user had the item
         mine = had if self.recency == 1.0 else torch.zeros_like(had).index_put_((row, item), weights)
         # sum over the user's items j of weight_j * row j of the normalised matrix, gathered row by
-        # row (a user has few items: a sparse-times-dense product over all items was 15x slower on Grocery_2014)
+        # row (a user has few items: a sparse-times-dense product over every item was far slower)
         starts = self.row_starts.index_select(0, item)
         pair, position = expand_ranges(starts, self.row_starts.index_select(0, item + 1) - starts)
         sums = torch.zeros(len(users), self.n_items, device=users.device).index_put_(

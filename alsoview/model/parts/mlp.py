@@ -109,8 +109,7 @@ class FastDropout(nn.Module):
     """Inverted dropout with the same distribution as ``nn.Dropout``, at about half its CPU cost.
 
     On the CPU, ``torch.nn.functional.dropout`` draws one Bernoulli per element through a slow
-    path (about 1.2 ms for a 512 x 128 activation on one core, more than the layer's matmul;
-    forward plus backward here: 0.68 ms against 1.21 ms).
+    path that costs more than the layer's matmul (benchmarks/README.md, "Findings").
     Here each element gets 16 random bits from one 64-bit draw per four elements, and is kept
     when those bits are at or above ``p`` quantised to 1/65536; the kept values are scaled by the
     exact keep rate of that quantised ``p`` (unbiased). Seeded by torch's generator like
