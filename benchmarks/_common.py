@@ -123,9 +123,10 @@ def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[st
     return text
 
 
-def write_json(name: str, payload: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_json(name: str, payload: dict[str, Any], folder: Path = RESULTS) -> Path:
+    """`payload` as `folder`/<name>.json (benchmarks/results/, or an experiment's results folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=str) + "\n")
     print(f"[bench] wrote {path.relative_to(ROOT)}", flush=True)
     return path

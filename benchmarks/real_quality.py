@@ -18,14 +18,12 @@ also-view items), every scorer knowing the user's train and validation items
 (`Catalog.inputs_for("test")`). Baselines (popularity, co-occurrence, related) and peers (ALS,
 BPR from `implicit`, untuned) are fitted on the same pairs.
 
-A variant is a base and any of the switches after it, joined by `+` (`recommended+softmax`):
-
-- bases: `design` (the original design, every default: concat MLP, dropout 0.5, lr 0.01, batch
-  512); `recommended` (the model, sampling and training settings of configs/video_games.yaml);
-  `recommended-no-features` (the same without brand, price and description inputs);
-- switches: see SWITCHES below (`softmax`, `no-also-view`, `harder-of-2`, `cooccurrence-head`,
-  `sequence`, `recency`, `forward`). A variant whose switches set the also-view fraction runs at that fraction only;
-  the others run at every --fractions value.
+A variant is a base and the YAML overlays applied on top of it, joined by `+`
+(`recommended+softmax+recency`): the base `design` (the original design, every default: concat
+MLP, dropout 0.5, lr 0.01, batch 512) or `recommended` (configs/video_games.yaml), then each name
+a file in configs/variants/ (`softmax.yaml`, `harder-of-2.yaml`, ...: each says what it changes),
+refining the config in order as `alsoview --config A --config B` does. A variant whose overlays
+set the also-view fraction runs at that fraction only; the others run at every --fractions value.
 
 Prints a Markdown table and writes benchmarks/results/<--out>.json.
 """
@@ -58,28 +56,8 @@ DATASETS = {
 # (epochs, patience) unless --epochs / --patience say otherwise: Magazine's 348 users make an
 # epoch a few steps, so its models need many more epochs to converge.
 EPOCHS = {"grocery": (20, 4), "magazine": (100, 10), "generated": (20, 4)}
-# The switches a variant adds to its base (`recommended+softmax`): each a set of overrides.
-SWITCHES: dict[str, tuple[str, ...]] = {
-    "softmax": ("train.loss=softmax",),  # the sampled softmax instead of BCE
-    # no use of also-view at all: no relation heads (also-bought off too), no also-view negatives
-    "no-also-view": (
-        "model.heads.also_view=false",
-        "model.heads.also_buy=false",
-        "sampling.also_view_fraction=0",
-    ),
-    # half the negatives from also-view lists, each the harder of two candidates by the model's score
-    "harder-of-2": ("sampling.also_view_fraction=0.5", "sampling.candidates_per_negative=2"),
-    "cooccurrence-head": ("model.heads.cooccurrence=true",),
-    "sequence": ("model.user.sequence.length=20",),  # the user's last 20 items in order
-    # the co-occurrence head weighing the user's items by recency (the k-th most recent 0.5^k)
-    "recency": ("model.heads.cooccurrence=true", "model.heads.cooccurrence.recency=0.5"),
-    # the co-occurrence head's table counting what other users had after an item, the nearer the more (0.8^(g-1))
-    "forward": (
-        "model.heads.cooccurrence=true",
-        "model.heads.cooccurrence.proximity=0.8",
-        "model.heads.cooccurrence.forward=true",
-    ),
-}
+BASES = {"design": [], "recommended": [ROOT / "configs" / "video_games.yaml"]}
+OVERLAYS = ROOT / "configs" / "variants"
 # The README's "Quality on real data" rows (the default run)
 README_VARIANTS = (
     "design",
@@ -104,49 +82,39 @@ REPORTED = (
     "test/sampled99/hr@5",  # the leaderboards' protocol (ReChorus)
     "test/sampled99/ndcg@5",
 )
-RECOMMENDED = ROOT / "configs" / "video_games.yaml"
 
 
-def variant_overrides(variant: str) -> list[str]:
-    """`key=value` overrides of a variant (a base and `+`-joined switches) on top of the built-in defaults."""
-    base, *switches = variant.split("+")
-    unknown = [name for name in switches if name not in SWITCHES]
+def variant_files(variant: str) -> list[Path]:
+    """The YAML files of a variant, in the order they apply: its base's, then its overlays."""
+    base, *overlays = variant.split("+")
+    if base not in BASES:
+        raise SystemExit(f"unknown variant base {base!r} in {variant!r}: one of {', '.join(BASES)}")
+    known = sorted(path.stem for path in OVERLAYS.glob("*.yaml"))
+    unknown = [name for name in overlays if name not in known]
     if unknown:
-        raise SystemExit(f"unknown switch {unknown[0]!r} in {variant!r}; known: {', '.join(SWITCHES)}")
-    return [*_base_overrides(base), *(override for name in switches for override in SWITCHES[name])]
+        raise SystemExit(f"unknown overlay {unknown[0]!r} in {variant!r}: one of {', '.join(known)} ({OVERLAYS})")
+    return [*BASES[base], *(OVERLAYS / f"{name}.yaml" for name in overlays)]
 
 
-def _base_overrides(base: str) -> list[str]:
-    if base == "design":
-        return []
-    if base in ("recommended", "recommended-no-features"):
-        raw = yaml.safe_load(RECOMMENDED.read_text())
-        overrides = [
-            f"{section}.{key}={_yaml_value(value)}"
-            for section in ("sampling", "model", "train")
-            for key, value in (raw.get(section) or {}).items()
-            if key not in ("num_workers", "runs_dir")
-        ]
-        if base == "recommended-no-features":
-            overrides.append("model.heads.mlp.item_features=false")
-        return overrides
-    raise SystemExit(f"unknown variant base {base!r}: design, recommended or recommended-no-features")
+def variant_config(variant: str, prepared: str, overrides: list[str]) -> Any:
+    """The config of `variant` on the prepared dataset `prepared`, with `key=value` overrides."""
+    from alsoview.config import load_config
+
+    dataset = [f"data.prepared_dir={prepared}", "data.reviews=[]", "data.meta=[]", "text.encoder=hashing"]
+    return load_config(variant_files(variant), [*dataset, *overrides])
 
 
 def variant_fractions(variant: str, fractions: list[float]) -> list[float]:
-    """The also-view fractions a variant runs at: the one its switches set, else every fraction asked."""
-    key = "sampling.also_view_fraction="
-    pinned = [o for name in variant.split("+")[1:] for o in SWITCHES[name] if o.startswith(key)]
-    return [float(pinned[-1].split("=", 1)[1])] if pinned else fractions
+    """The also-view fractions a variant runs at: the one its overlays set, else every fraction asked."""
+    overlays = variant_files(variant)[len(BASES[variant.split("+")[0]]) :]
+    sections = [yaml.safe_load(path.read_text()).get("sampling") or {} for path in overlays]
+    pinned = [section["also_view_fraction"] for section in sections if "also_view_fraction" in section]
+    return [float(pinned[-1])] if pinned else fractions
 
 
 def run_label(variant: str, extra: Any) -> str:
     """A model run's `model` field: its variant and the --set overrides on top."""
     return " ".join([variant, *extra])
-
-
-def _yaml_value(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def prepared_dataset(name: str) -> str:
@@ -205,16 +173,14 @@ def model_run(
 ) -> dict[str, Any]:
     import numpy as np
 
-    from alsoview.config import load_config
     from alsoview.distributed.evaluate import ModelFactory
     from alsoview.evaluation.protocols import score_rows, summarize
     from alsoview.training.trainer import fit_in_process
 
-    config = load_config(
-        None,
+    config = variant_config(
+        variant,
+        prepared,
         [
-            f"data.prepared_dir={prepared}",
-            *variant_overrides(variant),
             f"seed={seed}",
             f"sampling.also_view_fraction={fraction}",
             f"train.epochs={epochs}",

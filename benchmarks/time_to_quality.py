@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from _common import print_table, ray_local, write_json
-from real_quality import prepared_dataset, variant_overrides
+from real_quality import prepared_dataset, variant_config
 
 METRICS = ("full/ndcg@10", "full/hr@10", "sampled99/hr@5")
 
@@ -125,7 +125,6 @@ def main() -> None:
     parser.add_argument("--out", default="time_to_quality", help="results file name under benchmarks/results/")
     args = parser.parse_args()
 
-    from alsoview.config import load_config
     from alsoview.data.catalog import load_catalog
     from alsoview.evaluation.protocols import build_cases
 
@@ -134,13 +133,8 @@ def main() -> None:
     ray_seconds = time.perf_counter() - begin
     prepared = prepared_dataset(args.dataset)
     catalog = load_catalog(prepared)
-    overrides = [
-        *variant_overrides(args.variant),
-        f"train.num_workers={args.workers}",
-        f"train.epochs={args.epochs}",
-        *args.set,
-    ]
-    config = load_config(None, [f"data.prepared_dir={prepared}", *overrides])
+    overrides = [f"train.num_workers={args.workers}", f"train.epochs={args.epochs}", *args.set]
+    config = variant_config(args.variant, prepared, overrides)
     # the training's own validation users (validation.validation_set), so the target is on its scale
     valid = build_cases(catalog, "valid", config.seed, max_users=config.train.valid_users)
     test = build_cases(catalog, "test", seed=0)

@@ -2,26 +2,29 @@
 model's logit + alpha * log(1 + the peer's score), for every (recency r, alpha) pair, scored on the
 validation split and on the test split.
 
-    python benchmarks/blend_ceiling.py                       # Magazine, harder of 2 + co-occurrence head, seed 0
-    python benchmarks/blend_ceiling.py --dataset grocery --variant recommended+softmax
+    python experiments/blend_ceiling.py                       # Magazine, harder of 2 + co-occurrence head, seed 0
+    python experiments/blend_ceiling.py --dataset grocery --variant recommended+softmax
 
 The pair chosen on validation is what a validation-fitted mixture would give; the best pair on
 the *test* split is a ceiling no such mixture can pass (it is chosen on the numbers it reports).
-The peer is the model's own co-occurrence head untrained (benchmarks/recency_peer.py). One model
+The peer is the model's own co-occurrence head untrained (experiments/recency_peer.py). One model
 trained in process as in real_quality.py (its variants, epochs and patience), each split scored
 with what the model may know there (`Catalog.inputs_for`).
 
-Prints both and writes benchmarks/results/<--out>.json.
+Prints both and writes experiments/results/<--out>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
-from _common import ray_local, write_json
-from real_quality import EPOCHS, prepared_dataset, variant_overrides
-from recency_peer import HeadScorer
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # the benchmarks' helpers
+from _common import ray_local, write_json  # noqa: E402
+from real_quality import EPOCHS, prepared_dataset, variant_config  # noqa: E402
+from recency_peer import RESULTS, HeadScorer  # noqa: E402
 
 METRIC = "full/ndcg@10"
 
@@ -43,7 +46,8 @@ def peer_for(catalog: Any, recency: float) -> HeadScorer:
 
     overrides = ["model.heads.cooccurrence=true", f"model.heads.cooccurrence.recency={recency}"]
     overrides += ["model.user.history=true", "model.heads.dot=true", "model.heads.mlp=false"]
-    return HeadScorer(build_model(catalog, load_config(None, overrides)))
+    config = load_config(None, overrides)
+    return HeadScorer(build_model(catalog, config.model, config.seed))
 
 
 def main() -> None:
@@ -59,7 +63,6 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from alsoview.config import load_config
     from alsoview.data.catalog import load_catalog
     from alsoview.distributed.evaluate import ModelFactory
     from alsoview.evaluation.protocols import build_cases, score_rows, summarize
@@ -70,15 +73,8 @@ def main() -> None:
     prepared = prepared_dataset(args.dataset)
     catalog = load_catalog(prepared)
     epochs, patience = EPOCHS[args.dataset]
-    config = load_config(
-        None,
-        [
-            f"data.prepared_dir={prepared}",
-            *variant_overrides(args.variant),
-            f"seed={args.seed}",
-            f"train.epochs={epochs}",
-            f"train.patience={patience}",
-        ],
+    config = variant_config(
+        args.variant, prepared, [f"seed={args.seed}", f"train.epochs={epochs}", f"train.patience={patience}"]
     )
     model, _ = fit_in_process(catalog, config)
     scores: dict[str, dict[tuple[float, float], float]] = {}
@@ -109,6 +105,7 @@ def main() -> None:
             "valid": [[r, a, v] for (r, a), v in scores["valid"].items()],
             "args": vars(args),
         },
+        RESULTS,
     )
 
 

@@ -1,9 +1,9 @@
 """The co-occurrence peer with the user's items weighted by recency, on real data: how much the
 order of a user's items says under the leave-one-out protocol, before any training.
 
-    python benchmarks/recency_peer.py                       # Grocery_2014 and Magazine, r = 1 .. 0.2
-    python benchmarks/recency_peer.py --datasets magazine --recency 1,0.8
-    python benchmarks/recency_peer.py --recency 1,0.6,0.4 --proximity 1,0.8 --order any,forward
+    python experiments/recency_peer.py                       # Grocery_2014 and Magazine, r = 1 .. 0.2
+    python experiments/recency_peer.py --datasets magazine --recency 1,0.8
+    python experiments/recency_peer.py --recency 1,0.6,0.4 --proximity 1,0.8 --order any,forward
 
 The scorer is the model's own co-occurrence head (`model.heads.cooccurrence`,
 `model.heads.cooccurrence.recency` r) at its starting weight 1, untrained: log(1 + s) ranks as s, the
@@ -15,16 +15,21 @@ after); p 1 and order `any` is the peer's users-who-had-both. Test split, every 
 and validation items (`Catalog.inputs_for("test")`); protocols `full` and `sampled99`.
 Datasets are real_quality.py's (prepared once with the hashing text encoder).
 
-Prints a Markdown table and writes benchmarks/results/<--out>.json.
+Prints a Markdown table and writes experiments/results/<--out>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
-from _common import print_table, ray_local, write_json
-from real_quality import prepared_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # the benchmarks' helpers
+from _common import print_table, ray_local, write_json  # noqa: E402
+from real_quality import prepared_dataset  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 METRICS = ("test/full/ndcg@10", "test/full/hr@10", "test/sampled99/hr@5", "test/sampled99/ndcg@5")
 
@@ -38,9 +43,11 @@ class HeadScorer:
     def score_all(self, users: Any) -> Any:
         import torch
 
-        head = self.model.heads["cooccurrence"]
-        with torch.inference_mode():
-            return head.score_all(None, self.model.item_tower, users=torch.as_tensor(users)).numpy()
+        from alsoview.model.part import Users
+
+        head, ids = self.model.heads["cooccurrence"], torch.as_tensor(users)
+        with torch.inference_mode():  # the head reads the users' ids only
+            return head.score_all(Users(ids, torch.zeros(len(ids), 0)), self.model.item_tower).numpy()
 
 
 def recency_row(
@@ -110,7 +117,7 @@ def main() -> None:
         [{**r, **{m: f"{r[m]:.4f}" for m in METRICS}} for r in rows],
         ["dataset", "recency", "proximity", "order", *METRICS],
     )
-    write_json(args.out, {"rows": rows, "table": table, "args": vars(args)})
+    write_json(args.out, {"rows": rows, "table": table, "args": vars(args)}, RESULTS)
 
 
 if __name__ == "__main__":
