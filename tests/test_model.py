@@ -3,6 +3,7 @@ sparse variant, parameter counts, each head's fast path, and each part's own ran
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -12,7 +13,7 @@ from factories import N_BRANDS, N_ITEMS, N_USERS, TEXT_DIM, model_config, tiny_c
 from torch import nn
 
 from alsoview.errors import UserError
-from alsoview.model import ModelConfig, TowerModel, build_model, count_parameters, to_known_ids
+from alsoview.model import Heads, ModelConfig, TowerModel, UserParts, build_model, count_parameters, to_known_ids
 from alsoview.model.features import ItemFeatures
 from alsoview.model.parts.mlp import FastDropout
 from alsoview.training.optim import MixedOptimizer, build_optimizer
@@ -218,6 +219,16 @@ QUALITY_SWITCHES = [
     ("user.history=true", "heads.dot=true", "heads.mlp=false", "heads.cooccurrence.recency=0.6",
      "heads.cooccurrence.proximity=0.7", "heads.cooccurrence.forward=true"),
 ]  # fmt: skip
+
+
+# ... and every part of the registry on its own beside the default model, so a new part's fast path
+# is checked against its pairs without a line here.
+QUALITY_SWITCHES += [
+    (f"{section}.{f.name}=true",)
+    for section, parts in (("user", UserParts), ("heads", Heads))
+    for f in dataclasses.fields(parts)
+    if (f"{section}.{f.name}=true",) not in QUALITY_SWITCHES
+]
 
 
 def switch_id(settings: tuple[str, ...]) -> str:

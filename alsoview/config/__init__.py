@@ -1,19 +1,20 @@
-"""The typed config: a YAML file plus `section.key=value` overrides, validated up front.
+"""The typed config: YAML files plus `section.key=value` overrides, validated up front.
 
 A typo in a key or an out-of-range value is a user mistake: it ends the run with one clear line
 (UserError), never a traceback deep inside Ray. One file per job:
 
-- `schema.py`: the dataclasses (one per YAML section, `Config` the whole), their defaults and
-  `validate()`, the choice lists (`TEXT_ENCODERS`, `RANDOM_POOLS`, `VALIDATION_METRICS`), the
-  plain-name and CPU rules;
-- `overrides.py`: the engine: YAML and overrides typed into a `Config` (`load_config`,
+- `schema.py`: the dataclasses (one per YAML section, `Config` the whole; the model's section is
+  the registry of parts in `model/config.py`), their defaults and `validate()`, the choice lists,
+  the plain-name and CPU rules;
+- `keys.py`: dotted keys resolved against the schema: which exist, which switch a model part on
+  or off, a key's value in a config;
+- `overrides.py`: the engine: YAML files and overrides typed into a `Config` (`load_config`,
   `with_overrides`, `config_from_dict`), `save_config`;
 - `search_space.py`: the grammar of `tune.search_space` (`SEARCH_KINDS`, `flatten_search_space`,
-  the checks of each entry, the keys that cannot be searched);
+  the checks of each entry, the keys that cannot be searched, the start points);
 - `paths.py`: where paths resolve (`storage_root`, `with_absolute_paths`).
 
-Imports go one way: search_space <- schema <- overrides, paths (search_space imports no other
-file here; it is handed the `Config` class to check key names against). Import from the package.
+Imports go one way: keys <- search_space <- schema <- overrides, paths. Import from the package.
 """
 
 from alsoview.config.overrides import config_from_dict, load_config, save_config, with_overrides
