@@ -21,7 +21,11 @@ log = logging.getLogger("alsoview")
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config file (default: built-in defaults)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        help="YAML config file (default: built-in defaults); repeat it to refine one file by the next",
+    )
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.kcore=5 text.encoder=hashing"
     )

@@ -164,3 +164,46 @@ def test_a_trial_function_trains_with_the_drivers_ray_train_settings(monkeypatch
     monkeypatch.setattr(alsoview.distributed.train, "fit_watched", lambda *a: seen.update(os.environ))
     tune.run_trial({}, load_config(None), None, None, "/nowhere", train_env=shipped)
     assert seen[runtime.TRAIN_POLL_ENV] == "0.5"
+
+
+def test_a_trial_sets_a_parts_switch_before_its_settings():
+    """Off in a trial, a part's searched settings are not used; on, it keeps the settings it had."""
+    from alsoview.config import with_overrides
+
+    base = load_config(None, ["model.heads.dot.item_features=false"])
+    off = with_overrides(base, {"model.heads.cooccurrence": False, "model.heads.cooccurrence.recency": 0.5})
+    assert off.model.heads.cooccurrence is None
+    on = with_overrides(base, {"model.heads.cooccurrence.recency": 0.5, "model.heads.cooccurrence": True})
+    assert on.model.heads.cooccurrence.recency == 0.5
+    kept = with_overrides(base, {"model.heads.dot": True})
+    assert kept.model.heads.dot.item_features is False  # on already: its settings stay
+
+
+def test_settings_of_a_part_that_is_off_leave_the_search_with_a_note():
+    config = load_config(
+        None, ["model.heads.mlp=false", "model.heads.dot=true", "tune.search_space.model.heads.dot=null"]
+    )
+    space, notes = config.search_space()
+    assert "model.heads.mlp.dropout" not in space and "model.heads.mlp.product_interaction" not in space
+    assert "tune.search_space: model.heads.mlp.dropout left out: model.heads.mlp is off" in notes[0]
+    searched = load_config(
+        None,
+        ["model.heads.mlp=false", "model.heads.dot=true", "tune.search_space.model.heads.mlp={choice: [false, true]}"],
+    )
+    assert "model.heads.mlp.dropout" in searched.search_space()[0]  # its switch is searched: so are its settings
+    point = searched.start_points()[0][0]
+    assert point["model.heads.mlp"] is False and point["model.heads.mlp.dropout"] == 0.5  # off: its default
+
+
+def test_a_start_point_may_turn_a_searched_part_on_by_its_settings():
+    config = load_config(
+        None,
+        [
+            "tune.search_space.model.heads.cooccurrence={choice: [false, true]}",
+            "tune.search_space.model.heads.cooccurrence.recency={choice: [1.0, 0.5]}",
+            "tune.start_points=[{}, {model: {heads: {cooccurrence: {recency: 0.5}}}}]",
+        ],
+    )
+    design, recency = config.start_points()[0]
+    assert design["model.heads.cooccurrence"] is False and design["model.heads.cooccurrence.recency"] == 1.0
+    assert recency["model.heads.cooccurrence"] is True and recency["model.heads.cooccurrence.recency"] == 0.5

@@ -22,7 +22,7 @@ import yaml
 
 from alsoview.config.keys import is_switch, optional_part
 from alsoview.config.schema import Config
-from alsoview.config.search_space import flatten_search_space
+from alsoview.config.search_space import flatten_search_space, is_search_spec
 from alsoview.errors import UserError
 
 Paths = Union[str, Path, typing.Sequence[Union[str, Path]], None]
@@ -90,8 +90,11 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     of its settings when a key under it is set (setting one turns the part on)."""
     parts = key.split(".")
     node = raw
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
+        if is_search_spec(child):  # a searched key (a part's switch): what lies under it is its own key
+            node[".".join(parts[depth:])] = value
+            return
         if child is None or isinstance(child, bool):
             child = node[part] = {}
         if not isinstance(child, dict):

@@ -155,14 +155,9 @@ def flatten_search_space(space: dict, prefix: str = "", keep_removals: bool = Fa
 
 
 def refine_search_space(base: dict, update: dict) -> dict[str, Any]:
-    """`base` refined by `update` key by key (both flattened); a key `update` sets to null goes."""
-    merged = flatten_search_space(base)
-    for key, value in flatten_search_space(update, keep_removals=True).items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    return merged
+    """`base` refined by `update` key by key, both flattened; a key `update` sets to null stays as
+    None, so the space a saved config reads back is the one it ran (`flatten_search_space` drops it)."""
+    return {**flatten_search_space(base, keep_removals=True), **flatten_search_space(update, keep_removals=True)}
 
 
 def effective_search_space(

@@ -24,7 +24,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from alsoview.config import Config, flatten_search_space, with_absolute_paths, with_overrides
+from alsoview.config import Config, with_absolute_paths, with_overrides
 from alsoview.data.catalog import Catalog
 from alsoview.distributed.resources import TRIAL_CPU, ResourcePlan, plan_resources
 from alsoview.distributed.tune_finish import TuneResult, finish, write_outputs
@@ -53,7 +53,7 @@ def param_space(config: Config) -> dict[str, Any]:
         "randint": lambda a: tune.randint(*a),
     }
     space = {}
-    for key, spec in flatten_search_space(config.tune.search_space).items():
+    for key, spec in config.search_space()[0].items():  # without settings of parts that are off
         kind, args = next(iter(spec.items()))
         space[key] = makers[kind](args)
     if not space:

@@ -21,7 +21,7 @@ next-item protocols the last items say the most.
 
 With `proximity` p below 1 or `forward`, C counts each user's pair of items by their places in
 the user's time order (p^(g - 1) for g places apart; forward: only pairs whose scored item came
-after; `data.relations.sequence_cooccurrence_counts`), and the user's own share taken out of C is
+after; `data.data.relations.sequence_cooccurrence_counts`), and the user's own share taken out of C is
 the user's own pair by the same rule. What each setting buys, measured with this head untrained
 as a peer: experiments/results/recency_peer-places.json (experiments/recency_peer.py).
 """
@@ -83,7 +83,7 @@ class CooccurrenceHead(nn.Module):
     ) -> None:
         super().__init__()
         self.n_users, self.n_items, self.recency = n_users, n_items, float(recency)
-        # how `counts` weighed a user's pair of items (relations.sequence_cooccurrence_counts):
+        # how `counts` weighed a user's pair of items (data.relations.sequence_cooccurrence_counts):
         # the user's own share of each count is taken out with the same rule
         self.proximity, self.forward = float(proximity), bool(forward)
         # Starts at 1: with the other heads near 0 at their start, the model first ranks as the peer
