@@ -233,13 +233,7 @@ def test_a_training_run_survives_the_loss_of_a_node_holding_a_worker_and_ends_as
 
 def _trial_settings(config) -> list[str]:
     """A trial's searched settings as overrides (`repr` of a float reads back as the same float)."""
-    from alsoview.config.search_space import flatten_search_space
-
-    values = []
-    for key in sorted(flatten_search_space(config.tune.search_space)):
-        section, name = key.split(".")
-        values.append(f"{key}={getattr(getattr(config, section), name)!r}")
-    return values
+    return [f"{key}={config.current(key)!r}" for key in sorted(config.search_space()[0])]
 
 
 def test_runs_dir_that_a_node_does_not_see_is_refused_before_any_work(cluster, tmp_path):

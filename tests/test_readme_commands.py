@@ -116,7 +116,7 @@ def test_tune_on_the_video_games_config_then_resume_it(tmp_path, capsys, ray_ses
     """configs/video_games.yaml as written, from a folder holding files of the Video Games names:
     the search, the best trial as the final model, tested and reported; the same name again
     restores the finished search without new trials. (Training the best settings again, when
-    train.epochs is more than a trial's, is test_tune's `_finished_trial` test plus `train`.)"""
+    train.epochs is more than a trial's, is test_tune's `final_plan` test plus `train` resuming.)"""
     from alsoview.config import flatten_search_space, load_config
     from alsoview.data.synthetic import generate
     from alsoview.distributed.recommend import Recommender
@@ -150,12 +150,12 @@ def test_tune_on_the_video_games_config_then_resume_it(tmp_path, capsys, ray_ses
     assert len(history) == 1
     saved = load_config(run_dir / "best" / "config.yaml")
     for key, value in best["params"].items():  # the final run trained the best trial's settings
-        section, name = key.split(".")
-        assert getattr(getattr(saved, section), name) == pytest.approx(value), key
+        assert saved.current(key) == (value if isinstance(value, (bool, str)) else pytest.approx(value)), key
     report = (run_dir / "report.md").read_text()
     assert "| model |" in report and "| cooccurrence |" in report and "| bpr |" in report
     assert "test/full/ndcg@10: model" in report
     assert "| final model (the best trial's checkpoint) |" in report
+    assert "## The final model\n\nThe best trial ran 1 epochs" in report
     assert "| prepare (or reuse) the dataset |" in report
     assert (run_dir / "learning_curves.png").stat().st_size > 10_000
     recommender = Recommender.from_run(run_dir / "best")

@@ -100,26 +100,31 @@ def test_a_grace_period_longer_than_a_trial_is_refused_in_one_line():
     assert tune_config_of(load_config("configs/video_games.yaml", [])).train.epochs == 20
 
 
-def test_the_best_trial_is_the_final_model_only_when_it_ran_the_final_epochs(tmp_path):
-    """`finish` keeps the best trial's checkpoint when it trained train.epochs (or stopped itself
-    early) under the same settings; otherwise the best settings train again."""
+def test_the_final_model_is_the_best_trial_as_far_as_it_goes(tmp_path):
+    """The best trial's checkpoint is the final model when it stopped itself early (whatever the
+    trials' epoch budget) or ran train.epochs; a trial cut short by the trials' shorter budget is
+    trained on from its checkpoint; without a checkpoint the settings train afresh."""
     import torch
 
-    from alsoview.distributed.tune_finish import _finished_trial
+    from alsoview.distributed.tune_finish import final_plan
     from alsoview.training.checkpoint import LoopState, save_checkpoint
 
     def trial(name: str, epochs_run: int, epochs: int, early: bool = False):
         folder = tmp_path / name / "checkpoint_2026-01-01_00-00-00.000000"
         folder.mkdir(parents=True)
-        state = LoopState(epoch=epochs_run - 1, history=[{"epoch": epochs_run - 1, "early_stopped": early}])
+        history = [{"epoch": epochs_run - 1, "early_stopped": early}]
+        state = LoopState(epoch=epochs_run - 1, best_epoch=epochs_run - 2, history=history)
         config = load_config(None, [f"train.epochs={epochs}"])
         save_checkpoint(folder, {"w": torch.ones(1)}, {}, state, config, {"users": 1})
         return tmp_path / name
 
-    assert _finished_trial(trial("ran-all", 3, 3), 3) is not None
-    assert _finished_trial(trial("stopped-itself", 2, 3, early=True), 3) is not None
-    assert _finished_trial(trial("ran-fewer", 1, 1), 3) is None  # trials of tune.max_epochs=1, final 3
-    assert _finished_trial(tmp_path / "none", 3) is None
+    assert final_plan(trial("ran-all", 3, 3), 3).kind == "reuse"
+    stopped = final_plan(trial("stopped-itself", 2, 2, early=True), 30)  # trials of 2 epochs, final 30
+    assert stopped.kind == "reuse" and "stopped itself early: it ran 2 epochs (best epoch 0)" in stopped.why
+    short = final_plan(trial("ran-its-budget", 2, 2), 30)
+    assert short.kind == "continue" and short.checkpoint.parent == tmp_path / "ran-its-budget"
+    assert "ran 2 epochs (best epoch 0) of train.epochs=30: the final model trains on" in short.why
+    assert final_plan(tmp_path / "none", 3).kind == "retrain"
 
 
 def test_a_failed_trials_reason_is_read_before_tune_syncs_it_to_storage(tmp_path):

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ class FinalResult:
     best_dir: Path
     report: Path
     evaluation: dict[str, dict[str, float]]
-    reused_trial: bool  # the best trial had already run train.epochs: no retraining
+    plan: "FinalPlan"  # how the final model came from the best trial
 
 
 @dataclass
@@ -47,6 +48,48 @@ class TuneResult:
     final: FinalResult | None = None
 
 
+@dataclass(frozen=True)
+class FinalPlan:
+    """How the final model comes from the best trial: its checkpoint as it is (`reuse`: it stopped
+    itself early, or ran train.epochs), the trial trained on from its checkpoint to train.epochs
+    (`continue`: it ran the trials' shorter budget), or the settings trained afresh (`retrain`:
+    no checkpoint of it loads)."""
+
+    kind: str  # "reuse", "continue" or "retrain"
+    why: str  # one line for the log and the report
+    checkpoint: Path | None = None  # the trial's newest checkpoint folder
+    saved: Any = None  # its SavedCheckpoint
+
+
+def final_plan(trial_storage: Path, epochs: int) -> FinalPlan:
+    """What the final stage does with the best trial (its Ray Train run in `trial_storage`)."""
+    from alsoview.training import checkpoint as runs
+
+    found = runs.latest_checkpoint(trial_storage)
+    if found is None:
+        return FinalPlan("retrain", "the best trial left no checkpoint: the best settings train from the start")
+    folder, saved = found
+    state = saved.state
+    last = state.history[-1] if state.history else {}
+    ran = f"ran {state.epoch + 1} epochs (best epoch {state.best_epoch})"
+    if last.get("early_stopped"):
+        return FinalPlan(
+            "reuse",
+            f"the best trial stopped itself early: it {ran}; its best weights are the final model",
+            folder,
+            saved,
+        )
+    if state.epoch >= epochs - 1:
+        return FinalPlan(
+            "reuse",
+            f"the best trial {ran}, all of train.epochs={epochs}: its best weights are the final model",
+            folder,
+            saved,
+        )
+    why = f"the best trial {ran} of train.epochs={epochs}: the final model trains on from its checkpoint"
+    return FinalPlan("continue", why, folder, saved)
+
+
 def finish(
     run_dir: Path,
     config: Config,
@@ -55,12 +98,9 @@ def finish(
     catalog: Catalog,
     stages: dict[str, float],
 ) -> FinalResult:
-    """The best settings as a model: best/ (a run directory), its test evaluation, report.md.
-
-    When the best trial (its Ray Train run in `best_trial`) already trained for train.epochs (or
-    stopped itself early), its last checkpoint is the final model; otherwise the settings train
-    again for train.epochs as the Ray Train run `best` (an interrupted job resumes it).
-    """
+    """The best settings as a model: best/ (a run directory), its test evaluation, report.md;
+    from the best trial's checkpoint as far as it goes (`final_plan`). An interrupted job resumes
+    the final training from best/'s own checkpoints."""
     from alsoview.distributed.evaluate import evaluate_run
     from alsoview.distributed.train import train
     from alsoview.training import checkpoint as runs
@@ -71,36 +111,24 @@ def finish(
     )
     best_dir = run_dir / FINAL_RUN
     began = time.perf_counter()
-    trial = _finished_trial(best_trial, final_config.train.epochs)
-    if trial is not None:
-        log.info("the best trial ran all %d epochs: its checkpoint is the final model", final_config.train.epochs)
-        runs.write_run_outputs(runs.start_run_dir(final_config, best_dir), trial, final_config.data.prepared_dir)
+    plan = final_plan(best_trial, final_config.train.epochs)
+    log.info("%s", plan.why)
+    if plan.kind == "reuse":
+        runs.write_run_outputs(runs.start_run_dir(final_config, best_dir), plan.saved, final_config.data.prepared_dir)
     else:
-        log.info("training the best settings for train.epochs=%d into %s", final_config.train.epochs, best_dir)
+        if plan.kind == "continue" and not runs.checkpoint_dirs(best_dir):
+            best_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(plan.checkpoint, best_dir / plan.checkpoint.name)  # train resumes from it
         train(final_config, catalog)
-    stages["final model (the best trial's checkpoint)" if trial is not None else "final training"] = (
-        time.perf_counter() - began
-    )
+    stage = {"reuse": "final model (the best trial's checkpoint)", "continue": "final training (from the best trial)"}
+    stages[stage.get(plan.kind, "final training")] = time.perf_counter() - began
 
     began = time.perf_counter()
     log.info("evaluating the final model on the test split against the baselines")
     evaluation = evaluate_run(best_dir, "test", config.tune.final_eval_users)
     stages["test evaluation"] = time.perf_counter() - began
-    report = write_tuning_report(run_dir, best, best_dir, evaluation, stages)
-    return FinalResult(best_dir, report, evaluation, reused_trial=trial is not None)
-
-
-def _finished_trial(trial_storage: Path, epochs: int) -> Any:
-    """The trial's last checkpoint when it trained `epochs` epochs or early-stopped itself, else None."""
-    from alsoview.training import checkpoint as runs
-
-    found = runs.latest_checkpoint(trial_storage)
-    if found is None:
-        return None
-    _, saved = found
-    last = saved.state.history[-1] if saved.state.history else {}
-    finished = saved.state.epoch >= epochs - 1 or bool(last.get("early_stopped"))
-    return saved if finished and saved.config.train.epochs == epochs else None
+    report = write_tuning_report(run_dir, best, best_dir, evaluation, stages, plan.why)
+    return FinalResult(best_dir, report, evaluation, plan)
 
 
 def write_outputs(run_dir: Path, grid: Any, config: Config) -> TuneResult:

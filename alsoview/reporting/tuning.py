@@ -55,8 +55,10 @@ def write_tuning_report(
     best_dir: Path,
     evaluation: dict[str, dict[str, float]],
     stage_seconds: dict[str, float],
+    final_note: str = "",
 ) -> Path:
-    """report.md and learning_curves.png in `run_dir`, from the search and the final run in `best_dir`."""
+    """report.md and learning_curves.png in `run_dir`, from the search and the final run in
+    `best_dir`; `final_note` says how the final model came from the best trial."""
     history = pd.read_csv(best_dir / "history.csv")
     plot_learning_curves(history, best["metric"], run_dir / CURVES_FILE)
     evaluation_md = (best_dir / "evaluation.md").read_text()
@@ -64,6 +66,7 @@ def write_tuning_report(
         "# Tuning report",
         "",
         _search_section(best),
+        *([f"## The final model\n\n{final_note[0].upper() + final_note[1:]}.\n"] if final_note else []),
         _test_section(evaluation, evaluation_md),
         _curves_section(history, best["metric"]),
         _timing_section(stage_seconds),
