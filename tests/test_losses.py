@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from alsoview.config import load_config
 from alsoview.data.tables import SamplingTables
+from alsoview.errors import UserError
 from alsoview.model import ModelConfig
 from alsoview.sampling.blocks import MixSpec, mix_block
 from alsoview.training.batches import group_rows, mix_spec, rows_per_batch
@@ -224,3 +225,56 @@ def test_candidates_per_negative_draws_more_and_batches_count_trained_groups():
     value = loss(model, grouped_batch_of(12, groups_=4))
     value.backward()
     assert torch.isfinite(value) and model.item_tower.id_embedding.weight.grad.abs().sum() > 0
+
+
+# Parts that score every item in training, alone and together (dropout off: training mode is then
+# deterministic, and the positive's leave-out is what differs from scoring)
+EVERY_ITEM_MODELS = [
+    ("user.history=true", "user.id=false", "heads.mlp=false", "heads.dot=true"),
+    ("heads.mlp=false", "heads.dot=true", "heads.also_view=true", "heads.also_buy=true"),
+    ("heads.mlp=false", "heads.dot=true", "heads.cooccurrence=true"),
+    ("heads.mlp=false", "heads.dot=true", "heads.cooccurrence.recency=0.5", "heads.cooccurrence.forward=true"),
+    ("heads.mlp=false", "heads.dot=true", "user.sequence.length=3", "user.sequence.dropout=0", "user.history=true"),
+]
+
+
+@pytest.mark.parametrize("settings", EVERY_ITEM_MODELS, ids=["+".join(s) for s in EVERY_ITEM_MODELS])
+def test_scoring_every_item_in_training_equals_scoring_each_candidate_of_the_positives_group(settings):
+    """`score_every` with the positive left out gives every item the logit `score_groups` gives it
+    as a candidate of that positive's group, with gradients for the weights."""
+    model = make_model(model_config(*settings)).train()
+    with torch.no_grad():  # move every weight off its start so every head contributes
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.3)
+    users = torch.arange(1, N_USERS)
+    positives = torch.tensor([1, 2, 5, 1])  # users 1, 2 and 4 had theirs; user 3 had item 5
+    every = model.score_every(users, positives)
+    candidates = torch.cat([positives[:, None], torch.arange(N_ITEMS).expand(len(users), -1)], dim=1)
+    torch.testing.assert_close(every, model.score_groups(users, candidates)[:, 1:], rtol=1e-4, atol=1e-4)
+    every.sum().backward()
+    assert all(p.grad is not None for name, p in model.named_parameters() if name.startswith("heads."))
+
+
+def test_the_full_softmax_is_cross_entropy_over_every_item_but_the_users_others():
+    from factories import tiny_catalog
+
+    config = load_config(None, ["train.loss=full_softmax", "model.heads.mlp=false", "model.heads.dot=true",
+                                "model.user.history=true", "sampling.negatives_per_positive=1"])  # fmt: skip
+    catalog = tiny_catalog()
+    loss = build_loss(config, catalog)
+    model = make_model(config.model).train()
+    batch = grouped_batch_of(1, groups_=6)
+    users, items, _ = groups(batch, 1)
+    logits = model.score_every(users, items[:, 0]).detach()
+    expected = []
+    for row, (user, positive) in enumerate(zip(users.tolist(), items[:, 0].tolist())):
+        start, end = catalog.sampling.user_items_indptr[user : user + 2]
+        others = set(catalog.sampling.user_items_indices[start:end].tolist()) - {positive}
+        keep = [i for i in range(1, N_ITEMS) if i not in others]
+        expected.append(-F.log_softmax(logits[row, keep], 0)[keep.index(positive)])
+    torch.testing.assert_close(loss(model, batch).detach(), torch.stack(expected).mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_full_softmax_refuses_a_part_that_cannot_score_every_item():
+    with pytest.raises(UserError, match=r"train.loss must be a loss over sampled items with model\.heads\.mlp on"):
+        load_config(None, ["train.loss=full_softmax"])

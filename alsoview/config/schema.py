@@ -31,7 +31,7 @@ from alsoview.sampling.mixing import RANDOM_POOLS, RandomPool
 
 # Each set of choices is one Literal: the config checks values against it, and the code that acts
 # on a choice (text.py, sampling.py) imports the same tuple.
-Loss = Literal["bce", "bpr", "softmax"]  # losses.py
+Loss = Literal["bce", "bpr", "softmax", "full_softmax"]  # training/losses.py
 ValidationMetric = Literal[  # every epoch's validation metrics (validation.py)
     "valid/full/ndcg@10",
     "valid/full/hr@10",
@@ -179,7 +179,8 @@ class TrainConfig:
     learning_rate: float = 0.01
     # bce: binary cross-entropy per sample (the design); bpr: each positive above each of its own
     # negatives; softmax: a sampled softmax over each positive, its negatives and (with
-    # in_batch_negatives) the batch's other positives (losses.py)
+    # in_batch_negatives) the batch's other positives; full_softmax: cross-entropy of each positive
+    # over every item (catalogs that fit: training/losses.py; its mixed negatives are not read)
     loss: Loss = "bce"
     softmax_temperature: float = 1.0  # the softmax's logits are divided by it
     # softmax: subtract each candidate's log sampling probability (logQ: also-view and popular
@@ -312,6 +313,15 @@ class Config:
             if hasattr(value, "validate"):
                 value.validate()
         self.start_points()  # explicit start points must fit the space
+        if self.train.loss == "full_softmax":
+            slow = [f"model.{name}" for name, part in self.model.parts() if not part.scores_every_item]
+            _check(
+                not slow,
+                "train.loss",
+                f"a loss over sampled items with {', '.join(slow)} on (it cannot score every item in training: "
+                "turn it off or use train.loss=softmax)",
+                self.train.loss,
+            )
         if self.storage is not None:
             _check(
                 bool(self.storage) and "://" not in self.storage,

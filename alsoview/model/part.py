@@ -30,6 +30,9 @@ class Part:
     # groups): the part describes a group's user by its positive (its relations or its later
     # items left out).
     needs_groups: ClassVar[bool] = False
+    # A head that can score every item with gradients in training (`score_every`), for a loss
+    # over every item (`train.loss=full_softmax`).
+    scores_every_item: ClassVar[bool] = True
 
     def validate(self, where: str) -> None:
         """Check the settings' values; `where` is the part's config key, for the message."""

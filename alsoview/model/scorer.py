@@ -62,6 +62,18 @@ class TowerModel(nn.Module):
         width = candidates.shape[1]
         return self._score_pairs(rows.repeat(width), candidates.reshape(-1)).view(len(users), width)
 
+    def score_every(self, users: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, n_items]`` of every item for each user, with gradients: in training each
+        row's `leave_out` item (its positive) left out of the user's tables, so every item is scored
+        as `score_groups` scores that positive's candidates (a loss over every item: losses.py).
+        Every head must score every item (`Part.scores_every_item`; the config checks it)."""
+        rows = self.users(users, leave_out)
+        scores = None
+        for head in self.heads.values():
+            score = head.score_every(rows, self.item_tower)
+            scores = score if scores is None else scores + score
+        return scores
+
     @torch.no_grad()
     def score_all_items(self, users: torch.Tensor, elements_per_chunk: int = 1 << 23) -> torch.Tensor:
         """Logits ``[B, n_items]`` of every item for each user, as ``forward`` in eval mode gives

@@ -31,7 +31,10 @@ from alsoview.data.catalog import Catalog
 
 LossStep = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 # The losses that compare a positive with its own negatives: they read batches of whole groups.
-GROUPED_LOSSES = ("bpr", "softmax")
+GROUPED_LOSSES = ("bpr", "softmax", "full_softmax")
+# A loss over every item holds a [positives, items] matrix per batch: beyond this many elements
+# the sampled softmax is the loss for the catalog (about 1 GB of logits, gradients and mask).
+FULL_SOFTMAX_MAX_ELEMENTS = 1 << 27
 
 
 def trains_in_groups(config: Config) -> bool:
@@ -54,6 +57,8 @@ def build_loss(config: Config, catalog: Catalog, device: Any = "cpu") -> LossSte
         loss = GroupedBinaryCrossEntropy(k) if trains_in_groups(config) else binary_cross_entropy
     elif t.loss == "bpr":
         loss = PairwiseLoss(k)
+    elif t.loss == "full_softmax":
+        loss = FullSoftmax.of(catalog, config, device)
     else:
         log_q = SamplingLogQ.of(catalog, config, device) if t.logq_correction else None
         loss = SampledSoftmax(k, t.softmax_temperature, log_q, t.in_batch_negatives)
@@ -197,3 +202,50 @@ class SampledSoftmax:
             logits = logits.masked_fill(own_item, float("-inf"))
         target = torch.zeros(len(users), dtype=torch.long, device=logits.device)
         return F.cross_entropy(logits, target)
+
+
+class FullSoftmax:
+    """Cross-entropy of each positive over every item (Klenitskiy & Vasilev 2023: SASRec trained
+    this way beat its binary cross-entropy form): the model scores every item for each group's
+    user with the positive left out of the user's tables (`TowerModel.score_every`), and every
+    other item the user has in any split is masked out, as the mixing leaves them out of the
+    negatives. The group's mixed negatives are not read (`sampling.negatives_per_positive=1`
+    mixes least)."""
+
+    def __init__(self, k: int, temperature: float, user_items: tuple[torch.Tensor, torch.Tensor], n_items: int) -> None:
+        self.k, self.temperature, self.n_items = k, temperature, n_items
+        self.indptr, self.items = user_items
+
+    @classmethod
+    def of(cls, catalog: Catalog, config: Config, device: Any = "cpu") -> "FullSoftmax":
+        from alsoview.errors import UserError
+        from alsoview.training.batches import rows_per_batch
+
+        positives = rows_per_batch(config, 1) // (1 + config.sampling.drawn_per_positive)
+        if positives * catalog.n_items > FULL_SOFTMAX_MAX_ELEMENTS:
+            raise UserError(
+                f"config: train.loss=full_softmax scores {catalog.n_items:,} items for each of a batch's {positives} "
+                f"positives, more than {FULL_SOFTMAX_MAX_ELEMENTS:,} logits a batch; use train.loss=softmax (sampled) "
+                "or a smaller train.batch_size"
+            )
+        tables = catalog.sampling
+        indptr = torch.as_tensor(tables.user_items_indptr, dtype=torch.int64, device=device)
+        items = torch.as_tensor(tables.user_items_indices, dtype=torch.int64, device=device)
+        return cls(
+            config.sampling.drawn_per_positive, config.train.softmax_temperature, (indptr, items), catalog.n_items
+        )
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from alsoview.model.ids import expand_ranges
+
+        users, items, _ = groups(batch, self.k)
+        positives = items[:, 0]
+        logits = model.score_every(users, positives if model.training else None) / self.temperature
+        starts = self.indptr.index_select(0, users)
+        rows, flat = expand_ranges(starts, self.indptr.index_select(0, users + 1) - starts)
+        known = self.items.index_select(0, flat)
+        other = known != positives.index_select(0, rows)
+        mask = torch.zeros_like(logits, dtype=torch.bool)
+        mask[rows[other], known[other]] = True
+        mask[:, 0] = True  # the reserved unknown item is never a candidate
+        return F.cross_entropy(logits.masked_fill(mask, float("-inf")), positives)

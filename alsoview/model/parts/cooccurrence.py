@@ -150,24 +150,28 @@ class CooccurrenceHead(nn.Module):
         """Logits [B] of (user, item) pairs (the user vector is not used)."""
         return self.weight * torch.log1p(self.sums(users.ids, items, users.leave_out))
 
-    @torch.no_grad()
-    def score_all(self, users: Users, tower: ItemTower, elements_per_chunk: int = 1 << 23) -> torch.Tensor:
-        """Logits [B, n_items]: the users' weighted item rows times the normalised co-occurrence
-        matrix, each own co-occurrence taken out of the user's items' entries."""
-        users = users.ids
-        row, flat = _each_users_items(self.indptr, users)
+    def score_every(self, users: Users, tower: ItemTower) -> torch.Tensor:
+        """Logits [B, n_items] with gradients (in the weight): the users' weighted item rows times
+        the normalised co-occurrence matrix, each own co-occurrence taken out of the user's items'
+        entries; in training each row's `leave_out` item is not among its user's items (with
+        recency below 1, nor any later item), as `sums` has it."""
+        ids, leave_out = users.ids, users.leave_out
+        row, flat = _each_users_items(self.indptr, ids)
         item = self.items.index_select(0, flat)
-        weights = self._item_weights(users, row, flat, None)
+        weights = self._item_weights(ids, row, flat, leave_out)
         if weights is None:
-            weights = torch.ones(len(item), device=users.device)
-        had = torch.zeros(len(users), self.n_items, device=users.device)
+            weights = torch.ones(len(item), device=ids.device)
+        if leave_out is not None:
+            weights = weights * (item != leave_out.index_select(0, row))
+        had = torch.zeros(len(ids), self.n_items, device=ids.device)
         had[row, item] = 1.0  # [B, n_items]: 1 where the user had the item
-        mine = had if self.recency == 1.0 else torch.zeros_like(had).index_put_((row, item), weights)
+        plain = self.recency == 1.0 and leave_out is None  # every item weighs 1
+        mine = had if plain else torch.zeros_like(had).index_put_((row, item), weights)
         # sum over the user's items j of weight_j * row j of the normalised matrix, gathered row by
         # row (a user has few items: a sparse-times-dense product over every item was far slower)
         starts = self.row_starts.index_select(0, item)
         pair, position = expand_ranges(starts, self.row_starts.index_select(0, item + 1) - starts)
-        sums = torch.zeros(len(users), self.n_items, device=users.device).index_put_(
+        sums = torch.zeros(len(ids), self.n_items, device=ids.device).index_put_(
             (row.index_select(0, pair), self.row_items.index_select(0, position)),
             self.row_values.index_select(0, position) * weights.index_select(0, pair),
             accumulate=True,
@@ -176,8 +180,13 @@ class CooccurrenceHead(nn.Module):
             weighted = mine @ self.norm  # [B]: the user's items' weighted norms
             own = had * self.norm * (weighted[:, None] - mine * self.norm)
         else:
-            own = self._own_rows(users, row, flat, weights)
+            own = self._own_rows(ids, row, flat, weights)
         return self.weight * torch.log1p((sums - own).clamp(min=0))
+
+    @torch.no_grad()
+    def score_all(self, users: Users, tower: ItemTower, elements_per_chunk: int = 1 << 23) -> torch.Tensor:
+        """Logits [B, n_items], as `score` gives them."""
+        return self.score_every(users, tower)
 
     def _own_rows(
         self, users: torch.Tensor, row: torch.Tensor, flat: torch.Tensor, weights: torch.Tensor

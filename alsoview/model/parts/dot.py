@@ -51,7 +51,11 @@ class DotHead(nn.Module):
         """Logits [B] of (user vector, item) pairs."""
         return (users.vector * self.item_vector(items, tower)).sum(-1) + self.item_bias(items).squeeze(-1)
 
+    def score_every(self, users: Users, tower: ItemTower) -> torch.Tensor:
+        """Logits [B, n_items] with gradients: one matrix product with every item's vector."""
+        return users.vector @ self.item_vector(tower.every_item(), tower).T + self.item_bias.weight.T
+
     @torch.no_grad()
     def score_all(self, users: Users, tower: ItemTower, elements_per_chunk: int = 1 << 23) -> torch.Tensor:
-        """Logits [B, n_items]: one matrix product with every item's vector."""
-        return users.vector @ self.item_vector(tower.every_item(), tower).T + self.item_bias.weight.T
+        """Logits [B, n_items], as `score` gives them."""
+        return self.score_every(users, tower)

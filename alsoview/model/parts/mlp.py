@@ -18,6 +18,8 @@ from alsoview.model.towers import ItemTower
 class MLPConfig(Part):
     """The design's MLP over the concatenated user vector and item parts."""
 
+    scores_every_item = False  # every (user, item) pair through the MLP: too slow to train on
+
     hidden_dims: tuple[int, ...] = (128, 64)
     dropout: float = 0.5
     text_projection_dim: int = 64  # the description vector goes through Linear(text_dim, this)

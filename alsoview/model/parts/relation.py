@@ -77,14 +77,24 @@ class RelationHead(nn.Module):
         """Logits [B] of (user, item) pairs (the user vector is not used)."""
         return self.weight * self.relation(users.ids, items, users.leave_out)
 
+    def score_every(self, users: Users, tower: ItemTower) -> torch.Tensor:
+        """Logits [B, n_items] with gradients (in the weight): each user's counts scattered into a
+        dense row, each row's `leave_out` item not counted as a relation (as `relation` does)."""
+        ids = users.ids
+        counts = torch.zeros(len(ids), self.n_items, device=self.keys.device)
+        lo = torch.searchsorted(self.keys, ids * self.n_items)
+        hi = torch.searchsorted(self.keys, (ids + 1) * self.n_items)
+        rows, flat = expand_ranges(lo, hi - lo)
+        counts[rows, self.keys.index_select(0, flat) % self.n_items] = self.counts.index_select(0, flat)
+        if users.leave_out is not None:
+            start = torch.searchsorted(self.neighbour_keys, users.leave_out * self.n_items)
+            end = torch.searchsorted(self.neighbour_keys, (users.leave_out + 1) * self.n_items)
+            near_rows, near = expand_ranges(start, end - start)
+            counts[near_rows, self.neighbour_keys.index_select(0, near) % self.n_items] -= 1.0
+            counts = counts.clamp(min=0)
+        return self.weight * torch.log1p(counts)
+
     @torch.no_grad()
     def score_all(self, users: Users, tower: ItemTower, elements_per_chunk: int = 1 << 23) -> torch.Tensor:
-        """Logits [B, n_items]: each user's counts scattered into a dense row."""
-        users = users.ids
-        out = torch.zeros(len(users), self.n_items, device=self.keys.device)
-        lo = torch.searchsorted(self.keys, users * self.n_items)
-        hi = torch.searchsorted(self.keys, (users + 1) * self.n_items)
-        lengths = hi - lo
-        rows, flat = expand_ranges(lo, lengths)
-        out[rows, self.keys.index_select(0, flat) % self.n_items] = torch.log1p(self.counts.index_select(0, flat))
-        return self.weight * out
+        """Logits [B, n_items], as `score` gives them."""
+        return self.score_every(users, tower)
