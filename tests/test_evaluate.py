@@ -198,8 +198,8 @@ def test_the_test_split_is_ranked_with_the_validation_items_known(catalog, smoke
     trained = build_model(catalog, config.model, config.seed).eval()
     scoring = ModelFactory(trained.state_dict(), config, known)("cpu").model
     users, valid_items = torch.as_tensor(catalog.valid.users[:60]), catalog.valid.items[:60]
-    assert (scoring.user_tower.sequence.window(users)[:, -1].numpy() == valid_items).all()
-    assert (trained.user_tower.sequence.window(users)[:, -1].numpy() != valid_items).all()
+    assert (scoring.user_tower.parts["sequence"].window(users)[:, -1].numpy() == valid_items).all()
+    assert (trained.user_tower.parts["sequence"].window(users)[:, -1].numpy() != valid_items).all()
     neighbours = Neighbours.from_also_view(
         catalog.n_items, catalog.sampling.also_view_indptr, catalog.sampling.also_view_indices
     )

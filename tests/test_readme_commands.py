@@ -138,8 +138,9 @@ def test_tune_on_the_video_games_config_then_resume_it(tmp_path, capsys, ray_ses
     assert (trials["training_iteration"] == 1).all()
     config = load_config(run_dir / "config.yaml")
     best = json.loads((run_dir / "best.json").read_text())
-    space = flatten_search_space(config.tune.search_space)
+    space, _ = config.search_space()  # the space the search ran: no settings of parts that are off
     assert set(best["params"]) == set(space)
+    assert set(space) < set(flatten_search_space(config.tune.search_space))  # the MLP's are left out
     for key, spec in space.items():
         kind, args = next(iter(spec.items()))
         value = best["params"][key]
