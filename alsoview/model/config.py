@@ -23,6 +23,7 @@ from alsoview.model.parts.cooccurrence import CooccurrenceConfig
 from alsoview.model.parts.dot import DotConfig
 from alsoview.model.parts.history import HistoryConfig
 from alsoview.model.parts.mlp import MLPConfig
+from alsoview.model.parts.recent_relations import RecentRelationsConfig
 from alsoview.model.parts.relation import AlsoBuyConfig, AlsoViewConfig
 from alsoview.model.parts.sequence import SequenceConfig
 from alsoview.model.parts.user_id import UserIdConfig
@@ -56,6 +57,7 @@ class Heads:
     also_view: AlsoViewConfig | None = None  # how many of the user's items are also-view neighbours
     also_buy: AlsoBuyConfig | None = None  # the same over also-bought
     cooccurrence: CooccurrenceConfig | None = None  # the co-occurrence peer's score, learned weight
+    recent_relations: RecentRelationsConfig | None = None  # the graphs' relations by steps back, learned pull
 
     def enabled(self) -> Iterator[tuple[str, Part]]:
         return _enabled(self)
