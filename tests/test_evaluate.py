@@ -206,7 +206,7 @@ def test_the_test_split_is_ranked_with_the_validation_items_known(catalog, smoke
     related = [(u, n) for u, v in zip(users.tolist(), valid_items.tolist()) for n in neighbours.of(v)[:2]]
     assert related, "the smoke data's validation items have also-view neighbours"
     u, n = (torch.as_tensor(column) for column in zip(*related))
-    before, after = (m.heads["relation"].relation(u, n, None).expm1() for m in (trained, scoring))
+    before, after = (m.heads["also_view"].relation(u, n, None).expm1() for m in (trained, scoring))
     assert torch.allclose(after - before, torch.ones_like(after))  # the validation item is one more relation
 
 
