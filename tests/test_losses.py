@@ -278,3 +278,21 @@ def test_the_full_softmax_is_cross_entropy_over_every_item_but_the_users_others(
 def test_the_full_softmax_refuses_a_part_that_cannot_score_every_item():
     with pytest.raises(UserError, match=r"train.loss must be a loss over sampled items with model\.heads\.mlp on"):
         load_config(None, ["train.loss=full_softmax"])
+
+
+def test_the_full_softmax_adds_its_weight_times_bpr_over_the_groups_also_view_negatives():
+    from factories import tiny_catalog
+
+    overrides = ["train.loss=full_softmax", "model.heads.mlp=false", "model.heads.dot=true", "model.user.history=true"]
+    plain = load_config(None, [*overrides, "sampling.negatives_per_positive=2"])
+    weighted = load_config(None, [*overrides, "sampling.negatives_per_positive=2", "train.hard_negative_weight=0.5"])
+    catalog, model = tiny_catalog(), make_model(plain.model).train()
+    batch = grouped_batch_of(2, groups_=6)
+    users, items, is_hard = groups(batch, 2)
+    scores = model.score_every(users, items[:, 0]).detach().gather(1, items)
+    hard = is_hard[:, 1:] > 0
+    expected_term = -0.5 * F.logsigmoid(scores[:, :1] - scores[:, 1:])[hard].mean()
+    difference = build_loss(weighted, catalog)(model, batch) - build_loss(plain, catalog)(model, batch)
+    torch.testing.assert_close(difference.detach(), expected_term, rtol=1e-5, atol=1e-6)
+    with pytest.raises(UserError, match="train.loss must be full_softmax with train.hard_negative_weight"):
+        load_config(None, ["train.hard_negative_weight=1"])

@@ -187,6 +187,10 @@ class TrainConfig:
     # items are drawn more often than uniform) so the sampled loss estimates the full softmax
     logq_correction: bool = True
     in_batch_negatives: bool = True  # softmax: the batch's other positives are negatives too
+    # full_softmax: add this weight times each group's also-view negatives' -log sigmoid(positive -
+    # negative) (BPR), so the one model also learns to tell the positive from its neighbours. 0:
+    # the mixed negatives are not read.
+    hard_negative_weight: float = 0.0
     num_workers: int = 1
     use_gpu: Union[bool, Literal["auto"]] = "auto"  # auto: use GPUs when the cluster has them
     # CPUs per training worker; None: the resource plan picks a share that leaves every worker's
@@ -217,6 +221,14 @@ class TrainConfig:
         _check(self.learning_rate > 0, "train.learning_rate", "> 0", self.learning_rate)
         _check(self.loss in LOSSES, "train.loss", f"one of {LOSSES}", self.loss)
         _check(self.softmax_temperature > 0, "train.softmax_temperature", "> 0", self.softmax_temperature)
+        _check(
+            0.0 <= self.hard_negative_weight <= 100.0 and math.isfinite(self.hard_negative_weight),
+            "train.hard_negative_weight",
+            "in [0, 100]",
+            self.hard_negative_weight,
+        )
+        if self.hard_negative_weight > 0:
+            _check(self.loss == "full_softmax", "train.loss", "full_softmax with train.hard_negative_weight", self.loss)
         _check(self.num_workers >= 1, "train.num_workers", ">= 1", self.num_workers)
         _check(self.batch_size >= self.num_workers, "train.batch_size", ">= train.num_workers", self.batch_size)
         _check(self.use_gpu in (True, False, "auto"), "train.use_gpu", "true, false or auto", self.use_gpu)

@@ -209,11 +209,19 @@ class FullSoftmax:
     this way beat its binary cross-entropy form): the model scores every item for each group's
     user with the positive left out of the user's tables (`TowerModel.score_every`), and every
     other item the user has in any split is masked out, as the mixing leaves them out of the
-    negatives. The group's mixed negatives are not read (`sampling.negatives_per_positive=1`
-    mixes least)."""
+    negatives. The group's mixed negatives are read only for `train.hard_negative_weight` (else
+    `sampling.negatives_per_positive=1` mixes least): their also-view ones add that weight times
+    -log sigmoid(positive - negative) each, on the same logits."""
 
-    def __init__(self, k: int, temperature: float, user_items: tuple[torch.Tensor, torch.Tensor], n_items: int) -> None:
-        self.k, self.temperature, self.n_items = k, temperature, n_items
+    def __init__(
+        self,
+        k: int,
+        temperature: float,
+        user_items: tuple[torch.Tensor, torch.Tensor],
+        n_items: int,
+        hard_weight: float = 0.0,
+    ) -> None:
+        self.k, self.temperature, self.n_items, self.hard_weight = k, temperature, n_items, hard_weight
         self.indptr, self.items = user_items
 
     @classmethod
@@ -231,16 +239,19 @@ class FullSoftmax:
         tables = catalog.sampling
         indptr = torch.as_tensor(tables.user_items_indptr, dtype=torch.int64, device=device)
         items = torch.as_tensor(tables.user_items_indices, dtype=torch.int64, device=device)
+        t = config.train
         return cls(
-            config.sampling.drawn_per_positive, config.train.softmax_temperature, (indptr, items), catalog.n_items
-        )
+            config.sampling.drawn_per_positive, t.softmax_temperature, (indptr, items), catalog.n_items,
+            t.hard_negative_weight,
+        )  # fmt: skip
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         from alsoview.model.ids import expand_ranges
 
-        users, items, _ = groups(batch, self.k)
+        users, items, is_hard = groups(batch, self.k)
         positives = items[:, 0]
         logits = model.score_every(users, positives if model.training else None) / self.temperature
+        hard = self._hard_term(logits, items, is_hard) if self.hard_weight > 0 else 0.0
         starts = self.indptr.index_select(0, users)
         rows, flat = expand_ranges(starts, self.indptr.index_select(0, users + 1) - starts)
         known = self.items.index_select(0, flat)
@@ -248,4 +259,13 @@ class FullSoftmax:
         mask = torch.zeros_like(logits, dtype=torch.bool)
         mask[rows[other], known[other]] = True
         mask[:, 0] = True  # the reserved unknown item is never a candidate
-        return F.cross_entropy(logits.masked_fill(mask, float("-inf")), positives)
+        return F.cross_entropy(logits.masked_fill(mask, float("-inf")), positives) + hard
+
+    def _hard_term(self, logits: torch.Tensor, items: torch.Tensor, is_hard: torch.Tensor) -> torch.Tensor:
+        """The weight times the mean -log sigmoid(positive - negative) over the groups' also-view negatives."""
+        scores = logits.gather(1, items)  # [G, 1 + k]: the positive, then its negatives
+        margins = F.logsigmoid(scores[:, :1] - scores[:, 1:])
+        chosen = is_hard[:, 1:] > 0
+        if not bool(chosen.any()):
+            return logits.new_zeros(())
+        return -self.hard_weight * margins[chosen].mean()
