@@ -237,8 +237,9 @@ class FullSoftmax:
                 "or a smaller train.batch_size"
             )
         tables = catalog.sampling
-        indptr = torch.as_tensor(tables.user_items_indptr, dtype=torch.int64, device=device)
-        items = torch.as_tensor(tables.user_items_indices, dtype=torch.int64, device=device)
+        # copies: the tables' arrays are read-only (shared through Ray's object store)
+        indptr = torch.tensor(tables.user_items_indptr, dtype=torch.int64, device=device)
+        items = torch.tensor(tables.user_items_indices, dtype=torch.int64, device=device)
         t = config.train
         return cls(
             config.sampling.drawn_per_positive, t.softmax_temperature, (indptr, items), catalog.n_items,
