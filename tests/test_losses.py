@@ -294,5 +294,27 @@ def test_the_full_softmax_adds_its_weight_times_bpr_over_the_groups_also_view_ne
     expected_term = -0.5 * F.logsigmoid(scores[:, :1] - scores[:, 1:])[hard].mean()
     difference = build_loss(weighted, catalog)(model, batch) - build_loss(plain, catalog)(model, batch)
     torch.testing.assert_close(difference.detach(), expected_term, rtol=1e-5, atol=1e-6)
-    with pytest.raises(UserError, match="train.loss must be full_softmax with train.hard_negative_weight"):
+
+
+def test_the_sampled_softmax_adds_its_weight_times_bpr_over_the_groups_also_view_negatives():
+    from factories import tiny_catalog
+
+    overrides = ["train.loss=softmax", "sampling.negatives_per_positive=2", "train.softmax_temperature=0.5"]
+    plain = load_config(None, overrides)
+    weighted = load_config(None, [*overrides, "train.hard_negative_weight=2"])
+    catalog, model = tiny_catalog(), make_model(plain.model).eval()  # eval: no dropout noise between the two
+    batch = grouped_batch_of(2, groups_=6)
+    users, items, is_hard = groups(batch, 2)
+    hard = is_hard[:, 1:] > 0
+    assert hard.any() and not hard.all()  # the term reads only the also-view negatives
+    scores = model.score_groups(users, items).detach() / 0.5  # the logits before the logQ correction
+    expected_term = -2 * F.logsigmoid(scores[:, :1] - scores[:, 1:])[hard].mean()
+    difference = build_loss(weighted, catalog)(model, batch) - build_loss(plain, catalog)(model, batch)
+    torch.testing.assert_close(difference.detach(), expected_term, rtol=1e-5, atol=1e-6)
+
+
+def test_the_hard_negative_term_needs_a_softmax_and_also_view_negatives():
+    with pytest.raises(UserError, match=r"train.loss must be one of \('softmax', 'full_softmax'\) with"):
         load_config(None, ["train.hard_negative_weight=1"])
+    with pytest.raises(UserError, match="sampling.also_view_fraction must be > 0 with train.hard_negative_weight"):
+        load_config(None, ["train.loss=softmax", "train.hard_negative_weight=1", "sampling.also_view_fraction=0"])

@@ -43,6 +43,8 @@ ValidationMetric = Literal[  # every epoch's validation metrics (validation.py)
     "valid/mean_auc",
 ]
 LOSSES: tuple[str, ...] = typing.get_args(Loss)
+# The losses that can add the BPR term over also-view negatives (train.hard_negative_weight).
+HARD_TERM_LOSSES = ("softmax", "full_softmax")
 # What early stopping and tuning can maximise.
 VALIDATION_METRICS: tuple[str, ...] = typing.get_args(ValidationMetric)
 
@@ -187,9 +189,9 @@ class TrainConfig:
     # items are drawn more often than uniform) so the sampled loss estimates the full softmax
     logq_correction: bool = True
     in_batch_negatives: bool = True  # softmax: the batch's other positives are negatives too
-    # full_softmax: add this weight times each group's also-view negatives' -log sigmoid(positive -
-    # negative) (BPR), so the one model also learns to tell the positive from its neighbours. 0:
-    # the mixed negatives are not read.
+    # softmax, full_softmax: add this weight times each group's also-view negatives' -log
+    # sigmoid(positive - negative) (BPR), so the one model that ranks every item also learns to tell
+    # the positive from its neighbours. 0: off.
     hard_negative_weight: float = 0.0
     num_workers: int = 1
     use_gpu: Union[bool, Literal["auto"]] = "auto"  # auto: use GPUs when the cluster has them
@@ -228,7 +230,12 @@ class TrainConfig:
             self.hard_negative_weight,
         )
         if self.hard_negative_weight > 0:
-            _check(self.loss == "full_softmax", "train.loss", "full_softmax with train.hard_negative_weight", self.loss)
+            _check(
+                self.loss in HARD_TERM_LOSSES,
+                "train.loss",
+                f"one of {HARD_TERM_LOSSES} with train.hard_negative_weight > 0",
+                self.loss,
+            )
         _check(self.num_workers >= 1, "train.num_workers", ">= 1", self.num_workers)
         _check(self.batch_size >= self.num_workers, "train.batch_size", ">= train.num_workers", self.batch_size)
         _check(self.use_gpu in (True, False, "auto"), "train.use_gpu", "true, false or auto", self.use_gpu)
@@ -325,6 +332,13 @@ class Config:
             if hasattr(value, "validate"):
                 value.validate()
         self.start_points()  # explicit start points must fit the space
+        if self.train.hard_negative_weight > 0:
+            _check(
+                self.sampling.also_view_fraction > 0,
+                "sampling.also_view_fraction",
+                "> 0 with train.hard_negative_weight > 0 (its term reads the also-view negatives)",
+                self.sampling.also_view_fraction,
+            )
         if self.train.loss == "full_softmax":
             slow = [f"model.{name}" for name, part in self.model.parts() if not part.scores_every_item]
             _check(

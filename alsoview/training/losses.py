@@ -61,7 +61,7 @@ def build_loss(config: Config, catalog: Catalog, device: Any = "cpu") -> LossSte
         loss = FullSoftmax.of(catalog, config, device)
     else:
         log_q = SamplingLogQ.of(catalog, config, device) if t.logq_correction else None
-        loss = SampledSoftmax(k, t.softmax_temperature, log_q, t.in_batch_negatives)
+        loss = SampledSoftmax(k, t.softmax_temperature, log_q, t.in_batch_negatives, t.hard_negative_weight)
     candidates = config.sampling.candidates_per_negative
     return HardestCandidates(loss, k, candidates) if candidates > 1 else loss
 
@@ -178,11 +178,26 @@ class SamplingLogQ:
         return torch.cat([self.positive[items[:, :1]], drawn], dim=1)
 
 
-class SampledSoftmax:
-    """Cross-entropy of each positive among its candidates (see the module docstring)."""
+def hard_negative_term(scores: torch.Tensor, is_hard: torch.Tensor, weight: float) -> torch.Tensor:
+    """`weight` times the mean -log sigmoid(positive - negative) over the groups' also-view
+    negatives (`train.hard_negative_weight`): scores [G, 1 + k], the positive first. Zero when a
+    batch drew none (short also-view lists fall back to random items)."""
+    chosen = is_hard[:, 1:] > 0
+    if not bool(chosen.any()):
+        return scores.new_zeros(())
+    return -weight * F.logsigmoid(scores[:, :1] - scores[:, 1:])[chosen].mean()
 
-    def __init__(self, k: int, temperature: float, log_q: SamplingLogQ | None, in_batch: bool) -> None:
+
+class SampledSoftmax:
+    """Cross-entropy of each positive among its candidates (see the module docstring), plus
+    `hard_weight` times BPR over the group's also-view negatives (`hard_negative_term`), on the
+    logits before the logQ correction."""
+
+    def __init__(
+        self, k: int, temperature: float, log_q: SamplingLogQ | None, in_batch: bool, hard_weight: float = 0.0
+    ) -> None:
         self.k, self.temperature, self.log_q, self.in_batch = k, temperature, log_q, in_batch
+        self.hard_weight = hard_weight
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         users, items, is_hard = groups(batch, self.k)
@@ -191,6 +206,7 @@ class SampledSoftmax:
             positives = items[:, 0]
             candidates = torch.cat([items, positives.expand(len(users), -1)], dim=1)
         logits = model.score_groups(users, candidates) / self.temperature
+        hard = hard_negative_term(logits[:, : 1 + self.k], is_hard, self.hard_weight) if self.hard_weight > 0 else 0.0
         if self.log_q is not None:
             correction = [self.log_q.own(items, is_hard)]
             if self.in_batch:
@@ -201,7 +217,7 @@ class SampledSoftmax:
             own_item[:, : 1 + self.k] = False
             logits = logits.masked_fill(own_item, float("-inf"))
         target = torch.zeros(len(users), dtype=torch.long, device=logits.device)
-        return F.cross_entropy(logits, target)
+        return F.cross_entropy(logits, target) + hard
 
 
 class FullSoftmax:
@@ -252,7 +268,7 @@ class FullSoftmax:
         users, items, is_hard = groups(batch, self.k)
         positives = items[:, 0]
         logits = model.score_every(users, positives if model.training else None) / self.temperature
-        hard = self._hard_term(logits, items, is_hard) if self.hard_weight > 0 else 0.0
+        hard = hard_negative_term(logits.gather(1, items), is_hard, self.hard_weight) if self.hard_weight > 0 else 0.0
         starts = self.indptr.index_select(0, users)
         rows, flat = expand_ranges(starts, self.indptr.index_select(0, users + 1) - starts)
         known = self.items.index_select(0, flat)
@@ -261,12 +277,3 @@ class FullSoftmax:
         mask[rows[other], known[other]] = True
         mask[:, 0] = True  # the reserved unknown item is never a candidate
         return F.cross_entropy(logits.masked_fill(mask, float("-inf")), positives) + hard
-
-    def _hard_term(self, logits: torch.Tensor, items: torch.Tensor, is_hard: torch.Tensor) -> torch.Tensor:
-        """The weight times the mean -log sigmoid(positive - negative) over the groups' also-view negatives."""
-        scores = logits.gather(1, items)  # [G, 1 + k]: the positive, then its negatives
-        margins = F.logsigmoid(scores[:, :1] - scores[:, 1:])
-        chosen = is_hard[:, 1:] > 0
-        if not bool(chosen.any()):
-            return logits.new_zeros(())
-        return -self.hard_weight * margins[chosen].mean()
