@@ -6,6 +6,7 @@ baseline and peer, mean +- std over seeds.
     python benchmarks/real_quality.py --datasets grocery --seeds 1 --variants recommended+softmax
     python benchmarks/real_quality.py --datasets grocery --threads 1 --jobs 2 --resume   # 2 runs at once, go on
     python benchmarks/real_quality.py --datasets generated   # the demo's generated data, not real
+    python benchmarks/real_quality.py --datasets magazine,gift_cards --variants start-points   # the shipped settings
 
 Data: the real files in ../shared/data/realworld (or $ALSOVIEW_REALWORLD_DIR), prepared once with
 the hashing text encoder under data/bench/real/<name>. Every model trains in this process with
@@ -24,6 +25,10 @@ MLP, dropout 0.5, lr 0.01, batch 512) or `recommended` (configs/video_games.yaml
 a file in configs/variants/ (`softmax.yaml`, `harder-of-2.yaml`, ...: each says what it changes),
 refining the config in order as `alsoview --config A --config B` does. A variant whose overlays
 set the also-view fraction runs at that fraction only; the others run at every --fractions value.
+`recommended@N` is the config's N-th search start point, complete over the searched keys as the
+main job's trial N runs it (its own fraction); `start-points` names them all. The base
+`bce-relations` (benchmarks/bases/) is the `recommended` of the results files measured before the
+start points moved to the softmaxes.
 
 Prints a Markdown table and writes benchmarks/results/<--out>.json.
 """
@@ -57,22 +62,28 @@ DATASETS = {
 # (epochs, patience) unless --epochs / --patience say otherwise: Magazine's 348 users make an
 # epoch a few steps, so its models need many more epochs to converge.
 EPOCHS = {"grocery": (20, 4), "magazine": (100, 10), "gift_cards": (100, 10), "generated": (20, 4)}
-BASES = {"design": [], "recommended": [ROOT / "configs" / "video_games.yaml"]}
+# `bce-relations`: the `recommended` of the results files measured before the start points moved
+# to the softmaxes (benchmarks/bases/bce-relations.yaml says which).
+BASES = {
+    "design": [],
+    "recommended": [ROOT / "configs" / "video_games.yaml"],
+    "bce-relations": [ROOT / "benchmarks" / "bases" / "bce-relations.yaml"],
+}
 OVERLAYS = ROOT / "configs" / "variants"
-# The README's "Quality on real data" rows (the default run)
+# The README's "Quality on real data" rows (the default run), on the base they were measured on
 README_VARIANTS = (
     "design",
-    "recommended+no-also-view",
-    "recommended+softmax+no-also-view",
-    "recommended",
-    "recommended+harder-of-2",
-    "recommended+softmax",
-    "recommended+cooccurrence-head",
-    "recommended+harder-of-2+cooccurrence-head",
-    "recommended+softmax+cooccurrence-head",
-    "recommended+softmax+recency",
-    "recommended+softmax+recency+forward",
-    "recommended+softmax+sequence",
+    "bce-relations+no-also-view",
+    "bce-relations+softmax+no-also-view",
+    "bce-relations",
+    "bce-relations+harder-of-2",
+    "bce-relations+softmax",
+    "bce-relations+cooccurrence-head",
+    "bce-relations+harder-of-2+cooccurrence-head",
+    "bce-relations+softmax+cooccurrence-head",
+    "bce-relations+softmax+recency",
+    "bce-relations+softmax+recency+forward",
+    "bce-relations+softmax+sequence",
 )
 REPORTED = (
     "test/full/ndcg@10",
@@ -85,30 +96,72 @@ REPORTED = (
 )
 
 
-def variant_files(variant: str) -> list[Path]:
-    """The YAML files of a variant, in the order they apply: its base's, then its overlays."""
-    base, *overlays = variant.split("+")
+def variant_parts(variant: str) -> tuple[str, int | None, list[str]]:
+    """`base[@N]+overlay+...` -> (base, start point N or None, overlays)."""
+    head, *overlays = variant.split("+")
+    base, _, start = head.partition("@")
     if base not in BASES:
         raise SystemExit(f"unknown variant base {base!r} in {variant!r}: one of {', '.join(BASES)}")
+    if start and not start.isdigit():
+        raise SystemExit(f"{variant!r}: the start point after @ is a number (1 for the config's first)")
     known = sorted(path.stem for path in OVERLAYS.glob("*.yaml"))
     unknown = [name for name in overlays if name not in known]
     if unknown:
         raise SystemExit(f"unknown overlay {unknown[0]!r} in {variant!r}: one of {', '.join(known)} ({OVERLAYS})")
+    return base, int(start) if start else None, overlays
+
+
+def expand_variants(variants: list[str]) -> list[str]:
+    """`start-points` -> every start point of configs/video_games.yaml (`recommended@1`, ...): the
+    trials the main job runs first, the shipped settings; other names as they are."""
+    from alsoview.config import load_config
+
+    expanded = []
+    for variant in variants:
+        if variant == "start-points":
+            points, _ = load_config(BASES["recommended"]).start_points()
+            expanded += [f"recommended@{number}" for number in range(1, len(points) + 1)]
+        else:
+            expanded.append(variant)
+    return expanded
+
+
+def variant_files(variant: str) -> list[Path]:
+    """The YAML files of a variant, in the order they apply: its base's, then its overlays."""
+    base, _, overlays = variant_parts(variant)
     return [*BASES[base], *(OVERLAYS / f"{name}.yaml" for name in overlays)]
 
 
+def start_point(config: Any, number: int, variant: str) -> dict[str, Any]:
+    """The config's search start point `number` (1-based), complete over the searched keys: the
+    settings the main job's trial number `number` runs with."""
+    points, _ = config.start_points()
+    if not 1 <= number <= len(points):
+        raise SystemExit(f"{variant!r}: its config has start points 1 to {len(points)}")
+    return points[number - 1]
+
+
 def variant_config(variant: str, prepared: str, overrides: list[str]) -> Any:
-    """The config of `variant` on the prepared dataset `prepared`, with `key=value` overrides."""
-    from alsoview.config import load_config
+    """The config of `variant` on the prepared dataset `prepared`, with `key=value` overrides; a
+    `base@N` variant then takes start point N's settings, as that trial of a search does."""
+    from alsoview.config import load_config, with_overrides
 
     dataset = [f"data.prepared_dir={prepared}", "data.reviews=[]", "data.meta=[]", "text.encoder=hashing"]
-    return load_config(variant_files(variant), [*dataset, *overrides])
+    config = load_config(variant_files(variant), [*dataset, *overrides])
+    _, number, _ = variant_parts(variant)
+    return config if number is None else with_overrides(config, start_point(config, number, variant))
 
 
 def variant_fractions(variant: str, fractions: list[float]) -> list[float]:
-    """The also-view fractions a variant runs at: the one its overlays set, else every fraction asked."""
-    overlays = variant_files(variant)[len(BASES[variant.split("+")[0]]) :]
-    sections = [yaml.safe_load(path.read_text()).get("sampling") or {} for path in overlays]
+    """The also-view fractions a variant runs at: a start point's, else the one its overlays set,
+    else every fraction asked."""
+    from alsoview.config import load_config
+
+    base, number, _ = variant_parts(variant)
+    files = variant_files(variant)
+    if number is not None:
+        return [float(start_point(load_config(files), number, variant)["sampling.also_view_fraction"])]
+    sections = [yaml.safe_load(path.read_text()).get("sampling") or {} for path in files[len(BASES[base]) :]]
     pinned = [section["also_view_fraction"] for section in sections if "also_view_fraction" in section]
     return [float(pinned[-1])] if pinned else fractions
 
@@ -358,6 +411,7 @@ def main() -> None:
         help="keep the model runs already in --out's file (written after every run); same epochs, patience, --set",
     )
     args = parser.parse_args()
+    args.variants = ",".join(expand_variants(args.variants.split(",")))
     done = finished_runs(args)
 
     import torch
