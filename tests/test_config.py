@@ -1,5 +1,6 @@
 """Typed configuration: files, overrides, and clear errors for user mistakes."""
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -143,3 +144,24 @@ def test_the_saved_form_of_a_config_reads_back_the_same():
         "sequence": {"length": 20, "blocks": 1, "dropout": 0.2},
     }
     assert config_from_dict(plain) == config
+
+
+@pytest.mark.parametrize(
+    "number, overlays",
+    [
+        (1, ["softmax", "recency", "forward", "recent-relations"]),
+        (2, ["full-softmax-hard", "recency", "forward", "recent-relations"]),
+        (4, ["full-softmax", "recency", "forward", "recent-relations"]),
+    ],
+)
+def test_the_start_points_are_the_configurations_docs_quality_reports(number, overlays):
+    """docs/quality.md reports Grocery's start points from runs of the earlier base plus overlays:
+    they must stay the same configurations (everything but the tune section)."""
+    from alsoview.config import with_overrides
+
+    shipped = load_config(RECOMMENDED)
+    points, _ = shipped.start_points()
+    base = Path(__file__).parents[1] / "benchmarks" / "bases" / "bce-relations.yaml"
+    measured = load_config([base, *(VARIANTS[0].parent / f"{name}.yaml" for name in overlays)])
+    trial = with_overrides(shipped, points[number - 1])
+    assert dataclasses.replace(trial, tune=measured.tune) == measured
