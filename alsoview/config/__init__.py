@@ -17,14 +17,11 @@ A typo in a key or an out-of-range value is a user mistake: it ends the run with
 Imports go one way: keys <- search_space <- schema <- overrides, paths. Import from the package.
 """
 
+from alsoview.config.names import CPUS_RULE, MAX_CPUS, PLAIN_NAME, PLAIN_NAME_RULE, check_plain_name, is_plain_name
 from alsoview.config.overrides import config_from_dict, load_config, save_config, with_overrides
 from alsoview.config.paths import DEFAULT_STORAGE, STORAGE_ENV, storage_root, with_absolute_paths
 from alsoview.config.schema import (
-    CPUS_RULE,
     LOSSES,
-    MAX_CPUS,
-    PLAIN_NAME,
-    PLAIN_NAME_RULE,
     RANDOM_POOLS,
     TEXT_ENCODERS,
     VALIDATION_METRICS,
@@ -39,8 +36,6 @@ from alsoview.config.schema import (
     TrainConfig,
     TuneConfig,
     ValidationMetric,
-    check_plain_name,
-    is_plain_name,
 )
 from alsoview.config.search_space import SEARCH_KINDS, UNSEARCHABLE, flatten_search_space, is_search_spec
 

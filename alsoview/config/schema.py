@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from alsoview.config.keys import current_value, optional_part
+from alsoview.config.names import CPUS_RULE, MAX_CPUS, PLAIN_NAME_RULE, is_plain_name
 from alsoview.config.search_space import (
     _default_search_space,
     check_search_spec,
@@ -47,23 +47,6 @@ LOSSES: tuple[str, ...] = typing.get_args(Loss)
 HARD_TERM_LOSSES = ("softmax", "full_softmax")
 # What early stopping and tuning can maximise.
 VALIDATION_METRICS: tuple[str, ...] = typing.get_args(ValidationMetric)
-
-# Run and experiment names become one folder under runs_dir: letters, digits, '.', '_', '-',
-# starting with a letter or digit, so '..', '/' or an absolute path can never leave it.
-PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-PLAIN_NAME_RULE = "a plain name: letters, digits, '.', '_', '-', starting with a letter or digit"
-MAX_CPUS = 1024  # a CPU request beyond any node (inf included) is a typo, not a plan
-CPUS_RULE = f"> 0 and <= {MAX_CPUS}"
-
-
-def is_plain_name(name: Any) -> bool:
-    return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None
-
-
-def check_plain_name(name: Any, what: str) -> None:
-    if not is_plain_name(name):
-        raise UserError(f"{what} must be {PLAIN_NAME_RULE}, got {name!r}")
-
 
 _check = check_setting
 
