@@ -13,6 +13,10 @@ from alsoview.distributed.stall import ProgressBoard, WorkerBeat, _counted, _cpu
 
 def test_the_board_counts_idle_time_from_the_last_progress_of_any_worker():
     board = ProgressBoard()
+    assert board.snapshot().placed is False
+    time.sleep(0.05)
+    board.group_placed()  # the worker group is up: its start was not idle time
+    assert board.snapshot().placed is True and board.snapshot().idle_seconds < 0.05
     board.worker_started(0)
     board.waiting(1, "epoch 0's mixed samples from its feed")
     time.sleep(0.05)

@@ -16,7 +16,10 @@ mixing tasks need, and Ray waits for ever without a word. So every run has a wat
   while it waits for one: it waits synchronously; killing it would leave the group behind, to
   be placed later and hold the CPUs until the driver ends.)
 - workers that were placed and then wait (for their feed, a collective) are aborted through
-  Train's controller, which the board learned of from `RegisterController` when it started;
+  Train's controller, which the board learned of from `RegisterController` when it started; the
+  same callback tells the board when the worker group is up, so the idle clock restarts there
+  (starting worker processes on a loaded node is not a stall) and a group that is up but whose
+  loop never began is told apart from one never placed;
 - `train.fit_watched` turns the stopped fit into one line (`StallError`).
 """
 
@@ -69,7 +72,8 @@ class StallError(RunFailedError):
 
 @dataclass
 class Snapshot:
-    idle_seconds: float  # since the last progress of any worker (or the start)
+    idle_seconds: float  # since the last progress of any worker (or the group's start, or the board's)
+    placed: bool  # Train's worker group is up: its placement group was ready and its actors started
     started: list[int]  # ranks whose loop began
     steps: dict[int, int]  # rank -> steps taken in this run
     waiting: dict[int, tuple[str, float]]  # rank -> (what it waits for, seconds so far)
@@ -83,10 +87,15 @@ class ProgressBoard:
     """
 
     last: float = field(default_factory=time.monotonic)
+    placed: bool = False
     started: set[int] = field(default_factory=set)
     steps: dict[int, int] = field(default_factory=dict)
     waiting_since: dict[int, tuple[str, float]] = field(default_factory=dict)
     controller: Any = None
+
+    def group_placed(self) -> None:
+        self.placed = True
+        self.last = time.monotonic()
 
     def worker_started(self, rank: int) -> None:
         self.started.add(rank)
@@ -107,6 +116,7 @@ class ProgressBoard:
         now = time.monotonic()
         return Snapshot(
             idle_seconds=now - self.last,
+            placed=self.placed,
             started=sorted(self.started),
             steps=dict(self.steps),
             waiting={rank: (what, now - since) for rank, (what, since) in self.waiting_since.items()},
@@ -128,15 +138,17 @@ class ProgressBoard:
 
 
 def register_controller_callback(board: Any) -> Any:
-    """A Ray Train controller callback that hands the controller's handle to `board` when it starts.
+    """A Ray Train callback that hands the controller's handle to `board` when it starts, and
+    tells it when the worker group is up.
 
     Train V2 runs `fit()` as a controller actor with no public handle; its `abort()` is the
-    graceful stop Ctrl-C uses. The callback class is Ray Train's internal `ControllerCallback`
-    (ray is pinned to 2.60.0 in pyproject.toml; tests/test_stall.py exercises it).
+    graceful stop Ctrl-C uses. The callback's bases are Ray Train's internal `ControllerCallback`
+    and `WorkerGroupCallback` (ray is pinned to 2.60.0 in pyproject.toml; tests/test_stall.py
+    exercises both).
     """
-    from ray.train.v2._internal.execution.callback import ControllerCallback
+    from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
 
-    class RegisterController(ControllerCallback):
+    class RegisterController(ControllerCallback, WorkerGroupCallback):
         def __init__(self, board: Any) -> None:
             self.board = board
 
@@ -144,6 +156,9 @@ def register_controller_callback(board: Any) -> Any:
             import ray
 
             self.board.set_controller.remote(ray.get_runtime_context().current_actor)
+
+        def after_worker_group_start(self, worker_group: Any) -> None:
+            self.board.group_placed.remote()
 
     return RegisterController(board)
 
@@ -176,8 +191,8 @@ class WorkerBeat:
 
 
 class StallWatch:
-    """A thread beside `fit()`: when the board shows no progress for `timeout` seconds it writes
-    the diagnosis to `reason` and aborts the run."""
+    """A thread beside `fit()`: when the board shows no progress for `timeout` seconds once the
+    worker group is up, it writes the diagnosis to `reason` and aborts the run."""
 
     def __init__(self, board: Any, timeout: float, plan: ResourcePlan, run: str) -> None:
         self.board, self.timeout, self.plan, self.run = board, timeout, plan, run
@@ -203,18 +218,37 @@ class StallWatch:
             except Exception as exc:  # the board went with the run (fit is ending): nothing to watch
                 log.debug("stall watch of %s ended: %s", self.run, exc)
                 return
-            if snapshot.idle_seconds < self.timeout:
-                continue
-            self.reason = diagnose(snapshot, self.plan, self.timeout, self.run)
-            log.warning("%s", self.reason)
-            placed = len(snapshot.started) >= self.plan.workers
-            if placed and not ray.get(self.board.abort.remote(), timeout=60):
-                log.warning("%s: Ray Train's controller never started; it cannot be stopped from here", self.run)
-            # Unplaced workers: Train's own start timeout (the same length) ends the run.
-            if not self._stop.wait(ABORT_GRACE + (0 if placed else self.timeout)):
-                log.warning("%s: Ray Train did not stop; killing its controller", self.run)
-                ray.get(self.board.abort.remote(force=True), timeout=60)
-            return
+            if snapshot.placed:
+                if snapshot.idle_seconds >= self.timeout:
+                    self._stop_placed_run(snapshot)
+                    return
+            # Not placed yet: starting the controller and the worker processes is not a stall, and
+            # Train's own start timeout (the same length, from its placement request) ends a run
+            # whose workers find no room. This is the backstop for when Train does not.
+            elif snapshot.idle_seconds >= 2 * self.timeout + ABORT_GRACE:
+                self._give_up(snapshot, "Ray Train did not stop at its worker start timeout")
+                return
+
+    def _stop_placed_run(self, snapshot: Snapshot) -> None:
+        import ray
+
+        self.reason = diagnose(snapshot, self.plan, self.timeout, self.run)
+        log.warning("%s", self.reason)
+        if not ray.get(self.board.abort.remote(), timeout=60):
+            log.warning("%s: Ray Train's controller never registered; it cannot be stopped from here", self.run)
+        if not self._stop.wait(ABORT_GRACE):
+            self._kill_controller("Ray Train did not stop")
+
+    def _give_up(self, snapshot: Snapshot, why: str) -> None:
+        self.reason = diagnose(snapshot, self.plan, self.timeout, self.run)
+        log.warning("%s", self.reason)
+        self._kill_controller(why)
+
+    def _kill_controller(self, why: str) -> None:
+        import ray
+
+        log.warning("%s: %s; killing its controller", self.run, why)
+        ray.get(self.board.abort.remote(force=True), timeout=60)
 
 
 def diagnose(snapshot: Snapshot, plan: ResourcePlan, timeout: float, run: str) -> str:
@@ -222,12 +256,18 @@ def diagnose(snapshot: Snapshot, plan: ResourcePlan, timeout: float, run: str) -
     import ray
 
     gpu = " + 1 GPU" if plan.use_gpu else ""
-    if len(snapshot.started) < plan.workers:
+    if not snapshot.placed:
         waited = (
             f"{plan.workers - len(snapshot.started)} of its {plan.workers} training workers "
             f"({plan.cpus_per_worker:g} CPU{gpu} each) were never placed"
         )
         change = "free those CPUs, or lower train.num_workers or train.cpus_per_worker"
+    elif len(snapshot.started) < plan.workers:
+        waited = (
+            f"{plan.workers - len(snapshot.started)} of its {plan.workers} training workers were placed "
+            f"but did not begin their training loop"
+        )
+        change = "see the workers' logs (Ray dashboard) for where they wait; if they only start slowly, raise it"
     elif snapshot.waiting:
         waits = sorted(snapshot.waiting.items())
         waited = "; ".join(f"worker {rank} waited {seconds:.0f}s for {what}" for rank, (what, seconds) in waits)
