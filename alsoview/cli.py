@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NoReturn, Sequence
 
 from alsoview.config import Config, check_plain_name, load_config, with_absolute_paths
-from alsoview.errors import RunFailedError, UserError
+from alsoview.errors import RunFailedError, UserError, internal_error_line, write_traceback
 from alsoview.logs import configure as configure_logging
 from alsoview.logs import tensorboard_hint
 
@@ -253,7 +253,9 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user mistakes end with one line on stderr and exit code 2, failed runs with
-    one line and exit code 1 (details in the run directory), an interrupt with 130."""
+    one line and exit code 1 (details in the run directory), an interrupt with 130, and anything
+    else (a bug, an unforeseen failure) with one line naming the file that holds its traceback,
+    exit code 1."""
     try:
         args = _build_parser().parse_args(argv)
     except SystemExit as stop:  # argparse has printed its one line (or --help)
@@ -272,6 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"alsoview: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
+    except Exception as exc:  # not the project's own: one line; the traceback goes to a file
+        print(f"alsoview: {internal_error_line(exc, write_traceback(exc, _command_line(argv)))}", file=sys.stderr)
+        return 1
+
+
+def _command_line(argv: Sequence[str] | None) -> str:
+    return " ".join(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

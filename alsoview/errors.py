@@ -1,5 +1,15 @@
 """User-facing errors: the CLI prints their message as one line and exits non-zero."""
 
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ERROR_DIR_ENV = "ALSOVIEW_ERROR_DIR"  # where internal errors' tracebacks go (default: the temp folder)
+
 
 class UserError(Exception):
     """A mistake the user can fix (missing file, bad config value, wrong file format): exit code 2."""
@@ -32,3 +42,22 @@ def check_setting(ok: bool, key: str, expected: str, got: object) -> None:
     """A config value out of its range, as one line naming the key: `config: KEY must be ...`."""
     if not ok:
         raise UserError(f"config: {key} must be {expected} (got {got!r})")
+
+
+def write_traceback(exc: BaseException, argv: object) -> Path:
+    """Write an unforeseen exception's traceback and the command that met it to a file of its own
+    (`$ALSOVIEW_ERROR_DIR`, else `<temp>/alsoview-errors`), for the one line that names it."""
+    folder = Path(os.environ.get(ERROR_DIR_ENV) or Path(tempfile.gettempdir()) / "alsoview-errors")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    path.write_text(f"command: alsoview {argv}\n\n{text}", encoding="utf-8")
+    return path
+
+
+def internal_error_line(exc: BaseException, path: Path) -> str:
+    """One line for an exception that is not the project's own: what it was and where its traceback is."""
+    return (
+        f"internal error: {type(exc).__name__}: {first_line(exc)} (the traceback is in {path}; "
+        "please report it with that file)"
+    )

@@ -34,6 +34,19 @@ def one_line_error(capsys, argv, code=2):
         (["train", "sampling.cpus_per_task=.inf"], "sampling.cpus_per_task must be > 0 and <= 1024"),
         (["train", "train.cpus_per_worker=1e9"], "train.cpus_per_worker must be > 0 and <= 1024"),
         (["compare", "--name", "..", "--fractions", "0.5"], "--name must be a plain name"),
+        # absurd numbers: every float finite, every size under a ceiling that says why
+        (["train", "train.learning_rate=.inf"], "train.learning_rate must be a finite number"),
+        (["train", "train.learning_rate=1e308"], "train.learning_rate must be <= 10 (Adam moves"),
+        (["train", "train.softmax_temperature=.inf"], "train.softmax_temperature must be a finite number"),
+        (["train", "sampling.popularity_exponent=.inf"], "sampling.popularity_exponent must be a finite number"),
+        (["train", "text.dim=100000000"], "text.dim must be <= 4,096 (each item stores"),
+        (["train", "train.epochs=1000000000"], "train.epochs must be <= 100,000"),
+        (["train", "train.valid_users=1000000000000"], "train.valid_users must be <= 100,000,000"),
+        (["train", "model.heads.cooccurrence.recency=.nan"], "model.heads.cooccurrence.recency must be"),
+        (["train", "seed=-1"], "seed must be in [0, 4,294,967,296)"),
+        (["train", "model.heads.mlp.hidden_dims=[128, 100000000]"], "hidden_dims must be a non-empty list of sizes"),
+        (["train", "model.user.sequence.length=1000000"], "model.user.sequence.length must be in [1, 10000]"),
+        (["train", "x=&a [*a]"], "nests deeper than 32 levels"),
     ],
 )
 def test_config_mistakes_are_one_line_before_any_work(capsys, argv, message):
@@ -115,3 +128,39 @@ def test_generate_refuses_a_folder_it_did_not_make_and_an_unwritable_place(capsy
     err = one_line_error(capsys, ["generate", "--out", str(notes), "--users", "10", "--items", "20"])
     assert "is not empty and holds no generated dataset" in err and (notes / "todo.txt").read_text() == "mine"
     assert "/proc is not writable" in one_line_error(capsys, ["generate", "--out", "/proc/alsoview", "--users", "10"])
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"train:\n  epochs: 3\n  run_name: caf\xe9\n", "not UTF-8 text (byte 34 is 0xe9)"),
+        (b"a: &a [*a]\n", "nests deeper than 32 levels (a YAML alias inside itself?)"),
+        # "billion laughs": nine levels of ten aliases each expand to a billion values
+        (
+            b"a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+            + b"".join(f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]\n".encode() for n in range(1, 10)),
+            "holds more than 100,000 values once its YAML aliases are expanded",
+        ),
+    ],
+)
+def test_a_hostile_config_file_is_one_line(capsys, tmp_path, content, message):
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(content)
+    err = one_line_error(capsys, ["train", "--config", str(path)])
+    assert str(path) in err and message in err
+
+
+def test_an_unforeseen_error_is_one_line_naming_the_file_with_its_traceback(capsys, monkeypatch, tmp_path):
+    from alsoview import cli
+
+    def breaks(args):
+        return {}["a key no command has"]
+
+    monkeypatch.setitem(cli.COMMANDS, "train", breaks)
+    monkeypatch.setenv("ALSOVIEW_ERROR_DIR", str(tmp_path / "errors"))
+    err = one_line_error(capsys, ["train", "train.epochs=2"], code=1)
+    assert err.startswith("alsoview: internal error: KeyError: 'a key no command has' (the traceback is in ")
+    (report,) = (tmp_path / "errors").iterdir()
+    assert str(report) in err
+    text = report.read_text()
+    assert "command: alsoview train train.epochs=2" in text and "in breaks" in text and "KeyError" in text

@@ -46,11 +46,19 @@ def load_config(paths: Paths = None, overrides: typing.Sequence[str] = ()) -> Co
     return config
 
 
+MAX_CONFIG_DEPTH = 32  # a config is a few sections deep; more is a mistake or a recursive alias
+MAX_CONFIG_NODES = 100_000  # YAML aliases can expand a small file into a huge tree ("billion laughs")
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -59,7 +67,24 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    _check_tree(data, path)
     return data
+
+
+def _check_tree(data: Any, where: object) -> None:
+    """Refuse a YAML tree that nests deeper than MAX_CONFIG_DEPTH (a recursive alias nests for
+    ever) or holds more than MAX_CONFIG_NODES values once its aliases are expanded, before
+    anything walks it recursively."""
+    stack, nodes = [(data, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_CONFIG_DEPTH:
+            raise UserError(f"{where}: nests deeper than {MAX_CONFIG_DEPTH} levels (a YAML alias inside itself?)")
+        if nodes > MAX_CONFIG_NODES:
+            raise UserError(f"{where}: holds more than {MAX_CONFIG_NODES:,} values once its YAML aliases are expanded")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _split_override(item: str) -> tuple[str, Any]:
@@ -70,6 +95,7 @@ def _split_override(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
+    _check_tree(value, f"override {item!r}")
     return key.strip(), value
 
 

@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
+from alsoview.config.bounds import check_bounds
 from alsoview.config.keys import current_value, optional_part
 from alsoview.config.names import CPUS_RULE, MAX_CPUS, PLAIN_NAME_RULE, is_plain_name
 from alsoview.config.search_space import (
@@ -314,6 +315,7 @@ class Config:
             value = getattr(self, f.name)
             if hasattr(value, "validate"):
                 value.validate()
+        check_bounds(self)  # every number finite, every size below its ceiling (bounds.py)
         self.start_points()  # explicit start points must fit the space
         if self.train.hard_negative_weight > 0:
             _check(

@@ -32,10 +32,16 @@ class MLPConfig(Part):
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))  # YAML gives lists
 
     def validate(self, where: str) -> None:
-        ok = len(self.hidden_dims) >= 1 and all(h >= 1 for h in self.hidden_dims)
-        check_setting(ok, f"{where}.hidden_dims", "a non-empty list of sizes >= 1", list(self.hidden_dims))
+        # a layer's weights are the product of two sizes: beyond 65,536 a typo, not a model
+        ok = len(self.hidden_dims) >= 1 and all(1 <= h <= 65_536 for h in self.hidden_dims)
+        check_setting(ok, f"{where}.hidden_dims", "a non-empty list of sizes in [1, 65536]", list(self.hidden_dims))
         check_setting(0.0 <= self.dropout < 1.0, f"{where}.dropout", "in [0, 1)", self.dropout)
-        check_setting(self.text_projection_dim >= 1, f"{where}.text_projection_dim", ">= 1", self.text_projection_dim)
+        check_setting(
+            1 <= self.text_projection_dim <= 65_536,
+            f"{where}.text_projection_dim",
+            "in [1, 65536]",
+            self.text_projection_dim,
+        )
 
     def build(self, inputs: PartInputs) -> "MLPHead":
         with_text = self.item_features and inputs.text_dim > 0

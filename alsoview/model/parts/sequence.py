@@ -35,8 +35,9 @@ class SequenceConfig(Part):
     dropout: float = 0.2  # inside the blocks
 
     def validate(self, where: str) -> None:
-        check_setting(self.length >= 1, f"{where}.length", ">= 1", self.length)
-        check_setting(self.blocks >= 1, f"{where}.blocks", ">= 1", self.blocks)
+        # each training pair attends over `length` items, through `blocks` transformer layers
+        check_setting(1 <= self.length <= 10_000, f"{where}.length", "in [1, 10000]", self.length)
+        check_setting(1 <= self.blocks <= 64, f"{where}.blocks", "in [1, 64]", self.blocks)
         check_setting(0.0 <= self.dropout < 1.0, f"{where}.dropout", "in [0, 1)", self.dropout)
 
     def build(self, inputs: PartInputs) -> "SequenceEncoder":
