@@ -174,6 +174,23 @@ def test_sniffing_tells_reviews_from_meta():
         amazon.sniff_meta_format([review])
     with pytest.raises(ValueError, match="not a known review format"):
         amazon.sniff_review_format("x.txt", ["hello world"])
+    with pytest.raises(ValueError, match=r"neither JSON nor CSV \(new-line character seen in unquoted field\)$"):
+        amazon.sniff_review_format("noise.gz", ["a\rb,c"])  # csv's own error, as a reason
+
+
+def test_a_python_literal_too_long_to_read_safely_is_a_counted_drop():
+    """literal_eval's memory grows hundreds of times faster than its input: a 2014 line over
+    MAX_LITERAL_CHARS is not read as one, and an also-view string that long yields its asins."""
+    from alsoview.data.fields import MAX_LITERAL_CHARS, clean_asin_list
+
+    padding = "x" * MAX_LITERAL_CHARS
+    with pytest.raises(RecordError, match="too long to read as a Python literal") as dropped:
+        amazon.parse_meta_line(f"{{'asin': 'B000000001', 'title': '{padding}'}}")
+    assert dropped.value.reason == "malformed_record"
+    fits = amazon.parse_meta_line(f"{{'asin': 'B000000001', 'title': '{padding[:1000]}'}}")
+    assert fits.asin == "B000000001"
+    asins = "[" + ", ".join(f"'B{n:09d}'" for n in range(MAX_LITERAL_CHARS // 10)) + "]"
+    assert clean_asin_list(asins) == [f"B{n:09d}" for n in range(MAX_LITERAL_CHARS // 10)]
 
 
 # ---------------------------------------------------------------- hostile input: counted, never fatal

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import logging
+import random
 import shutil
 import subprocess
 import sys
@@ -194,6 +195,7 @@ def test_malformed_lines_are_counted_with_examples_and_fatal_when_strict(ray_ses
         ("reviews_as_meta", "wrong format for meta: looks like reviews"),
         ("glob_without_match", "no file matches"),
         ("directory", "not a file"),
+        ("random_bytes", r"wrong format for reviews: first line is neither JSON nor CSV \(new-line character"),
     ],
 )
 def test_bad_files_end_with_one_clear_error(tmp_path, case, message):
@@ -217,6 +219,9 @@ def test_bad_files_end_with_one_clear_error(tmp_path, case, message):
         reviews = tmp_path / "*.jsonl"
     elif case == "directory":
         reviews = tmp_path
+    elif case == "random_bytes":  # noise named like a gzip file: a reason, never csv's traceback
+        reviews = tmp_path / "noise.json.gz"
+        reviews.write_bytes(random.Random(5).randbytes(1000).replace(b"\x1f\x8b", b"xx"))
     with pytest.raises(UserError, match=message):
         run_prepare([reviews], [meta], tmp_path / "out")
 

@@ -155,6 +155,26 @@ def test_the_epoch_line_says_why_a_run_stops():
     assert "train.patience" in epoch_line({**line, "early_stopped": True, "reached_stop_at": False}, "r")
 
 
+def test_a_validation_metric_that_is_not_a_number_stops_the_run_in_one_line():
+    with pytest.raises(UserError, match=r"epoch 1's valid/full/ndcg@10 is nan: the model's scores are not finite"):
+        _scripted_run([0.1, float("nan"), 0.3], ["train.patience=0"])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_loss_that_is_not_finite_stops_training_before_the_step(bad):
+    """The weights stay those of the last finite step; the line says what to change."""
+    from alsoview.training.trainer import take_steps
+
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    factors = iter([1.0, bad])  # step 1 moves every weight by -0.1; step 2 would make them `bad`
+    batches = iter([{"label": torch.ones(4)}] * 3)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(UserError, match=rf"training diverged: the loss was -?{bad} at step 2 of the epoch; lower"):
+        take_steps(model, optimizer, batches, 3, lambda m, b: next(factors) * (m.weight.sum() + m.bias.sum()))
+    assert all(torch.allclose(p, b - 0.1) for b, p in zip(before, model.parameters()))
+
+
 def test_train_stop_at_must_be_a_finite_number():
     with pytest.raises(UserError, match="train.stop_at"):
         load_config(None, ["train.stop_at=.inf"])

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Iterable, Sequence
 
+from alsoview.data.fields import MAX_LITERAL_CHARS, clean_asin_list, normalize_brand, parse_price, strip_html
 from alsoview.data.fields import brand_key as brand_key
-from alsoview.data.fields import clean_asin_list, normalize_brand, parse_price, strip_html
 from alsoview.data.formats import COMBINED_COLUMNS, _literal_or_none
 from alsoview.data.formats import sniff_meta_format as sniff_meta_format
 from alsoview.data.formats import sniff_review_format as sniff_review_format
@@ -212,6 +212,9 @@ def parse_meta_line(text: str) -> ItemMeta:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         record = _literal_or_none(text)
+        if record is None and len(text) > MAX_LITERAL_CHARS and text.lstrip().startswith("{"):
+            detail = f"not JSON ({exc.msg}), and too long to read as a Python literal (> {MAX_LITERAL_CHARS:,} chars)"
+            raise RecordError("malformed_record", detail) from None
         if record is None:
             raise RecordError("malformed_record", f"neither JSON nor a Python literal ({exc.msg})") from None
     if not isinstance(record, dict):

@@ -81,6 +81,21 @@ def brand_key(brand: str) -> str:
     return brand.casefold()
 
 
+# ast.literal_eval peaks at hundreds of times its input's size (issue 39's probe): a text is read
+# as a Python literal only below this length. A 2014 metadata line is a few thousand characters.
+MAX_LITERAL_CHARS = 100_000
+
+
+def python_literal(text: str) -> Any:
+    """`text` read as a Python literal, or None: not one, or longer than MAX_LITERAL_CHARS."""
+    if len(text) > MAX_LITERAL_CHARS:
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+
+
 def clean_asin_list(value: Any) -> list[str]:
     """A list of asins from a JSON list, a Python-literal string, or a delimited string."""
     if value is None:
@@ -90,9 +105,8 @@ def clean_asin_list(value: Any) -> list[str]:
         if not text:
             return []
         if text.startswith("["):
-            try:
-                value = ast.literal_eval(text)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
+            value = python_literal(text)
+            if value is None:  # not a literal, or too long to read as one: the asins in it
                 value = re.findall(r"[A-Za-z0-9]{10}", text)
         else:
             value = re.split(r"[\s,;|]+", text)

@@ -5,11 +5,12 @@ split (quoted fields may span lines). Pure functions, no Ray; the format names a
 
 from __future__ import annotations
 
-import ast
 import csv
 import io
 import json
 from typing import Any, Iterable, Sequence
+
+from alsoview.data.fields import python_literal
 
 REVIEW_FORMATS = ("reviews_json", "ratings_csv", "combined_csv")
 META_FORMATS = ("meta_json",)  # meta_json lines may be 2018 JSON or 2014 Python literals
@@ -20,12 +21,7 @@ COMBINED_COLUMNS = ("reviewerID", "asin", "brand", "price", "description", "also
 def _literal_or_none(text: str) -> Any:
     """A line read as a 2014 Python-literal object, or None (`amazon.py`'s meta parser uses it too)."""
     stripped = text.strip()
-    if not stripped.startswith("{"):
-        return None
-    try:
-        return ast.literal_eval(stripped)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return None
+    return python_literal(stripped) if stripped.startswith("{") else None
 
 
 def split_csv_records(lines: Iterable[str]) -> Iterable[tuple[int, list[str]]]:
@@ -59,7 +55,10 @@ def sniff_review_format(path_name: str, first_lines: Sequence[str]) -> str:
         if isinstance(record, dict) and ({"also_view", "title", "related", "description"} & record.keys()):
             raise ValueError("looks like item metadata (has title/also_view, no reviewerID), not reviews")
         raise ValueError("JSON lines without reviewerID/asin: not Amazon review data")
-    fields = next(csv.reader(io.StringIO(first)))
+    try:
+        fields = next(csv.reader(io.StringIO(first)))
+    except csv.Error as exc:  # its advice after " - " is about opening files, not the user's data
+        raise ValueError(f"first line is neither JSON nor CSV ({str(exc).split(' - ')[0]})") from None
     header = [f.strip() for f in fields]
     if "label" in header and "reviewerID" in header:
         missing = [c for c in COMBINED_COLUMNS if c not in header]

@@ -10,6 +10,7 @@ workers, and what a report does (the worker checkpoints there).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -18,6 +19,7 @@ import torch
 
 from alsoview.config import Config
 from alsoview.data.catalog import Catalog
+from alsoview.errors import UserError
 from alsoview.seeds import torch_epoch_seed
 from alsoview.training.checkpoint import LoopState, SavedCheckpoint
 from alsoview.training.losses import LossStep, build_loss
@@ -72,13 +74,19 @@ def take_steps(
         if batch is None:
             break
         loss = loss_step(model, batch)
+        value = loss.item()
+        if not math.isfinite(value):  # before the step: the weights stay the last finite ones
+            raise UserError(
+                f"training diverged: the loss was {value} at step {step + 1} of the epoch; lower "
+                "train.learning_rate (the checkpoints of the epochs before are kept)"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if sync_gradients is not None:
             sync_gradients()
         optimizer.step()
         size = len(batch["label"])
-        totals.loss_sum += loss.item() * size
+        totals.loss_sum += value * size
         totals.samples += size
         totals.negatives += float(size - batch["label"].sum())
         if "is_hard" in batch:
@@ -155,6 +163,8 @@ class Trainer:
         early-stopping columns to `metrics`; True when training stops here (`train.patience`
         epochs without improvement, or `train.stop_at` reached)."""
         metric, train = self.config.train.early_stopping_metric, self.config.train
+        if not math.isfinite(metrics[metric]):  # it could never be the best: no weights would be kept
+            raise UserError(f"epoch {epoch}'s {metric} is {metrics[metric]}: the model's scores are not finite numbers")
         no_progress = self.state.record(epoch, metrics[metric], self.model.state_dict(), train.patience)
         reached = train.stop_at is not None and metrics[metric] >= train.stop_at
         stop = no_progress or reached
