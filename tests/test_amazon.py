@@ -321,3 +321,40 @@ def _meta_block(texts):
         {"source": pa.array([0] * n, pa.int32()), "line": pa.array(range(1, n + 1), pa.int64()), "text": texts}
     )
     return parse_meta_block(raw)
+
+
+def test_a_line_too_long_to_be_a_record_is_read_past_and_counted(tmp_path):
+    """A 50 MB line inside a gzip file is never held whole: the reader passes its length on, the
+    parser counts it as line_too_long, the lines around it are read as they are."""
+    import gzip
+    import tracemalloc
+
+    from alsoview.data.formats import MAX_LINE_BYTES
+    from alsoview.data.inputs import InputFile, _records, resolve_inputs
+
+    review = '{"overall": 5, "reviewerID": "A", "asin": "B", "unixReviewTime": 3}\n'
+    path = tmp_path / "reviews.json.gz"
+    path.write_bytes(gzip.compress((review + "{" + "x" * 50_000_000 + "}\n" + review).encode(), 1))
+    (checked,) = resolve_inputs([str(path)], "reviews")  # sniffing reads the first lines only
+    assert checked.format == "reviews_json"
+    tracemalloc.start()
+    records = list(_records(InputFile(str(path), "reviews", "reviews_json", 0)))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 3 * MAX_LINE_BYTES, peak  # the read buffer, not the line
+    assert [number for number, _ in records] == [1, 2, 3]
+    out = amazon.parse_review_records(["reviews_json"] * 3, [text for _, text in records], [1, 2, 3])
+    assert out["drop_reason"] == [None, "line_too_long", None]
+    assert out["detail"][1] == f"a line of 50,000,003 bytes, over the {MAX_LINE_BYTES:,} a record may have"
+
+
+def test_a_file_that_starts_with_a_line_too_long_is_refused_naming_it(tmp_path):
+    import gzip
+
+    from alsoview.data.inputs import resolve_inputs
+    from alsoview.errors import UserError
+
+    path = tmp_path / "reviews.json.gz"
+    path.write_bytes(gzip.compress(b"{" + b"x" * 20_000_000 + b"}\n", 1))
+    with pytest.raises(UserError, match=rf"{path}:1: a line of 20,000,003 bytes, over the 8,388,608 a record"):
+        resolve_inputs([str(path)], "reviews")

@@ -29,14 +29,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 from alsoview.data.fields import MAX_LITERAL_CHARS, clean_asin_list, normalize_brand, parse_price, strip_html
 from alsoview.data.fields import brand_key as brand_key
-from alsoview.data.formats import COMBINED_COLUMNS, _literal_or_none
+from alsoview.data.formats import COMBINED_COLUMNS, MAX_LINE_BYTES, _literal_or_none, too_long_length
 from alsoview.data.formats import sniff_meta_format as sniff_meta_format
 from alsoview.data.formats import sniff_review_format as sniff_review_format
 from alsoview.data.formats import split_csv_records as split_csv_records
 from alsoview.errors import first_line
 
 # Drop reasons of the parse stage: malformed input (fatal with --strict).
-MALFORMED_REASONS = ("malformed_record", "missing_field", "bad_rating", "bad_time", "bad_label")
+MALFORMED_REASONS = ("malformed_record", "line_too_long", "missing_field", "bad_rating", "bad_time", "bad_label")
 BLANK = "blank_line"  # an empty line: counted, never fatal
 
 _SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads pairs valid ones: only lone ones remain
@@ -323,6 +323,9 @@ def _parse_one(parse: Callable[[], Any], text: str, empty: Any) -> tuple[Any, st
     """
     if not text.strip():
         return empty, BLANK, "empty line"
+    length = too_long_length(text)
+    if length is not None:
+        return empty, "line_too_long", f"a line of {length:,} bytes, over the {MAX_LINE_BYTES:,} a record may have"
     try:
         record = parse()
         return (_without_lone_surrogates(record) if "\\" in text else record), None, None

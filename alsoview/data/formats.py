@@ -8,9 +8,39 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any, Iterable, Sequence
+from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
 from alsoview.data.fields import python_literal
+
+# A line longer than this is not read as a record (JSON parsing costs several times a line's size,
+# and no Amazon record comes near it): the reader passes a marker with its length in its place,
+# never the line, and the parser counts it as `line_too_long` with its file:line.
+MAX_LINE_BYTES = 8 * 2**20
+_TOO_LONG = "\x00alsoview: line too long:"
+
+
+def too_long_marker(length: int) -> str:
+    """What the reader passes on in place of a line of `length` bytes over MAX_LINE_BYTES."""
+    return f"{_TOO_LONG}{length}"
+
+
+def too_long_length(text: str) -> int | None:
+    """The length of the line a marker stands for; None for any other text."""
+    return int(text[len(_TOO_LONG) :]) if text.startswith(_TOO_LONG) else None
+
+
+def bounded_lines(handle: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[bytes | int]:
+    """Each line of a binary stream, or for a line over `limit` bytes its length: the rest of it
+    is read past in pieces, never held whole."""
+    while line := handle.readline(limit + 1):
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        length = len(line)
+        while (piece := handle.readline(2**20)) and not piece.endswith(b"\n"):
+            length += len(piece)
+        yield length + len(piece)
+
 
 REVIEW_FORMATS = ("reviews_json", "ratings_csv", "combined_csv")
 META_FORMATS = ("meta_json",)  # meta_json lines may be 2018 JSON or 2014 Python literals

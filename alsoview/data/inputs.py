@@ -7,6 +7,7 @@ them into Arrow blocks of records (`record_tables`), the unit the parsers work o
 
 from __future__ import annotations
 
+import csv
 import glob
 import gzip
 import hashlib
@@ -91,7 +92,14 @@ def _head_lines(path: Path) -> list[str]:
     lines: list[str] = []
     try:
         with _open_binary(path) as handle:
-            for raw in handle:
+            for number, raw in enumerate(formats.bounded_lines(handle), start=1):
+                if isinstance(raw, int) and any(line.strip() for line in lines):
+                    continue  # read past here; the reading counts it (line_too_long)
+                if isinstance(raw, int):
+                    raise UserError(
+                        f"{path}:{number}: a line of {raw:,} bytes, over the {formats.MAX_LINE_BYTES:,} a record "
+                        "may have, before the file's format could be told"
+                    )
                 lines.append(raw.decode("utf-8", errors="replace"))
                 if sum(1 for line in lines if line.strip()) >= _SNIFF_LINES:
                     break
@@ -111,10 +119,12 @@ def _records(file: InputFile) -> Iterator[tuple[int, str]]:
             if file.format.endswith("_csv"):
                 yield from _csv_records(file, handle)
             else:
-                for number, raw in enumerate(handle, start=1):
-                    yield number, _decode(file, raw)
+                for number, raw in enumerate(formats.bounded_lines(handle), start=1):
+                    yield number, formats.too_long_marker(raw) if isinstance(raw, int) else _decode(file, raw)
     except (OSError, EOFError, zlib.error) as exc:
         raise UserError(f"cannot read {path} (after {file.rows_read} records): {exc}") from None
+    except csv.Error as exc:  # a CSV field beyond csv's own size limit, say
+        raise UserError(f"{path}: not readable as CSV after {file.rows_read} records ({exc})") from None
 
 
 def _decode(file: InputFile, raw: bytes) -> str:
