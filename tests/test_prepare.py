@@ -219,7 +219,7 @@ def test_bad_files_end_with_one_clear_error(tmp_path, case, message):
         reviews = tmp_path / "*.jsonl"
     elif case == "directory":
         reviews = tmp_path
-    elif case == "random_bytes":  # noise named like a gzip file: a reason, never csv's traceback
+    elif case == "random_bytes":  # noise named .gz (seed 5: its first line holds a bare carriage return)
         reviews = tmp_path / "noise.json.gz"
         reviews.write_bytes(random.Random(5).randbytes(1000).replace(b"\x1f\x8b", b"xx"))
     with pytest.raises(UserError, match=message):

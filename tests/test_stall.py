@@ -46,6 +46,20 @@ def test_cpus_are_read_from_plain_and_placement_group_requests():
     )
 
 
+def test_a_group_that_is_up_but_never_began_is_not_called_unplaced(ray_session):
+    """The board knows the worker group is up: a worker slow to begin its loop is named as such,
+    with the setting that gives it longer, never as a worker that found no CPUs."""
+    from alsoview.distributed.resources import ResourcePlan
+    from alsoview.distributed.stall import Snapshot, diagnose
+
+    plan = ResourcePlan("train", 2.0, 0.0, 1, 2, False, 0.75, 0.25, 1)
+    up = diagnose(Snapshot(20.0, True, [0], {}, {}), plan, 15, "slow")
+    assert "1 of its 2 training workers were placed but did not begin their training loop" in up
+    assert "if they only start slowly, raise train.stall_timeout" in up and "never placed" not in up
+    unplaced = diagnose(Snapshot(20.0, False, [], {}, {}), plan, 15, "starved")
+    assert "2 of its 2 training workers (0.75 CPU each) were never placed" in unplaced
+
+
 def _all_cpus_come_back(ray) -> None:
     """The stopped run holds nothing, no placement group included (the hog's CPUs return once Ray
     has killed it)."""

@@ -12,8 +12,8 @@ from typing import Any
 from alsoview.errors import check_setting
 
 EPOCHS = 100_000  # an epoch passes over every training pair; this many is a typo for fewer
-# key -> (the largest value, why): values that size memory, work or files
-SIZE_LIMITS: dict[str, tuple[int, str]] = {
+# key -> (the largest value, why): sizes of memory, work or files, and numbers open above
+LIMITS: dict[str, tuple[int, str]] = {  # whole numbers, also for float settings
     "data.generate_users": (10_000_000, "the generator holds its users' tables in memory"),
     "data.generate_items": (1_000_000, "the generator holds its items' tables in memory"),
     "data.error_examples": (1_000, "each drop reason keeps this many file:line examples in the manifest"),
@@ -39,29 +39,23 @@ SIZE_LIMITS: dict[str, tuple[int, str]] = {
     "tune.max_epochs": (EPOCHS, "as train.epochs"),
     "tune.grace_period": (EPOCHS, "as train.epochs"),
     "tune.reduction_factor": (1_000, "ASHA keeps one trial in this many at each rung"),
-}
-# key -> (the largest value, why) for floats whose range is open above
-FLOAT_LIMITS: dict[str, tuple[float, str]] = {
-    "train.learning_rate": (10.0, "Adam moves each weight by about this much per step"),
-    "train.softmax_temperature": (1_000.0, "the logits are divided by it: above this every item scores alike"),
-    "sampling.popularity_exponent": (10.0, "above this every random negative is the most popular item"),
+    "train.learning_rate": (10, "Adam moves each weight by about this much per step"),
+    "train.softmax_temperature": (1_000, "the logits are divided by it: above this every item scores alike"),
+    "sampling.popularity_exponent": (10, "above this every random negative is the most popular item"),
 }
 SEED_LIMIT = 2**32  # numpy's and torch's seeds take 32-bit values everywhere
 
 
 def check_bounds(config: Any) -> None:
-    """Every float setting finite; every size and open-ended float at most its ceiling (the
-    module's tables; a model part bounds its own settings in its `validate`); the seed a 32-bit
-    value. A part that is off has no settings to check."""
+    """Every float setting finite; every key of LIMITS at most its ceiling (a model part bounds
+    its own settings in its `validate`); the seed a 32-bit value. A part that is off has no
+    settings to check."""
     for key, value in _settings(config, ""):
         if isinstance(value, float):
             check_setting(math.isfinite(value), key, "a finite number", value)
-        if key in SIZE_LIMITS and value is not None:
-            limit, why = SIZE_LIMITS[key]
+        if key in LIMITS and value is not None:
+            limit, why = LIMITS[key]
             check_setting(value <= limit, key, f"<= {limit:,} ({why})", value)
-        if key in FLOAT_LIMITS and value is not None:
-            limit, why = FLOAT_LIMITS[key]
-            check_setting(value <= limit, key, f"<= {limit:g} ({why})", value)
     seed = config.seed
     check_setting(0 <= seed < SEED_LIMIT, "seed", f"in [0, {SEED_LIMIT:,}) (a 32-bit seed)", seed)
 

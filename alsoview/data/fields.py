@@ -81,8 +81,8 @@ def brand_key(brand: str) -> str:
     return brand.casefold()
 
 
-# ast.literal_eval peaks at hundreds of times its input's size (issue 39's probe): a text is read
-# as a Python literal only below this length. A 2014 metadata line is a few thousand characters.
+# ast.literal_eval's memory peaks at hundreds of times its input's size: a text is read as a
+# Python literal only below this length. A 2014 metadata line is a few thousand characters.
 MAX_LITERAL_CHARS = 100_000
 
 

@@ -220,33 +220,29 @@ class StallWatch:
                 return
             if snapshot.placed:
                 if snapshot.idle_seconds >= self.timeout:
-                    self._stop_placed_run(snapshot)
+                    self._stop_run(snapshot, graceful=True)
                     return
             # Not placed yet: starting the controller and the worker processes is not a stall, and
             # Train's own start timeout (the same length, from its placement request) ends a run
             # whose workers find no room. This is the backstop for when Train does not.
             elif snapshot.idle_seconds >= 2 * self.timeout + ABORT_GRACE:
-                self._give_up(snapshot, "Ray Train did not stop at its worker start timeout")
+                self._stop_run(snapshot, graceful=False)
                 return
 
-    def _stop_placed_run(self, snapshot: Snapshot) -> None:
+    def _stop_run(self, snapshot: Snapshot, graceful: bool) -> None:
+        """Write the diagnosis; abort through Train's controller and give it ABORT_GRACE
+        (`graceful`), then kill the controller if the run is still going."""
         import ray
 
         self.reason = diagnose(snapshot, self.plan, self.timeout, self.run)
         log.warning("%s", self.reason)
-        if not ray.get(self.board.abort.remote(), timeout=60):
-            log.warning("%s: Ray Train's controller never registered; it cannot be stopped from here", self.run)
-        if not self._stop.wait(ABORT_GRACE):
-            self._kill_controller("Ray Train did not stop")
-
-    def _give_up(self, snapshot: Snapshot, why: str) -> None:
-        self.reason = diagnose(snapshot, self.plan, self.timeout, self.run)
-        log.warning("%s", self.reason)
-        self._kill_controller(why)
-
-    def _kill_controller(self, why: str) -> None:
-        import ray
-
+        why = "Ray Train did not stop at its worker start timeout"
+        if graceful:
+            if not ray.get(self.board.abort.remote(), timeout=60):
+                log.warning("%s: Ray Train's controller never registered; it cannot be stopped from here", self.run)
+            if self._stop.wait(ABORT_GRACE):
+                return
+            why = "Ray Train did not stop"
         log.warning("%s: %s; killing its controller", self.run, why)
         ray.get(self.board.abort.remote(force=True), timeout=60)
 
@@ -267,7 +263,10 @@ def diagnose(snapshot: Snapshot, plan: ResourcePlan, timeout: float, run: str) -
             f"{plan.workers - len(snapshot.started)} of its {plan.workers} training workers were placed "
             f"but did not begin their training loop"
         )
-        change = "see the workers' logs (Ray dashboard) for where they wait; if they only start slowly, raise it"
+        change = (
+            "see the workers' logs (Ray dashboard) for where they wait; if they only start slowly, "
+            "raise train.stall_timeout"
+        )
     elif snapshot.waiting:
         waits = sorted(snapshot.waiting.items())
         waited = "; ".join(f"worker {rank} waited {seconds:.0f}s for {what}" for rank, (what, seconds) in waits)
