@@ -14,10 +14,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import alsoview
 from alsoview.data import layout
 from alsoview.data.clean import CleanDataset, DropLog
 from alsoview.data.inputs import InputFile, file_sha256
+from alsoview.version import __version__
 
 
 def write_dataset(data: CleanDataset, text_vectors: np.ndarray, out: Path) -> None:
@@ -68,7 +68,7 @@ def build_manifest(
     _check_accounting("meta", meta_read, meta_kept, data.meta_drops)
     return {
         "format_version": layout.FORMAT_VERSION,
-        "alsoview_version": alsoview.__version__,
+        "alsoview_version": __version__,
         "inputs": {role: [_input_entry(f) for f in files if f.role == role] for role in ("reviews", "meta")},
         "rows": {
             "reviews": {"read": reviews_read, "kept": reviews_kept, "dropped": data.review_drops.total},
