@@ -59,3 +59,19 @@ def test_validation_users_are_a_seeded_sample_of_the_valid_split(catalog):
     )
     everyone = validation_set(catalog, 0, valid_users=10**6).ranking
     assert len(everyone.users) == len(catalog.valid)  # all of them when fewer than asked
+
+
+def test_the_references_of_a_training_verdict_rank_the_same_validation_users(catalog):
+    """`reference_validation`'s popularity on the run's validation users equals a brute force over
+    train counts: the verdict at the end of `alsoview train` compares like with like."""
+    from alsoview.evaluation.validation import reference_validation
+
+    valid = validation_set(catalog, seed=3, valid_users=60)
+    references = reference_validation(catalog, valid, seed=3)
+    assert set(references) == {"popularity", "cooccurrence", "related"}
+    counts = torch.tensor(np.bincount(catalog.train.items, minlength=catalog.n_items), dtype=torch.float64)
+    hr, ndcg = brute_force_full_ranking(
+        lambda users, items: counts[items], catalog, valid.ranking.users, valid.ranking.positives
+    )
+    assert references["popularity"]["valid/full/hr@10"] == pytest.approx(hr, abs=1e-9)
+    assert references["popularity"]["valid/full/ndcg@10"] == pytest.approx(ndcg, abs=1e-9)

@@ -19,7 +19,14 @@ import torch
 
 from alsoview.data.catalog import Catalog
 from alsoview.evaluation.metrics import pairwise_auc
-from alsoview.evaluation.protocols import EvalCases, ModelScorer, build_cases, score_rows, summarize
+from alsoview.evaluation.protocols import (
+    EvalCases,
+    ModelScorer,
+    build_cases,
+    reference_scorers,
+    score_rows,
+    summarize,
+)
 from alsoview.sampling.mixing import mix_negatives
 from alsoview.seeds import VALIDATION_KEY, epoch_rng
 
@@ -105,3 +112,22 @@ def validate(model: torch.nn.Module, valid: ValidationSet, device: torch.device)
         ranking = summarize(counts, "valid", RANKING_PROTOCOLS)
         metrics.update({k: ranking[k] for k in ranking if k.rsplit("/", 1)[-1] in ("ndcg@10", "hr@10", "mrr")})
     return metrics
+
+
+def reference_validation(catalog: Catalog, valid: ValidationSet, seed: int) -> dict[str, dict[str, float]]:
+    """The cheap references (popularity, co-occurrence, related) on the run's own validation
+    users and protocols, as the model's `valid/full/*` and `valid/sampled100/*` are measured: the
+    bar a training run's verdict compares its best epoch with. Random is left out (it is chance)
+    and so are ALS and BPR (fitting them costs more than a small run's training)."""
+    if valid.ranking is None:
+        return {}
+    references = reference_scorers(catalog.inputs_for("valid"), seed, peers=False)
+    rows = np.arange(len(valid.ranking.users))
+    results = {}
+    for name, scorer in references.scorers.items():
+        if name == "random":
+            continue
+        results[name] = summarize(
+            score_rows(scorer, valid.ranking, rows, RANKING_PROTOCOLS), "valid", RANKING_PROTOCOLS
+        )
+    return results
