@@ -1,7 +1,7 @@
 """Quality on real Amazon data: model variants x also-view fractions x protocols, against every
 baseline and peer, mean +- std over seeds.
 
-    python benchmarks/real_quality.py                                  # the README's tables: both sets, 3 seeds
+    python benchmarks/real_quality.py                                  # docs/quality.md's ablations: both sets, 3 seeds
     python benchmarks/real_quality.py --datasets magazine              # one set (Magazine: about 40 min here)
     python benchmarks/real_quality.py --datasets grocery --seeds 1 --variants recommended+softmax
     python benchmarks/real_quality.py --datasets grocery --threads 1 --jobs 2 --resume   # 2 runs at once, go on
@@ -70,8 +70,8 @@ BASES = {
     "bce-relations": [ROOT / "benchmarks" / "bases" / "bce-relations.yaml"],
 }
 OVERLAYS = ROOT / "configs" / "variants"
-# The README's "Quality on real data" rows (the default run), on the base they were measured on
-README_VARIANTS = (
+# The rows of docs/quality.md's "What each part is worth" (the default run), on their base
+DEFAULT_VARIANTS = (
     "design",
     "bce-relations+no-also-view",
     "bce-relations+softmax+no-also-view",
@@ -385,7 +385,7 @@ def peer_rows(runs: list[dict[str, Any]], references: list[dict[str, Any]], data
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="grocery,magazine")
-    parser.add_argument("--variants", default=",".join(README_VARIANTS), help="comma-separated; see the docstring")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated; see the docstring")
     parser.add_argument("--fractions", default="0", help="for variants that do not set their own")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed .. first-seed + seeds - 1")
