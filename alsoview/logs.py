@@ -5,13 +5,22 @@ bars disabled"), Ray Train logs every report and checkpoint from every worker, a
 running beside training warns that no CPU is free at that instant (it is expected: training
 holds its share, the mixing tasks wait their turn). Per epoch that is a screenful. `quiet_ray`
 drops exactly those messages in the process it runs in (driver, feeder, training worker);
-`ALSOVIEW_LOG=debug` (or `--verbose`) brings everything back.
+`ALSOVIEW_LOG=debug` (or `--verbose`) brings everything back. Ray Train's own INFO lines (the
+controller's "Requesting resources", the worker group's start) stay in Ray's log files
+(`ray_train_log_level`). What Ray leaves out of the terminal is in its session's log folder
+(`<Ray temp dir>/session_latest/logs`).
+
+Colour: none unless both stdout and stderr are terminals and NO_COLOR is unset. Ray's prefixes
+of its workers' lines follow RAY_COLOR_PREFIX (set to 0 here otherwise), and Ray's own log lines
+lose their escape codes in the same case (`_PlainText`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 import time
 
 log = logging.getLogger("alsoview")
@@ -35,6 +44,10 @@ ROUTINE_RAY_MESSAGES = (
     "Checkpoint successfully created at",
     "Wrote the latest version of all result files",  # ray.tune, at the end of every search
     "is illegal; using",  # tensorboardX renaming our metric names (`@` is not allowed there)
+    # ray.init starting a private instance: alsoview's own line says it, with the dashboard's
+    # address and whether token authentication is on (runtime.init_ray)
+    "Started a local Ray instance.",
+    "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled",
 )
 
 
@@ -45,18 +58,52 @@ def verbose() -> bool:
 def configure(verbose_flag: bool = False) -> None:
     """The driver's logging: one short line per event, Ray's chatter off unless verbose.
 
-    The switch is kept in the environment, so a local Ray instance started afterwards passes
-    it to its workers (on a cluster, set ALSOVIEW_LOG in the job's runtime environment).
+    The switches are kept in the environment, so a local Ray instance started afterwards passes
+    them to its workers (on a cluster, set ALSOVIEW_LOG in the job's runtime environment).
     """
     if verbose_flag:
         os.environ[LOG_ENV] = "debug"
+    plain_ray_prefixes()
     logging.basicConfig(
         level=logging.DEBUG if verbose() else logging.INFO,
         format="%(asctime)s alsoview: %(message)s",
         datefmt="%H:%M:%S",
     )
-    if not verbose():
-        _filter_handlers(("",))
+    _filter_handlers(("",))
+
+
+COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"  # Ray's switch for its workers' line prefixes: "0" plain
+
+
+def colour_allowed() -> bool:
+    """Colour only where someone watches a terminal: stdout and stderr both ttys, NO_COLOR unset."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    return all(getattr(stream, "isatty", lambda: False)() for stream in (sys.stdout, sys.stderr))
+
+
+def plain_ray_prefixes() -> None:
+    """Ray's `(TrainController pid=...)` prefixes without colour codes unless `colour_allowed`
+    (Ray reads the switch at every line; a value the user set is kept)."""
+    if not colour_allowed():
+        os.environ.setdefault(COLOR_PREFIX_ENV, "0")
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def without_ansi(text: str) -> str:
+    return ANSI_ESCAPE.sub("", text)
+
+
+class _PlainText(logging.Filter):
+    """A record's colour codes removed (Ray colours the dashboard's address, for one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "\x1b[" in message:
+            record.msg, record.args = without_ansi(message), ()
+        return True
 
 
 class _RoutineRayMessages(logging.Filter):
@@ -65,11 +112,19 @@ class _RoutineRayMessages(logging.Filter):
         return not any(text in message for text in ROUTINE_RAY_MESSAGES)
 
 
-def quiet_ray() -> None:
-    """In this process: Ray Data's per-execution announcements and the routine Ray lines off.
+RAY_LOGGERS = ("", "ray", "ray.data", "ray.train", "ray.tune")
 
-    Filters go on the handlers (a logger's own filters do not see its children's records).
+
+def quiet_ray() -> None:
+    """In this process: Ray's log lines without colour codes off a terminal, and (unless verbose)
+    Ray Data's per-execution announcements and the routine Ray lines off.
+
+    Safe before and after `ray.init` (the driver calls it before, so the lines `ray.init` itself
+    logs are filtered too). Filters go on the handlers (a logger's own filters do not see its
+    children's records).
     """
+    plain_ray_prefixes()
+    _filter_handlers(RAY_LOGGERS)
     if verbose():
         return
     import ray.data
@@ -77,8 +132,6 @@ def quiet_ray() -> None:
     context = ray.data.DataContext.get_current()
     context.print_on_execution_start = False
     context.enable_progress_bars = False
-    _filter_handlers(("", "ray", "ray.data", "ray.train", "ray.tune"))
-    _drop_routine_raylet_reports()
     # Tune's console reporter prints a boxed summary and a TensorBoard hint pointing into Ray's
     # session folder (gone with the session) whatever RunConfig's verbosity; its older reporter
     # is silent at verbosity 0. TrialLog says what matters; `tensorboard_hint` the right folder.
@@ -88,43 +141,51 @@ def quiet_ray() -> None:
 TUNE_NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
 
 
+def ray_train_log_level() -> str:
+    """Ray Train's console level (its RunConfig's `logging_config`): its INFO lines (resources
+    requested, the worker group started, every report) only when verbose. Its system log files
+    in Ray's session folder keep every level."""
+    return "INFO" if verbose() else "WARNING"
+
+
 def tensorboard_hint(run_dir: object) -> str:
     """Where Tune's TensorBoard event files are: each trial's folder under the experiment's."""
     return f"learning curves: tensorboard --logdir {run_dir}  (pip install tensorboard)"
 
 
-# The raylet's report that it started "N PYTHON worker processes", repeated at every multiple of
-# the CPU count: a Tune trial, its Train controller, workers, feeders and mixing tasks are that many
-# processes by design. Ray prints these reports to the driver's stdout itself, not through logging.
-ROUTINE_RAYLET_REPORTS = ("worker processes have been started on node",)
+# Lines Ray's driver prints for its raylet and its actors itself, not through logging, as (who,
+# text): the raylet's report that it started "N PYTHON worker processes", repeated at every
+# multiple of the CPU count (a Tune trial, its Train controller, workers, feeders and mixing tasks
+# are that many processes by design); Ray Train's placement-group cleaner's warning that a run's
+# controller is gone, at the end of every Tune trial (Tune ends the trial, the cleaner frees its
+# CPUs). runtime.init_ray has the driver leave them out (ray_internals.drop_driver_prints).
+ROUTINE_RAY_PRINTS = (
+    ("raylet", "worker processes have been started on node"),
+    ("PlacementGroupCleaner", "Cleaning up placement group"),
+)
 
 
-def _drop_routine_raylet_reports() -> None:
-    """Wrap the function Ray's driver prints the raylet's reports with, leaving out the routine ones."""
-    from ray._private import worker
-
-    printer = worker.print_to_stdstream
-    if getattr(printer, "_alsoview_filtered", False):
-        return
-
-    def print_to_stdstream(data: dict, ignore_prefix: bool) -> None:
-        if data.get("pid") == "raylet":
-            lines = [line for line in data.get("lines", []) if not any(t in line for t in ROUTINE_RAYLET_REPORTS)]
-            if not lines:
-                return
-            data = {**data, "lines": lines}
-        printer(data, ignore_prefix)
-
-    print_to_stdstream._alsoview_filtered = True  # type: ignore[attr-defined]
-    worker.print_to_stdstream = print_to_stdstream
+def routine_ray_print(data: dict, line: str) -> bool:
+    """Whether a line Ray's driver is about to print is one of ROUTINE_RAY_PRINTS (never when verbose)."""
+    if verbose():
+        return False
+    who = data.get("actor_name") or data.get("pid")
+    return any(who == source and text in line for source, text in ROUTINE_RAY_PRINTS)
 
 
 def _filter_handlers(logger_names: tuple[str, ...]) -> None:
-    routine = _RoutineRayMessages()
+    """Colour codes off every handler of these loggers when colour is not allowed; the routine Ray
+    messages off them unless verbose."""
+    wanted: list[logging.Filter] = []
+    if not colour_allowed():
+        wanted.append(_PlainText())
+    if not verbose():
+        wanted.append(_RoutineRayMessages())
     for name in logger_names:
         for handler in logging.getLogger(name).handlers:
-            if not any(isinstance(f, _RoutineRayMessages) for f in handler.filters):
-                handler.addFilter(routine)
+            for added in wanted:
+                if not any(type(f) is type(added) for f in handler.filters):
+                    handler.addFilter(added)
 
 
 class Progress:

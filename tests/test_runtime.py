@@ -167,3 +167,104 @@ def test_ray_trains_controller_polls_its_workers_every_half_second(ray_session):
         return os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
 
     assert ray_session.get(seen_by_a_ray_worker.remote()) == "0.5"
+
+
+class _FakeRay:
+    """`ray.init` raising its first `failures` calls, `ray.shutdown` counted: no Ray starts."""
+
+    def __init__(self, monkeypatch, failures: int, initialised: bool = False) -> None:
+        import ray
+
+        self.calls: list[dict] = []
+        self.shutdowns = 0
+        self.failures = failures
+        self.initialised = initialised
+        monkeypatch.setattr(ray, "init", self.init)
+        monkeypatch.setattr(ray, "shutdown", self.shutdown)
+        monkeypatch.setattr(ray, "is_initialized", lambda: self.initialised)
+        monkeypatch.setattr(runtime, "_stay_on_loopback", lambda: None)  # keeps this process's Ray as it is
+        for name in ("RAY_API_SERVER_ADDRESS", runtime.TRAIN_POLL_ENV, "RAY_COLOR_PREFIX", "RAY_AIR_NEW_OUTPUT"):
+            monkeypatch.delenv(name, raising=False)  # restored after the test
+
+    def init(self, **kwargs) -> None:
+        self.calls.append(kwargs)
+        if len(self.calls) <= self.failures:
+            raise RuntimeError("Failed to start the dashboard\nThe last 20 lines of its log:\n...")
+        self.initialised = True
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+        self.initialised = False
+
+
+def test_a_local_start_that_fails_is_tried_once_more(monkeypatch, caplog):
+    fake = _FakeRay(monkeypatch, failures=1)
+    with caplog.at_level("WARNING", logger="alsoview"):
+        line = runtime._start_local(2, dashboard=False)
+    assert len(fake.calls) == 2 and fake.shutdowns == 1
+    assert line.startswith("started a private local Ray instance on 127.0.0.1 (2 CPUs"), line
+    assert line.endswith("no dashboard"), line
+    assert "trying once more" in caplog.text and "Failed to start the dashboard" in caplog.text
+
+
+def test_a_local_start_that_fails_twice_ends_in_one_line_naming_rays_logs(monkeypatch):
+    from alsoview.errors import RunFailedError
+
+    fake = _FakeRay(monkeypatch, failures=2)
+    try:
+        runtime._start_local(2, dashboard=True)
+    except RunFailedError as exc:
+        message, error = str(exc), exc
+    else:
+        raise AssertionError("no RunFailedError")
+    assert len(fake.calls) == 2 and fake.shutdowns == 2
+    assert "\n" not in message and "Failed to start the dashboard" in message, message
+    assert f"Ray's logs: {runtime.ray_logs_folder()}" in message
+    assert str(runtime.ray_logs_folder()).endswith("session_latest/logs")
+    assert error.__cause__ is None and error.__suppress_context__  # no chained traceback
+
+
+def test_a_command_whose_ray_start_fails_twice_prints_one_line(monkeypatch, capsys, tmp_path):
+    """`alsoview prepare` (its inputs fine) when Ray cannot start: exit code 1 and one line."""
+    from alsoview import cli
+
+    fake = _FakeRay(monkeypatch, failures=2)
+    monkeypatch.setattr(runtime, "cluster_to_join", lambda address=None: (None, ""))
+    code = cli.main(
+        ["prepare", "--config", str(ROOT / "configs" / "smoke.yaml"), f"data.generated_dir={tmp_path / 'raw'}",
+         f"data.prepared_dir={tmp_path / 'prepared'}", "data.generate_users=50", "data.generate_items=20"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    failed = [line for line in err.splitlines() if line.startswith("alsoview: failed:")]
+    assert code == 1 and len(fake.calls) == 2, err
+    assert len(failed) == 1 and "Ray's logs:" in failed[0], err
+    assert "Traceback" not in err
+
+
+def test_the_dashboard_starts_for_ray_train_and_private_instances_only(monkeypatch):
+    started: list[bool] = []
+    fake = _FakeRay(monkeypatch, failures=0)
+    monkeypatch.setattr(runtime, "_start_local", lambda num_cpus, dashboard: started.append(dashboard) or "started")
+    monkeypatch.setattr(runtime, "_STARTED", {})
+    monkeypatch.setattr(runtime, "cluster_to_join", lambda address=None: (None, ""))
+
+    def run(**kwargs) -> str:
+        line = runtime.init_ray(**kwargs)
+        fake.initialised = True
+        return line
+
+    assert run() == "started" and started == [False]  # prepare, evaluate, recommend
+    assert run().startswith("using the Ray instance already")  # a second command, same process
+    assert run(dashboard=True) == "started" and started == [False, True]  # then train: started again
+    assert fake.shutdowns == 1
+    assert run().startswith("using the Ray instance already") and fake.shutdowns == 1
+    fake.initialised = False
+    run(private=True)  # tests, benchmarks: one instance serves every kind of run
+    assert started[-1] is True
+
+
+def test_an_instance_this_module_did_not_start_is_used_as_it_is(monkeypatch):
+    fake = _FakeRay(monkeypatch, failures=0, initialised=True)  # the user's own ray.init()
+    monkeypatch.setattr(runtime, "_STARTED", {})
+    assert runtime.init_ray(dashboard=True).startswith("using the Ray instance already")
+    assert fake.shutdowns == 0 and not fake.calls

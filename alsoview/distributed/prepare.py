@@ -43,18 +43,19 @@ class PrepareResult:
     manifest: dict[str, Any]
 
 
-def prepare(config: Config, out_dir: str | Path | None = None) -> PrepareResult:
+def prepare(config: Config, out_dir: str | Path | None = None, dashboard: bool = False) -> PrepareResult:
     """Run the whole prepare pipeline on the configured raw files and publish the dataset whole.
 
     `out` must be empty, new, or a prepared dataset (which is replaced); that is checked, with
-    the inputs, before any work.
+    the inputs, before any work. `dashboard`: a Ray Train run follows in this process, so a Ray
+    this starts runs the dashboard it needs (runtime.init_ray), instead of starting twice.
     """
     config = with_absolute_paths(config)
     out = Path(out_dir or config.data.prepared_dir).resolve()
     storage.check_replaceable(out, layout.MANIFEST, "prepared dataset")
     reviews = resolve_inputs(config.data.reviews, "reviews")
     meta = resolve_inputs(config.data.meta, "meta", first_source=len(reviews)) if config.data.meta else []
-    log.info(init_ray())  # after the input checks: a typo in a path fails fast, without starting Ray
+    log.info(init_ray(dashboard=dashboard))  # after the input checks: a typo in a path fails fast, without starting Ray
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()
@@ -208,5 +209,5 @@ def ensure_prepared(config: Config) -> Config:
                 log.info("using the prepared dataset in %s", out)
                 return config
             log.info("the prepared dataset in %s is out of date (%s): preparing it again", out, stale)
-        prepare(config)
+        prepare(config, dashboard=True)  # a Ray Train run follows
     return config

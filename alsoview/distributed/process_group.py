@@ -9,13 +9,16 @@ worker's node address (`GLOO_SOCKET_IFNAME`, unless the user set it). On a singl
 node address is 127.0.0.1 (runtime.py), so nothing listens beyond loopback; on a cluster the
 ports stay on the cluster's network (docs/cluster.md says which).
 
-`NodeAddressTorchConfig` goes to `TorchTrainer(torch_config=...)`; it reuses Ray Train's torch
-backend (`ray.train.torch.config._TorchBackend`, Ray 2.60) for everything but the process
-group's start.
+`NodeAddressTorchConfig` goes to `TorchTrainer(torch_config=...)`. Its backend is built on Ray
+Train's public backend interface (`ray.train.backend.Backend`, a DeveloperAPI that may change in
+a minor Ray release) and does what Ray Train's own torch backend does around the process group:
+the torch environment variables each worker reads, the group destroyed and CUDA's cache emptied
+at the end.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -23,9 +26,12 @@ from datetime import timedelta
 from typing import Any
 
 import ray
+import torch
 import torch.distributed as dist
+from ray.train.backend import Backend
 from ray.train.torch import TorchConfig
-from ray.train.torch.config import _set_torch_distributed_env_vars, _TorchBackend
+
+log = logging.getLogger("alsoview")
 
 # Rank 0's store server, kept alive as long as the process group uses it.
 _SERVER: dict[str, Any] = {}
@@ -77,8 +83,40 @@ def _close_store() -> None:
     _SERVER.pop("store", None)  # its server stops and closes the socket
 
 
-class _NodeAddressBackend(_TorchBackend):
-    """Ray Train's torch backend with the process group started by `_join` over `_serve_store`."""
+def _set_torch_env() -> None:
+    """The variables torchrun sets, which libraries read (as Ray Train sets them for its workers)."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    os.environ["LOCAL_RANK"] = str(context.get_local_rank())
+    os.environ["LOCAL_WORLD_SIZE"] = str(context.get_local_world_size())
+    os.environ["NODE_RANK"] = str(context.get_node_rank())
+    os.environ["RANK"] = str(context.get_world_rank())
+    os.environ["WORLD_SIZE"] = str(context.get_world_size())
+    os.environ["ACCELERATE_TORCH_DEVICE"] = str(ray.train.torch.get_device())  # Hugging Face Accelerate
+
+
+def _leave(destroy_group: bool) -> None:
+    """Every rank at the end: the process group destroyed (several workers), CUDA's cache emptied."""
+    if destroy_group and dist.is_initialized():
+        dist.destroy_process_group()
+    if torch.cuda.is_available():
+        import ray.train.torch
+
+        for device in ray.train.torch.get_devices():
+            if device.type == "cuda":
+                with torch.cuda.device(device):
+                    torch.cuda.empty_cache()
+
+
+SHUTDOWN_SECONDS = 30.0  # Ray Train's own torch backend waits as long for its workers to leave
+
+
+class _NodeAddressBackend(Backend):
+    """A torch backend whose process group is started by `_join` over `_serve_store`."""
+
+    share_cuda_visible_devices = True  # as Ray Train's torch backend: a node's GPUs seen by its workers
 
     def on_start(self, worker_group: Any, backend_config: TorchConfig) -> None:
         gpus = worker_group.get_resources_per_worker().get("GPU", 0)
@@ -91,7 +129,7 @@ class _NodeAddressBackend(_TorchBackend):
             os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = addr, str(port)
 
         worker_group.execute(set_master, addr=address, port=port)
-        worker_group.execute(_set_torch_distributed_env_vars)
+        worker_group.execute(_set_torch_env)
         ray.get(
             [
                 worker_group.execute_single_async(rank, _join, address, port, rank, world, backend, timeout)
@@ -100,7 +138,11 @@ class _NodeAddressBackend(_TorchBackend):
         )
 
     def on_shutdown(self, worker_group: Any, backend_config: TorchConfig) -> None:
-        super().on_shutdown(worker_group, backend_config)
+        leaving = worker_group.execute_async(_leave, destroy_group=len(worker_group) > 1)
+        try:
+            ray.get(leaving, timeout=SHUTDOWN_SECONDS)
+        except ray.exceptions.GetTimeoutError:
+            log.warning("the workers' torch process group did not shut down within %.0f s", SHUTDOWN_SECONDS)
         worker_group.execute_single(0, _close_store)
 
 

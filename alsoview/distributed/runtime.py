@@ -7,8 +7,16 @@ when the user asked for one:
 1. `address` (`--address`) or RAY_ADDRESS (set for `ray job submit` drivers);
 2. a head started on this machine with `ray start` (it records its address in
    `<ray temp dir>/ray_current_cluster`; `ray stop` removes the record);
-3. otherwise a private instance (`address="local"`) bound to 127.0.0.1, its dashboard on
-   8265 or, when that port is taken, on a free one.
+3. otherwise a private instance (`address="local"`) bound to 127.0.0.1, with token
+   authentication on (Ray's default), and with its dashboard (on 8265 or, when that port is taken,
+   on a free one) only for the commands that run Ray Train: Train V2 looks its runs up through
+   Ray's state API, which the dashboard serves (without it a Tune search with ASHA hung, and a
+   plain run's placement-group cleaner warns again and again that it cannot see the controller).
+   prepare, evaluate and recommend use Ray Data only and start without it (prepare with it when
+   a training run follows in the same process: `prepare.ensure_prepared`).
+
+A private instance that fails to start (a dashboard not up in time on a busy machine) is started
+once more, then reported in one line naming Ray's log folder.
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ from typing import Any
 
 from alsoview.config import Config, with_absolute_paths
 from alsoview.data.catalog import Catalog, load_catalog
-from alsoview.errors import UserError
+from alsoview.distributed import ray_internals
+from alsoview.errors import RunFailedError, UserError, first_line
+from alsoview.logs import quiet_ray, ray_train_log_level, routine_ray_print
 from alsoview.training import checkpoint as runs
 
 log = logging.getLogger("alsoview")
@@ -43,7 +53,7 @@ def start_run(config: Config, run_name: str, catalog: Catalog | None = None) -> 
     with the config that runs written into it."""
     config = with_absolute_paths(config)
     catalog = catalog or load_catalog(config.data.prepared_dir)
-    log.info(init_ray())
+    log.info(init_ray(dashboard=True))  # Ray Train's runs need the state API (module docstring)
     runs_dir = Path(config.train.runs_dir).resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
     check_every_node_sees(runs_dir, "train.runs_dir")
@@ -116,31 +126,55 @@ SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's switch: "0" ke
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, private: bool = False) -> str:
+def init_ray(
+    address: str | None = None, num_cpus: int | None = None, private: bool = False, dashboard: bool | None = None
+) -> str:
     """Start or join Ray once per process; returns one line saying what happened.
 
     `private`: always a private local instance (tests, benchmarks: never a user's cluster).
+    `dashboard`: whether a private instance this starts runs the dashboard (module docstring);
+    by default only a `private` one does, as it serves every kind of run in its process. An
+    instance this module started without one is started again with one when a later call asks.
     """
     import ray
 
-    from alsoview.logs import quiet_ray
-
+    wants_dashboard = private if dashboard is None else dashboard
     if ray.is_initialized():
-        quiet_ray()
-        return "using the Ray instance already initialised in this process"
+        if not (wants_dashboard and _STARTED.get("dashboard") is False):
+            quiet_ray()
+            return "using the Ray instance already initialised in this process"
+        log.info("restarting the private Ray instance with its dashboard (Ray Train needs its state API)")
+        ray.shutdown()
+    _STARTED.clear()
     # Ray Train's controller polls its workers every 2 s by default, and a run waits on those
     # polls (its start, each epoch's report and checkpoint, its end): 3 smoke epochs took 35.5 s
     # end to end, 28.3 s polled every 0.5 s (a few actor calls a second). Ray Train hands it from
     # a driver to its controller and workers; Tune's trial functions get it from the driver
     # (tune.run_trial). A value the user set is kept.
     os.environ.setdefault(TRAIN_POLL_ENV, TRAIN_POLL_SECONDS)
+    quiet_ray()  # before ray.init: the lines it logs itself are filtered too
+    ray_internals.drop_driver_prints(routine_ray_print)
     target, source = (None, "") if private else cluster_to_join(address)
     if target is not None:
         described = _connect(target, source)
     else:
-        described = _start_local(num_cpus or os.cpu_count() or 1)
+        described = _start_local(num_cpus or os.cpu_count() or 1, wants_dashboard)
+        _STARTED["dashboard"] = wants_dashboard
     quiet_ray()
     return described
+
+
+# What this module started in this process: {"dashboard": bool} for a private instance.
+_STARTED: dict[str, bool] = {}
+
+
+def train_logging_config() -> Any:
+    """Ray Train's logging for a run's `RunConfig(logging_config=...)`: its INFO lines (resources
+    requested, the worker group started, reports) on the console only when verbose; Ray's
+    system log files keep them."""
+    import ray.train
+
+    return ray.train.LoggingConfig(log_level=ray_train_log_level())
 
 
 def cluster_to_join(address: str | None = None) -> tuple[str | None, str]:
@@ -156,9 +190,7 @@ def cluster_to_join(address: str | None = None) -> tuple[str | None, str]:
 
 
 def recorded_head_file() -> Path:
-    from ray._common.utils import get_ray_address_file
-
-    return Path(get_ray_address_file(None))
+    return ray_internals.recorded_head_file()
 
 
 def recorded_head() -> str | None:
@@ -179,7 +211,10 @@ def _connect(target: str, source: str) -> str:
     if host in LOOPBACK:
         _stay_on_loopback()  # else Ray rewrites 127.0.0.1 to this machine's network address
     if source.startswith("the head"):
-        _use_local_token()
+        # As Ray's own `ray.init()` does for the head it finds itself: token authentication when
+        # RAY_AUTH_MODE is unset and a token exists (~/.ray/auth_token). An address the user
+        # gives (--address, RAY_ADDRESS) gets no token unless RAY_AUTH_MODE=token says so, as in Ray.
+        ray_internals.use_local_token_if_present()
     try:
         ray.init(address=target, log_to_driver=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -201,20 +236,10 @@ def ray_train_env() -> dict[str, str]:
     return {name: os.environ[name] for name in (TRAIN_POLL_ENV, PREEMPTION_WATCHER_ENV) if name in os.environ}
 
 
-def _use_local_token() -> None:
-    """Join this machine's own `ray start` head as Ray's `ray.init()` would find it: with token
-    authentication when RAY_AUTH_MODE is unset and a token exists (~/.ray/auth_token). Ray does
-    this itself only without an address; alsoview passes the head's recorded address (to join
-    that head and no other), so it asks for the same here. An address the user gives
-    (--address, RAY_ADDRESS) gets no token unless RAY_AUTH_MODE=token says so, as in Ray."""
-    from ray._private.authentication.authentication_token_setup import (
-        maybe_enable_token_auth_if_token_available,
-    )
-
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+START_ATTEMPTS = 2
 
 
-def _start_local(num_cpus: int) -> str:
+def _start_local(num_cpus: int, dashboard: bool) -> str:
     import ray
 
     from alsoview.storage import locked
@@ -223,40 +248,69 @@ def _start_local(num_cpus: int) -> str:
     # Two runs starting at once would both find 8265 free and the loser's dashboard would fail
     # after a minute: the port is chosen and bound by one starting run at a time on this machine.
     with locked(Path(tempfile.gettempdir()) / f"alsoview-ray-start-{os.getuid()}", "a local Ray instance"):
-        port = DASHBOARD_PORT if port_is_free(DASHBOARD_PORT) else free_port()
-        # Ray's state API (used by Train V2, e.g. when ASHA stops a trial) finds the dashboard by
-        # scanning for running Ray instances when it is not told, and fails when there are two.
-        # Named here, it is inherited by every process this instance starts.
-        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            _node_ip_address="127.0.0.1",
-            include_dashboard=True,  # Tune with ASHA needs the state API (README, NOTES on Ray)
-            dashboard_host="127.0.0.1",
-            dashboard_port=port,
-        )
-    moved = "" if port == DASHBOARD_PORT else f" ({DASHBOARD_PORT} is taken)"
-    return (
-        f"started a private local Ray instance on 127.0.0.1 ({num_cpus} CPUs), dashboard http://127.0.0.1:{port}{moved}"
+        for attempt in range(1, START_ATTEMPTS + 1):
+            port = DASHBOARD_PORT if port_is_free(DASHBOARD_PORT) else free_port()
+            if dashboard:
+                # Ray's state API finds the dashboard by scanning for running Ray instances when it
+                # is not told, and fails when there are two. Named here, it is inherited by every
+                # process this instance starts.
+                os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+            try:
+                ray.init(
+                    address="local",
+                    num_cpus=num_cpus,
+                    include_dashboard=dashboard,
+                    dashboard_host="127.0.0.1",
+                    dashboard_port=port,
+                )
+                break
+            except Exception as exc:  # whatever Ray raises: the user gets one line and Ray's log folder
+                _shut_down_quietly()
+                if attempt == START_ATTEMPTS:
+                    raise RunFailedError(
+                        f"could not start a local Ray instance ({START_ATTEMPTS} tries): {first_line(exc)}; "
+                        f"Ray's logs: {ray_logs_folder()}"
+                    ) from None
+                log.warning("starting a local Ray instance failed (%s); trying once more", first_line(exc))
+    token = (
+        "token authentication on" if os.environ.get(AUTH_MODE_ENV, "").lower() == "token" else "no token authentication"
     )
+    where = "no dashboard"
+    if dashboard:
+        moved = "" if port == DASHBOARD_PORT else f" ({DASHBOARD_PORT} is taken)"
+        where = f"dashboard http://127.0.0.1:{port}{moved}"
+    return f"started a private local Ray instance on 127.0.0.1 ({num_cpus} CPUs, {token}), {where}"
+
+
+def ray_logs_folder() -> Path:
+    """The log folder of the latest Ray session started on this machine (a link Ray keeps)."""
+    return ray_internals.ray_temp_dir() / "session_latest" / "logs"
+
+
+def _shut_down_quietly() -> None:
+    """What a failed `ray.init` left running in this process, stopped (best effort)."""
+    import ray
+
+    try:
+        ray.shutdown()
+    except Exception as exc:
+        log.debug("ray.shutdown after a failed start: %s", first_line(exc))
 
 
 def _stay_on_loopback() -> None:
     """Ray's single-machine mode for this process and the Ray processes it starts.
 
     Ray reads the switch once, at import; by now it is imported, so the module's copy is set
-    as well as the environment (which the GCS, raylet and workers inherit).
+    as well as the environment (which the GCS, raylet and workers inherit). With it, the node's
+    address is 127.0.0.1 (no `_node_ip_address` needed) and every listener stays on loopback.
 
     Ray Train also starts a preemption watcher actor with every run; a Ray on 127.0.0.1 (a
     private instance, or nodes of one machine) has no node a cloud could take back, so its runs
     do without it: one process fewer per run, and none of the warning it logs about its
     constructor arguments. Ray Train passes the switch on to its controller.
     """
-    from ray._private import ray_constants
-
     os.environ[SINGLE_MACHINE_ENV] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray_internals.stay_on_loopback_in_this_process()
     os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
 
 

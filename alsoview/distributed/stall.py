@@ -61,9 +61,9 @@ def train_start_timeout(seconds: float) -> Iterator[None]:
 
 def is_start_timeout(exc: BaseException) -> bool:
     """Whether `fit()` failed because Train's workers could not be placed in time."""
-    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+    from alsoview.distributed.ray_internals import worker_group_startup_timeout_error
 
-    return isinstance(getattr(exc, "controller_failure", None), WorkerGroupStartupTimeoutError)
+    return isinstance(getattr(exc, "controller_failure", None), worker_group_startup_timeout_error())
 
 
 class StallError(RunFailedError):
@@ -143,10 +143,11 @@ def register_controller_callback(board: Any) -> Any:
 
     Train V2 runs `fit()` as a controller actor with no public handle; its `abort()` is the
     graceful stop Ctrl-C uses. The callback's bases are Ray Train's internal `ControllerCallback`
-    and `WorkerGroupCallback` (ray is pinned to 2.60.0 in pyproject.toml; tests/test_stall.py
-    exercises both).
+    and `WorkerGroupCallback` (ray_internals.py; tests/test_stall.py exercises both).
     """
-    from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
+    from alsoview.distributed.ray_internals import controller_callback_bases
+
+    ControllerCallback, WorkerGroupCallback = controller_callback_bases()
 
     class RegisterController(ControllerCallback, WorkerGroupCallback):
         def __init__(self, board: Any) -> None:

@@ -20,7 +20,7 @@ from alsoview.distributed.resources import (
     sharing_cores_warning,
     with_planned_split,
 )
-from alsoview.distributed.runtime import on_this_node
+from alsoview.distributed.runtime import on_this_node, train_logging_config
 from alsoview.distributed.stall import StallError, StallWatch, diagnose
 from alsoview.distributed.worker import WorkerSetup, train_loop_per_worker
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
@@ -110,6 +110,7 @@ def build_trainer(
                 controller_failure_limit=0 if config.train.stall_timeout > 0 else -1,
             ),
             callbacks=callbacks,
+            logging_config=train_logging_config(),  # Ray Train's INFO lines in its log files, not the terminal
         ),
     )
 
