@@ -15,9 +15,19 @@ from typing import NoReturn, Sequence
 from alsoview.config import Config, check_plain_name, load_config, with_absolute_paths
 from alsoview.errors import RunFailedError, UserError, internal_error_line, write_traceback
 from alsoview.logs import configure as configure_logging
-from alsoview.logs import tensorboard_hint
+from alsoview.logs import tensorboard_hint, without_ansi
+from alsoview.reporting.summary import (
+    evaluate_lines,
+    generate_lines,
+    prepare_lines,
+    recommendation_lines,
+    train_lines,
+)
 
 log = logging.getLogger("alsoview")
+
+
+RUN_HELP = "a run directory, or a run name under the storage root's runs/ (a tuning run: its final model)"
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +55,19 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+class _ShowDefaults(argparse.HelpFormatter):
+    """--help names each option's default, where it has one: what leaving it out does is part of
+    what it means. Flags and options without a default say nothing (argparse's own formatter would
+    print "(default: None)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        nothing = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if nothing or "%(default)" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the one-line errors of the rest of the CLI (exit code 2, no usage block)."""
 
@@ -53,50 +76,70 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from alsoview.version import __version__
+
     parser = _Parser(prog="alsoview", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"alsoview {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     common = _common_options()
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, parents=[common])
+    def command(name: str, help: str, json_output: str | None = None) -> argparse.ArgumentParser:
+        made = sub.add_parser(name, help=help, parents=[common], formatter_class=_ShowDefaults)
+        if json_output:
+            made.add_argument("--json", action="store_true", help=f"print {json_output} as JSON, not the summary")
+        return made
 
-    gen = command("generate", help="write a synthetic dataset in the raw Amazon 2018 format")
+    gen = command(
+        "generate", help="write a synthetic dataset in the raw Amazon 2018 format", json_output="what was written"
+    )
     gen.add_argument("--out", required=True, help="output directory")
-    gen.add_argument("--users", type=int, default=2000)
+    gen.add_argument("--users", type=int, default=2000, help="reviewers")
     gen.add_argument("--items", type=int, default=600, help="reviewable items (meta holds more)")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0, help="the same seed writes the same files")
 
-    prep = command("prepare", help="parse, clean, split and embed raw files into a prepared dataset")
+    prep = command(
+        "prepare",
+        help="parse, clean, split and embed raw files into a prepared dataset",
+        json_output="the rows kept and dropped",
+    )
     prep.add_argument("--reviews", nargs="+", help="review files or globs (default: the generated dataset)")
     prep.add_argument("--meta", nargs="+", help="item metadata files or globs")
     prep.add_argument("--out", help="prepared dataset directory (default: data.prepared_dir)")
     prep.add_argument("--strict", action="store_true", help="a malformed input line is fatal")
     _add_config_args(prep)
 
-    tr = command("train", help="train the MLP with Ray Train (prepares the dataset first if needed)")
+    tr = command(
+        "train",
+        help="train the MLP with Ray Train (prepares the dataset first if needed)",
+        json_output="every metric of the run (metrics.json)",
+    )
     _add_config_args(tr)
 
-    ev = command("evaluate", help="score a trained run and the baselines on the named protocols")
-    ev.add_argument("--run", required=True, help="run directory (runs/<name>)")
-    ev.add_argument("--split", default="test", choices=("test", "valid"))
+    ev = command(
+        "evaluate",
+        help="score a trained run and the baselines on the named protocols",
+        json_output="every scorer's metrics (evaluation.json)",
+    )
+    ev.add_argument("--run", required=True, help=RUN_HELP)
+    ev.add_argument("--split", default="test", choices=("test", "valid"), help="which held-out item of each user")
     ev.add_argument("--max-users", type=int, help="evaluate a seeded sample of this many users")
     ev.add_argument("--actors", type=int, default=1, help="scoring actors in the Ray Data pool")
 
     co = command("compare", help="train one model per also-view fraction and seed, evaluate, plot")
     co.add_argument("--fractions", default="0,0.25,0.5,0.75,1", help="comma-separated also-view fractions")
-    co.add_argument("--seeds", type=int, default=3)
+    co.add_argument("--seeds", type=int, default=3, help="seeds per fraction (0, 1, ...)")
     co.add_argument("--name", default="compare", help="run directory name under train.runs_dir (same name resumes)")
     co.add_argument("--max-users", type=int, help="evaluate a seeded sample of this many test users")
     _add_config_args(co)
 
     rec = command("recommend", help="top-k items for a user (or many users) of a trained run")
-    rec.add_argument("--run", required=True, help="run directory (runs/<name>)")
+    rec.add_argument("--run", required=True, help=RUN_HELP)
     who = rec.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a raw reviewerID")
     who.add_argument("--users-file", help="batch mode: a file with one reviewerID per line (Ray Data)")
-    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("-k", type=int, default=10, help="items per user")
     rec.add_argument("--out", help="batch mode: output Parquet file (default: <run>/recommendations.parquet)")
-    rec.add_argument("--actors", type=int, default=1)
+    rec.add_argument("--actors", type=int, default=1, help="batch mode: scoring actors in the Ray Data pool")
 
     tu = command("tune", help="search the also-view / random balance with Ray Tune (prepares first if needed)")
     tu.add_argument(
@@ -133,7 +176,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from alsoview.data.synthetic import generate
 
     summary = generate(args.out, users=args.users, items=args.items, seed=args.seed)
-    print(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
+    if args.json:
+        print(json.dumps(dataclasses.asdict(summary), indent=2, default=str))
+        return 0
+    _print_lines(
+        generate_lines(
+            summary.reviews_path.parent,
+            summary.users,
+            summary.reviewable_items,
+            summary.reviews,
+            summary.meta_lines,
+            summary.seconds,
+        )
+    )
     return 0
 
 
@@ -143,18 +198,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     config = with_default_inputs(_config_from(args))
     result = prepare(config)
     manifest = result.manifest
-    print(f"prepared dataset: {result.out_dir}")
-    print(
-        json.dumps(
-            {
-                "rows": manifest["rows"],
-                "counts": manifest["counts"],
-                "dropped": manifest["dropped"],
-                "text_encoder": manifest["text_encoder"]["name"],
-            },
-            indent=2,
-        )
-    )
+    if args.json:
+        keys = ("rows", "counts", "dropped", "text_encoder")
+        print(json.dumps({key: manifest[key] for key in keys}, indent=2))
+        return 0
+    _print_lines(prepare_lines(Path(result.out_dir), manifest))
     return 0
 
 
@@ -164,17 +212,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = ensure_prepared(_config_from(args))
     result = train(config)
-    print(f"run directory: {result.run_dir}")
-    print(json.dumps(result.metrics, indent=2))
+    if args.json:
+        print(json.dumps(result.metrics, indent=2))
+        return 0
+    references = validation_references(config)
+    best_row = best_history_row(result.run_dir, result.metrics)
+    _print_lines(train_lines(result.run_dir, config.train.run_name, result.metrics, best_row, references))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from alsoview.distributed.evaluate import evaluate_run
+    from alsoview.training.checkpoint import find_run
 
-    evaluate_run(args.run, args.split, args.max_users, actors=args.actors)
-    print((Path(args.run) / "evaluation.md").read_text())
-    print(f"written: {args.run}/metrics.json, evaluation.json, evaluation.md")
+    run = find_run(args.run)
+    results = evaluate_run(run, args.split, args.max_users, actors=args.actors)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print((run / "evaluation.md").read_text())
+    _print_lines(evaluate_lines(run, args.run, results, args.split))
     return 0
 
 
@@ -193,22 +250,58 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from alsoview.distributed.recommend import Recommender, read_user_ids, recommend_batch
+    from alsoview.training.checkpoint import find_run
 
+    run = find_run(args.run)
     if args.users_file:
         users = read_user_ids(args.users_file)
-        out = args.out or str(Path(args.run) / "recommendations.parquet")
-        rows = recommend_batch(args.run, users, out, args.k, args.actors)
+        out = args.out or str(run / "recommendations.parquet")
+        rows = recommend_batch(run, users, out, args.k, args.actors)
         print(f"{rows} recommendations for {len(users)} users written to {out}")
+        unknown = _fallback_users(out)
+        if unknown:
+            print(
+                f"{unknown} of them are not users of this run's data: their rows are the most popular items "
+                "(source 'popularity (unknown user)' in the file)"
+            )
         return 0
-    frame = Recommender.from_run(args.run).recommend([args.user], args.k)
-    if (frame["source"] != "model").any():
-        print(f"note: {args.user!r} is not a user of this run's data: showing the most popular items instead")
-    for row in frame.itertuples(index=False):
-        print(f"{row.rank:3d}. {row.asin}  {row.title[:70]}  (score {row.score:.3f})")
+    frame = Recommender.from_run(run).recommend([args.user], args.k)
+    _print_lines(recommendation_lines(args.user, frame))
     return 0
+
+
+def _fallback_users(recommendations: str) -> int:
+    """How many users of a batch file got popularity rows because the run does not know them."""
+    import pandas as pd
+
+    frame = pd.read_parquet(recommendations, columns=["reviewer_id", "source"])
+    return int(frame.loc[frame["source"] != "model", "reviewer_id"].nunique())
+
+
+def validation_references(config: Config) -> dict[str, dict[str, float]]:
+    """The cheap references on the run's own validation users: the bar of the train verdict."""
+    from alsoview.data.catalog import load_catalog
+    from alsoview.evaluation.validation import reference_validation, validation_set
+
+    catalog = load_catalog(config.data.prepared_dir)
+    return reference_validation(catalog, validation_set(catalog, config.seed, config.train.valid_users), config.seed)
+
+
+def best_history_row(run_dir: Path, metrics: dict) -> dict[str, float]:
+    """history.csv's row of the best epoch (the epoch model.pt holds)."""
+    import pandas as pd
+
+    from alsoview.training.checkpoint import HISTORY_FILE
+
+    history = pd.read_csv(run_dir / HISTORY_FILE)
+    best = history[history["epoch"] == metrics.get("best/epoch", -1)]
+    return best.iloc[0].to_dict() if len(best) else {}
+
+
+def _print_lines(lines: list[str]) -> None:
+    print("\n".join(lines))
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -266,17 +359,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"alsoview: error: {exc}", file=sys.stderr)
+        _error_line(f"error: {exc}")
         return 2
     except RunFailedError as exc:
-        print(f"alsoview: failed: {exc}", file=sys.stderr)
+        _error_line(f"failed: {exc}")
         return 1
     except KeyboardInterrupt as exc:
-        print(f"alsoview: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
+        _error_line(f"interrupted{f': {exc}' if str(exc) else ''}")
         return 130
     except Exception as exc:  # not the project's own: one line; the traceback goes to a file
-        print(f"alsoview: {internal_error_line(exc, write_traceback(exc, _command_line(argv)))}", file=sys.stderr)
+        _error_line(internal_error_line(exc, write_traceback(exc, _command_line(argv))))
         return 1
+
+
+def _error_line(text: str) -> None:
+    """The one line a failed command ends with, on stderr: plain text, even when the message
+    came from Ray with its colour codes."""
+    print(f"alsoview: {without_ansi(text)}", file=sys.stderr)
 
 
 def _command_line(argv: Sequence[str] | None) -> str:

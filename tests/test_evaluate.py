@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -157,6 +158,35 @@ def test_recommendations_never_repeat_what_the_user_has(trained_run, tmp_path):
     batch = pd.read_parquet(out)
     merged = batch.merge(frame, on=["reviewer_id", "rank"], suffixes=("", "_single"))
     assert len(merged) == len(frame) and (merged["asin"] == merged["asin_single"]).all()
+
+
+def test_a_run_copied_elsewhere_recommends_the_same_items_without_its_dataset(trained_run, tmp_path, monkeypatch):
+    """A run folder carries its prepared dataset (`dataset/`): copied to another place, with the
+    dataset its config names out of reach, it recommends exactly what it did where it was trained."""
+    import shutil
+
+    import alsoview.distributed.recommend as recommend
+
+    _, run = trained_run
+    users = ["A5ESXJD33Z0F8", "NOT-A-USER"]
+    here = recommend.Recommender.from_run(run.run_dir).recommend(users, k=10)
+    moved = tmp_path / "elsewhere" / "f05"
+    shutil.copytree(run.run_dir, moved, ignore=shutil.ignore_patterns("checkpoint_*"))
+    prepared = Path(metrics_dataset(run.run_dir)).resolve()
+    real_load = recommend.load_catalog
+
+    def anywhere_but_the_original(folder):
+        assert Path(folder).resolve() != prepared, "the moved run read the dataset its config names"
+        return real_load(folder)
+
+    monkeypatch.setattr(recommend, "load_catalog", anywhere_but_the_original)
+    there = recommend.Recommender.from_run(moved).recommend(users, k=10)
+    pd.testing.assert_frame_equal(here, there)
+
+
+def metrics_dataset(run_dir) -> str:
+    """The prepared dataset a run was trained on, as its metrics.json records it."""
+    return json.loads((run_dir / "metrics.json").read_text())["dataset"]
 
 
 def test_every_reference_has_its_fit_time(catalog):

@@ -19,6 +19,7 @@ ITEMS = "items.parquet"
 USERS = "users.parquet"
 BRANDS = "brands.parquet"
 LOGGED_NEGATIVES = "logged_negatives.parquet"
+FILES = (MANIFEST, INTERACTIONS, ITEMS, USERS, BRANDS, LOGGED_NEGATIVES)  # the whole prepared dataset
 
 
 def read_manifest(prepared_dir: str | Path) -> dict[str, Any]:

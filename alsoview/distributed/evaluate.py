@@ -112,18 +112,19 @@ def evaluate_scorers(
 def evaluate_run(
     run_dir: str | Path, split: str = "test", max_users: int | None = None, batch_users: int = 256, actors: int = 1
 ) -> dict[str, dict[str, float]]:
-    """`alsoview evaluate`: the run's best model and the baselines on every protocol.
+    """`alsoview evaluate`: the run's best model and the baselines on every protocol (`run_dir`:
+    a path or a run name, as `find_run` resolves it).
 
     Writes the model's keys into the run's metrics.json, and evaluation.json / evaluation.md
     with every scorer.
     """
     from alsoview.data.catalog import load_catalog
     from alsoview.distributed.runtime import cluster_has_gpus, init_ray
-    from alsoview.training.checkpoint import load_saved_model, read_metrics, write_metrics
+    from alsoview.training.checkpoint import find_run, load_saved_model, read_metrics, run_dataset, write_metrics
 
-    run = Path(run_dir)
+    run = find_run(run_dir)
     saved = load_saved_model(run)
-    catalog = load_catalog(saved.config.data.prepared_dir)
+    catalog = load_catalog(run_dataset(run, saved))
     log.info(init_ray())
     seed = saved.config.seed
     cases = build_cases(catalog, split, seed, max_users)

@@ -15,7 +15,7 @@ from alsoview.errors import UserError
 from alsoview.evaluation.baselines import PopularityScorer
 from alsoview.evaluation.protocols import ModelScorer
 from alsoview.storage import check_writable_file
-from alsoview.training.checkpoint import load_saved_model
+from alsoview.training.checkpoint import find_run, load_saved_model, run_dataset
 
 log = logging.getLogger("alsoview")
 
@@ -30,8 +30,10 @@ class Recommender:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Recommender":
-        saved = load_saved_model(run_dir)
-        catalog = load_catalog(saved.config.data.prepared_dir)
+        """The run's model (`run_dir`: a path or a run name, as `find_run` resolves it)."""
+        run = find_run(run_dir)
+        saved = load_saved_model(run)
+        catalog = load_catalog(run_dataset(run, saved))
         known = catalog.inputs_for("recommend")  # a user is described by every item they had
         model = ModelFactory(saved.state, saved.config, known)(device)
         popularity = PopularityScorer(known.train.users, known.train.items, catalog.n_items)
@@ -107,6 +109,7 @@ def recommend_batch(
     if actors < 1:
         raise UserError(f"--actors must be >= 1, got {actors}")
     check_writable_file(Path(out), "recommendations")
+    run_dir = find_run(run_dir)
     load_saved_model(run_dir)  # a missing or unreadable model is one line here, not an error in every actor
     log.info(init_ray())
     frame = pd.DataFrame({"reviewer_id": reviewer_ids})

@@ -31,6 +31,7 @@ MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
+DATASET_DIR = "dataset"  # the run's copy of its prepared dataset: it scores wherever it is copied
 ERROR_FILE = "error.log"  # the whole traceback of a failed run (the CLI prints one line)
 
 
@@ -215,7 +216,28 @@ def write_run_outputs(run_dir: Path, checkpoint: SavedCheckpoint, dataset: str) 
         "dataset": dataset,
     }
     write_metrics(run_dir, metrics)
+    copy_dataset(Path(dataset), run_dir)
     return metrics
+
+
+def copy_dataset(prepared_dir: Path, run_dir: Path) -> None:
+    """The prepared dataset's files into `<run>/dataset/`: scoring needs the catalog (ids, titles,
+    features, who had what), so a run folder copied to another machine recommends there too."""
+    from alsoview.data import layout
+
+    target = run_dir / DATASET_DIR
+    target.mkdir(exist_ok=True)
+    for name in layout.FILES:
+        shutil.copy2(prepared_dir / name, target / name)
+
+
+def run_dataset(run_dir: Path, saved: SavedModel) -> Path:
+    """The prepared dataset a run scores with: its own copy, else (a run written before runs
+    carried one) the dataset its config names."""
+    from alsoview.data import layout
+
+    own = Path(run_dir) / DATASET_DIR
+    return own if (own / layout.MANIFEST).is_file() else Path(saved.config.data.prepared_dir)
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
@@ -225,6 +247,33 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
 def read_metrics(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / METRICS_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def find_run(run: str | Path) -> Path:
+    """The run directory `run` names: a path as given, else a run name under the default runs
+    folder (`<storage>/runs/<name>`, storage as $ALSOVIEW_HOME or ~/alsoview). A tuning run
+    stands for its final model in `best/`. Nothing found is one line naming every place looked."""
+    from alsoview.config.paths import storage_root
+
+    as_given = Path(run).expanduser()
+    places = [as_given]
+    if not as_given.is_absolute() and len(as_given.parts) == 1:
+        default = Config()
+        places.append(storage_root(default) / default.train.runs_dir / as_given)
+    for place in places:
+        if (place / MODEL_FILE).is_file():
+            return place.resolve()
+        if (place / "best" / MODEL_FILE).is_file():
+            log.info("%s is a tuning run: using its final model in %s", place, place / "best")
+            return (place / "best").resolve()
+    existing = [place for place in places if place.is_dir()]
+    if existing:
+        return existing[0].resolve()  # a run folder without a model: load_saved_model says so
+    if len(places) == 1:
+        raise UserError(f"no run directory {as_given} (give a run directory, or the name of a run under runs/)")
+    raise UserError(
+        f"no run {str(run)!r}: neither {places[0]} nor {places[1]} exists (give a run directory or a run name)"
+    )
 
 
 def load_saved_model(run_dir: str | Path) -> SavedModel:
