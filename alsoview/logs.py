@@ -70,7 +70,11 @@ def configure(verbose_flag: bool = False) -> None:
         datefmt="%H:%M:%S",
     )
     _filter_handlers(("",))
+    for library in QUIET_LIBRARIES:  # their debug lines are about themselves (fonts, files), even with -v
+        logging.getLogger(library).setLevel(logging.WARNING)
 
+
+QUIET_LIBRARIES = ("matplotlib", "PIL", "fsspec", "filelock", "urllib3", "asyncio", "h5py")
 
 COLOR_PREFIX_ENV = "RAY_COLOR_PREFIX"  # Ray's switch for its workers' line prefixes: "0" plain
 
@@ -148,9 +152,11 @@ def ray_train_log_level() -> str:
     return "INFO" if verbose() else "WARNING"
 
 
-def tensorboard_hint(run_dir: object) -> str:
-    """Where Tune's TensorBoard event files are: each trial's folder under the experiment's."""
-    return f"learning curves: tensorboard --logdir {run_dir}  (pip install tensorboard)"
+def tensorboard_hint(run_dir: object, figure: object = None) -> str:
+    """Where the TensorBoard event files are (Tune's: each trial's folder under the experiment's),
+    after the learning curves' figure when there is one (a train run's)."""
+    before = f"{figure}; " if figure is not None else ""
+    return f"learning curves: {before}tensorboard --logdir {run_dir}  (pip install tensorboard)"
 
 
 # Lines Ray's driver prints for its raylet and its actors itself, not through logging, as (who,

@@ -44,7 +44,7 @@ RUN = [
 KILL_AFTER = 1.0  # seconds after the first checkpoint is on disk: the next epoch is under way
 # Three nodes of 1 CPU on this machine's 2 cores: two training workers and their mixing tasks.
 HEAD_CPUS, WORKER_NODES = 1, 2
-WORKER_RANK = re.compile(r"\(ip=[^,]+, pid=(\d+)\) world_rank=(\d+)")  # Ray Train's "Started ..." lines
+WORKER_RANK = re.compile(r"\(ip=[^,]+, pid=(\d+)\) world_rank=(\d+)")  # Ray Train's "Started ..." lines (-v)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,8 @@ def cluster(tmp_path_factory):
 def _alsoview(cluster: LocalCluster, *args: str) -> Watched:
     return Watched(
         subprocess.Popen(
-            [sys.executable, "-m", "alsoview.cli", *args[:1], "--address", cluster.gcs, *args[1:]],
+            # -v: Ray Train prints where each worker started only at INFO, which a plain run keeps off the console.
+            [sys.executable, "-m", "alsoview.cli", *args[:1], "-v", "--address", cluster.gcs, *args[1:]],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -34,7 +34,7 @@ from alsoview.config import Config, with_absolute_paths
 from alsoview.data.catalog import Catalog, load_catalog
 from alsoview.distributed import ray_internals
 from alsoview.errors import RunFailedError, UserError, first_line
-from alsoview.logs import quiet_ray, ray_train_log_level, routine_ray_print
+from alsoview.logs import LOG_ENV, quiet_ray, ray_train_log_level, routine_ray_print
 from alsoview.training import checkpoint as runs
 
 log = logging.getLogger("alsoview")
@@ -232,8 +232,9 @@ PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 def ray_train_env() -> dict[str, str]:
     """The Ray Train settings this driver set in its environment (the poll interval, the
-    preemption watcher), for trial functions to set in theirs (tune.run_trial)."""
-    return {name: os.environ[name] for name in (TRAIN_POLL_ENV, PREEMPTION_WATCHER_ENV) if name in os.environ}
+    preemption watcher, how much to say: -v), for trial functions to set in theirs (tune.run_trial)."""
+    names = (TRAIN_POLL_ENV, PREEMPTION_WATCHER_ENV, LOG_ENV)
+    return {name: os.environ[name] for name in names if name in os.environ}
 
 
 START_ATTEMPTS = 2
