@@ -1,16 +1,21 @@
-"""The reports and plots without Ray: the tuning job's trials.csv, balance plot and report.md,
-and `compare`'s comparison files, from made-up results."""
+"""The reports and plots without Ray: a run's learning curves and TensorBoard files, the tuning
+job's trials.csv, balance plot and report.md, and `compare`'s comparison files, from made-up
+results."""
 
 from __future__ import annotations
 
 import json
 import math
+import struct
+from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from alsoview.evaluation.protocols import REPORT_COLUMNS
 from alsoview.reporting.comparison import write_compare_report
-from alsoview.reporting.plots import plot_balance
+from alsoview.reporting.history import summary_writer, write_history_views, write_tensorboard
+from alsoview.reporting.plots import loss_title, plot_balance, plot_learning_curves
 from alsoview.reporting.tuning import headline_verdict, write_trials_csv, write_tuning_report
 
 
@@ -18,6 +23,89 @@ def _open_figures() -> list[int]:
     import matplotlib.pyplot as plt
 
     return plt.get_fignums()
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _history(epochs: int = 4) -> list[dict]:
+    """History rows as a train run writes them: loss, validation metrics, early-stopping columns."""
+    ndcg = [0.05, 0.09, 0.08, 0.07][:epochs]
+    return [
+        {
+            "epoch": e,
+            "train/loss": 0.7 - 0.1 * e,
+            "valid/full/ndcg@10": ndcg[e],
+            "valid/sampled100/hr@10": 0.3 + 0.05 * e,
+            "valid/auc": 0.6 + 0.05 * e,
+            "valid/hard_pairs": 800.0,
+            "valid/mean_auc": math.nan,  # a metric with no value is left out
+            "best/epoch": min(e, 1),
+            "early_stopped": False,
+        }
+        for e in range(epochs)
+    ]
+
+
+def test_the_learning_curves_name_the_loss_and_draw_every_validation_metric(tmp_path):
+    path = tmp_path / "curves.png"
+    titles = plot_learning_curves(pd.DataFrame(_history()), "valid/full/ndcg@10", path, loss_title("bce"))
+    assert path.read_bytes().startswith(PNG_SIGNATURE) and path.stat().st_size > 10_000
+    assert titles == ["training loss (binary cross-entropy)", "validation: ranking", "validation: AUC"]
+    assert loss_title("softmax", 0.5) == "training loss (sampled softmax + 0.5 x BPR on also-view negatives)"
+    assert loss_title("new_loss") == "training loss (new_loss)"  # a loss without a name here: its key
+    assert _open_figures() == []
+
+
+def _events(folder: Path) -> list:
+    """Every event in a folder's event files (TFRecord framing: length, its CRC, data, its CRC)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    events = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            events.append(Event.FromString(data[at + 12 : at + 12 + length]))
+            at += 12 + length + 4
+    return events
+
+
+def test_tensorboard_files_hold_one_scalar_per_history_column_and_epoch(tmp_path):
+    if summary_writer() is None:
+        pytest.skip("no SummaryWriter: neither tensorboardX nor tensorboard is installed")
+    pytest.importorskip("tensorboardX", reason="the event files are read back with tensorboardX's protobufs")
+    folder = tmp_path / "tensorboard"
+    assert write_tensorboard(pd.DataFrame(_history()), folder) == folder
+    assert write_tensorboard(pd.DataFrame(_history()), folder) == folder  # written again: replaced
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 1
+    scalars = {(v.tag, e.step): v.simple_value for e in _events(folder) for v in e.summary.value}
+    tags = {tag for tag, _ in scalars}
+    assert tags == {
+        "train/loss",
+        "valid/full/ndcg_10",
+        "valid/sampled100/hr_10",
+        "valid/auc",
+        "valid/hard_pairs",
+        "best/epoch",
+        "early_stopped",
+    }
+    assert len(scalars) == 4 * len(tags)
+    assert scalars[("valid/full/ndcg_10", 1)] == pytest.approx(0.09)
+    assert scalars[("train/loss", 3)] == pytest.approx(0.4)
+
+
+def test_a_runs_history_views_and_the_line_that_says_where_they_are(tmp_path):
+    line = write_history_views(tmp_path, _history(2), "valid/full/ndcg@10", loss_title("bpr"))
+    assert (tmp_path / "learning_curves.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert line.startswith(f"learning curves: {tmp_path / 'learning_curves.png'}; ")
+    if summary_writer() is not None:
+        assert f"tensorboard --logdir {tmp_path / 'tensorboard'}" in line
+        assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    else:
+        assert "pip install tensorboard" in line
+    assert write_history_views(tmp_path / "none", [], "valid/full/ndcg@10", "x").startswith("learning curves: none")
 
 
 def test_the_tuning_report_from_a_search_and_a_final_run(tmp_path):

@@ -279,6 +279,8 @@ def test_training_learns(trained_run):
     assert 0.3 < m["train/hard_negative_share"] <= 0.5  # requested 0.5; short also-view lists fall back to random
     for name in ("config.yaml", "metrics.json", "history.csv", "model.pt"):
         assert (result.run_dir / name).is_file(), name
+    assert (result.run_dir / "learning_curves.png").read_bytes().startswith(b"\x89PNG")
+    assert list((result.run_dir / "tensorboard").glob("events.out.tfevents.*"))  # tensorboardX is a dependency
     assert history["epoch"].tolist() == list(range(12))
     # the workers exchanged the rows their batches touched, not every gradient (gradient_sync.py)
     sent, all_reduce = history["train/gradient_bytes_per_step"], history["train/all_reduce_bytes_per_step"]
@@ -305,6 +307,24 @@ def test_a_second_run_with_the_same_name_resumes(trained_run):
     assert second.metrics["epochs_total"] == 13
     assert pd.read_csv(second.run_dir / "history.csv")["epoch"].tolist() == list(range(13))
     assert not stale.exists() and len(checkpoint_dirs(first.run_dir)) == 2
+
+
+def test_a_run_that_stops_after_some_epochs_leaves_the_curves_of_its_last_checkpoint(tmp_path, caplog):
+    from alsoview.distributed.train import curves_so_far
+    from alsoview.training.checkpoint import save_checkpoint
+
+    config = load_config(None, [])
+    curves_so_far(tmp_path, config)  # no checkpoint yet: nothing to draw, no error
+    assert not (tmp_path / "learning_curves.png").exists()
+    metric = config.train.early_stopping_metric
+    history = [{"epoch": e, "train/loss": 0.7 - 0.1 * e, metric: 0.05 * e, "best/epoch": e} for e in range(3)]
+    folder = tmp_path / "checkpoint_2026-01-01_00-00-01"
+    folder.mkdir()
+    save_checkpoint(folder, {"w": torch.ones(2)}, {}, LoopState(epoch=2, history=history), config, {"a": 1})
+    with caplog.at_level("INFO", logger="alsoview"):
+        curves_so_far(tmp_path, config)
+    assert (tmp_path / "learning_curves.png").stat().st_size > 0
+    assert f"learning curves: {tmp_path / 'learning_curves.png'}" in caplog.text
 
 
 def test_the_newest_checkpoint_that_loads_is_found_on_disk_and_old_ones_pruned(tmp_path, caplog):

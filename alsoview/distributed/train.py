@@ -1,6 +1,6 @@
 """Training under Ray Train, the driver's side: the TorchTrainer that runs each worker's loop
 (`worker.py`), fitted under the stall watch (`stall.py`), and the run directory it leaves
-(model.pt, history.csv, metrics.json; failures as one line).
+(model.pt, history.csv, metrics.json, learning_curves.png, tensorboard/; failures as one line).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from alsoview.distributed.stall import StallError, StallWatch, diagnose
 from alsoview.distributed.worker import WorkerSetup, train_loop_per_worker
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
 from alsoview.evaluation.validation import validation_set
+from alsoview.reporting.history import write_history_views
+from alsoview.reporting.plots import loss_title
 from alsoview.sampling.blocks import block_sizes, preview_mix
 from alsoview.training import checkpoint as runs
 from alsoview.training.batches import mix_spec
@@ -163,7 +165,9 @@ def fit_watched(
 
 
 def train(config: Config, catalog: Catalog | None = None) -> TrainResult:
-    """Fit the model with Ray Train; writes config.yaml, metrics.json, history.csv and model.pt to the run dir."""
+    """Fit the model with Ray Train; writes config.yaml, metrics.json, history.csv, model.pt and the
+    learning curves (learning_curves.png, tensorboard/) to the run dir; a run that stops or fails
+    after some epochs leaves the curves of the epochs its last checkpoint holds."""
     import ray
 
     from alsoview.distributed.runtime import start_run
@@ -175,17 +179,41 @@ def train(config: Config, catalog: Catalog | None = None) -> TrainResult:
     try:
         result = fit_watched(config, catalog, plan)
     except SystemExit:  # Ray Train's Ctrl-C handler aborts the run, then calls sys.exit inside fit()
+        curves_so_far(run_dir, config)
         raise KeyboardInterrupt(f"training stopped; {_how_to_resume(run_dir)}") from None
     except StallError as exc:
+        curves_so_far(run_dir, config)
         raise StallError(f"{exc}; {_how_to_resume(run_dir)}") from None
     except Exception as exc:
+        curves_so_far(run_dir, config)
         raise _failure(exc, run_dir, config.train.max_failures) from None
     if result.checkpoint is None:
         raise RuntimeError(f"training reported no checkpoint; see the worker logs under {run_dir}")
     with result.checkpoint.as_directory() as folder:
-        metrics = runs.write_run_outputs(run_dir, runs.load_checkpoint(folder), config.data.prepared_dir)
+        saved = runs.load_checkpoint(folder)
+        metrics = runs.write_run_outputs(run_dir, saved, config.data.prepared_dir)
+    log.info("%s", write_curves(run_dir, config, saved.state.history))
     runs.prune_checkpoints(run_dir, config.train.num_to_keep)
     return TrainResult(run_dir, metrics)
+
+
+def write_curves(run_dir: Path, config: Config, history: list[dict[str, Any]]) -> str:
+    """learning_curves.png and tensorboard/ from a run's history rows; the line saying where they are."""
+    train = config.train
+    return write_history_views(
+        run_dir, history, train.early_stopping_metric, loss_title(train.loss, train.hard_negative_weight)
+    )
+
+
+def curves_so_far(run_dir: Path, config: Config) -> None:
+    """The learning curves of a run that stopped or failed, from the epochs of its newest
+    checkpoint that loads; never in the way of the error that ended the run (only logged)."""
+    try:
+        found = runs.latest_checkpoint(run_dir)
+        if found is not None:
+            log.info("%s", write_curves(run_dir, config, found[1].state.history))
+    except Exception as exc:  # the run's own error is what the user must read
+        log.warning("learning curves not written: %s", first_line(exc))
 
 
 def _check_resumable(run_dir: Path, catalog: Catalog) -> None:

@@ -1,4 +1,4 @@
-"""The figures: a final run's learning curves, the tuning balance, the comparison of fractions.
+"""The figures: a run's learning curves, the tuning balance, the comparison of fractions.
 
 matplotlib is imported when a figure is drawn (not when alsoview is), on the Agg backend: the
 figures are files, drawn where there is no display (Ray workers, CI). `_figure` is the one
@@ -46,31 +46,72 @@ def _figure(path: Path, dpi: int, *grid: int, **options: Any) -> Iterator[tuple[
         plt.close(fig)
 
 
-def plot_learning_curves(history: pd.DataFrame, metric: str, path: Path) -> None:
-    """Training loss and the validation metric per epoch, the best epoch marked."""
+# What each train.loss minimises, as a panel title names it (config.schema.Loss).
+LOSS_NAMES = {
+    "bce": "binary cross-entropy",
+    "bpr": "BPR",
+    "softmax": "sampled softmax",
+    "full_softmax": "softmax over every item",
+}
+NOT_PLOTTED = ("valid/hard_pairs",)  # a count of pairs, not a metric
+
+
+def loss_title(loss: str, hard_negative_weight: float = 0.0) -> str:
+    """The loss panel's title: `training loss (binary cross-entropy)`, with the BPR term over
+    also-view negatives named when train.hard_negative_weight adds it."""
+    name = LOSS_NAMES.get(loss, loss)
+    if hard_negative_weight > 0:
+        name += f" + {hard_negative_weight:g} x BPR on also-view negatives"
+    return f"training loss ({name})"
+
+
+def validation_columns(history: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The history's validation metrics with a value, split by scale: the ranking metrics (a few
+    hundredths for full NDCG@10) and the AUCs (0.5 is chance), each drawn in its own panel."""
+    columns = [
+        c
+        for c in history.columns
+        if c.startswith("valid/") and c not in NOT_PLOTTED and pd.to_numeric(history[c], errors="coerce").notna().any()
+    ]
+    aucs = [c for c in columns if c.endswith("auc")]
+    return [c for c in columns if c not in aucs], aucs
+
+
+def best_epoch(history: pd.DataFrame, metric: str) -> Any:
+    """The epoch early stopping kept: the last row's `best/epoch`, else the metric's maximum."""
+    if "best/epoch" in history and history["best/epoch"].notna().any():
+        return int(history["best/epoch"].dropna().iloc[-1])
+    return history.loc[history[metric].idxmax(), "epoch"]
+
+
+def plot_learning_curves(history: pd.DataFrame, metric: str, path: Path, loss: str = "training loss") -> list[str]:
+    """The training loss (`loss`: its panel's title, `loss_title`) and every validation metric per
+    epoch, the best epoch by `metric` marked; one row of history per epoch. Returns the panels'
+    titles, in order."""
     from matplotlib.ticker import MaxNLocator
 
-    with _figure(path, 100, 1, 2, figsize=(10, 3.8)) as (fig, (loss_ax, metric_ax)):
+    ranking, aucs = validation_columns(history)
+    groups = [("validation: ranking", ranking), ("validation: AUC", aucs)]
+    groups = [(title, columns) for title, columns in groups if columns]
+    width = 4.6 * (1 + len(groups))
+    with _figure(path, 100, 1, 1 + len(groups), figsize=(width, 3.8), squeeze=False) as (fig, axes):
+        loss_ax, *metric_axes = axes[0]
         loss_ax.plot(history["epoch"], history["train/loss"], marker=".")
-        loss_ax.set_title("training loss (binary cross-entropy)")
-        loss_ax.set_xlabel("epoch")
-        metric_ax.plot(history["epoch"], history[metric], marker=".", label=metric)
-        if "valid/sampled100/hr@10" in history and metric != "valid/sampled100/hr@10":
-            metric_ax.plot(
-                history["epoch"],
-                history["valid/sampled100/hr@10"],
-                marker=".",
-                alpha=0.6,
-                label="valid/sampled100/hr@10",
-            )
-        best_epoch = history.loc[history[metric].idxmax(), "epoch"]
-        metric_ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
-        metric_ax.set_title("validation")
-        metric_ax.set_xlabel("epoch")
-        metric_ax.legend(fontsize=8)
-        for ax in (loss_ax, metric_ax):
+        loss_ax.set_title(loss, fontsize=10)
+        best = best_epoch(history, metric) if metric in history and history[metric].notna().any() else None
+        for ax, (title, columns) in zip(metric_axes, groups):
+            for column in columns:
+                style = {"linewidth": 2.2} if column == metric else {"alpha": 0.7}
+                ax.plot(history["epoch"], history[column], marker=".", label=column.removeprefix("valid/"), **style)
+            if best is not None:
+                ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best}, by {metric})")
+            ax.set_title(title, fontsize=10)
+            ax.legend(fontsize=7)
+        for ax in (loss_ax, *metric_axes):
+            ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return [loss, *(title for title, _ in groups)]
 
 
 def plot_balance(trials: pd.DataFrame, metric: str, path: Path) -> None:

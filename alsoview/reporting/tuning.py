@@ -13,10 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from alsoview.reporting.plots import plot_learning_curves
+from alsoview.reporting.history import CURVES_FILE
+from alsoview.reporting.plots import loss_title, plot_learning_curves
 
 REPORT_FILE = "report.md"
-CURVES_FILE = "learning_curves.png"
 BALANCE_FILE = "balance.png"
 TRIALS_FILE = "trials.csv"
 HEADLINE = "test/full/ndcg@10"  # the verdict's metric: full ranking first
@@ -60,7 +60,7 @@ def write_tuning_report(
     """report.md and learning_curves.png in `run_dir`, from the search and the final run in
     `best_dir`; `final_note` says how the final model came from the best trial."""
     history = pd.read_csv(best_dir / "history.csv")
-    plot_learning_curves(history, best["metric"], run_dir / CURVES_FILE)
+    plot_learning_curves(history, best["metric"], run_dir / CURVES_FILE, _loss_title(best_dir))
     evaluation_md = (best_dir / "evaluation.md").read_text()
     sections = [
         "# Tuning report",
@@ -76,6 +76,17 @@ def write_tuning_report(
     path = run_dir / REPORT_FILE
     path.write_text("\n".join(sections))
     return path
+
+
+def _loss_title(best_dir: Path) -> str:
+    """The loss the final run trained with (the search may choose it), from its config.yaml."""
+    from alsoview.config import load_config
+
+    saved = best_dir / "config.yaml"
+    if not saved.is_file():
+        return "training loss"  # a run folder without its config: which loss is unknown
+    train = load_config(saved).train
+    return loss_title(train.loss, train.hard_negative_weight)
 
 
 def _search_section(best: dict[str, Any]) -> str:
