@@ -63,10 +63,10 @@ class DataConfig:
     meta: list[str] = field(default_factory=list)
     # The generated default dataset (used when `reviews` is empty); made on first use.
     generated_dir: str = "data/generated/default"
-    generate_users: int = 2000
-    generate_items: int = 600
-    generate_seed: int = 0
-    prepared_dir: str = "data/prepared/default"
+    generate_users: int = 2000  # users the generator makes
+    generate_items: int = 600  # items the generator makes
+    generate_seed: int = 0  # the generator's seed (the same seed, the same files)
+    prepared_dir: str = "data/prepared/default"  # where `prepare` writes the Parquet files and manifest
     min_rating: Union[float, None] = None  # drop reviews rated below this (None: keep all)
     kcore: int = 0  # iteratively keep users and items with >= kcore interactions (0: off)
     strict: bool = False  # a malformed input line is fatal instead of counted and dropped
@@ -92,8 +92,8 @@ class TextConfig:
     encoder: TextEncoder = "auto"  # "auto": MiniLM when installed, else hashing (the log says which ran)
     model_path: Union[str, None] = None  # a local transformers model dir (default: the packaged MiniLM)
     dim: int = 384  # hashing encoder only; the transformer's size comes from the model
-    max_length: int = 128
-    batch_size: int = 64
+    max_length: int = 128  # tokens per description the transformer reads (longer ones are cut)
+    batch_size: int = 64  # descriptions an embedding actor encodes at once
     actors: int = 1  # embedding actors in the Ray Data actor pool (each loads the model once)
 
     def validate(self) -> None:
@@ -108,7 +108,7 @@ class TextConfig:
 class SamplingConfig:
     """Negative mixing: k negatives per positive, a share of them from the item's also-view list."""
 
-    negatives_per_positive: int = 4
+    negatives_per_positive: int = 4  # k: the negatives mixed for each training positive
     also_view_fraction: float = 0.5  # share of negatives drawn from the positive item's also-view list
     # Epochs over which the also-view share rises linearly from 0 to also_view_fraction (0: the
     # full share from the first epoch): easy negatives first, hard ones once the model ranks.
@@ -160,9 +160,9 @@ class SamplingConfig:
 class TrainConfig:
     """Optimisation and the Ray Train run. Batch size is global: each of N workers takes batch_size / N."""
 
-    epochs: int = 50
-    batch_size: int = 512
-    learning_rate: float = 0.01
+    epochs: int = 50  # passes over the training positives (early stopping may end sooner)
+    batch_size: int = 512  # samples per optimiser step over all workers
+    learning_rate: float = 0.01  # Adam's step size
     # bce: binary cross-entropy per sample (the design); bpr: each positive above each of its own
     # negatives; softmax: a sampled softmax over each positive, its negatives and (with
     # in_batch_negatives) the batch's other positives; full_softmax: cross-entropy of each positive
@@ -177,12 +177,12 @@ class TrainConfig:
     # sigmoid(positive - negative) (BPR), so the one model that ranks every item also learns to tell
     # the positive from its neighbours. 0: off.
     hard_negative_weight: float = 0.0
-    num_workers: int = 1
+    num_workers: int = 1  # Ray Train workers (processes, each with a copy of the model)
     use_gpu: Union[bool, Literal["auto"]] = "auto"  # auto: use GPUs when the cluster has them
     # CPUs per training worker; None: the resource plan picks a share that leaves every worker's
     # feed room for a mixing task (resources.py; a task that cannot start hangs the run).
     cpus_per_worker: Union[float, None] = None
-    runs_dir: str = "runs"
+    runs_dir: str = "runs"  # where each run's directory (checkpoints, model.pt, metrics) goes
     run_name: str = "default"  # the same name again resumes from the last checkpoint
     num_to_keep: int = 2  # checkpoints kept (the latest ones; each also holds the best weights)
     # Worker-group restarts from the last checkpoint: a lost worker or node costs an epoch, not
@@ -191,7 +191,7 @@ class TrainConfig:
     # Ranking metrics (valid/full/*, valid/sampled100/*) are measured every epoch on a seeded
     # sample of this many validation users (all of them when fewer); the AUCs on all of them.
     valid_users: int = 2000
-    early_stopping_metric: ValidationMetric = "valid/full/ndcg@10"
+    early_stopping_metric: ValidationMetric = "valid/full/ndcg@10"  # the validation metric the best epoch maximises
     patience: int = 10  # epochs without improvement before stopping; 0 turns early stopping off
     # Stop as soon as an epoch's early-stopping metric reaches this value (a quality target: the
     # time-to-quality benchmark; Lightning's EarlyStopping(stopping_threshold)); None: no target.
@@ -256,12 +256,12 @@ class TuneConfig:
     name: str = "tune"  # the same name again resumes an interrupted tuning run
     num_samples: Union[int, None] = None  # None: 4 per trial the cluster runs at once, at least 8
     max_concurrent_trials: Union[int, None] = None  # None: as many as the cluster's CPUs/GPUs fit
-    metric: ValidationMetric = "valid/full/ndcg@10"
+    metric: ValidationMetric = "valid/full/ndcg@10"  # the validation metric the search maximises
     # Epochs per trial (ASHA's max_t): short trials to rank the settings; retrain the best one for
     # train.epochs. None: train.epochs.
     max_epochs: Union[int, None] = 10
     grace_period: int = 2  # ASHA: epochs every trial runs before it can be stopped
-    reduction_factor: int = 2
+    reduction_factor: int = 2  # ASHA: one trial in this many goes on at each rung
     # After the search: train the best settings for train.epochs (or keep the best trial when it
     # already ran them) into <run>/best/, test it against the baselines, write report.md.
     final: bool = True
@@ -305,7 +305,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
-    seed: int = 0
+    seed: int = 0  # every random stream derives from it (seeds.py): the same seed, the same run
     # Where relative output paths (data.generated_dir, data.prepared_dir, train.runs_dir) live.
     # None: $ALSOVIEW_HOME, else ~/alsoview (see paths.storage_root).
     storage: Union[str, None] = None

@@ -68,7 +68,7 @@ class ModelConfig:
     """The model's parts and what they share; the defaults are the original design: user, item and
     brand embeddings of dim 64, the description projected, Dense(128) -> Dense(64) -> Dense(1)."""
 
-    embedding_dim: int = 64
+    embedding_dim: int = 64  # the size of every user and item vector
     # Sparse embedding gradients with SparseAdam's update (only the rows in a batch move) for the
     # embeddings, Adam for the rest (benchmarks/results/training.json). Works with several workers
     # (training/gradient_sync.py). Off by default: the design's dense Adam.

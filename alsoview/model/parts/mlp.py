@@ -20,8 +20,8 @@ class MLPConfig(Part):
 
     scores_every_item = False  # every (user, item) pair through the MLP: too slow to train on
 
-    hidden_dims: tuple[int, ...] = (128, 64)
-    dropout: float = 0.5
+    hidden_dims: tuple[int, ...] = (128, 64)  # the hidden layers' widths, in order
+    dropout: float = 0.5  # after each hidden layer
     text_projection_dim: int = 64  # the description vector goes through Linear(text_dim, this)
     # Also feed user * item (elementwise), as NeuMF's GMF branch does: an MLP over a plain
     # concatenation learns user-item interactions slowly.

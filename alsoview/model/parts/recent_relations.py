@@ -39,7 +39,7 @@ class RecentRelationsConfig(Part):
 
     needs_groups = True
 
-    graphs: tuple[str, ...] = GRAPHS
+    graphs: tuple[str, ...] = GRAPHS  # the item graphs whose relations count
     buckets: int = 5  # steps back 1, 2, 3-4, 5-8, then 9 and more in the last
 
     def __post_init__(self) -> None:

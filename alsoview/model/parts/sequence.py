@@ -30,8 +30,8 @@ class SequenceConfig(Part):
 
     needs_groups = True
 
-    length: int = 20
-    blocks: int = 1
+    length: int = 20  # the user's last items the encoder reads
+    blocks: int = 1  # self-attention blocks
     dropout: float = 0.2  # inside the blocks
 
     def validate(self, where: str) -> None:
