@@ -230,7 +230,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print((run / "evaluation.md").read_text())
     _print_lines(evaluate_lines(run, args.run, results, args.split))
     return 0
 

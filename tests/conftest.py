@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -78,13 +80,31 @@ def smoke_config(ray_session):
 # tests the model and the evaluation they make.
 README_TRAIN = "alsoview train --config configs/smoke.yaml train.run_name=f05 sampling.also_view_fraction=0.5"
 README_TRAIN_EPOCHS = ["train.epochs=12"]
-README_EVALUATE = "alsoview evaluate --run ~/alsoview/runs/f05"
+README_EVALUATE = "alsoview evaluate --run f05"
+
+
+README_PRINTED: dict[str, str] = {}  # README command -> what it printed on stdout, last run
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the stream it replaces and keeps a copy."""
+
+    def __init__(self, stream):
+        self.stream, self.copy = stream, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def run_readme_command(command: str, extra: list[str], cwd: Path = ROOT) -> int:
     """A README command through the CLI's entry point in this process, from `cwd` (the checkout:
     the commands name configs/ relative to it), with `~/alsoview` (the default storage root)
-    read as the suite's storage root; its exit code."""
+    read as the suite's storage root; its exit code. What it printed is in README_PRINTED."""
+    import contextlib
     import shlex
 
     from alsoview.cli import main
@@ -92,9 +112,12 @@ def run_readme_command(command: str, extra: list[str], cwd: Path = ROOT) -> int:
     words = [w.replace("~/alsoview", os.environ["ALSOVIEW_HOME"]) for w in shlex.split(command)]
     before = os.getcwd()
     os.chdir(cwd)
+    tee = _Tee(sys.stdout)
     try:
-        return main([*words[1:], *extra])
+        with contextlib.redirect_stdout(tee):
+            return main([*words[1:], *extra])
     finally:
+        README_PRINTED[command] = tee.copy.getvalue()
         os.chdir(before)
 
 

@@ -24,7 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import README_EVALUATE, README_TRAIN, README_TRAIN_EPOCHS, run_readme_command
+from conftest import README_EVALUATE, README_PRINTED, README_TRAIN, README_TRAIN_EPOCHS, run_readme_command
+
+README_RECOMMEND = "alsoview recommend --run f05 --user A5ESXJD33Z0F8 -k 5"  # a user of the smoke data
+README_RECOMMEND_MANY = "alsoview recommend --run f05 --users-file users.txt"
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND_STARTS = ("alsoview ", "python rayjobs/", "ray job submit ")
@@ -34,6 +37,8 @@ JOB_TEST = "tests/test_jobs.py::test_the_readme_job_runs_on_a_two_cpu_head_as_wr
 RUNS: dict[str, list[str]] = {
     README_TRAIN: README_TRAIN_EPOCHS,  # conftest's trained_run: the model the other tests score
     README_EVALUATE: [],  # conftest's evaluated_run: test_evaluate checks its numbers
+    README_RECOMMEND: [],
+    README_RECOMMEND_MANY: [],
     "alsoview compare --config configs/smoke.yaml --fractions 0,1 --seeds 1": ["train.epochs=1"],
     "alsoview tune --config configs/video_games.yaml tune.num_samples=32": [
         "tune.num_samples=2",
@@ -49,11 +54,17 @@ README_JOB = (
 ELSEWHERE = {README_JOB: JOB_TEST}  # README command -> the test that runs it
 
 
+# Fenced blocks that hold code or settings rather than shell lines.
+NOT_SHELL = ("python", "yaml")
+
+
 def readme_commands(text: str) -> list[str]:
-    """Commands of the kinds above in the README's fenced blocks: continuation lines joined,
-    comments and leading environment assignments (VAR=value) removed."""
+    """Commands of the kinds above in the README's shell and output blocks: continuation lines
+    joined, comments and leading environment assignments (VAR=value) removed."""
     commands = []
-    for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, re.S | re.M):
+    for language, block in re.findall(r"^```([^\n]*)\n(.*?)^```", text, re.S | re.M):
+        if language.strip() in NOT_SHELL:
+            continue
         for line in block.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
             while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):
@@ -80,6 +91,51 @@ def test_every_readme_command_is_run_by_a_test():
 def test_the_parser_reads_continuations_comments_and_environment():
     text = "```bash\nRAY_AUTH_MODE=token ray job submit --address x \\\n  -- python rayjobs/tune.py  # job\nls\n```\n"
     assert readme_commands(text) == ["ray job submit --address x -- python rayjobs/tune.py"]
+    assert readme_commands("```python\nalsoview = 1\n```\n```\nalsoview tune\n```\n") == ["alsoview tune"]
+
+
+def test_recommend_for_a_user_and_for_a_file_of_users(trained_run, capsys, tmp_path):
+    """The tour's recommend command (the README shows its output), then the batch form from a
+    folder holding users.txt: both find the run by its name under the storage root."""
+    out = _run(README_RECOMMEND, capsys)
+    assert "top 5 for A5ESXJD33Z0F8\n" in out and "score (model logit)" in out
+    assert [int(line.split()[0]) for line in out.splitlines()[2:7]] == [1, 2, 3, 4, 5]
+    (tmp_path / "users.txt").write_text("A5ESXJD33Z0F8\nnobody-at-all\n")
+    out = _run(README_RECOMMEND_MANY, capsys, cwd=tmp_path)
+    assert "1 of them are not users of this run's data" in out
+    _, run = trained_run
+    frame = pd.read_parquet(run.run_dir / "recommendations.parquet")
+    assert set(frame["reviewer_id"]) == {"A5ESXJD33Z0F8", "nobody-at-all"}
+
+
+def python_example(text: str) -> str:
+    """The README's one Python block."""
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+    assert len(blocks) == 1, f"expected one Python block in the README, found {len(blocks)}"
+    return blocks[0]
+
+
+def test_the_python_example_runs_as_written(ray_session, capsys):
+    """The README's Python block, executed; the one change is one epoch instead of the smoke
+    config's five (appended to its overrides, as RUNS appends epoch counts to commands)."""
+    code = python_example((ROOT / "README.md").read_text())
+    written = 'overrides=["train.run_name=from-python"]'
+    assert written in code, "the README's Python example no longer names its overrides as this test expects"
+    before = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        exec(
+            compile(
+                code.replace(written, 'overrides=["train.run_name=from-python", "train.epochs=1"]'), "README", "exec"
+            ),
+            {},
+        )
+    finally:
+        os.chdir(before)
+    out = capsys.readouterr().out
+    assert re.search(r"validation full NDCG@10: 0\.\d{4}", out)
+    assert re.search(r"test: model 0\.\d{4}, co-occurrence 0\.\d{4}", out)
+    assert "asin" in out and "title" in out
 
 
 def _run(command: str, capsys, cwd: Path = ROOT) -> str:
@@ -95,7 +151,14 @@ def test_train_then_evaluate_its_model(evaluated_run):
     run, results = evaluated_run
     assert run.metrics["epochs_total"] == 12 and (run.run_dir / "model.pt").is_file()
     assert set(results) == {"model", "popularity", "random", "cooccurrence", "related", "als", "bpr"}
-    assert "| model |" in (run.run_dir / "evaluation.md").read_text()  # what the command prints
+    assert "| model |" in (run.run_dir / "evaluation.md").read_text()
+    trained, evaluated = README_PRINTED[README_TRAIN], README_PRINTED[README_EVALUATE]
+    assert trained.startswith("trained f05: 12 epochs") and "next: alsoview evaluate --run f05" in trained
+    # the verdict, against the strongest of popularity, co-occurrence and related on the same users
+    assert re.search(r"^valid/full/ndcg@10: model 0\.\d{4}.* the strongest baseline, \w+ \(0\.\d{4}", trained, re.M)
+    assert re.search(r"^test/full/ndcg@10: model 0\.\d{4}.* the strongest baseline, \w+ \(0\.\d{4}", evaluated, re.M)
+    assert evaluated.rstrip().endswith("next: alsoview recommend --run f05 --user REVIEWER_ID")
+    assert "{" not in trained + evaluated  # people's lines, not JSON (that is --json)
 
 
 def test_compare_on_the_smoke_config(capsys, ray_session):

@@ -62,7 +62,9 @@ def test_evaluate_lines_leave_random_and_the_model_out_of_the_bar(tmp_path):
         "als": {"test/full/ndcg@10": 0.12},
     }
     lines = evaluate_lines(tmp_path, "f05", results, "test")
-    assert "does NOT beat the strongest baseline, als (0.1200" in lines[0]
+    assert [line.split()[0] for line in lines[1:4]] == ["random", "als", "model"]  # the table, best first
+    assert "n/a" in lines[1]  # a figure the results lack
+    assert "does NOT beat the strongest baseline, als (0.1200" in lines[-3]
     assert lines[-1] == "next: alsoview recommend --run f05 --user REVIEWER_ID"
 
 
@@ -93,11 +95,11 @@ def _frame(source: str) -> pd.DataFrame:
 
 def test_recommendations_say_what_their_score_is():
     lines = recommendation_lines("u", _frame("model"))
-    assert lines[0] == "top 2 for u" and "model score (logit" in lines[1]
+    assert lines[0] == "top 2 for u" and "score (model logit)" in lines[1]
     assert lines[2].split() == ["1", "B001", "A", "game", "2.500"]
     unknown = recommendation_lines("u", _frame("popularity (unknown user)"))
     assert "not a user of this run's data, so the most popular items" in unknown[0]
-    assert "training reviews of the item" in unknown[1]
+    assert "score (training reviews)" in unknown[1]
 
 
 def _run_folder(path: Path) -> Path:

@@ -61,7 +61,7 @@ def train_lines(
     if references:
         lines.append(verdict(float(best_row.get(key, math.nan)), references, key) + " on the same validation users")
     lines += [
-        f"run: {run_dir}  (model.pt, history.csv, learning_curves.png, metrics.json)",
+        f"run: {run_dir}  (model.pt, history.csv, metrics.json, learning_curves.png, tensorboard/, dataset/)",
         f"next: alsoview evaluate --run {name}    (the test split against every baseline and peer)",
     ]
     return lines
@@ -73,8 +73,10 @@ def evaluate_lines(run_dir: Path, run_arg: str, results: Mapping[str, Mapping[st
     references = {name: m for name, m in results.items() if name not in ("model", "random")}
     model = float(results.get("model", {}).get(key, math.nan))
     return [
+        *headline_table(results, split),
+        "",
         verdict(model, references, key),
-        f"written: {run_dir / 'evaluation.md'}, evaluation.json, metrics.json",
+        f"written: {run_dir / 'evaluation.md'} (every protocol and metric), evaluation.json, metrics.json",
         f"next: alsoview recommend --run {run_arg} --user REVIEWER_ID",
     ]
 
@@ -110,12 +112,12 @@ def generate_lines(out_dir: Path, users: int, items: int, reviews: int, meta_lin
 
 # What each source's score is, so a printed number says what it measures.
 SCORE_MEANING = {
-    "model": "model score (logit: higher is a likelier review)",
-    "popularity (unknown user)": "training reviews of the item",
+    "model": "score (model logit)",
+    "popularity (unknown user)": "score (training reviews)",
 }
 
 
-def recommendation_lines(user: str, frame: Any, title_width: int = 60) -> list[str]:
+def recommendation_lines(user: str, frame: Any, title_width: int = 48) -> list[str]:
     """`alsoview recommend --user`: a header naming what the score is, then one line per item.
     A user the run does not know gets the most popular items, and the header says so."""
     if len(frame) == 0:
@@ -130,3 +132,36 @@ def recommendation_lines(user: str, frame: Any, title_width: int = 60) -> list[s
         title = str(row.title)[:title_width]
         lines.append(f"  {row.rank:4d}  {row.asin:<10}  {title:<{title_width}}  {row.score:.3f}")
     return lines
+
+
+# The columns a person reads first; evaluation.md keeps every protocol and metric.
+HEADLINE_COLUMNS = (
+    ("full/ndcg@10", "full NDCG@10"),
+    ("full/hr@10", "full HR@10"),
+    ("sampled100/hr@10", "sampled100 HR@10"),
+    ("sampled99/hr@5", "sampled99 HR@5"),
+    ("hard/auc", "hard AUC"),
+)
+
+
+def headline_table(results: Mapping[str, Mapping[str, float]], split: str) -> list[str]:
+    """Every scorer's headline figures, best first on full NDCG@10, as aligned plain text."""
+    key = f"{split}/{VERDICT_METRIC}"
+    order = sorted(results, key=lambda name: -_number(results[name].get(key)))
+    width = max(len("scorer"), *(len(name) for name in order))
+    header = f"{'scorer':<{width}}  " + "  ".join(f"{title:>{len(title)}}" for _, title in HEADLINE_COLUMNS)
+    lines = [header]
+    for name in order:
+        cells = [
+            f"{figure(results[name].get(f'{split}/{column}')):>{len(title)}}" for column, title in HEADLINE_COLUMNS
+        ]
+        lines.append(f"{name:<{width}}  " + "  ".join(cells))
+    return lines
+
+
+def _number(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return -math.inf
+    return number if math.isfinite(number) else -math.inf
