@@ -74,8 +74,10 @@ def test_prepare_lines_count_what_was_dropped_and_why(tmp_path):
         "counts": {"users": 2, "items": 3, "interactions": 7},
         "dropped": {"reviews": {"duplicate_interaction": 1, "bad_json": 2, "never": 0}, "meta": {}},
         "text_encoder": {"name": "hashing"},
+        "inputs": {"reviews": [{"path": "/in/r.json.gz"}], "meta": []},
     }
     text = "\n".join(prepare_lines(tmp_path, manifest))
+    assert f"next: alsoview train data.reviews=[/in/r.json.gz] data.prepared_dir={tmp_path}\n" in text
     assert "reviews: 10 lines read, 7 kept, 3 dropped (bad_json 2, duplicate_interaction 1)" in text
     assert "meta: 4 lines read, 4 kept, 0 dropped\n" in text and "never" not in text
 

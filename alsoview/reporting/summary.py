@@ -97,8 +97,20 @@ def prepare_lines(out_dir: Path, manifest: Mapping[str, Any]) -> list[str]:
         f"  {counts.get('users', 0):,} users, {counts.get('items', 0):,} items, "
         f"{counts.get('interactions', 0):,} interactions; text vectors: {manifest.get('text_encoder', {}).get('name')}"
     )
-    lines.append("next: alsoview train (it reuses this dataset while the data and text settings stay the same)")
+    lines.append(f"next: alsoview train {_data_overrides(out_dir, manifest)}")
+    lines.append("  (train reuses this dataset while the data and text settings stay the same)")
     return lines
+
+
+def _data_overrides(out_dir: Path, manifest: Mapping[str, Any]) -> str:
+    """The `data.*` overrides that point a run at this prepared dataset and its inputs."""
+    inputs = manifest.get("inputs", {})
+    words = []
+    for role in ("reviews", "meta"):
+        paths = [str(entry.get("path")) for entry in inputs.get(role, [])]
+        if paths:
+            words.append(f"data.{role}=[{','.join(paths)}]")
+    return " ".join([*words, f"data.prepared_dir={out_dir}"])
 
 
 def generate_lines(out_dir: Path, users: int, items: int, reviews: int, meta_lines: int, seconds: float) -> list[str]:
