@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from alsoview.config.schema import Config
@@ -53,4 +55,22 @@ def with_absolute_paths(config: Config) -> Config:
     if text.model_path is not None:
         text = dataclasses.replace(text, model_path=read(text.model_path))
     train = dataclasses.replace(config.train, runs_dir=written(config.train.runs_dir))
-    return dataclasses.replace(config, data=data, text=text, train=train, storage=str(root))
+    tracking = dataclasses.replace(config.tracking, mlflow_uri=mlflow_uri(config.tracking.mlflow_uri, root))
+    return dataclasses.replace(config, data=data, text=text, train=train, tracking=tracking, storage=str(root))
+
+
+MLFLOW_DIR = "mlruns"  # MLflow's own name for a file store, under the storage root by default
+
+
+def mlflow_uri(raw: str | None, root: Path) -> str:
+    """MLflow's tracking URI: a plain path or a `file:` URI as an absolute `file:///...` URI (a
+    relative one under `root`, like every written path; None: `<root>/mlruns`); any other URI
+    (`http://`, `sqlite:///`) as it is, for MLflow to read."""
+    raw = MLFLOW_DIR if raw is None else raw
+    if raw.startswith("file:"):
+        path = urllib.request.url2pathname(urllib.parse.urlparse(raw).path)
+    elif "://" in raw:
+        return raw
+    else:
+        path = raw
+    return (root / Path(path).expanduser()).resolve().as_uri()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
@@ -296,6 +297,41 @@ class TuneConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Optional experiment tracking in MLflow: each `alsoview train` as one MLflow run, each tuning
+    trial as one (distributed/tracking.py; off, nothing imports MLflow)."""
+
+    mlflow: bool = False  # log each train run and tuning trial to MLflow (needs `pip install mlflow-skinny`)
+    # Where MLflow keeps the runs: a plain path or a file: URI (a relative one under the storage
+    # root), or another MLflow tracking URI handed over as it is. None: `<storage>/mlruns`.
+    mlflow_uri: Union[str, None] = None
+    experiment: str = "alsoview"  # the MLflow experiment the runs go into (made when missing)
+
+    def validate(self) -> None:
+        _check(self.mlflow in (True, False), "tracking.mlflow", "true or false", self.mlflow)
+        if self.mlflow_uri is not None:
+            _check(
+                bool(self.mlflow_uri.strip()) and "\n" not in self.mlflow_uri,
+                "tracking.mlflow_uri",
+                "a path or an MLflow tracking URI, on one line",
+                self.mlflow_uri,
+            )
+            _check(
+                not self.mlflow_uri.startswith("file:")
+                or urllib.parse.urlparse(self.mlflow_uri).netloc in ("", "localhost"),
+                "tracking.mlflow_uri",
+                "a file: URI of this machine (file:///path, no host)",
+                self.mlflow_uri,
+            )
+        _check(
+            bool(self.experiment.strip()) and "\n" not in self.experiment and len(self.experiment) <= 256,
+            "tracking.experiment",
+            "a name of 1 to 256 characters on one line",
+            self.experiment,
+        )
+
+
+@dataclass
 class Config:
     """The whole run configuration."""
 
@@ -305,6 +341,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 0  # every random stream derives from it (seeds.py): the same seed, the same run
     # Where relative output paths (data.generated_dir, data.prepared_dir, train.runs_dir) live.
     # None: $ALSOVIEW_HOME, else ~/alsoview (see paths.storage_root).

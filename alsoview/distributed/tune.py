@@ -27,6 +27,7 @@ from ray.tune import Callback
 from alsoview.config import Config, with_absolute_paths, with_overrides
 from alsoview.data.catalog import Catalog
 from alsoview.distributed.resources import TRIAL_CPU, ResourcePlan, plan_resources
+from alsoview.distributed.tracking import require_mlflow, tune_callbacks
 from alsoview.distributed.tune_finish import TuneResult, finish, write_outputs
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
 from alsoview.logs import verbose
@@ -232,6 +233,7 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
 
     from alsoview.distributed.runtime import start_run
 
+    require_mlflow(config)
     stages = dict(stage_seconds or {})
     search_began = time.perf_counter()
     full = with_absolute_paths(config)  # the final run trains for train.epochs
@@ -277,7 +279,7 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
                 storage_path=str(storage),
                 # Tune's trial tables repeat what TrialLog and the epoch lines say, at length
                 verbose=2 if verbose() else 0,
-                callbacks=[TrialLog(plan.num_samples, metric)],
+                callbacks=[TrialLog(plan.num_samples, metric), *tune_callbacks(config)],
                 # A trial whose function is lost with its node is run again; its Train run
                 # resumes from its last checkpoint (the same run name and storage).
                 failure_config=ray_tune.FailureConfig(max_failures=config.train.max_failures),
