@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
 from dataclasses import dataclass
@@ -148,8 +149,10 @@ def fit_watched(
     callbacks = [*(callbacks or []), register_controller_callback(board)]
     trainer = build_trainer(config, catalog, plan, callbacks, run_name, storage_path, board)
     name = run_name or config.train.run_name
+    # A bar for a run typed at a terminal; a search's trials have Tune's table instead.
+    bar = _progress_bar(config, catalog, board, name) if run_name is None else contextlib.nullcontext()
     try:
-        with train_start_timeout(timeout), StallWatch(board, timeout, plan, name) as watch:
+        with train_start_timeout(timeout), StallWatch(board, timeout, plan, name) as watch, bar:
             try:
                 result = trainer.fit()
             except Exception as exc:
@@ -217,6 +220,24 @@ def curves_so_far(run_dir: Path, config: Config) -> None:
             log.info("%s", write_curves(run_dir, config, found[1].state.history))
     except Exception as exc:  # the run's own error is what the user must read
         log.warning("learning curves not written: %s", first_line(exc))
+
+
+def _progress_bar(config: Config, catalog: Catalog, board: Any, name: str) -> Any:
+    """A tqdm bar of the run's steps on stderr when it is a terminal (progress.py), else nothing."""
+    import ray
+
+    from alsoview.distributed.progress import ProgressBar, on_a_terminal, planned_steps
+
+    if not on_a_terminal():
+        return contextlib.nullcontext()
+    found = runs.latest_checkpoint(Path(config.train.runs_dir) / name)
+    first_epoch = 0 if found is None else found[1].state.epoch + 1
+    done, total = planned_steps(config, len(catalog.train), first_epoch)
+
+    def rank_zero_steps() -> int:
+        return ray.get(board.snapshot.remote(), timeout=30).steps.get(0, 0)
+
+    return ProgressBar(name, rank_zero_steps, done, total)
 
 
 def _check_resumable(run_dir: Path, catalog: Catalog) -> None:
