@@ -78,7 +78,12 @@ class _Parser(argparse.ArgumentParser):
 def _build_parser() -> argparse.ArgumentParser:
     from alsoview.version import __version__
 
-    parser = _Parser(prog="alsoview", description=__doc__)
+    parser = _Parser(
+        prog="alsoview",
+        description="Recommenders that learn from also-viewed items as hard negatives, on Ray.",
+        epilog="`alsoview COMMAND --help` lists a command's options and their defaults. "
+        "Outputs go under the storage root, $ALSOVIEW_HOME (default ~/alsoview).",
+    )
     parser.add_argument("--version", action="version", version=f"alsoview {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     common = _common_options()
@@ -110,7 +115,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     tr = command(
         "train",
-        help="train the MLP with Ray Train (prepares the dataset first if needed)",
+        help="train a model with Ray Train (prepares the dataset first if needed)",
         json_output="every metric of the run (metrics.json)",
     )
     _add_config_args(tr)
