@@ -90,22 +90,22 @@ def test_mlflow_asked_for_but_missing_is_one_line(monkeypatch, tmp_path):
 
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now raises ImportError
     config = _config(tmp_path / "mlruns")
-    for check in (tracking.require_mlflow, tracking.tune_callbacks):
+    for check in (tracking.require_trackers, tracking.tune_callbacks):
         with pytest.raises(UserError) as caught:
             check(config)
         assert str(caught.value) == "tracking.mlflow=true needs MLflow: pip install mlflow-skinny"
-    tracking.require_mlflow(load_config())  # off: MLflow is never asked for
+    tracking.require_trackers(load_config())  # off: MLflow is never asked for
     assert tracking.tune_callbacks(load_config()) == []
 
 
 # ---------------------------------------------------------------- alsoview train
 
 
-def test_mlflow_names_replace_at():
-    from alsoview.distributed.tracking import mlflow_name
+def test_metric_names_replace_at():
+    from alsoview.distributed.tracking import metric_name
 
-    assert mlflow_name("valid/full/ndcg@10") == "valid/full/ndcg_at_10"
-    assert mlflow_name("train/loss") == "train/loss" and mlflow_name("a:b@c") == "a_b_at_c"
+    assert metric_name("valid/full/ndcg@10") == "valid/full/ndcg_at_10"
+    assert metric_name("train/loss") == "train/loss" and metric_name("a:b@c") == "a_b_at_c"
 
 
 def test_a_finished_run_is_one_mlflow_run(tmp_path, caplog):

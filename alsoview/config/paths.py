@@ -55,11 +55,16 @@ def with_absolute_paths(config: Config) -> Config:
     if text.model_path is not None:
         text = dataclasses.replace(text, model_path=read(text.model_path))
     train = dataclasses.replace(config.train, runs_dir=written(config.train.runs_dir))
-    tracking = dataclasses.replace(config.tracking, mlflow_uri=mlflow_uri(config.tracking.mlflow_uri, root))
+    tracking = dataclasses.replace(
+        config.tracking,
+        mlflow_uri=mlflow_uri(config.tracking.mlflow_uri, root),
+        wandb_dir=written(config.tracking.wandb_dir or WANDB_DIR),
+    )
     return dataclasses.replace(config, data=data, text=text, train=train, tracking=tracking, storage=str(root))
 
 
 MLFLOW_DIR = "mlruns"  # MLflow's own name for a file store, under the storage root by default
+WANDB_DIR = "wandb"  # the folder W&B writes into, under the storage root by default
 
 
 def mlflow_uri(raw: str | None, root: Path) -> str:

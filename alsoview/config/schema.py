@@ -49,6 +49,10 @@ LOSSES: tuple[str, ...] = typing.get_args(Loss)
 HARD_TERM_LOSSES = ("softmax", "full_softmax")
 # What early stopping and tuning can maximise.
 VALIDATION_METRICS: tuple[str, ...] = typing.get_args(ValidationMetric)
+WandbMode = Literal["offline", "online"]  # offline: W&B writes local files only (`wandb sync` uploads them)
+WANDB_MODES: tuple[str, ...] = typing.get_args(WandbMode)
+# W&B refuses these in a project name.
+_NOT_IN_WANDB_PROJECT = "/\\#?%:"
 
 _check = check_setting
 
@@ -298,14 +302,20 @@ class TuneConfig:
 
 @dataclass
 class TrackingConfig:
-    """Optional experiment tracking in MLflow: each `alsoview train` as one MLflow run, each tuning
-    trial as one (distributed/tracking.py; off, nothing imports MLflow)."""
+    """Optional experiment tracking in MLflow and/or W&B: each `alsoview train` as one run, each
+    tuning trial as one (distributed/tracking.py; off, nothing imports either)."""
 
     mlflow: bool = False  # log each train run and tuning trial to MLflow (needs `pip install mlflow-skinny`)
     # Where MLflow keeps the runs: a plain path or a file: URI (a relative one under the storage
     # root), or another MLflow tracking URI handed over as it is. None: `<storage>/mlruns`.
     mlflow_uri: Union[str, None] = None
     experiment: str = "alsoview"  # the MLflow experiment the runs go into (made when missing)
+    wandb: bool = False  # log each train run and tuning trial to W&B (needs `pip install wandb`)
+    wandb_project: str = "alsoview"  # the W&B project the runs go into
+    wandb_mode: WandbMode = "offline"  # offline: local files only, nothing leaves the machine
+    # The folder W&B writes into (its runs land in a `wandb/` folder inside; a relative path under
+    # the storage root). None: `<storage>/wandb`.
+    wandb_dir: Union[str, None] = None
 
     def validate(self) -> None:
         _check(self.mlflow in (True, False), "tracking.mlflow", "true or false", self.mlflow)
@@ -329,6 +339,23 @@ class TrackingConfig:
             "a name of 1 to 256 characters on one line",
             self.experiment,
         )
+        _check(self.wandb in (True, False), "tracking.wandb", "true or false", self.wandb)
+        _check(
+            bool(self.wandb_project.strip())
+            and len(self.wandb_project) <= 128
+            and not any(c in self.wandb_project for c in "\n" + _NOT_IN_WANDB_PROJECT),
+            "tracking.wandb_project",
+            f"a name of 1 to 128 characters on one line, none of {_NOT_IN_WANDB_PROJECT}",
+            self.wandb_project,
+        )
+        _check(self.wandb_mode in WANDB_MODES, "tracking.wandb_mode", f"one of {WANDB_MODES}", self.wandb_mode)
+        if self.wandb_dir is not None:
+            _check(
+                bool(self.wandb_dir.strip()) and "\n" not in self.wandb_dir,
+                "tracking.wandb_dir",
+                "a path on one line",
+                self.wandb_dir,
+            )
 
 
 @dataclass

@@ -23,7 +23,7 @@ from alsoview.distributed.resources import (
 )
 from alsoview.distributed.runtime import on_this_node, train_logging_config
 from alsoview.distributed.stall import StallError, StallWatch, diagnose
-from alsoview.distributed.tracking import log_finished_run, require_mlflow
+from alsoview.distributed.tracking import log_finished_run, require_trackers
 from alsoview.distributed.worker import WorkerSetup, train_loop_per_worker
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
 from alsoview.evaluation.validation import validation_set
@@ -176,7 +176,7 @@ def train(config: Config, catalog: Catalog | None = None) -> TrainResult:
 
     from alsoview.distributed.runtime import start_run
 
-    require_mlflow(config)
+    require_trackers(config)
     begun = start_run(config, config.train.run_name, catalog)
     config, catalog, run_dir = begun.config, begun.catalog, begun.run_dir
     _check_resumable(run_dir, catalog)
@@ -199,7 +199,7 @@ def train(config: Config, catalog: Catalog | None = None) -> TrainResult:
         metrics = runs.write_run_outputs(run_dir, saved, config.data.prepared_dir)
     log.info("%s", write_curves(run_dir, config, saved.state.history))
     runs.prune_checkpoints(run_dir, config.train.num_to_keep)
-    log_finished_run(run_dir, config)  # tracking.mlflow: the finished run as one MLflow run
+    log_finished_run(run_dir, config)  # tracking.mlflow, tracking.wandb: the finished run as one run each
     return TrainResult(run_dir, metrics)
 
 

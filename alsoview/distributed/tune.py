@@ -27,7 +27,7 @@ from ray.tune import Callback
 from alsoview.config import Config, with_absolute_paths, with_overrides
 from alsoview.data.catalog import Catalog
 from alsoview.distributed.resources import TRIAL_CPU, ResourcePlan, plan_resources
-from alsoview.distributed.tracking import require_mlflow, tune_callbacks
+from alsoview.distributed.tracking import require_trackers, tune_callbacks
 from alsoview.distributed.tune_finish import TuneResult, finish, write_outputs
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
 from alsoview.logs import verbose
@@ -233,7 +233,7 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
 
     from alsoview.distributed.runtime import start_run
 
-    require_mlflow(config)
+    require_trackers(config)
     stages = dict(stage_seconds or {})
     search_began = time.perf_counter()
     full = with_absolute_paths(config)  # the final run trains for train.epochs
