@@ -36,6 +36,15 @@ def test_every_private_symbol_ray_internals_uses_exists(module, name):
     assert hasattr(imported, name), _moved(f"{module}.{name}", "is gone")
 
 
+def test_the_wandb_callback_still_names_the_actor_class_it_starts():
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    attribute = ray_internals.WANDB_ACTOR_ATTRIBUTE
+    assert getattr(WandbLoggerCallback, attribute, None) is ray_internals.wandb_logging_actor(), _moved(
+        f"WandbLoggerCallback.{attribute}", "no longer names its logging actor class"
+    )
+
+
 def _parameters(function) -> list[str]:
     return list(inspect.signature(function).parameters)
 

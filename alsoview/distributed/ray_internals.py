@@ -22,6 +22,7 @@ PRIVATE_SYMBOLS = (
     ("ray.train.v2._internal.exceptions", "WorkerGroupStartupTimeoutError"),
     ("ray.train.v2._internal.execution.callback", "ControllerCallback"),
     ("ray.train.v2._internal.execution.callback", "WorkerGroupCallback"),
+    ("ray.air.integrations.wandb", "_WandbLoggingActor"),
 )
 
 
@@ -129,3 +130,24 @@ def controller_callback_bases() -> tuple[type, type]:
     from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
 
     return ControllerCallback, WorkerGroupCallback
+
+
+def wandb_logging_actor() -> type:
+    """Ray's per-trial W&B logging actor class, for a subclass that sets W&B's environment first.
+
+    Needs: `ray.air.integrations.wandb._WandbLoggingActor`, and the callback's class attribute
+    `_logger_actor_cls` that names it (`use_wandb_logging_actor`). The actor imports wandb in its
+    own process, to which Ray passes only the API key; subclassing it is the only way to set W&B's
+    offline and quiet switches there before that import.
+    """
+    from ray.air.integrations.wandb import _WandbLoggingActor
+
+    return _WandbLoggingActor
+
+
+WANDB_ACTOR_ATTRIBUTE = "_logger_actor_cls"  # WandbLoggerCallback's name for the actor class it starts
+
+
+def use_wandb_logging_actor(callback_class: type, actor_class: type) -> None:
+    """Make a WandbLoggerCallback subclass start `actor_class` for each trial (see above)."""
+    setattr(callback_class, WANDB_ACTOR_ATTRIBUTE, actor_class)

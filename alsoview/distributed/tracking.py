@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from alsoview.config import Config, with_absolute_paths
+from alsoview.distributed import ray_internals
 from alsoview.errors import UserError, first_line
 from alsoview.reporting.history import CURVES_FILE
 from alsoview.training import checkpoint as runs
@@ -352,19 +353,20 @@ def _wandb_logger_class() -> type:
     (one per trial, on the driver's node) sets W&B's environment before importing it
     (`wandb_environment`): Ray hands that actor only the API key. Reachable by name like
     `MLflowTrialLogger`."""
-    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+    from ray.air.integrations.wandb import WandbLoggerCallback
 
-    class WandbTrialActor(_WandbLoggingActor):
+    from alsoview.distributed.ray_internals import use_wandb_logging_actor, wandb_logging_actor
+
+    class WandbTrialActor(wandb_logging_actor()):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             wandb_environment(kwargs.get("mode"))
             super().__init__(*args, **kwargs)
 
     class WandbTrialLogger(WandbLoggerCallback):
-        _logger_actor_cls = _by_name(WandbTrialActor)
-
         def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
             super().log_trial_result(iteration, trial, _renamed(result))
 
+    use_wandb_logging_actor(WandbTrialLogger, _by_name(WandbTrialActor))
     return _by_name(WandbTrialLogger)
 
 
@@ -378,7 +380,7 @@ def _by_name(cls: type) -> type:
 _LAZY_CLASSES = {
     "MLflowTrialLogger": lambda: _tune_logger_class(),
     "WandbTrialLogger": lambda: _wandb_logger_class(),
-    "WandbTrialActor": lambda: _wandb_logger_class()._logger_actor_cls,
+    "WandbTrialActor": lambda: getattr(_wandb_logger_class(), ray_internals.WANDB_ACTOR_ATTRIBUTE),
 }
 
 
