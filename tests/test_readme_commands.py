@@ -222,6 +222,9 @@ def test_tune_on_the_video_games_config_then_resume_it(tmp_path, capsys, ray_ses
     assert "## The final model\n\nThe best trial ran 1 epochs" in report
     assert "| prepare (or reuse) the dataset |" in report
     assert (run_dir / "learning_curves.png").stat().st_size > 10_000
+    # best/ is a run directory like any other: its own curves, events and dataset copy
+    assert (run_dir / "best" / "learning_curves.png").is_file() and list((run_dir / "best" / "tensorboard").iterdir())
+    assert (run_dir / "best" / "dataset" / "manifest.json").is_file()
     recommender = Recommender.from_run(run_dir / "best")
     top = recommender.recommend([recommender.catalog.user_reviewer_id[1]], 5)
     assert len(top) == 5 and (top["source"] == "model").all()

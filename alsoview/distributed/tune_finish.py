@@ -102,7 +102,7 @@ def finish(
     from the best trial's checkpoint as far as it goes (`final_plan`). An interrupted job resumes
     the final training from best/'s own checkpoints."""
     from alsoview.distributed.evaluate import evaluate_run
-    from alsoview.distributed.train import train
+    from alsoview.distributed.train import train, write_curves
     from alsoview.training import checkpoint as runs
 
     final_config = with_overrides(config, best["params"])
@@ -115,6 +115,7 @@ def finish(
     log.info("%s", plan.why)
     if plan.kind == "reuse":
         runs.write_run_outputs(runs.start_run_dir(final_config, best_dir), plan.saved, final_config.data.prepared_dir)
+        log.info("%s", write_curves(best_dir, final_config, plan.saved.state.history))  # as train() does
     else:
         if plan.kind == "continue" and not runs.checkpoint_dirs(best_dir):
             best_dir.mkdir(parents=True, exist_ok=True)
