@@ -21,6 +21,7 @@ from alsoview.reporting.summary import (
     generate_lines,
     prepare_lines,
     recommendation_lines,
+    similar_lines,
     train_lines,
 )
 
@@ -145,6 +146,18 @@ def _build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-k", type=int, default=10, help="items per user")
     rec.add_argument("--out", help="batch mode: output Parquet file (default: <run>/recommendations.parquet)")
     rec.add_argument("--actors", type=int, default=1, help="batch mode: scoring actors in the Ray Data pool")
+
+    sim = command("similar", help="the games most like one game: by the model's vectors, co-occurrence or also-view")
+    sim.add_argument("--run", required=True, help=RUN_HELP)
+    sim.add_argument("--asin", required=True, help="the item's asin")
+    sim.add_argument("-k", type=int, default=10, help="items to show")
+    sim.add_argument(
+        "--by", default="vectors", choices=("vectors", "cooccurrence", "also_view"), help="what makes items alike"
+    )
+
+    exp = command("export", help="item and user vectors of a run as Parquet, for a vector database")
+    exp.add_argument("--run", required=True, help=RUN_HELP)
+    exp.add_argument("--out", required=True, help="output directory (new, empty, or an earlier export)")
 
     tu = command("tune", help="search the also-view / random balance with Ray Tune (prepares first if needed)")
     tu.add_argument(
@@ -304,6 +317,25 @@ def best_history_row(run_dir: Path, metrics: dict) -> dict[str, float]:
     return best.iloc[0].to_dict() if len(best) else {}
 
 
+def cmd_similar(args: argparse.Namespace) -> int:
+    from alsoview.distributed.recommend import Recommender
+
+    recommender = Recommender.from_run(args.run)
+    frame = recommender.similar(args.asin, args.k, args.by)
+    title = recommender.catalog.item_title[recommender.item_index(args.asin)]
+    _print_lines(similar_lines(args.asin, str(title), frame))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from alsoview.distributed.recommend import Recommender
+
+    record = Recommender.from_run(args.run).export(args.out)
+    print(f"{record['items']:,} item and {record['users']:,} user vectors ({record['dim']} dims) written to {args.out}")
+    print(f"  items.parquet, users.parquet, vectors.json; item vectors: {record['item_vectors']}")
+    return 0
+
+
 def _print_lines(lines: list[str]) -> None:
     print("\n".join(lines))
 
@@ -344,6 +376,8 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "compare": cmd_compare,
     "recommend": cmd_recommend,
+    "similar": cmd_similar,
+    "export": cmd_export,
     "tune": cmd_tune,
 }
 

@@ -22,12 +22,15 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import README_EVALUATE, README_PRINTED, README_TRAIN, README_TRAIN_EPOCHS, run_readme_command
 
 README_RECOMMEND = "alsoview recommend --run f05 --user A5ESXJD33Z0F8 -k 5"  # a user of the smoke data
 README_RECOMMEND_MANY = "alsoview recommend --run f05 --users-file users.txt"
+README_SIMILAR = "alsoview similar --run f05 --asin B0LVWB28OK -k 5 --by cooccurrence"  # a game of the smoke data
+README_EXPORT = "alsoview export --run f05 --out vectors"
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND_STARTS = ("alsoview ", "python rayjobs/", "ray job submit ")
@@ -39,6 +42,8 @@ RUNS: dict[str, list[str]] = {
     README_EVALUATE: [],  # conftest's evaluated_run: test_evaluate checks its numbers
     README_RECOMMEND: [],
     README_RECOMMEND_MANY: [],
+    README_SIMILAR: [],
+    README_EXPORT: [],
     "alsoview compare --config configs/smoke.yaml --fractions 0,1 --seeds 1": ["train.epochs=1"],
     "alsoview tune --config configs/video_games.yaml tune.num_samples=32": [
         "tune.num_samples=2",
@@ -108,6 +113,16 @@ def test_recommend_for_a_user_and_for_a_file_of_users(trained_run, capsys, tmp_p
     assert set(frame["reviewer_id"]) == {"A5ESXJD33Z0F8", "nobody-at-all"}
 
 
+def test_similar_games_and_the_vector_export(trained_run, capsys, tmp_path):
+    """The README's similar and export commands, the export from a scratch folder."""
+    out = _run(README_SIMILAR, capsys)
+    assert out.startswith("most like B0LVWB28OK (") and "by users who had both" in out
+    assert [int(line.split()[0]) for line in out.splitlines()[2:7]] == [1, 2, 3, 4, 5]
+    out = _run(README_EXPORT, capsys, cwd=tmp_path)
+    assert "user vectors (64 dims) written to vectors" in out
+    assert {p.name for p in (tmp_path / "vectors").iterdir()} == {"items.parquet", "users.parquet", "vectors.json"}
+
+
 def python_example(text: str) -> str:
     """The README's one Python block."""
     blocks = re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
@@ -175,6 +190,23 @@ def test_compare_on_the_smoke_config(capsys, ray_session):
     assert list(run_dir.glob("*/events.out.tfevents.*")), "TensorBoard's files are not where the hint says"
 
 
+def _exported_vectors_score_as_the_dot_head(recommender) -> None:
+    """With a dot head (the recommended settings), user . item + bias of the vectors `export`
+    writes is that head's logit: an inner-product index serves the model's first stage."""
+    import torch
+
+    from alsoview.model.vectors import item_vectors, user_vectors
+
+    model = recommender.model.model
+    items = item_vectors(model)
+    assert items.scores_users
+    users = np.arange(1, 6)
+    logits = user_vectors(model, users) @ items.vectors.T + items.bias
+    with torch.no_grad():
+        head = model.heads["dot"].score_all(model.users(torch.as_tensor(users)), model.item_tower)
+    np.testing.assert_allclose(logits, head.numpy(), rtol=1e-4, atol=1e-4)
+
+
 def test_tune_on_the_video_games_config_then_resume_it(tmp_path, capsys, ray_session):
     """configs/video_games.yaml as written, from a folder holding files of the Video Games names:
     the search, the best trial as the final model, tested and reported; the same name again
@@ -228,6 +260,7 @@ def test_tune_on_the_video_games_config_then_resume_it(tmp_path, capsys, ray_ses
     recommender = Recommender.from_run(run_dir / "best")
     top = recommender.recommend([recommender.catalog.user_reviewer_id[1]], 5)
     assert len(top) == 5 and (top["source"] == "model").all()
+    _exported_vectors_score_as_the_dot_head(recommender)
 
     again = tune(dataclasses.replace(config, tune=dataclasses.replace(config.tune, final=False)))
     assert again.final is None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,7 +16,8 @@ from alsoview.distributed.evaluate import ModelFactory
 from alsoview.errors import UserError
 from alsoview.evaluation.baselines import PopularityScorer
 from alsoview.evaluation.protocols import ModelScorer
-from alsoview.storage import check_writable_file
+from alsoview.model.vectors import item_vectors, most_similar, user_vectors
+from alsoview.storage import check_replaceable, check_writable_file
 from alsoview.training.checkpoint import find_run, load_saved_model, run_dataset
 
 log = logging.getLogger("alsoview")
@@ -83,6 +86,98 @@ class Recommender:
         frame["asin"] = self.catalog.item_asin[frame["item_idx"].to_numpy()]
         frame["title"] = self.catalog.item_title[frame["item_idx"].to_numpy()]
         return frame[["reviewer_id", "rank", "asin", "title", "score", "source"]].reset_index(drop=True)
+
+    def item_index(self, asin: str) -> int:
+        """The dense id of an asin of this run's catalog; any other is one line naming it."""
+        found = np.flatnonzero(self.catalog.item_asin == asin)
+        if len(found) == 0 or found[0] == 0:
+            raise UserError(f"unknown asin {asin!r}: not an item of this run's catalog")
+        return int(found[0])
+
+    def similar(self, asin: str, k: int = 10, by: str = "vectors") -> pd.DataFrame:
+        """The items most like `asin`, one row per rank: asin, title, similarity, source.
+
+        `by`: "vectors" (cosine of the model's item vectors, `model.vectors`), "cooccurrence"
+        (how many users had both), "also_view" (the item's also-view list, most reviewed first)."""
+        if k < 1:
+            raise UserError(f"-k must be >= 1, got {k}")
+        item = self.item_index(asin)
+        if by == "vectors":
+            items, similarity = most_similar(item_vectors(self.model.model).vectors, item, k)
+            source = "model vectors (cosine)"
+        elif by in ("cooccurrence", "also_view"):
+            counts = self._neighbour_counts(item, by)
+            order = np.lexsort((-self.popularity.counts, -counts))  # ties: the more reviewed first
+            items = order[counts[order] > 0][:k]
+            similarity, source = counts[items], {"cooccurrence": "users who had both", "also_view": "also viewed"}[by]
+        else:
+            raise UserError(f"--by must be one of vectors, cooccurrence, also_view; got {by!r}")
+        return pd.DataFrame(
+            {
+                "rank": np.arange(1, len(items) + 1),
+                "asin": self.catalog.item_asin[items],
+                "title": self.catalog.item_title[items],
+                "similarity": np.asarray(similarity, dtype=np.float64),
+                "source": source,
+            }
+        )
+
+    def _neighbour_counts(self, item: int, by: str) -> np.ndarray:
+        """Per item: users who had both it and `item` (every split), or 1 for each also-view
+        neighbour of `item`; 0 for `item` itself and the unknown item."""
+        n = self.catalog.n_items
+        if by == "cooccurrence":
+            known = self.catalog.inputs_for("recommend").train
+            had_it = np.zeros(self.catalog.n_users, dtype=bool)
+            had_it[known.users[known.items == item]] = True
+            pairs = np.unique(np.stack([known.users, known.items])[:, had_it[known.users]], axis=1)
+            counts = np.bincount(pairs[1], minlength=n).astype(np.float64)
+        else:
+            tables = self.catalog.sampling
+            neighbours = tables.also_view_indices[tables.also_view_indptr[item] : tables.also_view_indptr[item + 1]]
+            counts = np.zeros(n, dtype=np.float64)
+            counts[neighbours] = 1.0
+        counts[[0, item]] = 0.0
+        return counts
+
+    def export(self, out_dir: str | Path) -> dict[str, Any]:
+        """items.parquet (item_idx, asin, title, vector, bias) and users.parquet (user_idx,
+        reviewer_id, vector) for a vector database, and vectors.json saying what they are."""
+        out = Path(out_dir)
+        check_replaceable(out, EXPORT_RECORD, "vector export")
+        out.mkdir(parents=True, exist_ok=True)
+        model = self.model.model
+        items = item_vectors(model)
+        ids = np.arange(1, self.catalog.n_items)
+        pd.DataFrame(
+            {
+                "item_idx": ids,
+                "asin": self.catalog.item_asin[ids],
+                "title": self.catalog.item_title[ids],
+                "vector": list(items.vectors[ids]),
+                **({"bias": items.bias[ids]} if items.bias is not None else {}),
+            }
+        ).to_parquet(out / "items.parquet", index=False)
+        users = np.arange(1, self.catalog.n_users)
+        pd.DataFrame(
+            {
+                "user_idx": users,
+                "reviewer_id": self.catalog.user_reviewer_id[users],
+                "vector": list(user_vectors(model, users)),
+            }
+        ).to_parquet(out / "users.parquet", index=False)
+        record = {
+            "items": int(len(ids)),
+            "users": int(len(users)),
+            "dim": int(items.vectors.shape[1]),
+            "item_vectors": items.kind,
+            "inner_product_is_the_score": items.scores_users,
+        }
+        (out / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        return record
+
+
+EXPORT_RECORD = "vectors.json"
 
 
 class _BatchRecommender:

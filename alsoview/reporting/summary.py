@@ -177,3 +177,16 @@ def _number(value: Any) -> float:
     except (TypeError, ValueError):
         return -math.inf
     return number if math.isfinite(number) else -math.inf
+
+
+def similar_lines(asin: str, title: str, frame: Any, title_width: int = 48) -> list[str]:
+    """`alsoview similar`: the item, then one line per similar item with what the figure is."""
+    if len(frame) == 0:
+        return [f"nothing like {asin} ({title}) by this measure"]
+    lines = [f"most like {asin} ({title}), by {frame['source'].iloc[0]}"]
+    lines.append(f"  rank  asin        {'title':<{title_width}}  similarity")
+    for row in frame.itertuples(index=False):
+        lines.append(
+            f"  {row.rank:4d}  {row.asin:<10}  {str(row.title)[:title_width]:<{title_width}}  {row.similarity:.3f}"
+        )
+    return lines
