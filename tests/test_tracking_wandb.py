@@ -10,19 +10,12 @@ from pathlib import Path
 import pytest
 
 from alsoview.config import load_config, with_absolute_paths
+from alsoview.distributed.tracking import WANDB_ENVIRONMENT
 from alsoview.errors import UserError
 from tests.test_tracking import EPOCHS, _run_dir
 
 # W&B's environment, set before any test imports it: offline, silent, nothing captured or reported.
-QUIET = {
-    "WANDB_MODE": "offline",
-    "WANDB_ERROR_REPORTING": "false",
-    "WANDB_DISABLE_SENTRY": "true",
-    "WANDB_SILENT": "true",
-    "WANDB_DISABLE_CODE": "true",
-    "WANDB_DISABLE_GIT": "true",
-    "WANDB_CONSOLE": "off",
-}
+QUIET = {"WANDB_MODE": "offline", **WANDB_ENVIRONMENT}
 
 
 @pytest.fixture
