@@ -29,6 +29,7 @@ as a peer: experiments/results/recency_peer-places.json (experiments/recency_pee
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,6 +40,10 @@ from alsoview.errors import check_setting
 from alsoview.model.ids import ends_before, expand_ranges, sorted_lookup, time_order_keys, user_item_csr_tensors
 from alsoview.model.part import Part, PartInputs, Users
 from alsoview.model.towers import ItemTower
+from alsoview.model.visitors import with_buffers
+
+if TYPE_CHECKING:
+    from alsoview.data.catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,9 @@ class CooccurrenceHead(nn.Module):
         # does (log1p keeps its order), then learns from there. From 0 the weight moved too little
         # on a small set (a few thousand Adam steps of at most lr 0.001 each) to matter.
         self.weight = nn.Parameter(torch.ones(1))
+        # Whether the table counted these users' own pairs (they trained with it): then each
+        # user's own share comes out of the counts; a visitor's (`for_users`) never was in it.
+        self.own_pairs_counted = True
         indptr_t, items_t, owners = user_item_csr_tensors(
             indptr, items_in_time_order, n_users, n_items, "cooccurrence", 1
         )
@@ -108,10 +116,21 @@ class CooccurrenceHead(nn.Module):
         self.register_buffer("row_items", second, persistent=False)
         self.register_buffer("row_values", self.counts * self.norm[first] * self.norm[second], persistent=False)
 
+    def for_users(self, catalog: "Catalog") -> "CooccurrenceHead":
+        """This head over `catalog`'s users (visitors: `model.visitors`): their items in time
+        order, the trained table and weight shared, no own share taken out (module docstring)."""
+        indptr, items, owners = user_item_csr_tensors(
+            *catalog.train_sequence, catalog.n_users, self.n_items, "cooccurrence", 1
+        )
+        user_keys, key_index = time_order_keys(owners, items, self.n_items, "cooccurrence")
+        head = with_buffers(self, indptr=indptr, items=items, user_keys=user_keys, key_index=key_index)
+        head.n_users, head.own_pairs_counted = catalog.n_users, False
+        return head
+
     def _own_share(self, gap: torch.Tensor, had_both: torch.Tensor) -> torch.Tensor:
         """A user's own share of C[j, i] for the user's items j and i, i `gap` places after j in
         the user's time order (`gap` 0: the same item, no share)."""
-        counted = had_both & ((gap > 0) if self.forward else (gap != 0))
+        counted = had_both & ((gap > 0) if self.forward else (gap != 0)) & self.own_pairs_counted
         return torch.where(counted, self.proximity ** (gap.abs() - 1).clamp(min=0).to(torch.float32), 0.0)
 
     def _item_weights(
@@ -176,7 +195,9 @@ class CooccurrenceHead(nn.Module):
             self.row_values.index_select(0, position) * weights.index_select(0, pair),
             accumulate=True,
         )
-        if self.proximity == 1.0 and not self.forward:  # every own pair counts 1: in closed form
+        if not self.own_pairs_counted:
+            own = torch.zeros_like(sums)
+        elif self.proximity == 1.0 and not self.forward:  # every own pair counts 1: in closed form
             weighted = mine @ self.norm  # [B]: the user's items' weighted norms
             own = had * self.norm * (weighted[:, None] - mine * self.norm)
         else:

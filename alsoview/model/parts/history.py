@@ -9,6 +9,7 @@ the model would learn to find an item in its own input.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +17,10 @@ from torch import nn
 
 from alsoview.model.ids import expand_ranges, init_embedding, sorted_lookup, user_item_csr_tensors
 from alsoview.model.part import Part, PartInputs
+from alsoview.model.visitors import with_buffers
+
+if TYPE_CHECKING:
+    from alsoview.data.catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -55,3 +60,12 @@ class HistoryBag(nn.Module):
             summed = summed - own[:, None] * own_rows
             count = count - own
         return summed * count.clamp(min=1.0).rsqrt()[:, None]
+
+    def for_users(self, catalog: "Catalog") -> "HistoryBag":
+        """This bag over `catalog`'s users (visitors: `model.visitors`), its embeddings shared."""
+        indptr, items = catalog.train_history
+        indptr, items, owners = user_item_csr_tensors(indptr, items, catalog.n_users, self.n_items, "user_history", 0)
+        keys, _ = torch.sort(owners * self.n_items + items)
+        bag = with_buffers(self, indptr=indptr, items=items, keys=keys)
+        bag.n_users = catalog.n_users
+        return bag

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,10 @@ from alsoview.errors import check_setting
 from alsoview.model.ids import ends_before, expand_ranges, sorted_lookup, time_order_keys, user_item_csr_tensors
 from alsoview.model.part import Part, PartInputs, Users
 from alsoview.model.towers import ItemTower
+from alsoview.model.visitors import with_buffers
+
+if TYPE_CHECKING:
+    from alsoview.data.catalog import Catalog
 
 GRAPHS = ("also_view", "also_buy")
 
@@ -85,6 +90,14 @@ class RecentRelationsHead(nn.Module):
         self.n_graphs = len(graphs)
         self.scale = nn.Parameter(torch.zeros(self.n_graphs))
         self.pull = nn.Parameter(torch.full((self.n_graphs, buckets), math.log(math.e - 1.0)))  # softplus: 1
+
+    def for_users(self, catalog: "Catalog") -> "RecentRelationsHead":
+        """This head over `catalog`'s users (visitors: `model.visitors`), its graphs and weights shared."""
+        indptr, items, owners = user_item_csr_tensors(
+            *catalog.train_sequence, catalog.n_users, self.n_items, "recent_relations", 1
+        )
+        user_keys, key_index = time_order_keys(owners, items, self.n_items, "recent_relations")
+        return with_buffers(self, indptr=indptr, items=items, user_keys=user_keys, key_index=key_index)
 
     def _recent(self, users: Users) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(row, item, bucket) of every item of every user that counts: before the row's

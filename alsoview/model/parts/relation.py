@@ -15,7 +15,7 @@ also-view's "substitute": what users buy together.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -24,6 +24,10 @@ from torch import nn
 from alsoview.model.ids import expand_ranges, sorted_lookup
 from alsoview.model.part import Part, PartInputs, Users
 from alsoview.model.towers import ItemTower
+from alsoview.model.visitors import with_buffers
+
+if TYPE_CHECKING:
+    from alsoview.data.catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class RelationConfig(Part):
 
     def build(self, inputs: PartInputs) -> "RelationHead":
         relations = inputs.catalog.train_relations(self.graph)
-        return RelationHead(inputs.n_items, relations.keys, relations.counts, relations.neighbour_keys)
+        return RelationHead(inputs.n_items, relations.keys, relations.counts, relations.neighbour_keys, self.graph)
 
 
 @dataclass(frozen=True)
@@ -55,14 +59,22 @@ class AlsoBuyConfig(RelationConfig):
 class RelationHead(nn.Module):
     """The counts are per (user, item) buffers, rebuilt from the dataset (not saved with the weights)."""
 
-    def __init__(self, n_items: int, keys: np.ndarray, counts: np.ndarray, neighbour_keys: np.ndarray) -> None:
+    def __init__(
+        self, n_items: int, keys: np.ndarray, counts: np.ndarray, neighbour_keys: np.ndarray, graph: str = "also_view"
+    ) -> None:
         super().__init__()
-        self.n_items = n_items
+        self.n_items, self.graph = n_items, graph
         self.weight = nn.Parameter(torch.zeros(1))  # starts at 0: the other heads' model, then learns
         self.register_buffer("keys", torch.as_tensor(np.asarray(keys), dtype=torch.int64), persistent=False)
         self.register_buffer("counts", torch.as_tensor(np.asarray(counts), dtype=torch.float32), persistent=False)
         neighbours = torch.as_tensor(np.asarray(neighbour_keys), dtype=torch.int64)
         self.register_buffer("neighbour_keys", neighbours, persistent=False)
+
+    def for_users(self, catalog: "Catalog") -> "RelationHead":
+        """This head over `catalog`'s users (visitors: `model.visitors`), its weight shared."""
+        relations = catalog.train_relations(self.graph)
+        as_tensor = lambda values: torch.as_tensor(np.asarray(values))  # noqa: E731
+        return with_buffers(self, keys=as_tensor(relations.keys).long(), counts=as_tensor(relations.counts).float())
 
     def relation(self, users: torch.Tensor, items: torch.Tensor, leave_out: torch.Tensor | None) -> torch.Tensor:
         """log(1 + r) [N] of (user, item) pairs, the `leave_out` item [N] not counted as a relation."""

@@ -13,6 +13,7 @@ training (validation, test, recommendations) uses each user's last `length` trai
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,10 @@ from torch import nn
 from alsoview.errors import check_setting
 from alsoview.model.ids import ends_before, init_embedding, time_order_keys, user_item_csr_tensors
 from alsoview.model.part import Part, PartInputs
+from alsoview.model.visitors import with_buffers
+
+if TYPE_CHECKING:
+    from alsoview.data.catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,16 @@ class SequenceEncoder(nn.Module):
         self.register_buffer("items", items, persistent=False)
         self.register_buffer("keys", keys, persistent=False)  # sorted user * n_items + item
         self.register_buffer("key_index", key_index, persistent=False)  # each key's index into `items`
+
+    def for_users(self, catalog: "Catalog") -> "SequenceEncoder":
+        """This encoder over `catalog`'s users (visitors: `model.visitors`), its weights shared."""
+        indptr, items, owners = user_item_csr_tensors(
+            *catalog.train_sequence, catalog.n_users, self.n_items, "user_sequence", 1
+        )
+        keys, key_index = time_order_keys(owners, items, self.n_items, "user_sequence")
+        encoder = with_buffers(self, indptr=indptr, items=items, keys=keys, key_index=key_index)
+        encoder.n_users = catalog.n_users
+        return encoder
 
     def window_end(self, users: torch.Tensor, leave_out: torch.Tensor | None) -> torch.Tensor:
         """[B] the end (exclusive, an index into `items`) of each user's window: the user's

@@ -30,3 +30,7 @@ class UserIdEmbedding(nn.Module):
     def forward(self, users: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
         """[B, dim]; nothing to leave out: the id embedding holds no item."""
         return self.embedding(users)
+
+    def for_users(self, catalog: object) -> None:
+        """None: a visitor (`model.visitors`) has no id, so this part has nothing to read for one."""
+        return None
