@@ -23,6 +23,7 @@ from alsoview.reporting.summary import (
     recommendation_lines,
     similar_lines,
     train_lines,
+    visitor_lines,
 )
 
 log = logging.getLogger("alsoview")
@@ -143,6 +144,7 @@ def _build_parser() -> argparse.ArgumentParser:
     who = rec.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a raw reviewerID")
     who.add_argument("--users-file", help="batch mode: a file with one reviewerID per line (Ray Data)")
+    who.add_argument("--items", help="a visitor described by their games: comma-separated asins, oldest first")
     rec.add_argument("-k", type=int, default=10, help="items per user")
     rec.add_argument("--out", help="batch mode: output Parquet file (default: <run>/recommendations.parquet)")
     rec.add_argument("--actors", type=int, default=1, help="batch mode: scoring actors in the Ray Data pool")
@@ -154,6 +156,15 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--by", default="vectors", choices=("vectors", "cooccurrence", "also_view"), help="what makes items alike"
     )
+
+    srv = command("serve", help="answer recommendations over HTTP with Ray Serve (POST /recommend, /similar)")
+    srv.add_argument("--run", required=True, help=RUN_HELP + "; again with another run: swap models, no downtime")
+    srv.add_argument("--host", default="127.0.0.1", help="where Serve's HTTP proxy listens (it has no authentication)")
+    srv.add_argument("--port", type=int, default=8000, help="HTTP port")
+    srv.add_argument("--replicas", type=int, default=1, help="replicas of the model, each with its own copy")
+    srv.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs each replica reserves")
+    srv.add_argument("--max-batch-size", type=int, default=32, help="requests scored together (1: no batching)")
+    srv.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
 
     exp = command("export", help="item and user vectors of a run as Parquet, for a vector database")
     exp.add_argument("--run", required=True, help=RUN_HELP)
@@ -284,8 +295,37 @@ def cmd_recommend(args: argparse.Namespace) -> int:
                 "(source 'popularity (unknown user)' in the file)"
             )
         return 0
-    frame = Recommender.from_run(run).recommend([args.user], args.k)
+    recommender = Recommender.from_run(run)
+    if args.items is not None:
+        asins = [asin.strip() for asin in args.items.split(",") if asin.strip()]
+        frame, fallback = recommender.recommend_items(asins, args.k)
+        _print_lines(visitor_lines(asins, frame, fallback))
+        return 0
+    frame = recommender.recommend([args.user], args.k)
     _print_lines(recommendation_lines(args.user, frame))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from alsoview.distributed import serve
+    from alsoview.distributed.runtime import cluster_to_join
+
+    settings = serve.ServeSettings(
+        args.host, args.port, args.replicas, args.cpus_per_replica, args.max_batch_size, args.batch_wait_ms
+    )
+    on_cluster = cluster_to_join()[0] is not None  # else this process's private instance holds Serve
+    described = serve.deploy(args.run, settings)
+    url = serve.base_url(settings)
+    print(f"serving {described['run']} (trained {described['trained'][:19]}) at {url}")
+    print(f'  POST {url}/recommend  {{"user_id": "..."}} or {{"items": ["asin", ...]}}, "k": 10')
+    print(f'  POST {url}/similar    {{"asin": "...", "k": 10}}      GET {url}/healthz, {url}/model')
+    if on_cluster:
+        print("it runs on the cluster: `alsoview serve --run OTHER` swaps models; `serve shutdown` stops it")
+        return 0
+    print("Ctrl-C stops it", flush=True)
+    serve.block_until_interrupted()
+    serve.shutdown()
+    print("stopped")
     return 0
 
 
@@ -378,6 +418,7 @@ COMMANDS = {
     "recommend": cmd_recommend,
     "similar": cmd_similar,
     "export": cmd_export,
+    "serve": cmd_serve,
     "tune": cmd_tune,
 }
 

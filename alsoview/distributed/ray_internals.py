@@ -23,6 +23,8 @@ PRIVATE_SYMBOLS = (
     ("ray.train.v2._internal.execution.callback", "ControllerCallback"),
     ("ray.train.v2._internal.execution.callback", "WorkerGroupCallback"),
     ("ray.air.integrations.wandb", "_WandbLoggingActor"),
+    ("ray._private.worker", "get_dashboard_url"),
+    ("ray.dashboard.modules.serve.sdk", "ServeSubmissionClient"),
 )
 
 
@@ -151,3 +153,27 @@ WANDB_ACTOR_ATTRIBUTE = "_logger_actor_cls"  # WandbLoggerCallback's name for th
 def use_wandb_logging_actor(callback_class: type, actor_class: type) -> None:
     """Make a WandbLoggerCallback subclass start `actor_class` for each trial (see above)."""
     setattr(callback_class, WANDB_ACTOR_ATTRIBUTE, actor_class)
+
+
+def dashboard_url() -> str:
+    """The dashboard of the Ray instance this process is connected to, as http://host:port.
+
+    Needs: `ray._private.worker.get_dashboard_url` (Ray's `ray.init()` context names it only to
+    the process that called `init`; a joined cluster's is read the same way)."""
+    from ray._private.worker import get_dashboard_url
+
+    url = get_dashboard_url()
+    return url if "://" in url else f"http://{url}"
+
+
+def deploy_serve_config(config: dict) -> None:
+    """Deploy a Serve config (the `serve deploy` file's contents) to this instance's Serve.
+
+    Needs: `ray.dashboard.modules.serve.sdk.ServeSubmissionClient`, the client `serve deploy`
+    itself uses (it adds the token header when token authentication is on). A config deploy is
+    Serve's declarative path: a change of `user_config` alone is a lightweight update that calls
+    each running replica's `reconfigure` instead of replacing it (Serve's in-place updates);
+    `serve.run` from Python replaces the replicas instead."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    ServeSubmissionClient(dashboard_url()).deploy_applications(config)

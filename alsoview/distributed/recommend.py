@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from alsoview.errors import UserError
 from alsoview.evaluation.baselines import PopularityScorer
 from alsoview.evaluation.protocols import ModelScorer
 from alsoview.model.vectors import item_vectors, most_similar, user_vectors
+from alsoview.model.visitors import for_visitors
 from alsoview.storage import check_replaceable, check_writable_file
 from alsoview.training.checkpoint import find_run, load_saved_model, run_dataset
 
@@ -25,11 +27,15 @@ log = logging.getLogger("alsoview")
 
 @dataclass
 class Recommender:
-    """A run's best model over its catalog; unknown users fall back to popularity (and say so)."""
+    """A run's best model over its catalog; unknown users fall back to popularity (and say so),
+    visitors described by their items are scored by the model where its user side reads items
+    (`model.visitors`), else by the items' co-occurrences (and say so)."""
 
     catalog: Catalog
     model: ModelScorer
     popularity: PopularityScorer
+    known: Catalog | None = None  # the catalog the model reads users from: every split (`inputs_for`)
+    run_dir: Path | None = None
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Recommender":
@@ -40,67 +46,140 @@ class Recommender:
         known = catalog.inputs_for("recommend")  # a user is described by every item they had
         model = ModelFactory(saved.state, saved.config, known)(device)
         popularity = PopularityScorer(known.train.users, known.train.items, catalog.n_items)
-        return cls(catalog, model, popularity)
+        return cls(catalog, model, popularity, known, run)
+
+    @property
+    def users_known(self) -> Catalog:
+        return self.known if self.known is not None else self.catalog.inputs_for("recommend")
 
     def user_index(self, reviewer_ids: list[str]) -> np.ndarray:
         """Dense ids of raw reviewer ids; 0 for users the run has never seen."""
-        lookup = pd.Series(np.arange(len(self.catalog.user_reviewer_id)), index=self.catalog.user_reviewer_id)
-        return lookup.reindex(reviewer_ids).fillna(0).to_numpy(np.int64)
+        return self._user_lookup.reindex(reviewer_ids).fillna(0).to_numpy(np.int64)
 
-    def top_k(self, users: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Item ids [B, k] and scores, never an item the user already has, never the unknown item 0."""
-        if k < 1:
-            raise UserError(f"-k must be >= 1, got {k}")
-        n = self.catalog.n_items
-        items = np.broadcast_to(np.arange(n), (len(users), n))
+    @functools.cached_property
+    def _user_lookup(self) -> pd.Series:
+        return pd.Series(np.arange(len(self.catalog.user_reviewer_id)), index=self.catalog.user_reviewer_id)
+
+    @functools.cached_property
+    def _item_lookup(self) -> pd.Series:
+        asins = self.catalog.item_asin
+        return pd.Series(np.arange(1, len(asins)), index=asins[1:])
+
+    def top_k(self, users: np.ndarray, k: int, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Item ids [B, k] and scores, never the unknown item 0 and (`exclude_seen`) never an item
+        the user already has."""
+        _check_k(k)
         known = users > 0
-        scores = np.empty((len(users), n), dtype=np.float64)
+        scores = np.empty((len(users), self.catalog.n_items), dtype=np.float64)
         if known.any():
             scores[known] = self.model.score_all(users[known])
         if (~known).any():
             scores[~known] = self.popularity.score_all(users[~known])
-        scores[:, 0] = -np.inf
-        seen = self.catalog.sampling.interacted(np.repeat(users, n), items.reshape(-1)).reshape(len(users), n)
-        scores[seen] = -np.inf
-        k = min(k, n - 1)
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        return top, np.take_along_axis(scores, top, axis=1)
+        seen = [self._seen_by(user) for user in users] if exclude_seen else None
+        return _best(scores, k, seen)
 
-    def recommend(self, reviewer_ids: list[str], k: int = 10) -> pd.DataFrame:
+    def recommend(self, reviewer_ids: list[str], k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
         """One row per (user, rank): reviewer_id, rank, asin, title, score, source (model | popularity)."""
         users = self.user_index(reviewer_ids)
-        top, scores = self.top_k(users, k)
+        top, scores = self.top_k(users, k, exclude_seen)
+        sources = np.where(users > 0, "model", "popularity (unknown user)")
+        return self._rows("reviewer_id", np.asarray(reviewer_ids, dtype=object), top, scores, sources)
+
+    def item_indices(self, asins: list[str]) -> np.ndarray:
+        """Dense ids of asins of this run's catalog; any other is one line naming the first few."""
+        ids = self._item_lookup.reindex(asins)
+        unknown = [asin for asin, found in zip(asins, ids.notna()) if not found]
+        if unknown:
+            named = ", ".join(repr(a) for a in unknown[:5]) + (
+                f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            )
+            raise UserError(f"unknown asin{'s' if len(unknown) > 1 else ''} {named}: not an item of this run's catalog")
+        return ids.to_numpy(np.int64)
+
+    def top_k_visitors(
+        self, item_lists: list[np.ndarray], k: int, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, str | None]:
+        """Item ids [V, k] and scores for visitors described by their item ids (their order: their
+        time order), and the fallback the answer names (None: the model's own scores)."""
+        _check_k(k)
+        if not item_lists or any(len(items) == 0 for items in item_lists):
+            raise UserError("a visitor needs at least one item")
+        view = for_visitors(self.model.model, self.catalog, item_lists)
+        if view.model is None:
+            scores = np.stack([self._cooccurrence_counts(items) for items in item_lists])
+            fallback = "co-occurrence: users who had these items also had (the model describes a user by an id only)"
+        else:
+            scores = ModelScorer(view.model, str(self.model.device)).score_all(np.arange(1, len(item_lists) + 1))
+            left = ", ".join(f"model.user.{name}" for name in view.left_out)
+            fallback = f"the model without {left} (a visitor has no id)" if view.left_out else None
+        seen = [np.asarray(items, dtype=np.int64) for items in item_lists] if exclude_seen else None
+        top, best = _best(scores.astype(np.float64), k, seen)
+        return top, best, fallback
+
+    def recommend_items(
+        self, asins: list[str], k: int = 10, exclude_seen: bool = True
+    ) -> tuple[pd.DataFrame, str | None]:
+        """A visitor described by these items (oldest first): rank, asin, title, score, source; and
+        the fallback (None: the model's own scores)."""
+        top, scores, fallback = self.top_k_visitors([self.item_indices(asins)], k, exclude_seen)
+        source = "model" if fallback is None else fallback.split(":")[0]
+        frame = self._rows("visitor", np.array(["items"], dtype=object), top, scores, np.array([source], dtype=object))
+        return frame.drop(columns="visitor"), fallback
+
+    def _rows(
+        self, key: str, who: np.ndarray, top: np.ndarray, scores: np.ndarray, sources: np.ndarray
+    ) -> pd.DataFrame:
+        """One row per (who, rank) of a top-k, the items that had no finite score left out."""
         width = top.shape[1]
-        finite = np.isfinite(scores)
         frame = pd.DataFrame(
             {
-                "reviewer_id": np.repeat(np.asarray(reviewer_ids, dtype=object), width),
-                "rank": np.tile(np.arange(1, width + 1), len(users)),
+                key: np.repeat(who, width),
+                "rank": np.tile(np.arange(1, width + 1), len(who)),
                 "item_idx": top.reshape(-1),
                 "score": scores.reshape(-1),
-                "source": np.repeat(np.where(users > 0, "model", "popularity (unknown user)"), width),
+                "source": np.repeat(sources, width),
             }
-        )[finite.reshape(-1)]
+        )[np.isfinite(scores).reshape(-1)]
         frame["asin"] = self.catalog.item_asin[frame["item_idx"].to_numpy()]
         frame["title"] = self.catalog.item_title[frame["item_idx"].to_numpy()]
-        return frame[["reviewer_id", "rank", "asin", "title", "score", "source"]].reset_index(drop=True)
+        return frame[[key, "rank", "asin", "title", "score", "source"]].reset_index(drop=True)
+
+    def _seen_by(self, user: int) -> np.ndarray:
+        """The items a user had in any split (none for the unknown user 0)."""
+        tables = self.catalog.sampling
+        return tables.user_items_indices[tables.user_items_indptr[user] : tables.user_items_indptr[user + 1]]
+
+    @functools.cached_property
+    def _user_item_matrix(self) -> Any:
+        """Users x items, 1 where a user had the item (every split), as CSR and its transpose."""
+        from scipy import sparse
+
+        known = self.users_known.train
+        pairs = np.unique(np.stack([known.users, known.items]), axis=1)
+        shape = (self.catalog.n_users, self.catalog.n_items)
+        matrix = sparse.csr_matrix((np.ones(pairs.shape[1]), (pairs[0], pairs[1])), shape=shape)
+        return matrix, matrix.T.tocsr()
+
+    def _cooccurrence_counts(self, items: np.ndarray) -> np.ndarray:
+        """Per item: over `items`, how many users had both it and each of them (the items
+        themselves and the unknown item 0 get 0)."""
+        matrix, transposed = self._user_item_matrix
+        had = np.asarray(matrix[:, np.unique(items)].sum(axis=1)).ravel()
+        counts = transposed @ had
+        counts[0] = 0.0
+        counts[np.asarray(items)] = 0.0
+        return counts.astype(np.float64)
 
     def item_index(self, asin: str) -> int:
         """The dense id of an asin of this run's catalog; any other is one line naming it."""
-        found = np.flatnonzero(self.catalog.item_asin == asin)
-        if len(found) == 0 or found[0] == 0:
-            raise UserError(f"unknown asin {asin!r}: not an item of this run's catalog")
-        return int(found[0])
+        return int(self.item_indices([asin])[0])
 
     def similar(self, asin: str, k: int = 10, by: str = "vectors") -> pd.DataFrame:
         """The items most like `asin`, one row per rank: asin, title, similarity, source.
 
         `by`: "vectors" (cosine of the model's item vectors, `model.vectors`), "cooccurrence"
         (how many users had both), "also_view" (the item's also-view list, most reviewed first)."""
-        if k < 1:
-            raise UserError(f"-k must be >= 1, got {k}")
+        _check_k(k)
         item = self.item_index(asin)
         if by == "vectors":
             items, similarity = most_similar(item_vectors(self.model.model).vectors, item, k)
@@ -125,18 +204,12 @@ class Recommender:
     def _neighbour_counts(self, item: int, by: str) -> np.ndarray:
         """Per item: users who had both it and `item` (every split), or 1 for each also-view
         neighbour of `item`; 0 for `item` itself and the unknown item."""
-        n = self.catalog.n_items
         if by == "cooccurrence":
-            known = self.catalog.inputs_for("recommend").train
-            had_it = np.zeros(self.catalog.n_users, dtype=bool)
-            had_it[known.users[known.items == item]] = True
-            pairs = np.unique(np.stack([known.users, known.items])[:, had_it[known.users]], axis=1)
-            counts = np.bincount(pairs[1], minlength=n).astype(np.float64)
-        else:
-            tables = self.catalog.sampling
-            neighbours = tables.also_view_indices[tables.also_view_indptr[item] : tables.also_view_indptr[item + 1]]
-            counts = np.zeros(n, dtype=np.float64)
-            counts[neighbours] = 1.0
+            return self._cooccurrence_counts(np.array([item]))
+        tables = self.catalog.sampling
+        neighbours = tables.also_view_indices[tables.also_view_indptr[item] : tables.also_view_indptr[item + 1]]
+        counts = np.zeros(self.catalog.n_items, dtype=np.float64)
+        counts[neighbours] = 1.0
         counts[[0, item]] = 0.0
         return counts
 
@@ -178,6 +251,30 @@ class Recommender:
 
 
 EXPORT_RECORD = "vectors.json"
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise UserError(f"-k must be >= 1, got {k}")
+
+
+def _best(scores: np.ndarray, k: int, seen: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """The k best items [B, k] of each row of `scores` (modified: the unknown item 0 and each
+    row's `seen` items set to -inf) and their scores, ordered by score, ties by the lower id: the
+    first k of a ranking of more items are exactly this ranking (serving ranks a batch at once)."""
+    scores[np.isnan(scores)] = -np.inf
+    scores[:, 0] = -np.inf
+    if seen:
+        rows = np.repeat(np.arange(len(seen)), [len(s) for s in seen])
+        scores[rows, np.concatenate(seen)] = -np.inf
+    k = min(k, scores.shape[1] - 1)
+    kth = np.take_along_axis(scores, np.argpartition(-scores, k - 1, axis=1)[:, k - 1 : k], axis=1)[:, 0]
+    top = np.empty((len(scores), k), dtype=np.int64)
+    for row, (values, threshold) in enumerate(zip(scores, kth)):
+        above = np.flatnonzero(values > threshold)
+        chosen = np.concatenate([above, np.flatnonzero(values == threshold)[: k - len(above)]])
+        top[row] = chosen[np.lexsort((chosen, -values[chosen]))]
+    return top, np.take_along_axis(scores, top, axis=1)
 
 
 class _BatchRecommender:

@@ -146,6 +146,23 @@ def recommendation_lines(user: str, frame: Any, title_width: int = 48) -> list[s
     return lines
 
 
+def visitor_lines(asins: list[str], frame: Any, fallback: str | None, title_width: int = 48) -> list[str]:
+    """`alsoview recommend --items`: a header naming the visitor's games and, when the model
+    cannot describe a visitor by their items, what scored them instead."""
+    shown = ", ".join(asins[:3]) + (f" and {len(asins) - 3} more" if len(asins) > 3 else "")
+    if len(frame) == 0:
+        return [f"no recommendations for a visitor with {shown}: no item of the catalog is left"]
+    header = f"top {len(frame)} for a visitor with {shown}"
+    meaning = "score (model logit)"
+    if fallback is not None:
+        header += f"; scored by {fallback}"
+        meaning = "score" if fallback.startswith("the model") else "score (users who had both)"
+    lines = [header, f"  rank  asin        {'title':<{title_width}}  {meaning}"]
+    for row in frame.itertuples(index=False):
+        lines.append(f"  {row.rank:4d}  {row.asin:<10}  {str(row.title)[:title_width]:<{title_width}}  {row.score:.3f}")
+    return lines
+
+
 # The columns a person reads first; evaluation.md keeps every protocol and metric.
 HEADLINE_COLUMNS = (
     ("full/ndcg@10", "full NDCG@10"),
