@@ -144,3 +144,115 @@ def test_a_run_whose_workers_are_never_placed_stops_with_the_reason(smoke_config
     assert "starved-workers stalled: no training step for 6s" in message
     assert "1 of its 1 training workers (1.5 CPU each) were never placed" in message
     assert "Hog (1 CPU)" in message and "lower train.num_workers or train.cpus_per_worker" in message
+
+
+# ---------------------------------------------------------------- every stage: the driver's waits
+
+
+def test_a_watched_pipeline_hands_over_every_batch_in_order():
+    from alsoview.distributed.stall import watched
+
+    assert list(watched(lambda: iter(range(5)), 30, lambda: "unused")) == [0, 1, 2, 3, 4]
+    assert list(watched(lambda: iter(range(3)), 0, lambda: "unused")) == [0, 1, 2]  # 0: no watch at all
+
+
+def test_a_watched_pipeline_raises_the_stage_own_error():
+    from alsoview.distributed.stall import watched
+
+    def failing():
+        yield 1
+        raise ValueError("bad block")
+
+    seen = []
+    with pytest.raises(ValueError, match="bad block"):
+        for batch in watched(failing, 30, lambda: "unused"):
+            seen.append(batch)
+    assert seen == [1]
+
+
+def test_a_pipeline_that_stops_arriving_ends_in_the_diagnosis_and_is_stopped_where_it_waits(monkeypatch):
+    """What waits for a task that is never placed: the stage ends with its line, and the pipeline
+    (Ray Data's iterator, waiting in a Python loop) is ended too, so it asks nothing more; while
+    all it asked for is placed (actors starting on a loaded node) it is not stalled."""
+    from alsoview.distributed import stall
+    from alsoview.distributed.stall import StallError, watched
+
+    ended = []
+
+    def starved():
+        try:
+            yield "first"
+            while True:  # as Ray Data's get_output_blocking polls its queue
+                time.sleep(0.01)
+        finally:
+            ended.append(True)
+
+    asked = []
+
+    def waits_on_cluster() -> bool:  # Ray's state: first all placed (starting), then waiting for CPUs
+        asked.append(True)
+        return len(asked) > 1
+
+    monkeypatch.setattr(stall, "waits_on_cluster", waits_on_cluster)
+    seen = []
+    with pytest.raises(StallError, match="^prepare stalled: nothing for a while$"):
+        for batch in watched(starved, 0.3, lambda: "prepare stalled: nothing for a while"):
+            seen.append(batch)
+    assert seen == ["first"] and ended == [True] and len(asked) == 2  # placed but slow was no stall
+
+
+def test_a_search_whose_trials_wait_while_none_runs_stops_with_what_waited(monkeypatch):
+    from types import SimpleNamespace
+
+    from alsoview.distributed import tune
+    from alsoview.distributed.resources import ResourcePlan
+    from alsoview.distributed.stall import StallError
+
+    monkeypatch.setattr(tune, "stalled_line", lambda stage, nothing, timeout, waited, change, gpus: f"{stage}|{waited}")
+    placed = [False]
+    monkeypatch.setattr(tune, "waits_on_cluster", lambda: not placed[0])
+    plan = ResourcePlan("tune", 2.0, 0.0, 2, 1, False, 0.75, 0.25, 1, num_samples=4)
+    watch = tune.SearchWatch("search", 10, plan)
+    watch.setup()
+    pending, running = SimpleNamespace(status="PENDING"), SimpleNamespace(status="RUNNING")
+    watch.idle.last -= 100  # long past the timeout, as if nothing had happened for 100 s
+    watch.on_step_end(1, [running, pending])  # one runs: its training's own watch looks after it
+    watch.on_step_end(2, [])  # no trial yet: nothing waits
+    watch.idle.last -= 100
+    placed[0] = True  # their resources granted, the trials' actors starting: not a stall
+    watch.on_step_end(3, [pending])
+    placed[0] = False
+    watch.idle.last -= 100
+    with pytest.raises(StallError) as stalled:
+        watch.on_step_end(3, [pending, pending, SimpleNamespace(status="TERMINATED")])
+    assert str(stalled.value).startswith("search|2 trial(s) waited to be placed, each asking 0.01 CPU")
+    watch.setup()  # a restored search starts its clock again
+    watch.on_step_end(4, [pending])
+
+
+def test_a_trial_whose_training_stalled_stops_the_search_with_its_line(tmp_path):
+    from types import SimpleNamespace
+
+    import cloudpickle
+
+    from alsoview.distributed import tune
+    from alsoview.distributed.resources import ResourcePlan
+    from alsoview.distributed.stall import StallError
+
+    plan = ResourcePlan("tune", 2.0, 0.0, 1, 1, False, 1.5, 0.5, 1, num_samples=4)
+    watch = tune.SearchWatch("search", 10, plan)
+    failed = tmp_path / "error.pkl"
+    failed.write_bytes(cloudpickle.dumps(RuntimeError("wrapped")))
+    watch.on_trial_error(1, [], SimpleNamespace(trial_id="a", pickled_error_file=str(failed)))
+    watch.on_step_end(1, [])  # not a stall: the search goes on
+    inner = StallError("trial-b stalled: no training step for 10s (train.stall_timeout): ...")
+
+    class RayTaskStallError(StallError):  # Ray wraps a task's error in a class derived from its own
+        pass
+
+    outer = RayTaskStallError("ray::ImplicitFunc.train() (pid=1, ip=127.0.0.1, ...)")
+    outer.cause = inner  # what the trial raised, pickled with Ray's wrapping
+    failed.write_bytes(cloudpickle.dumps(outer))
+    watch.on_trial_recover(2, [], SimpleNamespace(trial_id="b", pickled_error_file=str(failed)))
+    with pytest.raises(StallError, match=r"^search stalled: trial b's training stopped: trial-b stalled: no training"):
+        watch.on_step_end(2, [])

@@ -201,9 +201,10 @@ class TrainConfig:
     # Stop as soon as an epoch's early-stopping metric reaches this value (a quality target: the
     # time-to-quality benchmark; Lightning's EarlyStopping(stopping_threshold)); None: no target.
     stop_at: Union[float, None] = None
-    # Seconds without a finished training step (or validation) before the run stops with what was
-    # waiting and for which resources (stall.py): a run on a cluster it does not own can starve.
-    # 0: wait for ever.
+    # Seconds a stage that waits on the cluster (prepare's parse and embedding, training steps and
+    # validation, an evaluation, a search's trials) may go without progress before it stops with
+    # what was waiting and who holds the CPUs (stall.py; work placed and still starting is not a
+    # stall): a run on a cluster it does not own can starve. 0: wait for ever.
     stall_timeout: float = 300.0
 
     def validate(self) -> None:

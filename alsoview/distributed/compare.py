@@ -42,7 +42,14 @@ def compare(
 
     from alsoview.distributed.resources import plan_resources
     from alsoview.distributed.runtime import start_run
-    from alsoview.distributed.tune import TrialLog, check_some_trial_ran, restore_or_start, trial_trainable
+    from alsoview.distributed.tune import (
+        SearchWatch,
+        TrialLog,
+        check_some_trial_ran,
+        fit_search,
+        restore_or_start,
+        trial_trainable,
+    )
 
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
@@ -75,12 +82,15 @@ def compare(
                 name=name,
                 storage_path=str(Path(config.train.runs_dir)),
                 verbose=2 if verbose() else 0,  # TrialLog's lines instead of Tune's tables
-                callbacks=[TrialLog(grid_size, config.train.early_stopping_metric)],
+                callbacks=[
+                    TrialLog(grid_size, config.train.early_stopping_metric),
+                    SearchWatch(name, config.train.stall_timeout, plan),
+                ],
             ),
         )
 
     tuner = restore_or_start(run_dir, trainable, start_grid)
-    grid = tuner.fit()
+    grid = fit_search(tuner)
     check_some_trial_ran(grid)
 
     known = catalog.inputs_for("test")  # the validation items are known to every scorer
@@ -106,7 +116,7 @@ def compare(
         }
     references = reference_scorers(known, config.seed)
     cases = build_cases(catalog, "test", config.seed, max_users)
-    results = evaluate_scorers({**scorers, **references.scorers}, cases)
+    results = evaluate_scorers({**scorers, **references.scorers}, cases, stall_timeout=config.train.stall_timeout)
     return write_compare_report(run_dir, trained, results, list(references.scorers), cases.split, references.skipped)
 
 

@@ -12,9 +12,13 @@ import numpy as np
 import pandas as pd
 
 from alsoview.config import Config
+from alsoview.distributed.stall import stalled_line, watched
 from alsoview.logs import Progress
 
 log = logging.getLogger("alsoview")
+
+# What Ray Data asks for each map actor when not told (a GPU one too): a stalled pool names it
+EMBED_ACTOR_CPU = 1.0
 
 
 class _TextEmbedder:
@@ -49,17 +53,35 @@ def embed_items(items: pd.DataFrame, config: Config) -> tuple[np.ndarray, dict[s
     use_gpu = spec.name == "minilm" and cluster_has_gpus()
     frame = pd.DataFrame({"item_idx": items["item_idx"].to_numpy(), "text": item_texts(items)})
     start = time.perf_counter()
-    embedded = ray.data.from_pandas(frame).map_batches(
-        _TextEmbedder,
-        fn_constructor_args=(spec, config.text.batch_size, "cuda" if use_gpu else "cpu"),
-        compute=ray.data.ActorPoolStrategy(size=config.text.actors),
-        batch_size=config.text.batch_size,
-        batch_format="numpy",
-        num_gpus=1 if use_gpu else 0,
-    )
+
+    def embedded() -> Any:  # building the dataset already waits for tasks (from_pandas's metadata)
+        pool = ray.data.from_pandas(frame).map_batches(
+            _TextEmbedder,
+            fn_constructor_args=(spec, config.text.batch_size, "cuda" if use_gpu else "cpu"),
+            compute=ray.data.ActorPoolStrategy(size=config.text.actors),
+            batch_size=config.text.batch_size,
+            batch_format="numpy",
+            num_gpus=1 if use_gpu else 0,  # and Ray Data's default EMBED_ACTOR_CPU
+        )
+        return pool.iter_batches(batch_format="numpy", batch_size=None)
+
     order, vectors = [], []
     progress = Progress("embedding item texts", len(frame), "items")
-    for batch in embedded.iter_batches(batch_format="numpy", batch_size=None):
+    timeout = config.train.stall_timeout
+
+    def waited() -> str:
+        each = f"{EMBED_ACTOR_CPU:g} CPU" + (" + 1 GPU" if use_gpu else "")
+        return stalled_line(
+            "prepare",
+            "no item text embedded",
+            timeout,
+            f"{progress.done} of {len(frame)} items embedded by a pool of {config.text.actors} Ray Data "
+            f"text-embedding actors ({each} each)",
+            f"free {each} for at least one of them (text.actors says how many start)",
+            use_gpu,
+        )
+
+    for batch in watched(embedded, timeout, waited):
         order.append(batch["item_idx"])
         vectors.append(batch["text_vector"])
         progress.advance(len(batch["item_idx"]))

@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from alsoview.config.schema import TrainConfig
 from alsoview.data.catalog import Catalog
+from alsoview.distributed.stall import stalled_line, watched
 from alsoview.evaluation.protocols import (
     EvalCases,
     ModelScorer,
@@ -24,6 +26,10 @@ from alsoview.evaluation.protocols import (
 from alsoview.logs import Progress
 
 log = logging.getLogger("alsoview")
+
+# What Ray Data asks for each map actor when not told (a GPU one too): a stalled pool names it
+SCORING_ACTOR_CPU = 1.0
+DEFAULT_STALL_TIMEOUT = TrainConfig.stall_timeout
 
 
 class _CaseScorers:
@@ -66,28 +72,52 @@ class ModelFactory:
 
 
 def evaluate_scorers(
-    scorers: dict[str, Any], cases: EvalCases, batch_users: int = 256, actors: int = 1, use_gpu: bool = False
+    scorers: dict[str, Any],
+    cases: EvalCases,
+    batch_users: int = 256,
+    actors: int = 1,
+    use_gpu: bool = False,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
 ) -> dict[str, dict[str, float]]:
     """Every scorer over the cases in one pass of a Ray Data actor pool; metrics per scorer.
 
     Models go to the GPU when `use_gpu` (each actor then takes one); baselines score with numpy.
+    No batch scored for `stall_timeout` seconds (0: wait for ever) ends it with what waited.
     """
     import ray
     import ray.data
 
     names = list(scorers)
     on_gpu = use_gpu and any(isinstance(s, ModelFactory) for s in scorers.values())
-    dataset = ray.data.from_items([{"row": r} for r in range(len(cases.users))]).map_batches(
-        _CaseScorers,
-        fn_constructor_args=([ray.put(list(scorers.values()))], [ray.put(cases)], "cuda" if on_gpu else "cpu"),
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        batch_size=batch_users,
-        batch_format="numpy",
-        num_gpus=1 if on_gpu else 0,
-    )
+    shipped = ([ray.put(list(scorers.values()))], [ray.put(cases)], "cuda" if on_gpu else "cpu")
+
+    def scored() -> Any:
+        dataset = ray.data.from_items([{"row": r} for r in range(len(cases.users))]).map_batches(
+            _CaseScorers,
+            fn_constructor_args=shipped,
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            batch_size=batch_users,
+            batch_format="numpy",
+            num_gpus=1 if on_gpu else 0,  # and Ray Data's default SCORING_ACTOR_CPU
+        )
+        return dataset.iter_batches(batch_format="numpy", batch_size=None)
+
     parts = []
     progress = Progress(f"scoring {len(names)} scorers", len(cases.users), f"{cases.split} users")
-    for part in dataset.iter_batches(batch_format="numpy", batch_size=None):
+
+    def waited() -> str:
+        each = f"{SCORING_ACTOR_CPU:g} CPU" + (" + 1 GPU" if on_gpu else "")
+        return stalled_line(
+            "evaluate",
+            f"no batch of {cases.split} users scored",
+            stall_timeout,
+            f"{progress.done} of {len(cases.users)} users scored by a pool of {actors} Ray Data scoring "
+            f"actors ({each} each)",
+            f"free {each} for at least one of them",
+            on_gpu,
+        )
+
+    for part in watched(scored, stall_timeout, waited):
         parts.append(part)
         progress.advance(len(next(iter(part.values()))))
     results: dict[str, dict[str, float]] = {}
@@ -110,10 +140,16 @@ def evaluate_scorers(
 
 
 def evaluate_run(
-    run_dir: str | Path, split: str = "test", max_users: int | None = None, batch_users: int = 256, actors: int = 1
+    run_dir: str | Path,
+    split: str = "test",
+    max_users: int | None = None,
+    batch_users: int = 256,
+    actors: int = 1,
+    stall_timeout: float | None = None,
 ) -> dict[str, dict[str, float]]:
     """`alsoview evaluate`: the run's best model and the baselines on every protocol (`run_dir`:
-    a path or a run name, as `find_run` resolves it).
+    a path or a run name, as `find_run` resolves it). `stall_timeout`: the run's own
+    train.stall_timeout unless given.
 
     Writes the model's keys into the run's metrics.json, and evaluation.json / evaluation.md
     with every scorer.
@@ -124,6 +160,7 @@ def evaluate_run(
 
     run = find_run(run_dir)
     saved = load_saved_model(run)
+    stall_timeout = saved.config.train.stall_timeout if stall_timeout is None else stall_timeout
     catalog = load_catalog(run_dataset(run, saved))
     log.info(init_ray())
     seed = saved.config.seed
@@ -132,7 +169,7 @@ def evaluate_run(
     scorers: dict[str, Any] = {"model": ModelFactory(saved.state, saved.config, known)}
     references = reference_scorers(known, seed)
     scorers.update(references.scorers)
-    results = evaluate_scorers(scorers, cases, batch_users, actors, use_gpu=cluster_has_gpus())
+    results = evaluate_scorers(scorers, cases, batch_users, actors, cluster_has_gpus(), stall_timeout)
 
     write_metrics(run, {**read_metrics(run), **results["model"]})
     (run / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")

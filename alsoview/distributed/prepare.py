@@ -29,9 +29,12 @@ from alsoview.data.parse import META_SCHEMA, REVIEW_SCHEMA, parse_meta_block, pa
 from alsoview.data.write import build_manifest, write_dataset, write_manifest
 from alsoview.distributed.embed import embed_items
 from alsoview.distributed.runtime import init_ray
+from alsoview.distributed.stall import stalled_line, watched
 from alsoview.errors import UserError
 
 log = logging.getLogger("alsoview")
+
+PARSE_TASK_CPU = 1.0  # Ray Data's default for a task, said out loud: a stalled parse names it
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -59,8 +62,9 @@ def prepare(config: Config, out_dir: str | Path | None = None, dashboard: bool =
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()
-    review_rows = _parse_parallel(reviews, parse_review_block, REVIEW_SCHEMA, config.data.read_chunk_lines)
-    meta_rows = _parse_parallel(meta, parse_meta_block, META_SCHEMA, config.data.read_chunk_lines)
+    chunk, timeout = config.data.read_chunk_lines, config.train.stall_timeout
+    review_rows = _parse_parallel(reviews, parse_review_block, REVIEW_SCHEMA, chunk, timeout, "reviews")
+    meta_rows = _parse_parallel(meta, parse_meta_block, META_SCHEMA, chunk, timeout, "meta")
     seconds["read_and_parse"] = round(time.perf_counter() - start, 2)
 
     start = time.perf_counter()
@@ -99,14 +103,38 @@ def prepare(config: Config, out_dir: str | Path | None = None, dashboard: bool =
     return PrepareResult(out, manifest)
 
 
-def _parse_parallel(files: list[InputFile], udf: Any, schema: pa.Schema, chunk_lines: int) -> pd.DataFrame:
+def _parse_parallel(
+    files: list[InputFile], udf: Any, schema: pa.Schema, chunk_lines: int, stall_timeout: float, role: str
+) -> pd.DataFrame:
+    """The files' records parsed by Ray Data tasks, one block of lines each, under the stall
+    rule: no block parsed for `stall_timeout` seconds ends prepare with what waited."""
     import ray.data
 
     tables = record_tables(files, chunk_lines)
     if not tables:
         return schema.empty_table().to_pandas()
-    parsed = ray.data.from_arrow(tables).map_batches(udf, batch_format="pyarrow", batch_size=None)
-    frame = parsed.to_pandas()
+
+    def parsed() -> Any:  # building the dataset already waits for tasks (from_arrow's metadata)
+        blocks = ray.data.from_arrow(tables).map_batches(
+            udf, batch_format="pyarrow", batch_size=None, num_cpus=PARSE_TASK_CPU
+        )
+        return blocks.iter_batches(batch_format="pyarrow", batch_size=None)
+
+    parts: list[pa.Table] = []
+
+    def waited() -> str:
+        return stalled_line(
+            "prepare",
+            f"no block of {role} parsed",
+            stall_timeout,
+            f"{len(parts)} of {len(tables)} blocks of {role} lines parsed by Ray Data tasks of "
+            f"{PARSE_TASK_CPU:g} CPU each",
+            f"free {PARSE_TASK_CPU:g} CPU for them",
+        )
+
+    for part in watched(parsed, stall_timeout, waited):
+        parts.append(part)
+    frame = pa.concat_tables(parts).to_pandas()
     frame = frame.sort_values(["source", "line"], kind="stable").reset_index(drop=True)
     names = {f.source: f.path for f in files}
     frame["file"] = frame["source"].map(names)

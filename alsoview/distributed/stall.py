@@ -1,9 +1,23 @@
-"""No silent stall: a training run that makes no progress for `train.stall_timeout` seconds stops
-and says what was waiting, for which resources, and what to change.
+"""No silent stall: a stage that waits on the cluster and makes no progress for
+`train.stall_timeout` seconds stops and says what was waiting, for which resources, who holds
+them and what to change, in one line (`StallError`, exit code 1).
 
 The resource plan (`resources.py`) proves that a run fits a cluster it has to itself. On a
-cluster shared with others it can still starve: someone else holds the CPUs its workers or its
-mixing tasks need, and Ray waits for ever without a word. So every run has a watch:
+cluster shared with others it can still starve: someone else holds the CPUs its tasks, actors
+or workers need, and Ray waits for ever without a word. So every stage that waits on the
+cluster has a watch, and every watch ends in the same line (`stalled_line`: the stage, what it
+waited for, the cluster's CPUs, `holders()`, what to change):
+
+- **what the driver waits on** (prepare's Ray Data parse tasks and embedding actors, an
+  evaluation's scoring actors): `watched` hands the stage's batches over from a thread of its
+  own; a batch arriving is progress (`Idle`), and when none arrives for the timeout the stage
+  ends with its diagnosis and the thread's Ray Data execution is stopped (its pending tasks and
+  actors go);
+- **a search's trials** (`tune.SearchWatch`, a Tune callback fed by Tune's own loop): trials
+  waiting while none runs, or a trial whose training stalled, end the search;
+- **training** (below), whose progress is made on the workers, reports to a `ProgressBoard`.
+
+For training:
 
 - the workers tell a `ProgressBoard` actor when they start, each (throttled) step, when they wait
   for their feed and when they finish validating;
@@ -26,13 +40,16 @@ mixing tasks need, and Ray waits for ever without a word. So every run has a wat
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
+import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 from alsoview.distributed.resources import ResourcePlan
 from alsoview.errors import RunFailedError
@@ -68,6 +85,125 @@ def is_start_timeout(exc: BaseException) -> bool:
 
 class StallError(RunFailedError):
     """The run made no progress for train.stall_timeout seconds and was stopped."""
+
+
+# ---------------------------------------------------------------- every stage
+
+
+@dataclass
+class Idle:
+    """A stage's idle clock: seconds since its last progress, against its timeout (0: never stalls)."""
+
+    timeout: float
+    last: float = field(default_factory=time.monotonic)
+
+    def progressed(self) -> None:
+        self.last = time.monotonic()
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.last
+
+    def stalled(self) -> bool:
+        return self.timeout > 0 and self.seconds() >= self.timeout
+
+
+T = TypeVar("T")
+_DONE = object()
+
+
+class _Stopped(BaseException):
+    """Raised inside a watched iteration's thread to end it (a BaseException: Ray Data's
+    iterator shuts its execution down on any, and no `except Exception` may swallow it)."""
+
+
+def watched(make: Callable[[], Iterable[T]], timeout: float, diagnosis: Callable[[], str]) -> Iterator[T]:
+    """The batches of `make()` (a Ray Data pipeline the driver waits on: built, then iterated) as
+    they arrive; when none arrives for `timeout` seconds (0: wait for ever) while something this
+    driver asked for waits to be placed, StallError with `diagnosis()`.
+
+    The pipeline is built and iterated in a thread of its own, so the driver can give up on it:
+    building one asks Ray for tasks (`from_arrow`'s metadata), and an iterator waiting for a task
+    that is never placed does not return. Ending the thread (a `_Stopped` raised in it) makes
+    Ray Data shut its execution down, so what it asked for stops waiting for CPUs; a thread
+    still inside `ray.get` ends when that returns.
+    """
+    if timeout <= 0:
+        yield from make()
+        return
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    running = threading.Lock()  # held while the thread may be stopped: inside the pipeline
+
+    def hand_over(item: Any) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                handoff.put(item, timeout=0.1)
+                return
+
+    def produce() -> None:
+        try:
+            with running:
+                try:
+                    for batch in make():
+                        hand_over((batch, None))
+                    hand_over((_DONE, None))
+                except _Stopped:
+                    pass
+                except BaseException as exc:  # the stage's own error, raised where it waits
+                    hand_over((None, exc))
+        except _Stopped:  # arrived just as the pipeline ended
+            pass
+
+    thread = threading.Thread(target=produce, name="stall-watched-batches", daemon=True)
+    thread.start()
+    idle, poll = Idle(timeout), min(1.0, max(0.05, timeout / 10))
+    try:
+        while True:
+            try:
+                batch, error = handoff.get(timeout=poll)
+            except queue.Empty:
+                if idle.stalled():
+                    if waits_on_cluster():
+                        raise StallError(diagnosis()) from None
+                    idle.progressed()  # all it asked for is placed: it is starting or working
+                continue
+            if error is not None:
+                raise error
+            if batch is _DONE:
+                return
+            idle.progressed()
+            yield batch
+            idle.progressed()  # the time the stage spent on the batch was not spent waiting
+    finally:
+        stop.set()
+        _end(thread, running)
+
+
+def _end(thread: threading.Thread, running: threading.Lock) -> None:
+    """Stop a watched pipeline's thread where it waits (Ray Data's iterator waits in a Python
+    loop, so the exception arrives within its next poll), and give its execution a moment to
+    shut down; a thread blocked in `ray.get` is left to end by itself (it is a daemon)."""
+    if running.locked() and thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(_Stopped))
+    thread.join(timeout=5)
+
+
+def stalled_line(stage: str, nothing: str, timeout: float, waited: str, change: str, gpus: bool = False) -> str:
+    """The one line every stalled stage ends with: the stage, what did not happen, what waited,
+    the cluster's CPUs (and GPUs) held and free (Ray's state), who holds them, what to change."""
+    import ray
+
+    total, free = ray.cluster_resources(), ray.available_resources()
+    cpus = f"the cluster has {total.get('CPU', 0):g} CPUs, {free.get('CPU', 0):.3g} free"
+    if gpus:
+        cpus += f", {total.get('GPU', 0):g} GPUs, {free.get('GPU', 0):.3g} free"
+    return (
+        f"{stage} stalled: {nothing} for {timeout:g}s (train.stall_timeout): {waited}; {cpus}; "
+        f"{holders()}; {change}, or set train.stall_timeout=0 to wait for ever"
+    )
+
+
+# ---------------------------------------------------------------- training
 
 
 @dataclass
@@ -250,8 +386,6 @@ class StallWatch:
 
 def diagnose(snapshot: Snapshot, plan: ResourcePlan, timeout: float, run: str) -> str:
     """One line: what waited, the cluster's resources held and free (Ray's state), what to change."""
-    import ray
-
     gpu = " + 1 GPU" if plan.use_gpu else ""
     if not snapshot.placed:
         waited = (
@@ -279,40 +413,72 @@ def diagnose(snapshot: Snapshot, plan: ResourcePlan, timeout: float, run: str) -
         steps = ", ".join(f"worker {rank}: {n}" for rank, n in sorted(snapshot.steps.items())) or "none"
         waited = f"the workers were placed and fed but took no step (steps so far: {steps})"
         change = "see the workers' logs (Ray dashboard) for where they wait"
-    total, free = ray.cluster_resources(), ray.available_resources()
-    cpus = f"the cluster has {total.get('CPU', 0):g} CPUs, {free.get('CPU', 0):.3g} free"
-    if plan.use_gpu:
-        cpus += f", {total.get('GPU', 0):g} GPUs, {free.get('GPU', 0):.3g} free"
-    return (
-        f"{run} stalled: no training step for {timeout:g}s (train.stall_timeout): {waited}; {cpus}; "
-        f"{holders()}; {change}, or set train.stall_timeout=0 to wait for ever"
-    )
+    return stalled_line(run, "no training step", timeout, waited, change, plan.use_gpu)
+
+
+@dataclass
+class Holders:
+    """What holds the cluster's CPUs and what waits for them, as Ray's state API tells it."""
+
+    held: Counter = field(default_factory=Counter)  # (name, CPUs) -> how many
+    waiting: Counter = field(default_factory=Counter)  # tasks and placement groups not yet placed
+    ours_waiting: int = 0  # of those, asked by this driver's job
+    unknown: str = ""  # why the state API told nothing (it needs the dashboard)
+
+    def __str__(self) -> str:
+        if self.unknown:
+            return f"who holds them is unknown (Ray's state API did not answer: {self.unknown})"
+        text = "held: " + (_counted(self.held) or "nothing")
+        return text + (f"; waiting for CPUs: {_counted(self.waiting)}" if self.waiting else "")
 
 
 def holders() -> str:
     """Who holds CPUs, and what waits for them, from Ray's state API (best effort: it needs the
     dashboard, and a cluster may not run one)."""
+    return str(cluster_holders())
+
+
+def cluster_holders() -> Holders:
+    """`Holders` read from Ray's state API; with `unknown` set when it does not answer."""
     try:
-        from ray.util.state import list_actors, list_tasks
+        import ray
+        from ray.util.state import list_actors, list_placement_groups, list_tasks
 
         actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=10_000, timeout=20)
         running = list_tasks(filters=[("state", "=", "RUNNING")], detail=True, limit=10_000, timeout=20)
         pending = list_tasks(filters=[("state", "=", "PENDING_NODE_ASSIGNMENT")], detail=True, limit=10_000, timeout=20)
+        groups = list_placement_groups(filters=[("state", "=", "PENDING")], detail=True, limit=10_000, timeout=20)
+        job = ray.get_runtime_context().get_job_id()
     except Exception as exc:
-        return f"who holds them is unknown (Ray's state API did not answer: {type(exc).__name__})"
-    held: Counter[tuple[str, float]] = Counter()
+        return Holders(unknown=type(exc).__name__)
+    found = Holders()
     for actor in actors:
         cpus = _cpus(actor.required_resources)
         if cpus > 0:
-            held[(actor.class_name, cpus)] += 1
+            found.held[(actor.class_name, cpus)] += 1
     for task in running:
         cpus = _cpus(task.required_resources)
         if cpus > 0 and task.type == "NORMAL_TASK":
-            held[(task.name, cpus)] += 1
-    asks = ((t.name, _cpus(t.required_resources)) for t in pending)
-    waiting: Counter[tuple[str, float]] = Counter(ask for ask in asks if ask[1] > 0)
-    text = "held: " + (_counted(held) or "nothing")
-    return text + (f"; waiting for CPUs: {_counted(waiting)}" if waiting else "")
+            found.held[(task.name, cpus)] += 1
+    for task in pending:
+        cpus = _cpus(task.required_resources)
+        if cpus > 0:
+            found.waiting[(task.name, cpus)] += 1
+            found.ours_waiting += task.job_id == job
+    for group in groups:
+        cpus = sum(float((bundle.get("unit_resources") or {}).get("CPU", 0)) for bundle in group.bundles or [])
+        if cpus > 0:
+            found.waiting[("placement group", cpus)] += 1
+            found.ours_waiting += group.creator_job_id == job
+    return found
+
+
+def waits_on_cluster() -> bool:
+    """Whether something this driver asked for waits to be placed (or Ray's state cannot say):
+    a stage whose work is all placed, its actors still starting on a loaded node, is slow, not
+    stalled."""
+    found = cluster_holders()
+    return bool(found.unknown) or found.ours_waiting > 0
 
 
 def _cpus(resources: dict | None) -> float:

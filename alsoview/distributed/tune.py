@@ -27,6 +27,7 @@ from ray.tune import Callback
 from alsoview.config import Config, with_absolute_paths, with_overrides
 from alsoview.data.catalog import Catalog
 from alsoview.distributed.resources import TRIAL_CPU, ResourcePlan, plan_resources
+from alsoview.distributed.stall import Idle, StallError, stalled_line, waits_on_cluster
 from alsoview.distributed.tracking import require_trackers, tune_callbacks
 from alsoview.distributed.tune_finish import TuneResult, finish, write_outputs
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
@@ -173,25 +174,107 @@ class TrialLog(Callback):
 
 
 def trial_failure(trial: Any) -> str:
-    """Why a trial failed, in one line: the alsoview error inside Ray's wrapping, else the first line.
-
-    When Tune tells callbacks of the failure, it has written the error to the trial's local
-    folder but not yet to its storage, where `get_pickled_error` looks: the local copy is read
-    first (this process's Tune wrote it a moment ago)."""
+    """Why a trial failed, in one line: the alsoview error inside Ray's wrapping, else the first line."""
     try:
-        local = Path(trial.pickled_error_file) if getattr(trial, "pickled_error_file", None) else None
-        if local is not None and local.is_file():
-            import cloudpickle
-
-            with open(local, "rb") as handle:
-                error = cloudpickle.load(handle)
-        else:
-            error = trial.get_pickled_error()
+        error = trial_error(trial)
     except Exception as exc:  # storage may not have it yet
         return f"its error could not be read ({type(exc).__name__})"
     if error is None:
         return "no error recorded"
     return first_line(own_error_in(error) or error)
+
+
+def trial_error(trial: Any) -> BaseException | None:
+    """The error a trial failed with, as Tune recorded it.
+
+    When Tune tells callbacks of the failure, it has written the error to the trial's local
+    folder but not yet to its storage, where `get_pickled_error` looks: the local copy is read
+    first (this process's Tune wrote it a moment ago)."""
+    local = Path(trial.pickled_error_file) if getattr(trial, "pickled_error_file", None) else None
+    if local is not None and local.is_file():
+        import cloudpickle
+
+        with open(local, "rb") as handle:
+            return cloudpickle.load(handle)
+    return trial.get_pickled_error()
+
+
+class SearchWatch(Callback):
+    """The stall rule for a search (stall.py), fed by Tune's own loop: trials that wait to be
+    placed while none runs, for train.stall_timeout seconds (and still wait for resources, not
+    for their actors to start), end the search with what waited and who holds the CPUs; so
+    does a trial whose training stalled (its own watch stopped it), since the trials after it
+    would wait for the same CPUs. A running trial is watched by its training's watch, so while
+    one runs this clock rests."""
+
+    def __init__(self, name: str, timeout: float, plan: ResourcePlan) -> None:
+        self.name, self.timeout, self.plan = name, timeout, plan
+        self.idle, self.trial_stalled = Idle(timeout), ""
+
+    def setup(self, **info: Any) -> None:
+        # a restored search unpickles this callback: its clock starts again with the search
+        self.idle, self.trial_stalled = Idle(self.timeout), ""
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._note_stall(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._note_stall(trial)
+
+    def _note_stall(self, trial: Any) -> None:
+        try:
+            error = _stall_in(trial_error(trial))
+        except Exception:  # unreadable: TrialLog says so; it is not known to be a stall
+            return
+        if error is not None and not self.trial_stalled:
+            self.trial_stalled = f"trial {trial.trial_id}'s training stopped: {error}"
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.trial_stalled:
+            raise StallError(f"{self.name} stalled: {self.trial_stalled}")
+        waiting = sum(trial.status == "PENDING" for trial in trials)
+        if not waiting or any(trial.status == "RUNNING" for trial in trials):
+            self.idle.progressed()
+        elif self.idle.stalled() and not waits_on_cluster():
+            self.idle.progressed()  # their resources are granted: the trials' actors are starting
+        elif self.idle.stalled():
+            plan = self.plan
+            gpu = " + 1 GPU" if plan.use_gpu else ""
+            raise StallError(
+                stalled_line(
+                    self.name,
+                    "no trial running",
+                    self.timeout,
+                    f"{waiting} trial(s) waited to be placed, each asking {plan.trial_cpus:g} CPU for its "
+                    f"function, then {plan.workers} training worker(s) x {plan.cpus_per_worker:g} CPU{gpu}",
+                    "free those CPUs",
+                    plan.use_gpu,
+                )
+            )
+
+
+def _stall_in(exc: BaseException | None) -> StallError | None:
+    """The StallError a trial raised, as it raised it: Ray's wrapping of it is a StallError too
+    (a class made for the task's error), whose message is Ray's traceback; the original is its
+    `cause`."""
+    found, seen = None, 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, StallError):
+            found = exc
+        exc, seen = getattr(exc, "cause", None) or exc.__cause__, seen + 1
+    return found
+
+
+def fit_search(tuner: Any) -> Any:
+    """`tuner.fit()`; a search its SearchWatch stopped ends in the watch's line and how to resume
+    (Tune's experiment state is kept, so the same command continues it)."""
+    try:
+        return tuner.fit()
+    except Exception as exc:
+        stalled = _stall_in(exc)
+        if stalled is not None:
+            raise StallError(f"{stalled}; run the same command again to resume the search") from None
+        raise
 
 
 def _short(value: Any) -> str:
@@ -279,7 +362,11 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
                 storage_path=str(storage),
                 # Tune's trial tables repeat what TrialLog and the epoch lines say, at length
                 verbose=2 if verbose() else 0,
-                callbacks=[TrialLog(plan.num_samples, metric), *tune_callbacks(config)],
+                callbacks=[
+                    TrialLog(plan.num_samples, metric),
+                    SearchWatch(config.tune.name, config.train.stall_timeout, plan),
+                    *tune_callbacks(config),
+                ],
                 # A trial whose function is lost with its node is run again; its Train run
                 # resumes from its last checkpoint (the same run name and storage).
                 failure_config=ray_tune.FailureConfig(max_failures=config.train.max_failures),
@@ -287,7 +374,7 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
         )
 
     tuner = restore_or_start(run_dir, trainable, start_search)
-    grid = tuner.fit()
+    grid = fit_search(tuner)
     check_some_trial_ran(grid)
     for trial_storage in sorted((run_dir / TRIAL_RUNS).glob("*")):
         prune_checkpoints(trial_storage, config.train.num_to_keep)
