@@ -352,3 +352,20 @@ def test_each_part_draws_its_initial_weights_from_a_stream_of_its_own() -> None:
     other = make_model(seed=1).state_dict()
     assert not torch.equal(other["heads.mlp.layers.0.weight"], plain["heads.mlp.layers.0.weight"])
     assert not torch.equal(other["item_tower.id_embedding.weight"], plain["item_tower.id_embedding.weight"])
+
+
+def test_a_frozen_model_scores_as_before_and_a_fresh_one_never_keeps_item_vectors():
+    """`freeze` keeps the dot head's item vectors for a scoring-only model; without it (training,
+    every epoch's validation) each call computes them from the weights of the moment."""
+    settings = ("user.id=false", "user.history=true", "heads.mlp=false", "heads.dot=true")
+    model = make_model(model_config(*settings)).eval()
+    users = torch.tensor([1, 2, 3])
+    first = model.score_all_items(users)
+    with torch.no_grad():
+        model.item_tower.id_embedding.weight.add_(0.5)
+    changed = model.score_all_items(users)
+    assert not torch.allclose(changed, first)
+    pairs = model(users.repeat_interleave(N_ITEMS - 1), torch.arange(1, N_ITEMS).repeat(3)).view(3, -1)
+    torch.testing.assert_close(changed[:, 1:], pairs, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.freeze().score_all_items(users), changed)
+    assert model.heads["dot"]._every_item is not None

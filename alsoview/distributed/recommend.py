@@ -45,6 +45,7 @@ class Recommender:
         catalog = load_catalog(run_dataset(run, saved))
         known = catalog.inputs_for("recommend")  # a user is described by every item they had
         model = ModelFactory(saved.state, saved.config, known)(device)
+        model.model.freeze()  # scoring only from here: item-side work once, not per request
         popularity = PopularityScorer(known.train.users, known.train.items, catalog.n_items)
         return cls(catalog, model, popularity, known, run)
 

@@ -86,6 +86,16 @@ class TowerModel(nn.Module):
             scores += head.score_all(rows, self.item_tower, elements_per_chunk)
         return scores
 
+    def freeze(self) -> "TowerModel":
+        """Eval mode for good, with each head keeping what it computes once for every item (the
+        dot head's item vectors) across scoring calls: for a model that only scores from now on
+        (a Recommender, a server's replica). Training it afterwards would score with stale parts."""
+        self.eval()
+        for head in self.heads.values():
+            if hasattr(head, "freeze"):
+                head.freeze(self.item_tower)
+        return self
+
     def predict_proba(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Probabilities ``[B]``; call ``model.eval()`` first so dropout is off."""
         return torch.sigmoid(self(users, items))

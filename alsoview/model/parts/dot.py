@@ -38,6 +38,7 @@ class DotHead(nn.Module):
     def __init__(self, item_bias: nn.Embedding, text_to_item: nn.Linear | None, item_features: bool) -> None:
         super().__init__()
         self.item_bias, self.text_to_item, self.item_features = item_bias, text_to_item, item_features
+        self._every_item: torch.Tensor | None = None  # kept by `TowerModel.freeze` only
 
     def item_vector(self, items: torch.Tensor, tower: ItemTower) -> torch.Tensor:
         vector = tower.ids(items)
@@ -58,4 +59,13 @@ class DotHead(nn.Module):
     @torch.no_grad()
     def score_all(self, users: Users, tower: ItemTower, elements_per_chunk: int = 1 << 23) -> torch.Tensor:
         """Logits [B, n_items], as `score` gives them."""
-        return self.score_every(users, tower)
+        every_item = self._every_item
+        if every_item is None:
+            every_item = self.item_vector(tower.every_item(), tower)
+        return users.vector @ every_item.T + self.item_bias.weight.T
+
+    @torch.no_grad()
+    def freeze(self, tower: ItemTower) -> None:
+        """Keep every item's vector (its projected description is the costly part) for the
+        scoring calls that follow: the weights will not change (a server, `TowerModel.freeze`)."""
+        self._every_item = self.item_vector(tower.every_item(), tower)
