@@ -165,6 +165,9 @@ def _build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs each replica reserves")
     srv.add_argument("--max-batch-size", type=int, default=32, help="requests scored together (1: no batching)")
     srv.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    srv.add_argument(
+        "--write-config", metavar="FILE", help="write the Serve config file (for `serve deploy`) instead of serving"
+    )
 
     exp = command("export", help="item and user vectors of a run as Parquet, for a vector database")
     exp.add_argument("--run", required=True, help=RUN_HELP)
@@ -313,6 +316,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = serve.ServeSettings(
         args.host, args.port, args.replicas, args.cpus_per_replica, args.max_batch_size, args.batch_wait_ms
     )
+    if args.write_config:
+        written = serve.write_serve_config(args.run, settings, Path(args.write_config))
+        print(f"Serve config for {written['run']} written to {args.write_config}: serve deploy {args.write_config}")
+        return 0
     on_cluster = cluster_to_join()[0] is not None  # else this process's private instance holds Serve
     described = serve.deploy(args.run, settings)
     url = serve.base_url(settings)

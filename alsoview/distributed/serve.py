@@ -233,6 +233,25 @@ def serve_config(run_dir: Path, settings: ServeSettings) -> dict[str, Any]:
     }
 
 
+def write_serve_config(run: str | Path, settings: ServeSettings, out: Path) -> dict[str, Any]:
+    """The Serve config of `run` as YAML at `out`, for `serve deploy` on a cluster (docs/cluster.md)."""
+    import yaml
+
+    from alsoview.storage import check_writable_file
+
+    check_settings(settings)
+    run_dir = find_run(run)
+    load_saved_model(run_dir)
+    check_writable_file(out, "Serve config")
+    header = (
+        f"# Ray Serve config for alsoview run {run_name(run_dir)}: `serve deploy {out.name}` on the cluster's head.\n"
+        "# Deploy it again with another run (or a new model_written_ns) to swap models without downtime.\n"
+        "# Serve has no authentication: keep http_options.host inside the network (docs/cluster.md).\n"
+    )
+    out.write_text(header + yaml.safe_dump(serve_config(run_dir, settings), sort_keys=False))
+    return {"run": run_name(run_dir), "path": str(out)}
+
+
 def _written_ns(run_dir: Path) -> int:
     return (run_dir / MODEL_FILE).stat().st_mtime_ns
 

@@ -7,7 +7,9 @@ A part is one module under `model/parts/`: a frozen dataclass of its settings, s
 `model/config.py`'s `UserParts` or `Heads`, the registry. A user part's module maps
 ``(users, leave_out)`` to ``[B, dim]`` vectors that the user tower sums; a head's module has
 ``score(users, items, item_tower)`` -> ``[N]`` and ``score_all(users, item_tower,
-elements_per_chunk)`` -> ``[B, n_items]``, and the model sums the heads' logits.
+elements_per_chunk)`` -> ``[B, n_items]``, and the model sums the heads' logits. A module that
+reads per-user tables built from the catalog's interactions also has ``for_users(catalog)``, the
+same module over another catalog's users (visitors described by their items: `model.visitors`).
 """
 
 from __future__ import annotations
