@@ -31,6 +31,7 @@ README_RECOMMEND = "alsoview recommend --run f05 --user A5ESXJD33Z0F8 -k 5"  # a
 README_RECOMMEND_MANY = "alsoview recommend --run f05 --users-file users.txt"
 README_SIMILAR = "alsoview similar --run f05 --asin B0LVWB28OK -k 5 --by cooccurrence"  # a game of the smoke data
 README_EXPORT = "alsoview export --run f05 --out vectors"
+README_VISITOR = "alsoview recommend --run f05 --items B0LVWB28OK,B0ZEVPFEES -k 5"  # games of the smoke data
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND_STARTS = ("alsoview ", "python rayjobs/", "ray job submit ")
@@ -44,6 +45,7 @@ RUNS: dict[str, list[str]] = {
     README_RECOMMEND_MANY: [],
     README_SIMILAR: [],
     README_EXPORT: [],
+    README_VISITOR: [],
     "alsoview compare --config configs/smoke.yaml --fractions 0,1 --seeds 1": ["train.epochs=1"],
     "alsoview tune --config configs/video_games.yaml tune.num_samples=32": [
         "tune.num_samples=2",
@@ -56,7 +58,11 @@ README_JOB = (
     "ray job submit --address http://127.0.0.1:8265 --working-dir . --runtime-env-json "
     """'{"excludes": [".venv", "data", "runs", ".git"]}' -- python rayjobs/tune.py --config configs/smoke.yaml"""
 )
-ELSEWHERE = {README_JOB: JOB_TEST}  # README command -> the test that runs it
+README_SERVE = "alsoview serve --run f05 --port 8321"
+ELSEWHERE = {  # README command -> the test that runs it
+    README_JOB: JOB_TEST,
+    README_SERVE: "tests/test_serve.py::test_the_readme_serve_command_answers_then_stops",
+}
 
 
 # Fenced blocks that hold code or settings rather than shell lines.
@@ -111,6 +117,21 @@ def test_recommend_for_a_user_and_for_a_file_of_users(trained_run, capsys, tmp_p
     _, run = trained_run
     frame = pd.read_parquet(run.run_dir / "recommendations.parquet")
     assert set(frame["reviewer_id"]) == {"A5ESXJD33Z0F8", "nobody-at-all"}
+
+
+def test_recommend_for_a_visitor_described_by_their_games(trained_run, capsys):
+    """The README's --items command: the README's run is the design (a user is an id), so
+    co-occurrence scores the visitor and the header says so; never one of the visitor's games."""
+    from alsoview.distributed.recommend import Recommender
+
+    out = _run(README_VISITOR, capsys)
+    lines = out.splitlines()
+    assert lines[0].startswith("top 5 for a visitor with B0LVWB28OK, B0ZEVPFEES; scored by co-occurrence")
+    shown = [line.split()[1] for line in lines[2:7]]
+    assert not {"B0LVWB28OK", "B0ZEVPFEES"} & set(shown)
+    _, run = trained_run
+    frame, _ = Recommender.from_run(run.run_dir).recommend_items(["B0LVWB28OK", "B0ZEVPFEES"], 5)
+    assert shown == list(frame["asin"])
 
 
 def test_similar_games_and_the_vector_export(trained_run, capsys, tmp_path):

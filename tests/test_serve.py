@@ -26,7 +26,7 @@ import pytest
 from alsoview.distributed.runtime import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-README_SERVE = "alsoview serve --run f05 --port 8321"
+README_SERVE = "alsoview serve --run f05 --port 8321"  # as tests/test_readme_commands.py lists it
 A_VISITOR = ["B0LVWB28OK", "B0ZEVPFEES"]  # games of the smoke data
 
 
