@@ -212,3 +212,23 @@ def test_the_readme_serve_command_answers_then_stops(trained_run):
             process.kill()
     assert process.returncode == 0, "".join(printed)
     assert "stopped" in "".join(printed)
+
+
+def test_the_written_serve_config_is_one_serve_deploy_reads(trained_run, tmp_path, capsys):
+    """`--write-config` writes the Serve config (Serve's own schema accepts it) for the run, with
+    the run's path in the deployment's user_config and the HTTP options asked for."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from alsoview.cli import main
+
+    _, run = trained_run
+    out = tmp_path / "serve.yaml"
+    assert main(["serve", "--run", "f05", "--port", "9000", "--replicas", "2", "--write-config", str(out)]) == 0
+    assert f"written to {out}" in capsys.readouterr().out
+    config = yaml.safe_load(out.read_text())
+    schema = ServeDeploySchema.parse_obj(config)
+    (app,) = schema.applications
+    assert app.import_path == "alsoview.distributed.serve:application" and schema.http_options.port == 9000
+    (deployment,) = app.deployments
+    assert deployment.num_replicas == 2 and deployment.user_config["run"] == str(run.run_dir)

@@ -131,3 +131,22 @@ def test_similar_answers_as_the_recommender(recommender):
     query = parse_similar(_body({"asin": "I2", "k": 3, "by": "also_view"}))
     answer = answer_similar(recommender, query, "run-a")
     assert [i["asin"] for i in answer["items"]] == list(recommender.similar("I2", 3, "also_view")["asin"])
+
+
+@pytest.mark.parametrize(
+    ("words", "says"),
+    [
+        (["--run", "no-such-run"], "no-such-run"),
+        (["--run", "no-such-run", "--port", "0"], "--port must be in [1, 65535]"),
+        (["--run", "no-such-run", "--max-batch-size", "0"], "--max-batch-size must be in [1, 1024]"),
+    ],
+)
+def test_serve_refuses_what_it_cannot_serve_in_one_line_before_starting_ray(words, says, capsys, tmp_path):
+    import os
+
+    from alsoview.cli import main
+
+    os.environ.setdefault("ALSOVIEW_HOME", str(tmp_path))
+    assert main(["serve", *words]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err

@@ -270,11 +270,16 @@ def check_settings(settings: ServeSettings) -> None:
 def deploy(run: str | Path, settings: ServeSettings, address: str | None = None) -> dict[str, Any]:
     """Deploy (or point the running application at) `run` and wait until it answers with it;
     returns its /model answer. Ray is joined or started as every command does (runtime.py)."""
-    from alsoview.distributed.runtime import init_ray
+    import ray
+
+    from alsoview.distributed.runtime import cluster_to_join, init_ray, port_is_free
 
     check_settings(settings)
     run_dir = find_run(run)
     load_saved_model(run_dir)  # an unreadable model is one line here, not a replica that never starts
+    private = not ray.is_initialized() and cluster_to_join(address)[0] is None
+    if private and not port_is_free(settings.port, settings.host):  # on a cluster it may be our own app's
+        raise UserError(f"port {settings.port} on {settings.host} is taken; give another with --port")
     log.info(init_ray(address, dashboard=True))  # a config deploy goes through the dashboard
     try:
         ray_internals.deploy_serve_config(serve_config(run_dir, settings))
