@@ -3,7 +3,10 @@
 Several jobs may prepare the same dataset at once (two submissions, two local runs). Each
 output directory is guarded by a lock file beside it, is written into a staging folder beside
 it, and is published by renames (the old one is moved aside, the new one moved in, then the old
-one removed), so a reader never sees a half-written dataset.
+one removed), so a reader never sees a half-written dataset. A writer killed on the way leaves
+only hidden folders beside the output; the next writer, holding the lock, clears them
+(`clear_leftovers`). A single file is replaced the same way (`replace_file`). The locks are
+flocks: the kernel releases them when their process dies, however it dies.
 """
 
 from __future__ import annotations
@@ -11,32 +14,94 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 import shutil
 import tempfile
+import threading
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from alsoview.errors import UserError
 
 log = logging.getLogger("alsoview")
 
 
+# The targets this thread holds a lock on (with how many nested holders): a flock taken twice
+# through two file handles would wait on itself; other threads wait their turn as processes do.
+_THREAD = threading.local()
+
+
 @contextlib.contextmanager
 def locked(target: Path, what: str) -> Iterator[None]:
-    """Hold `<target>.lock` (an flock) while making `target`; waits, saying so, if another process has it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = target.with_name(target.name + ".lock")
-    with open(lock_path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process that is making %s (%s)", what, target)
-            fcntl.flock(handle, fcntl.LOCK_EX)
+    """Hold `<target>.lock` (an flock) while making `target`; waits, saying so, if another process has it.
+
+    A nested `locked` of the same target in the same thread (ensure_prepared, then prepare) passes.
+    """
+    key, held = target.resolve(), _held()
+    if key in held:
+        held[key] += 1
         try:
             yield
         finally:
+            held[key] -= 1
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "a+") as handle:
+        if not _try_lock(handle):
+            log.info("waiting for another process%s that is making %s (%s)", _holder(handle), what, target)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        held[key] = 1
+        try:
+            _sign(handle)
+            yield
+        finally:
+            del held[key]
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def held_or_refused(lock_file: Path, what: str, advice: str) -> Iterator[None]:
+    """Hold `lock_file` (an flock) for the block, or refuse at once in one line naming `what`, the
+    holder's process id and `advice`: for work that must not wait its turn (a second process
+    training one run would resume it, then both would write its checkpoints)."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as handle:
+        if not _try_lock(handle):
+            raise UserError(f"{what} is in use: another process{_holder(handle)} holds {lock_file}; {advice}")
+        try:
+            _sign(handle)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _held() -> dict[Path, int]:
+    if not hasattr(_THREAD, "held"):
+        _THREAD.held = {}
+    return _THREAD.held
+
+
+def _try_lock(handle: Any) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _sign(handle: Any) -> None:
+    """The holder's process id in the lock file, for the message of whoever finds it taken."""
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+
+
+def _holder(handle: Any) -> str:
+    handle.seek(0)
+    pid = handle.read().strip()
+    return f" (pid {pid})" if pid.isdigit() else ""
 
 
 def check_replaceable(out: Path, marker: str, what: str) -> None:
@@ -100,6 +165,42 @@ def publish(staging: Path, out: Path) -> None:
 
 def remove_staging(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def clear_leftovers(out: Path) -> list[Path]:
+    """What writers of `out` killed on the way left beside it, cleared; call it holding `out`'s lock.
+
+    A staging folder or file (`.<out>.partial-*`) is never trusted, however complete it looks: it is
+    removed. A previous output moved aside (`.<out>.old-*`) is put back when `out` itself is
+    missing (the writer died between publish's two renames), else removed. Returns what was removed.
+    """
+    removed = []
+    if not out.exists():
+        aside = sorted(out.parent.glob(f".{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
+        if aside:
+            aside[-1].rename(out)
+            log.info("put back %s: a writer was stopped while replacing it", out)
+    for leftover in [*out.parent.glob(f".{out.name}.partial-*"), *out.parent.glob(f".{out.name}.old-*")]:
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)  # replace_file's temporary file
+        removed.append(leftover)
+    if removed:
+        log.info("removed %d leftover(s) of an interrupted writer beside %s", len(removed), out)
+    return removed
+
+
+@contextlib.contextmanager
+def replace_file(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write; it replaces `path` (one rename) only when the block
+    ends without an error, so a kill or a full disk mid-write leaves the previous file whole."""
+    temporary = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _existing_ancestor(path: Path) -> Path:

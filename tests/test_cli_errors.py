@@ -108,16 +108,20 @@ def test_a_lost_worker_is_reported_with_its_cause_the_traceback_file_and_how_to_
     from ray.exceptions import ActorDiedError
     from ray.train import WorkerGroupError
 
+    from alsoview.config import load_config
     from alsoview.distributed.train import _failure
+    from alsoview.training.checkpoint import LoopState, save_checkpoint
 
     (tmp_path / "checkpoint_2026-01-01_00-00-03.000000").mkdir()
-    (tmp_path / "checkpoint_2026-01-01_00-00-03.000000" / "checkpoint.pt").write_bytes(b"x")
+    save_checkpoint(
+        tmp_path / "checkpoint_2026-01-01_00-00-03.000000", {}, {}, LoopState(epoch=3), load_config(None), {}
+    )
     lost = WorkerGroupError("worker 1 died", {1: ActorDiedError()})
     error = _failure(lost, tmp_path, max_failures=0)
     assert isinstance(error, RunFailedError) and len(str(error).splitlines()) == 1
     assert "no restart allowed (train.max_failures=0): ActorDiedError" in str(error)
     assert f"traceback in {tmp_path / 'error.log'}" in str(error)
-    assert "resume from its last checkpoint (checkpoint_2026-01-01_00-00-03.000000)" in str(error)
+    assert "resume from the checkpoint of epoch 3 (checkpoint_2026-01-01_00-00-03.000000)" in str(error)
     assert "WorkerGroupError" in (tmp_path / "error.log").read_text()
 
 

@@ -52,10 +52,18 @@ def prepare(config: Config, out_dir: str | Path | None = None, dashboard: bool =
     `out` must be empty, new, or a prepared dataset (which is replaced); that is checked, with
     the inputs, before any work. `dashboard`: a Ray Train run follows in this process, so a Ray
     this starts runs the dashboard it needs (runtime.init_ray), instead of starting twice.
+    Two prepares into one `out` take turns (its lock); each clears what a killed one left there.
     """
     config = with_absolute_paths(config)
     out = Path(out_dir or config.data.prepared_dir).resolve()
     storage.check_replaceable(out, layout.MANIFEST, "prepared dataset")
+    with storage.locked(out, "the prepared dataset"):
+        storage.clear_leftovers(out)
+        return _prepare_into(config, out, dashboard)
+
+
+def _prepare_into(config: Config, out: Path, dashboard: bool) -> PrepareResult:
+    """The pipeline into `out`, its lock held."""
     reviews = resolve_inputs(config.data.reviews, "reviews")
     meta = resolve_inputs(config.data.meta, "meta", first_source=len(reviews)) if config.data.meta else []
     log.info(init_ray(dashboard=dashboard))  # after the input checks: a typo in a path fails fast, without starting Ray
@@ -174,6 +182,7 @@ def with_default_inputs(config: Config) -> Config:
         "seed": config.data.generate_seed,
     }
     with storage.locked(folder, "the generated default dataset"):
+        storage.clear_leftovers(folder)
         record = folder / GENERATION_RECORD
         differs = _generated_differs(record, GENERATOR_VERSION, wanted) if record.is_file() else None
         if record.is_file() and differs is None:

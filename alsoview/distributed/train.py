@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alsoview.config import Config
+from alsoview import storage
+from alsoview.config import Config, with_absolute_paths
 from alsoview.data.catalog import Catalog
 from alsoview.distributed.resources import (
     ResourcePlan,
@@ -25,7 +26,7 @@ from alsoview.distributed.runtime import on_this_node, train_logging_config
 from alsoview.distributed.stall import StallError, StallWatch, diagnose
 from alsoview.distributed.tracking import log_finished_run, require_trackers
 from alsoview.distributed.worker import WorkerSetup, train_loop_per_worker
-from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
+from alsoview.errors import RunFailedError, UserError, first_line, own_error_in, write_traceback
 from alsoview.evaluation.validation import validation_set
 from alsoview.reporting.history import write_history_views
 from alsoview.reporting.plots import loss_title
@@ -172,13 +173,31 @@ def train(config: Config, catalog: Catalog | None = None) -> TrainResult:
     """Fit the model with Ray Train; writes config.yaml, metrics.json, history.csv, model.pt and the
     learning curves (learning_curves.png, tensorboard/) to the run dir; a run that stops or fails
     after some epochs leaves the curves of the epochs its last checkpoint holds."""
+    require_trackers(config)
+    with claim_run(config):
+        return _train_claimed(config, catalog)
+
+
+def claim_run(config: Config) -> Any:
+    """The run's lock, held while it trains: a second process training the same run at once
+    would resume it and write the same checkpoints, so it is refused in one line instead."""
+    config = with_absolute_paths(config)
+    run_dir = Path(config.train.runs_dir).resolve() / config.train.run_name
+    return storage.held_or_refused(
+        run_dir / runs.RUN_LOCK,
+        f"train.run_name={config.train.run_name}",
+        "wait for that run to end (the same command then resumes it), or choose another train.run_name",
+    )
+
+
+def _train_claimed(config: Config, catalog: Catalog | None) -> TrainResult:
     import ray
 
     from alsoview.distributed.runtime import start_run
 
-    require_trackers(config)
     begun = start_run(config, config.train.run_name, catalog)
     config, catalog, run_dir = begun.config, begun.catalog, begun.run_dir
+    runs.clear_run_leftovers(run_dir)
     _check_resumable(run_dir, catalog)
     plan = plan_resources(config, ray.cluster_resources(), "train")
     try:
@@ -250,10 +269,16 @@ def _check_resumable(run_dir: Path, catalog: Catalog) -> None:
 
 
 def _how_to_resume(run_dir: Path) -> str:
-    found = runs.checkpoint_dirs(run_dir)
-    if not found:
+    """Where the same command would resume: the newest checkpoint that loads (a newer one cut by
+    a kill or a full disk is skipped), named with its epoch."""
+    found = runs.latest_checkpoint(run_dir)
+    if found is None:
+        written = runs.checkpoint_dirs(run_dir)
+        if written:
+            return f"none of its checkpoints loads (the newest: {written[-1].name}), so running it again starts over"
         return "no checkpoint was written, so running it again starts over"
-    return f"run the same command again to resume from its last checkpoint ({found[-1].name})"
+    folder, saved = found
+    return f"run the same command again to resume from the checkpoint of epoch {saved.state.epoch} ({folder.name})"
 
 
 def _failure(exc: Exception, run_dir: Path, max_failures: int) -> Exception:
@@ -266,7 +291,10 @@ def _failure(exc: Exception, run_dir: Path, max_failures: int) -> Exception:
             return UserError(str(user_error))
     cause = failures[-1] if failures else exc
     details = run_dir / runs.ERROR_FILE
-    details.write_text("".join(traceback.format_exception(exc)))
+    try:
+        details.write_text("".join(traceback.format_exception(exc)))
+    except OSError:  # the run's disk is full or gone: the traceback goes where the CLI puts its own
+        details = write_traceback(exc, f"train (run {run_dir})")
     restarts = "no restart allowed (train.max_failures=0)" if max_failures == 0 else f"after {max_failures} restart(s)"
     why = f"{type(cause).__name__}: {first_line(cause)}"
     return RunFailedError(f"training failed, {restarts}: {why}; traceback in {details}; {_how_to_resume(run_dir)}")

@@ -71,16 +71,18 @@ def _saved_checkpoint(vocabulary: dict[str, int], run_storage: str) -> Resumed |
         except UserError as exc:
             log.warning("the checkpoint Ray Train restored does not load (%s); trying older ones", exc)
     reported = saved is not None
-    if saved is None:
-        # Ray Train restores what every rank reported. Rank 0 saves its checkpoint before the
-        # others' reports of that epoch are collected, so a worker lost in between leaves a
-        # newer one on disk than Ray has (and after a killed driver Ray may have none): the
-        # newest checkpoint on disk that loads is used.
-        found = runs.latest_checkpoint(run_storage)
-        if found is None:
-            return None
-        folder, saved = found
+    # Ray Train restores the last checkpoint whose epoch every rank reported. Rank 0 saves its
+    # checkpoint before the others' reports of that epoch are collected, so a worker lost in
+    # between, or a driver stopped (Ctrl-C, kill -9) before Ray registered the last reports,
+    # leaves newer ones on disk than Ray has: the newest on disk that loads wins, so no
+    # finished epoch is trained again.
+    newer = runs.newer_on_disk(saved, run_storage)
+    if newer is not None:
+        folder, saved = newer
+        reported = False
         log.info("resuming from %s", folder)
+    if saved is None:
+        return None
     saved.check_resumable(run_storage, vocabulary)
     return Resumed(saved, reported)
 

@@ -23,6 +23,7 @@ import torch
 from alsoview.config import Config, config_from_dict, save_config
 from alsoview.errors import UserError, first_line
 from alsoview.model.scorer import MODEL_FORMAT
+from alsoview.storage import clear_leftovers, publish, remove_staging, replace_file, staging_beside
 
 log = logging.getLogger("alsoview")
 
@@ -40,6 +41,16 @@ def start_run_dir(config: Config, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / CONFIG_FILE)
     return run_dir
+
+
+RUN_LOCK = ".alsoview.lock"  # held by the process training the run (train.claim_run)
+RUN_OUTPUTS = (MODEL_FILE, HISTORY_FILE, METRICS_FILE, DATASET_DIR)  # each replaced whole at the end
+
+
+def clear_run_leftovers(run_dir: Path) -> None:
+    """The temporary copies of a run's outputs that a killed run left (never read), removed."""
+    for name in RUN_OUTPUTS:
+        clear_leftovers(run_dir / name)
 
 
 @dataclass
@@ -157,8 +168,28 @@ def latest_checkpoint(run_storage: str | Path) -> tuple[Path, SavedCheckpoint] |
         except OlderFormatError:
             raise  # a run of an older model format: training over it would mix two models
         except UserError as exc:
-            log.warning("skipping a checkpoint that does not load: %s", exc)
+            if folder not in _SKIPPED:  # a run looks more than once: said once
+                log.warning("skipping a checkpoint that does not load: %s", exc)
+                _SKIPPED.add(folder)
     return None
+
+
+_SKIPPED: set[Path] = set()  # the checkpoints this process found cut short, already named in the log
+
+
+def newer_on_disk(restored: SavedCheckpoint | None, run_storage: str | Path) -> tuple[Path, SavedCheckpoint] | None:
+    """The newest checkpoint on disk that loads, when it is of a later epoch than `restored` (the
+    one Ray Train restored; None: it restored none), else None.
+
+    Every checkpoint on disk is of a finished epoch (rank 0 writes it after the epoch's
+    validation, and Ray Train moves it into place whole or leaves a file that does not load), but
+    Ray Train restores only those whose reports it registered: a run stopped by Ctrl-C or kill -9
+    right after an epoch, or a lost worker, leaves newer ones that it does not know about.
+    """
+    found = latest_checkpoint(run_storage)
+    if found is None or (restored is not None and found[1].state.epoch <= restored.state.epoch):
+        return None
+    return found
 
 
 def prune_checkpoints(run_storage: str | Path, keep: int) -> list[Path]:
@@ -193,18 +224,22 @@ def write_run_outputs(run_dir: Path, checkpoint: SavedCheckpoint, dataset: str) 
     import pandas as pd
 
     state = checkpoint.state
-    torch.save(
-        {
-            "model": state.best_model_state,
-            "vocabulary": checkpoint.vocabulary,
-            "config": plain(checkpoint.config.to_dict()),
-            "epoch": state.best_epoch,
-            "model_format": MODEL_FORMAT,
-        },
-        run_dir / MODEL_FILE,
-    )
+    # Each file replaces the previous one whole (storage.replace_file): a run killed or out of disk
+    # while writing them leaves the last complete ones, and running it again writes them anew.
+    with replace_file(run_dir / MODEL_FILE) as partial:
+        torch.save(
+            {
+                "model": state.best_model_state,
+                "vocabulary": checkpoint.vocabulary,
+                "config": plain(checkpoint.config.to_dict()),
+                "epoch": state.best_epoch,
+                "model_format": MODEL_FORMAT,
+            },
+            partial,
+        )
     history = state.history
-    pd.DataFrame(history).to_csv(run_dir / HISTORY_FILE, index=False)
+    with replace_file(run_dir / HISTORY_FILE) as partial:
+        pd.DataFrame(history).to_csv(partial, index=False)
     last = history[-1]
     metrics = {
         **{k: v for k, v in last.items() if k.startswith(("valid/", "train/", "best/"))},
@@ -225,10 +260,14 @@ def copy_dataset(prepared_dir: Path, run_dir: Path) -> None:
     features, who had what), so a run folder copied to another machine recommends there too."""
     from alsoview.data import layout
 
-    target = run_dir / DATASET_DIR
-    target.mkdir(exist_ok=True)
-    for name in layout.FILES:
-        shutil.copy2(prepared_dir / name, target / name)
+    clear_leftovers(run_dir / DATASET_DIR)
+    staging = staging_beside(run_dir / DATASET_DIR)  # published whole: a cut copy is never read as one
+    try:
+        for name in layout.FILES:
+            shutil.copy2(prepared_dir / name, staging / name)
+        publish(staging, run_dir / DATASET_DIR)
+    finally:
+        remove_staging(staging)
 
 
 def run_dataset(run_dir: Path, saved: SavedModel) -> Path:
@@ -241,7 +280,8 @@ def run_dataset(run_dir: Path, saved: SavedModel) -> Path:
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    (Path(run_dir) / METRICS_FILE).write_text(json.dumps(plain(metrics), indent=2) + "\n")
+    with replace_file(Path(run_dir) / METRICS_FILE) as partial:
+        partial.write_text(json.dumps(plain(metrics), indent=2) + "\n")
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
