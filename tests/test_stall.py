@@ -230,7 +230,7 @@ def test_a_search_whose_trials_wait_while_none_runs_stops_with_what_waited(monke
     watch.on_step_end(4, [pending])
 
 
-def test_a_trial_whose_training_stalled_stops_the_search_with_its_line(tmp_path):
+def test_a_trial_whose_training_stalled_stops_the_search_with_its_line(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     import cloudpickle
@@ -245,7 +245,12 @@ def test_a_trial_whose_training_stalled_stops_the_search_with_its_line(tmp_path)
     failed.write_bytes(cloudpickle.dumps(RuntimeError("wrapped")))
     watch.on_trial_error(1, [], SimpleNamespace(trial_id="a", pickled_error_file=str(failed)))
     watch.on_step_end(1, [])  # not a stall: the search goes on
-    inner = StallError("trial-b stalled: no training step for 10s (train.stall_timeout): ...")
+    # the trial's process could not read Ray's state; the search's driver reads it instead
+    monkeypatch.setattr(tune, "holders", lambda: "held: 1 x Hog (1.6 CPU)")
+    inner = StallError(
+        "trial-b stalled: no training step for 10s (train.stall_timeout): ...; the cluster has 2 CPUs, 0.38 free; "
+        "who holds them is unknown (Ray's state API did not answer: ConnectionError); free those CPUs"
+    )
 
     class RayTaskStallError(StallError):  # Ray wraps a task's error in a class derived from its own
         pass
@@ -254,5 +259,8 @@ def test_a_trial_whose_training_stalled_stops_the_search_with_its_line(tmp_path)
     outer.cause = inner  # what the trial raised, pickled with Ray's wrapping
     failed.write_bytes(cloudpickle.dumps(outer))
     watch.on_trial_recover(2, [], SimpleNamespace(trial_id="b", pickled_error_file=str(failed)))
-    with pytest.raises(StallError, match=r"^search stalled: trial b's training stopped: trial-b stalled: no training"):
+    with pytest.raises(
+        StallError, match=r"^search stalled: trial b's training stopped: trial-b stalled: no training"
+    ) as e:
         watch.on_step_end(2, [])
+    assert "0.38 free; held: 1 x Hog (1.6 CPU); free those CPUs" in str(e.value)

@@ -427,7 +427,7 @@ class Holders:
 
     def __str__(self) -> str:
         if self.unknown:
-            return f"who holds them is unknown (Ray's state API did not answer: {self.unknown})"
+            return f"{UNKNOWN_HOLDERS} (Ray's state API did not answer: {self.unknown})"
         text = "held: " + (_counted(self.held) or "nothing")
         return text + (f"; waiting for CPUs: {_counted(self.waiting)}" if self.waiting else "")
 
@@ -438,8 +438,22 @@ def holders() -> str:
     return str(cluster_holders())
 
 
-def cluster_holders() -> Holders:
-    """`Holders` read from Ray's state API; with `unknown` set when it does not answer."""
+UNKNOWN_HOLDERS = "who holds them is unknown"
+
+
+def cluster_holders(attempts: int = 2) -> Holders:
+    """`Holders` read from Ray's state API; with `unknown` set when it does not answer (a
+    dashboard busy on a loaded node can refuse one call: it is asked again)."""
+    found = _read_holders()
+    for _ in range(attempts - 1):
+        if not found.unknown:
+            break
+        time.sleep(2)
+        found = _read_holders()
+    return found
+
+
+def _read_holders() -> Holders:
     try:
         import ray
         from ray.util.state import list_actors, list_placement_groups, list_tasks

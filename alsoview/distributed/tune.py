@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import stat
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from ray.tune import Callback
 from alsoview.config import Config, with_absolute_paths, with_overrides
 from alsoview.data.catalog import Catalog
 from alsoview.distributed.resources import TRIAL_CPU, ResourcePlan, plan_resources
-from alsoview.distributed.stall import Idle, StallError, stalled_line, waits_on_cluster
+from alsoview.distributed.stall import UNKNOWN_HOLDERS, Idle, StallError, holders, stalled_line, waits_on_cluster
 from alsoview.distributed.tracking import require_trackers, tune_callbacks
 from alsoview.distributed.tune_finish import TuneResult, finish, write_outputs
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
@@ -227,7 +228,10 @@ class SearchWatch(Callback):
         except Exception:  # unreadable: TrialLog says so; it is not known to be a stall
             return
         if error is not None and not self.trial_stalled:
-            self.trial_stalled = f"trial {trial.trial_id}'s training stopped: {error}"
+            line = str(error)
+            if UNKNOWN_HOLDERS in line:  # the trial's process could not read Ray's state: this one may
+                line = re.sub(rf"{UNKNOWN_HOLDERS} \([^)]*\)", lambda _: holders(), line)
+            self.trial_stalled = f"trial {trial.trial_id}'s training stopped: {line}"
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if self.trial_stalled:
