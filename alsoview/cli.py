@@ -165,6 +165,7 @@ def _build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs each replica reserves")
     srv.add_argument("--max-batch-size", type=int, default=32, help="requests scored together (1: no batching)")
     srv.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    srv.add_argument("--ready-timeout", type=float, default=300.0, help="seconds the replicas may take to answer")
     srv.add_argument(
         "--write-config", metavar="FILE", help="write the Serve config file (for `serve deploy`) instead of serving"
     )
@@ -314,7 +315,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from alsoview.distributed.runtime import cluster_to_join
 
     settings = serve.ServeSettings(
-        args.host, args.port, args.replicas, args.cpus_per_replica, args.max_batch_size, args.batch_wait_ms
+        args.host,
+        args.port,
+        args.replicas,
+        args.cpus_per_replica,
+        args.max_batch_size,
+        args.batch_wait_ms,
+        args.ready_timeout,
     )
     if args.write_config:
         written = serve.write_serve_config(args.run, settings, Path(args.write_config))

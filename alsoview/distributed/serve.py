@@ -198,6 +198,7 @@ class ServeSettings:
     cpus_per_replica: float = 1.0
     max_batch_size: int = 32  # 1: no batching
     batch_wait_ms: float = 10.0
+    ready_seconds: float = READY_SECONDS  # how long the replicas may take to answer with the run
 
 
 def serve_config(run_dir: Path, settings: ServeSettings) -> dict[str, Any]:
@@ -263,6 +264,8 @@ def check_settings(settings: ServeSettings) -> None:
         raise UserError(f"--replicas must be in [1, 256], got {settings.replicas}")
     if not 1 <= settings.max_batch_size <= 1024:
         raise UserError(f"--max-batch-size must be in [1, 1024], got {settings.max_batch_size}")
+    if not 1.0 <= settings.ready_seconds <= 86_400.0:
+        raise UserError(f"--ready-timeout must be in [1, 86400] seconds, got {settings.ready_seconds}")
     if not 0.0 <= settings.batch_wait_ms <= 1000.0:
         raise UserError(f"--batch-wait-ms must be in [0, 1000], got {settings.batch_wait_ms}")
 
@@ -293,8 +296,10 @@ def base_url(settings: ServeSettings) -> str:
     return f"http://{host}:{settings.port}"
 
 
-def wait_until_serving(run_dir: Path, settings: ServeSettings, seconds: float = READY_SECONDS) -> dict[str, Any]:
-    """Poll GET /model until every answer names `run_dir`'s run; a failed deployment is one line."""
+def wait_until_serving(run_dir: Path, settings: ServeSettings) -> dict[str, Any]:
+    """Poll GET /model until every answer names `run_dir`'s run; a failed deployment, or none
+    answering within `settings.ready_seconds`, is one line."""
+    seconds = settings.ready_seconds
     want, trained = run_name(run_dir), trained_at(run_dir)
     deadline, last = time.monotonic() + seconds, "no answer yet"
     while time.monotonic() < deadline:
@@ -310,7 +315,22 @@ def wait_until_serving(run_dir: Path, settings: ServeSettings, seconds: float = 
         except (urllib.error.URLError, OSError, ValueError) as exc:
             last = first_line(exc)
         time.sleep(0.5)
-    raise RunFailedError(f"the Serve application did not answer with {want} within {seconds:.0f} s ({last})")
+    from alsoview.distributed.stall import holders
+
+    raise RunFailedError(
+        f"serve stalled: the application did not answer with {want} within {seconds:.0f}s ({last}); "
+        f"Serve says: {_serve_message()}; {holders()}; free CPUs or lower --cpus-per-replica / --replicas"
+    )
+
+
+def _serve_message() -> str:
+    """What Serve says about the deployment (a replica that cannot be scheduled names its wait)."""
+    app = serve.status().applications.get(APP_NAME)
+    if app is None:
+        return "no application yet"
+    deployment = app.deployments.get(DEPLOYMENT_NAME)
+    message = (deployment.message if deployment is not None else "") or app.message or str(app.status)
+    return first_line(message)[:300]
 
 
 def _deployment_healthy() -> bool:
