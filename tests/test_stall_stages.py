@@ -142,6 +142,17 @@ def test_evaluate_whose_scoring_actors_find_no_cpu_stops_with_what_waited(held):
     assert "scored" in line, line
 
 
+def test_batch_recommend_whose_actors_find_no_cpu_stops_with_what_waited(held):
+    users = held.folder / "users.txt"
+    users.write_text("A5ESXJD33Z0F8\nsomeone-else\n")
+    out = held.folder / "recommendations.parquet"
+    code, err = _alsoview(
+        held.cluster, "recommend", "--run", str(held.run), "--users-file", str(users), "--out", str(out)
+    )
+    line = _stall_line(code, err, "recommend")
+    assert "users scored" in line and not out.exists(), line
+
+
 def test_a_search_whose_trial_training_is_never_placed_stops_at_the_first_trial(held):
     """The trial functions (0.01 CPU) are placed, their training workers are not: the first
     trial's training stalls, and the search stops there rather than trying every trial."""

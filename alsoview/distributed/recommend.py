@@ -290,34 +290,60 @@ class _BatchRecommender:
 
 
 def recommend_batch(
-    run_dir: str | Path, reviewer_ids: list[str], out: str | Path, k: int = 10, actors: int = 1, batch_users: int = 256
+    run_dir: str | Path,
+    reviewer_ids: list[str],
+    out: str | Path,
+    k: int = 10,
+    actors: int = 1,
+    batch_users: int = 256,
+    stall_timeout: float | None = None,
 ) -> int:
-    """Recommendations for many users with a Ray Data actor pool, written as Parquet; returns rows written."""
+    """Recommendations for many users with a Ray Data actor pool, written as Parquet; returns rows
+    written. A pool that scores nothing for `stall_timeout` seconds (default: the run's
+    `train.stall_timeout`) while its actors wait for CPUs ends in one line (`stall.watched`)."""
     import ray.data
 
     from alsoview.distributed.runtime import init_ray
+    from alsoview.distributed.stall import stalled_line, watched
 
-    if k < 1:
-        raise UserError(f"-k must be >= 1, got {k}")
+    _check_k(k)
     if actors < 1:
         raise UserError(f"--actors must be >= 1, got {actors}")
     check_writable_file(Path(out), "recommendations")
     run_dir = find_run(run_dir)
-    load_saved_model(run_dir)  # a missing or unreadable model is one line here, not an error in every actor
+    saved = load_saved_model(run_dir)  # a missing or unreadable model is one line here, not in every actor
+    timeout = saved.config.train.stall_timeout if stall_timeout is None else stall_timeout
     log.info(init_ray())
     frame = pd.DataFrame({"reviewer_id": reviewer_ids})
-    result = (
-        ray.data.from_pandas(frame)
-        .map_batches(
-            _BatchRecommender,
-            fn_constructor_args=(str(run_dir), k),
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            batch_size=batch_users,
-            batch_format="pandas",
+    done = [0]
+
+    def scored() -> Any:
+        return (
+            ray.data.from_pandas(frame)
+            .map_batches(
+                _BatchRecommender,
+                fn_constructor_args=(str(run_dir), k),
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                batch_size=batch_users,
+                batch_format="pandas",
+            )
+            .iter_batches(batch_format="pandas", batch_size=None)
         )
-        .to_pandas()
-    )
-    result = result.sort_values(["reviewer_id", "rank"]).reset_index(drop=True)
+
+    def waited() -> str:
+        return stalled_line(
+            "recommend",
+            "no batch of users scored",
+            timeout,
+            f"{done[0]} of {len(reviewer_ids)} users scored by a pool of {actors} Ray Data actors (1 CPU each)",
+            "free 1 CPU for at least one of them",
+        )
+
+    parts = []
+    for part in watched(scored, timeout, waited):
+        parts.append(part)
+        done[0] += part["reviewer_id"].nunique()
+    result = pd.concat(parts, ignore_index=True).sort_values(["reviewer_id", "rank"]).reset_index(drop=True)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     result.to_parquet(out, index=False)
     return len(result)
