@@ -8,7 +8,9 @@ returns what the command prints as objects instead of text:
     config = load_config("configs/smoke.yaml", overrides=["train.run_name=demo"])
     run = train(config)                      # prepares the dataset first when needed
     scores = evaluate(run.run_dir)           # the model and every baseline on the test split
-    top = Recommender.from_run(run.run_dir).recommend(["A2HD75EMZR8QLN"], k=5)
+    recommender = Recommender.from_run(run.run_dir)
+    top = recommender.recommend(["A2HD75EMZR8QLN"], k=5)
+    for_visitor, fallback = recommender.recommend_items(["B0LVWB28OK", "B0ZEVPFEES"], k=5)
 
 Errors are the CLI's: a `UserError` for a mistake (its message is the CLI's one line), a
 `RunFailedError` for a run that failed.

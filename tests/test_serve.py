@@ -227,7 +227,7 @@ def test_the_written_serve_config_is_one_serve_deploy_reads(trained_run, tmp_pat
     assert main(["serve", "--run", "f05", "--port", "9000", "--replicas", "2", "--write-config", str(out)]) == 0
     assert f"written to {out}" in capsys.readouterr().out
     config = yaml.safe_load(out.read_text())
-    schema = ServeDeploySchema.parse_obj(config)
+    schema = ServeDeploySchema.model_validate(config)
     (app,) = schema.applications
     assert app.import_path == "alsoview.distributed.serve:application" and schema.http_options.port == 9000
     (deployment,) = app.deployments
