@@ -156,7 +156,14 @@ def evaluate_run(
     """
     from alsoview.data.catalog import load_catalog
     from alsoview.distributed.runtime import cluster_has_gpus, init_ray
-    from alsoview.training.checkpoint import find_run, load_saved_model, read_metrics, run_dataset, write_metrics
+    from alsoview.training.checkpoint import (
+        EVALUATION_FILE,
+        find_run,
+        load_saved_model,
+        read_metrics,
+        run_dataset,
+        write_metrics,
+    )
 
     run = find_run(run_dir)
     saved = load_saved_model(run)
@@ -172,6 +179,6 @@ def evaluate_run(
     results = evaluate_scorers(scorers, cases, batch_users, actors, cluster_has_gpus(), stall_timeout)
 
     write_metrics(run, {**read_metrics(run), **results["model"]})
-    (run / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
+    (run / EVALUATION_FILE).write_text(json.dumps(results, indent=2) + "\n")
     (run / "evaluation.md").write_text(markdown_table(results, split, references.skipped))
     return results

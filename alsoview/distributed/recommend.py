@@ -34,7 +34,7 @@ class Recommender:
     catalog: Catalog
     model: ModelScorer
     popularity: PopularityScorer
-    known: Catalog | None = None  # the catalog the model reads users from: every split (`inputs_for`)
+    known: Catalog  # the catalog the model reads users from: every split (`catalog.inputs_for("recommend")`)
     run_dir: Path | None = None
 
     @classmethod
@@ -48,10 +48,6 @@ class Recommender:
         model.model.freeze()  # scoring only from here: item-side work once, not per request
         popularity = PopularityScorer(known.train.users, known.train.items, catalog.n_items)
         return cls(catalog, model, popularity, known, run)
-
-    @property
-    def users_known(self) -> Catalog:
-        return self.known if self.known is not None else self.catalog.inputs_for("recommend")
 
     def user_index(self, reviewer_ids: list[str]) -> np.ndarray:
         """Dense ids of raw reviewer ids; 0 for users the run has never seen."""
@@ -155,7 +151,7 @@ class Recommender:
         """Users x items, 1 where a user had the item (every split), as CSR and its transpose."""
         from scipy import sparse
 
-        known = self.users_known.train
+        known = self.known.train
         pairs = np.unique(np.stack([known.users, known.items]), axis=1)
         shape = (self.catalog.n_users, self.catalog.n_items)
         matrix = sparse.csr_matrix((np.ones(pairs.shape[1]), (pairs[0], pairs[1])), shape=shape)

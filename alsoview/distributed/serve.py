@@ -44,7 +44,7 @@ from alsoview.distributed.serve_api import (
 )
 from alsoview.errors import RunFailedError, UserError, first_line
 from alsoview.logs import verbose
-from alsoview.training.checkpoint import METRICS_FILE, MODEL_FILE, find_run, load_saved_model
+from alsoview.training.checkpoint import MODEL_FILE, find_run, load_saved_model, read_evaluation, read_metrics
 
 log = logging.getLogger("alsoview")
 
@@ -80,17 +80,14 @@ def load_served(run: str | Path) -> Served:
 def describe(run_dir: Path, recommender: Recommender) -> dict[str, Any]:
     """GET /model: the run's name, when model.pt was written, its best epoch and validation and
     test metrics (where the run has them), and the catalog's size."""
-    metrics_file = run_dir / METRICS_FILE
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    evaluation_file = run_dir / "evaluation.json"
-    test = json.loads(evaluation_file.read_text()).get("model", {}) if evaluation_file.is_file() else {}
+    metrics = read_metrics(run_dir)
     catalog = recommender.catalog
     return {
         "run": run_name(run_dir),
         "trained": trained_at(run_dir),
         "best_epoch": metrics.get("best/epoch"),
         "valid": {k.removeprefix("best/"): v for k, v in metrics.items() if k.startswith("best/valid/")},
-        "test": test,
+        "test": read_evaluation(run_dir).get("model", {}),
         "items": int(catalog.n_items - 1),
         "users": int(catalog.n_users - 1),
     }
@@ -151,7 +148,7 @@ class Recommendations:
         if path == "/healthz":
             return 200, {"status": "ok", "model": served.name}
         if path == "/model":
-            return 200, {k: v for k, v in served.description.items() if k != "path"}
+            return 200, served.description
         body = await _bounded_body(request)
         if path == "/similar":
             query = parse_similar(body)

@@ -31,6 +31,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
+EVALUATION_FILE = "evaluation.json"  # every scorer's test metrics (`alsoview evaluate`)
 HISTORY_FILE = "history.csv"
 DATASET_DIR = "dataset"  # the run's copy of its prepared dataset: it scores wherever it is copied
 ERROR_FILE = "error.log"  # the whole traceback of a failed run (the CLI prints one line)
@@ -286,6 +287,12 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / METRICS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_evaluation(run_dir: Path) -> dict[str, dict[str, float]]:
+    """The run's last test evaluation, `{scorer: {metric: value}}`; empty when it has none."""
+    path = Path(run_dir) / EVALUATION_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
