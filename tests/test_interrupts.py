@@ -1,13 +1,14 @@
-"""Interrupts and collisions: Ctrl-C and kill -9 of `alsoview prepare` and `alsoview train` at
+"""Interrupts and collisions: Ctrl-C and kill -9 of `alsoview prepare`, `train` and `tune` at
 points reached by watching what they print or write, two processes writing one output at once,
 and a disk that fills during a checkpoint; then the same command again resumes or redoes the
 work, trusts no half-written file and loses no finished epoch.
 
 The commands run as a user's would, each in a process group of its own (a terminal's job):
-`prepare` with its own private Ray instance, `train` joining one Ray cluster of the test's (one
-Ray start for its five commands). Ctrl-C is SIGINT to the whole group (what a terminal sends);
-kill -9 is SIGKILL to the command's process alone. A point in a run is reached by watching what
-it prints or writes; a paused process (SIGSTOP) holds a lock while the second one tries it.
+`prepare` and `tune` with a private Ray instance of their own, `train` joining one Ray cluster
+of the test's (one Ray start for its five commands). Ctrl-C is SIGINT to the whole group (what a
+terminal sends); kill -9 is SIGKILL to the command's process alone. A point in a run is reached
+by watching what it prints or writes; a paused process (SIGSTOP) holds a lock while the second
+one tries it.
 """
 
 from __future__ import annotations
@@ -420,3 +421,100 @@ def test_train_stopped_killed_out_of_disk_and_run_twice_at_once_resumes_and_lose
     assert runs.load_saved_model(run_dir).epoch in range(epochs)
     assert not [p.name for p in run_dir.iterdir() if ".partial-" in p.name or ".old-" in p.name]
     shutil.rmtree(run_dir)  # before the disk goes
+
+
+# ---------------------------------------------------------------- tune
+
+
+def trial_runs(run_dir: Path) -> dict[str, Path]:
+    return {folder.name.removeprefix("trial-"): folder for folder in sorted((run_dir / "train_runs").glob("trial-*"))}
+
+
+def checkpointed_epochs(trial_run: Path) -> list[int]:
+    """The epochs the newest loadable checkpoint of a trial's Train run holds, in order."""
+    for folder in reversed(runs.checkpoint_dirs(trial_run)):
+        try:
+            return [int(row["epoch"]) for row in runs.load_checkpoint(folder).state.history]
+        except UserError:
+            continue
+    return []
+
+
+def alsoview_line(command: Command) -> str:
+    """The command's own last line (`alsoview: ...`): Ray's forwarded worker lines may come after it."""
+    return next((line for line in reversed(command.lines) if line.startswith("alsoview: ")), "")
+
+
+@pytest.mark.ray  # each command starts a private Ray instance, as a user's would
+def test_tune_stopped_killed_and_run_twice_at_once_resumes_and_trains_each_epoch_once(tmp_path, commands):
+    name, epochs = "search", 3
+    run_dir = tmp_path / "home" / "runs" / name
+    env = {**os.environ, "ALSOVIEW_HOME": str(tmp_path / "home")}
+    args = (
+        "tune", "--no-final", "--config", "configs/smoke.yaml", f"tune.name={name}", "tune.num_samples=2",
+        f"tune.max_epochs={epochs}", "train.num_workers=1", "train.max_failures=0",
+    )  # fmt: skip
+
+    def tune() -> Command:
+        return commands(*args, env=env)
+
+    def newest_epochs() -> list[int]:
+        return sorted(max(found) for run in trial_runs(run_dir).values() if (found := loadable_epochs(run)))
+
+    # 1. Ctrl-C once a trial has ended an epoch: Tune saves its state and returns as if the search
+    #    had ended; the command says it was stopped and how to resume, 130, and writes no results.
+    first = tune()
+    first.wait_for(r"trial-\w+ epoch 0:")
+    first.ctrl_c()
+    assert first.finish() == 130, first.output()
+    assert re.fullmatch(
+        r"alsoview: interrupted: search stopped when [12] of its 2 trials had started; run the same command "
+        r"again to resume it \(the trials not finished continue from their checkpoints\)",
+        alsoview_line(first),
+    ), first.output()
+    first.wait_until_ray_is_gone()
+    assert not (run_dir / "trials.csv").exists()
+    newest = newest_epochs()
+    assert newest, "no trial checkpointed its first epoch"
+
+    # 2. The same command restores the experiment; each trial with a checkpoint resumes from its
+    #    newest. kill -9 the moment a trial ends, before Tune has saved that (the state it saved
+    #    last has the trial running).
+    second = tune()
+    second.wait_for(rf"resuming the experiment in {re.escape(str(run_dir))}")
+    ended = second.wait_for(rf"trial (\w+) ended after {epochs} epochs: .* \(1 of 2 ended\)").group(1)
+    second.kill_9()
+    assert second.finish() == -signal.SIGKILL
+    resumed = [
+        int(m.group(1))
+        for line in second.lines
+        for m in [re.search(r"resumed from the checkpoint of epoch (\d+)", line)]
+        if m
+    ]
+    assert sorted(resumed) == newest, second.output()
+    second.wait_until_ray_is_gone()
+
+    # 3. Again: a second search of the same name meanwhile is refused in one line (2); this one ends
+    #    with both trials completed, each trial's epochs trained once each, and its results written.
+    third = tune()
+    lock = run_dir / runs.RUN_LOCK
+    wait_for_file(lock, str(third.pid))
+    third.stop()  # it holds the search; paused, so that the second surely finds it taken
+    again = tune()
+    assert again.finish() == 2, again.output()
+    assert alsoview_line(again) == (
+        f"alsoview: error: tune.name={name} is in use: another process (pid {third.pid}) holds {lock}; "
+        "wait for that search to end (the same command then resumes it), or choose another tune.name"
+    )
+    third.go_on()
+    assert third.finish() == 0, third.output()
+    assert "trials: 2 (2 completed, 0 stopped early by ASHA, 0 failed)" in third.output()
+    with open(run_dir / "trials.csv", newline="") as table:
+        assert sorted(row["status"] for row in csv.DictReader(table)) == ["completed", "completed"]
+    trained = trial_runs(run_dir)
+    assert len(trained) == 2 and ended in trained
+    for trial_run in trained.values():
+        assert checkpointed_epochs(trial_run) == list(range(epochs)), trial_run.name
+    # The trial that had ended is not trained again: at most its last epoch is reported again,
+    # where the restored state had it running.
+    assert set(printed_epochs(third, f"trial-{ended}")) <= {epochs - 1}, third.output()

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from alsoview.config import flatten_search_space, load_config
-from alsoview.distributed.tune import param_space
+from alsoview.distributed.tune import fit_search, param_space
 from alsoview.errors import UserError
 
 
@@ -212,3 +212,49 @@ def test_a_start_point_may_turn_a_searched_part_on_by_its_settings():
     design, recency = config.start_points()[0]
     assert design["model.heads.cooccurrence"] is False and design["model.heads.cooccurrence.recency"] == 1.0
     assert recency["model.heads.cooccurrence"] is True and recency["model.heads.cooccurrence.recency"] == 0.5
+
+
+class _Grid(list):
+    """What fit_search reads of Tune's ResultGrid."""
+
+    num_terminated = property(lambda self: sum(s == "TERMINATED" for s in self))
+    num_errors = property(lambda self: sum(s == "ERROR" for s in self))
+
+
+class _Tuner:
+    """A Tuner whose fit sets up a SIGINT handler as Tune's does (putting back the one it found
+    on the first signal), is sent `interrupts` Ctrl-Cs and returns `grid`."""
+
+    def __init__(self, grid: list[str], interrupts: int = 0) -> None:
+        self.grid, self.interrupts = _Grid(grid), interrupts
+
+    def fit(self) -> _Grid:
+        import signal
+
+        found = signal.getsignal(signal.SIGINT)
+
+        def tunes_handler(number, frame):
+            signal.signal(signal.SIGINT, found)
+
+        signal.signal(signal.SIGINT, tunes_handler)
+        for _ in range(self.interrupts):
+            signal.raise_signal(signal.SIGINT)
+        return self.grid
+
+
+def test_a_search_tune_returned_from_after_a_ctrl_c_is_an_interrupt_not_results():
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    assert len(fit_search(_Tuner(["TERMINATED", "ERROR"]), 2)) == 2  # ended: a failed trial ends too
+    assert signal.getsignal(signal.SIGINT) is before  # the handler in place before the search, again
+    for tuner, trials in [
+        (_Tuner(["TERMINATED", "TERMINATED"], interrupts=1), 2),  # Tune marks the trials it stopped ended
+        (_Tuner(["TERMINATED"]), 2),  # stopped before every trial started
+        (_Tuner(["TERMINATED", "RUNNING"]), 2),
+    ]:
+        with pytest.raises(KeyboardInterrupt, match=rf"search stopped when {len(tuner.grid)} of its 2 trials"):
+            fit_search(tuner, trials)
+        assert signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C during the fit stops at once, as Python's would
+        fit_search(_Tuner(["RUNNING"], interrupts=2), 1)

@@ -36,6 +36,18 @@ def compare(
     config: Config, fractions: list[float], seeds: int, name: str = "compare", max_users: int | None = None
 ) -> CompareResult:
     """Train the grid fractions x seeds, evaluate every model and the baselines, write the report."""
+    from alsoview.distributed.tune import claim_search
+
+    if seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
+    check_plain_name(name, "--name")
+    with claim_search(config, name, "--name"):
+        return _compare_claimed(config, fractions, seeds, name, max_users)
+
+
+def _compare_claimed(
+    config: Config, fractions: list[float], seeds: int, name: str, max_users: int | None
+) -> CompareResult:
     import ray
     import ray.train
     from ray import tune as ray_tune
@@ -51,9 +63,6 @@ def compare(
         trial_trainable,
     )
 
-    if seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {seeds}")
-    check_plain_name(name, "--name")
     begun = start_run(config, name)
     config, catalog, run_dir = begun.config, begun.catalog, begun.run_dir
 
@@ -90,7 +99,7 @@ def compare(
         )
 
     tuner = restore_or_start(run_dir, trainable, start_grid)
-    grid = fit_search(tuner)
+    grid = fit_search(tuner, grid_size)
     check_some_trial_ran(grid)
 
     known = catalog.inputs_for("test")  # the validation items are known to every scorer

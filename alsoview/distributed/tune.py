@@ -25,6 +25,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from alsoview import storage
 from alsoview.config import Config, with_absolute_paths, with_overrides
 from alsoview.data.catalog import Catalog
 from alsoview.distributed.resources import TRIAL_CPU, ResourcePlan, plan_resources
@@ -33,7 +34,7 @@ from alsoview.distributed.tracking import require_trackers, tune_callbacks
 from alsoview.distributed.tune_finish import TuneResult, finish, write_outputs
 from alsoview.errors import RunFailedError, UserError, first_line, own_error_in
 from alsoview.logs import verbose
-from alsoview.training.checkpoint import prune_checkpoints
+from alsoview.training.checkpoint import RUN_LOCK, prune_checkpoints
 
 log = logging.getLogger("alsoview")
 
@@ -155,7 +156,8 @@ class TrialLog(Callback):
         log.info(
             "trial %s ended after %d epochs: %s %.4f (%d of %d ended)",
             trial.trial_id,
-            result.get("training_iteration", 0),
+            # the run's own epoch counter: Tune's training_iteration restarts when a search resumes
+            result.get("epoch", result.get("training_iteration", 0) - 1) + 1,
             self.metric,
             result.get(self.metric, math.nan),
             self.ended,
@@ -269,16 +271,67 @@ def _stall_in(exc: BaseException | None) -> StallError | None:
     return found
 
 
-def fit_search(tuner: Any) -> Any:
-    """`tuner.fit()`; a search its SearchWatch stopped ends in the watch's line and how to resume
-    (Tune's experiment state is kept, so the same command continues it)."""
+def claim_search(config: Config, name: str, setting: str) -> Any:
+    """The search's lock (`<runs_dir>/<name>/.alsoview.lock`), held while it runs: two processes
+    driving one Tune experiment would each restore it and write the same state and trials, so the
+    second is refused in one line instead."""
+    runs_dir = Path(with_absolute_paths(config).train.runs_dir).resolve()
+    return storage.held_or_refused(
+        runs_dir / name / RUN_LOCK,
+        f"{setting}={name}",
+        f"wait for that search to end (the same command then resumes it), or choose another {setting}",
+    )
+
+
+def fit_search(tuner: Any, trials: int) -> Any:
+    """`tuner.fit()` for a search of `trials` trials; a search its SearchWatch stopped ends in the
+    watch's line and how to resume (Tune's experiment state is kept, so the same command continues
+    it). Tune answers Ctrl-C (or SIGUSR1) by saving its state and returning the trials so far as if
+    the search had ended; that is an interrupt here (`_TuneInterruptWatch`), as is any trial not ended."""
+    watch = _TuneInterruptWatch()
     try:
-        return tuner.fit()
+        grid = tuner.fit()
     except Exception as exc:
         stalled = _stall_in(exc)
         if stalled is not None:
             raise StallError(f"{stalled}; run the same command again to resume the search") from None
         raise
+    finally:
+        interrupted = watch.interrupted()
+    ended = grid.num_terminated + grid.num_errors
+    if interrupted or len(grid) < trials or ended < len(grid):
+        raise KeyboardInterrupt(
+            f"search stopped when {len(grid)} of its {trials} trials had started; run the same command again to "
+            "resume it (the trials not finished continue from their checkpoints)"
+        )
+    return grid
+
+
+class _TuneInterruptWatch:
+    """Whether Tune's fit met a Ctrl-C. Tune installs its own SIGINT handler for the fit and, on the
+    first signal, puts back the handler it found: this one, installed before the fit. So the
+    handler in place after the fit tells which happened; a second Ctrl-C reaches this handler
+    and raises at once, as Python's default would. (Only in the main thread, as Tune does.)"""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.main = threading.current_thread() is threading.main_thread()
+        if self.main:
+            self.before = signal.signal(signal.SIGINT, self._again)
+
+    @staticmethod
+    def _again(number: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    def interrupted(self) -> bool:
+        import signal
+
+        if not self.main:
+            return False
+        found = signal.signal(signal.SIGINT, signal.default_int_handler if self.before is None else self.before)
+        return found == self._again
 
 
 def _short(value: Any) -> str:
@@ -313,6 +366,12 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
 
     `stage_seconds`: stages the caller ran before (e.g. preparing the dataset), for the report.
     """
+    require_trackers(config)
+    with claim_search(config, config.tune.name, "tune.name"):
+        return _tune_claimed(config, catalog, stage_seconds)
+
+
+def _tune_claimed(config: Config, catalog: Catalog | None, stage_seconds: dict[str, float] | None) -> TuneResult:
     import ray
     from ray import tune as ray_tune
     from ray.tune.schedulers import ASHAScheduler
@@ -320,7 +379,6 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
 
     from alsoview.distributed.runtime import start_run
 
-    require_trackers(config)
     stages = dict(stage_seconds or {})
     search_began = time.perf_counter()
     full = with_absolute_paths(config)  # the final run trains for train.epochs
@@ -378,7 +436,7 @@ def tune(config: Config, catalog: Catalog | None = None, stage_seconds: dict[str
         )
 
     tuner = restore_or_start(run_dir, trainable, start_search)
-    grid = fit_search(tuner)
+    grid = fit_search(tuner, plan.num_samples)
     check_some_trial_ran(grid)
     for trial_storage in sorted((run_dir / TRIAL_RUNS).glob("*")):
         prune_checkpoints(trial_storage, config.train.num_to_keep)

@@ -173,7 +173,8 @@ def _train_on_worker(
         # state again, so a restored Tune experiment records this trial's result and checkpoint.
         if rank == 0:
             log.info(
-                "run already trained to epoch %d: raise train.epochs to continue it, or use another train.run_name",
+                "run already trained to epoch %d, its last: nothing to train, its last result is reported again "
+                "(raise train.epochs to train it further)",
                 trainer.state.epoch,
             )
         report(dict(trainer.state.history[-1]))
