@@ -167,27 +167,41 @@ class ListenerWatch:
 
 class Watched:
     """A command's merged output, read in a thread (two runs at once must not block on their
-    pipes), with a wait for the first line holding some text."""
+    pipes), with waits bounded by silence: a wait fails when the command has printed nothing for
+    that long, however long it runs while it prints (a busy machine is slow, not hung)."""
 
     def __init__(self, proc: subprocess.Popen) -> None:
         self.proc, self.lines, self._new = proc, [], threading.Condition()
+        self.last_line_at = time.monotonic()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         for line in self.proc.stdout:
             with self._new:
                 self.lines.append(line)
+                self.last_line_at = time.monotonic()
                 self._new.notify_all()
 
-    def wait_for(self, text: str, timeout: float = 300) -> None:
-        with self._new:
-            found = self._new.wait_for(
-                lambda: any(text in line for line in self.lines) or self.proc.poll() is not None, timeout
-            )
-        assert found and any(text in line for line in self.lines), f"no {text!r} in:\n{self.output()[-3000:]}"
+    def silent_for(self) -> float:
+        """Seconds since the command last printed (or started)."""
+        return time.monotonic() - self.last_line_at
 
-    def finish(self, timeout: float = 600) -> str:
-        self.proc.wait(timeout=timeout)
+    def wait_for(self, text: str, silence: float = 300) -> None:
+        """Until a line holds `text`; fails if the command ends first or prints nothing for `silence` s."""
+        with self._new:
+            while not any(text in line for line in self.lines) and self.proc.poll() is None:
+                assert self.silent_for() < silence, f"nothing printed for {silence:.0f} s:\n{self.output()[-3000:]}"
+                self._new.wait(timeout=1.0)
+        assert any(text in line for line in self.lines), f"no {text!r} in:\n{self.output()[-3000:]}"
+
+    def finish(self, silence: float = 600) -> str:
+        """The whole output once the command ends; fails if it prints nothing for `silence` s."""
+        while True:
+            try:
+                self.proc.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                assert self.silent_for() < silence, f"nothing printed for {silence:.0f} s:\n{self.output()[-3000:]}"
         time.sleep(0.5)  # the reader drains the pipe's last lines
         return self.output()
 

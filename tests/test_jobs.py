@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from processes import descendants, is_loopback, listening_addresses, processes_with_env, running
+from processes import Watched, descendants, is_loopback, listening_addresses, processes_with_env, running
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -143,9 +143,13 @@ def test_the_readme_job_runs_on_a_two_cpu_head_as_written(ray_head):
     home = Path(os.environ["ALSOVIEW_HOME"])
     argv = _readme_job_command(ray_head.dashboard)
     assert "--no-wait" not in argv  # the README's command waits and streams the job's log
-    submitted = _ray(*argv, timeout=600)
-    logs = submitted.stdout + submitted.stderr
-    assert submitted.returncode == 0, logs[-4000:]
+    submitted = Watched(
+        subprocess.Popen(
+            [str(BIN / "ray"), *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=ROOT
+        )
+    )
+    logs = submitted.finish(silence=600)  # the job's log streams while it runs: bounded by silence, not time
+    assert submitted.proc.returncode == 0, logs[-4000:]
     assert re.search(r"Job 'raysubmit_\w+' succeeded", logs), logs[-4000:]
     assert "best valid/full/ndcg@10" in logs
     assert "Starting execution of Dataset" not in logs  # Ray Data's per-epoch chatter is off

@@ -97,7 +97,7 @@ def test_two_local_runs_at_once_are_independent_and_stop_on_ctrl_c(smoke_config)
     interrupted.wait_for("parallel-1 epoch 0:")
     interrupted.proc.send_signal(signal.SIGINT)
 
-    outputs = [finished.finish(), interrupted.finish(timeout=300)]
+    outputs = [finished.finish(), interrupted.finish(silence=300)]
     assert finished.proc.returncode == 0, outputs[0][-3000:]
     metrics = json.loads((Path(smoke_config.train.runs_dir) / "parallel-0" / "metrics.json").read_text())
     assert metrics["epochs_total"] == 1
