@@ -450,9 +450,10 @@ def test_tune_stopped_killed_and_run_twice_at_once_resumes_and_trains_each_epoch
     name, epochs = "search", 3
     run_dir = tmp_path / "home" / "runs" / name
     env = {**os.environ, "ALSOVIEW_HOME": str(tmp_path / "home")}
+    # A grace period of all the epochs: ASHA stops no trial, so each trial's every epoch is checked.
     args = (
         "tune", "--no-final", "--config", "configs/smoke.yaml", f"tune.name={name}", "tune.num_samples=2",
-        f"tune.max_epochs={epochs}", "train.num_workers=1", "train.max_failures=0",
+        f"tune.max_epochs={epochs}", f"tune.grace_period={epochs}", "train.num_workers=1", "train.max_failures=0",
     )  # fmt: skip
 
     def tune() -> Command:
