@@ -3,9 +3,11 @@ deployment on the same machine, batching on and off, at the Video Games scale an
 as many items; and a model swap under load.
 
     python benchmarks/serving.py [--requests 5000] [--concurrency 1,8,32] [--scales 1,16]
+    python benchmarks/serving.py --client wrk --wrk-seconds 15 --scales 1 --no-swap
 
 Each row sends a bounded number of POST /recommend requests ({"user_id", "k": 10}, users drawn
 with a fixed seed) to 127.0.0.1 from an asyncio client holding `concurrency` requests in flight,
+(or, with `--client wrk`, from wrk for a bounded time, one thread and `concurrency` connections)
 and reports p50 / p95 / p99 latency (from send to the whole answer read) and requests per
 second. The client, Serve's proxy and the replica share this machine's CPUs, for the floor as
 for the model, so `cost vs floor` (the model's mean latency over the floor's at the same
@@ -143,9 +145,77 @@ async def _load(url: str, bodies: list[bytes], concurrency: int) -> dict[str, An
     }
 
 
-def run_load(url: str, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
-    asyncio.run(_load(url, bodies[: max(50, concurrency * 4)], concurrency))  # warm: connections, caches
-    return asyncio.run(_load(url, bodies, concurrency))
+# wrk's Lua hooks: POST the bodies in turn; at the end, one line of JSON with the counts and
+# the latency percentiles (wrk's own --latency table has no p95).
+WRK_SCRIPT = """
+local bodies = {%s}
+local next_body = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  next_body = next_body %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[next_body])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_RESULT {"requests": %%d, "duration_us": %%d, "socket_errors": %%d, "status_errors": %%d, '
+    .. '"p50_us": %%d, "p95_us": %%d, "p99_us": %%d, "mean_us": %%f}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.mean))
+end
+"""
+
+
+class LoadClient:
+    """Who sends the load: Python's aiohttp (a bounded count of requests) or wrk, a C client that
+    takes less of the CPUs the server shares (a bounded time; `requests` is what it sent)."""
+
+    def __init__(self, kind: str, wrk_seconds: float = 20.0) -> None:
+        if kind == "wrk" and shutil.which("wrk") is None:
+            raise SystemExit("--client wrk: no wrk on PATH (Debian: apt-get install wrk)")
+        self.kind, self.wrk_seconds = kind, wrk_seconds
+
+    def run(self, url: str, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
+        if self.kind == "wrk":
+            _wrk(url, bodies, concurrency, 3.0)  # warm: connections, caches
+            return _wrk(url, bodies, concurrency, self.wrk_seconds)
+        asyncio.run(_load(url, bodies[: max(50, concurrency * 4)], concurrency))  # warm: connections, caches
+        return asyncio.run(_load(url, bodies, concurrency))
+
+
+def _wrk(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict[str, Any]:
+    """One wrk run (one thread, `concurrency` connections) for `seconds`; its JSON line parsed."""
+    import subprocess
+    import tempfile
+
+    listed = ", ".join(f"[==[{body.decode()}]==]" for body in bodies)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % listed)
+    try:
+        printed = subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "60s", "-s", script.name, url],
+            capture_output=True, text=True, check=True, timeout=seconds + 120,
+        ).stdout  # fmt: skip
+    finally:
+        Path(script.name).unlink()
+    line = next((line for line in printed.splitlines() if line.startswith("WRK_RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"wrk printed no result line:\n{printed}")
+    found = json.loads(line.removeprefix("WRK_RESULT "))
+    seconds_run = found["duration_us"] / 1e6
+    failed = found["socket_errors"] + found["status_errors"]
+    return {
+        "requests": found["requests"],
+        "failed": failed,
+        "failures": {"socket": found["socket_errors"], "status": found["status_errors"]} if failed else {},
+        "seconds": round(seconds_run, 3),
+        "rps": round((found["requests"] - failed) / seconds_run, 1),
+        "p50_ms": round(found["p50_us"] / 1000.0, 2),
+        "p95_ms": round(found["p95_us"] / 1000.0, 2),
+        "p99_ms": round(found["p99_us"] / 1000.0, 2),
+        "mean_ms": round(found["mean_us"] / 1000.0, 3),
+    }
 
 
 def user_bodies(run_dir: Path, count: int, seed: int = 0) -> tuple[list[bytes], list[str]]:
@@ -174,7 +244,7 @@ def check_answers(url: str, run_dir: Path, users: list[str]) -> int:
     return len(users)
 
 
-def floor_rows(bodies: list[bytes], concurrencies: list[int]) -> list[dict[str, Any]]:
+def floor_rows(client: LoadClient, bodies: list[bytes], concurrencies: list[int]) -> list[dict[str, Any]]:
     """The do-nothing deployment's rows, deployed on its own, then deleted."""
     from ray import serve
     from starlette.responses import JSONResponse
@@ -192,14 +262,14 @@ def floor_rows(bodies: list[bytes], concurrencies: list[int]) -> list[dict[str, 
     rows = []
     for concurrency in concurrencies:
         row = {"server": "do-nothing Serve deployment", "items": 0, "batching": "-", "concurrency": concurrency}
-        rows.append({**row, **run_load(f"http://127.0.0.1:{PORT}/recommend", bodies, concurrency)})
+        rows.append({**row, **client.run(f"http://127.0.0.1:{PORT}/recommend", bodies, concurrency)})
         print(rows[-1], flush=True)
     serve.delete("floor")
     return rows
 
 
 def model_rows(
-    run_dir: Path, bodies: list[bytes], concurrencies: list[int], batch: int, n_items: int
+    client: LoadClient, run_dir: Path, bodies: list[bytes], concurrencies: list[int], batch: int, n_items: int
 ) -> list[dict[str, Any]]:
     from alsoview.distributed import serve
 
@@ -213,12 +283,12 @@ def model_rows(
             "batching": f"up to {batch}" if batch > 1 else "off",
             "concurrency": concurrency,
         }
-        rows.append({**row, **run_load(f"{serve.base_url(settings)}/recommend", bodies, concurrency)})
+        rows.append({**row, **client.run(f"{serve.base_url(settings)}/recommend", bodies, concurrency)})
         print(rows[-1], flush=True)
     return rows
 
 
-def swap_under_load(run_dir: Path, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
+def swap_under_load(client: LoadClient, run_dir: Path, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
     """Requests at `concurrency` while the application is pointed at a copy of the run and back."""
     import threading
 
@@ -231,7 +301,7 @@ def swap_under_load(run_dir: Path, bodies: list[bytes], concurrency: int) -> dic
     serve.deploy(run_dir, settings)
     result: dict[str, Any] = {}
     loader = threading.Thread(
-        target=lambda: result.update(run_load(f"{serve.base_url(settings)}/recommend", bodies, concurrency))
+        target=lambda: result.update(client.run(f"{serve.base_url(settings)}/recommend", bodies, concurrency))
     )
     loader.start()
     time.sleep(2.0)
@@ -251,9 +321,17 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--scales", default="1,16")
+    parser.add_argument("--batch-sizes", default="32,1", help="the replica's max batch size per row set (1: off)")
+    parser.add_argument(
+        "--client", choices=("aiohttp", "wrk"), default="aiohttp", help="wrk takes less of the shared CPUs"
+    )
+    parser.add_argument("--wrk-seconds", type=float, default=20.0, help="--client wrk: seconds per row")
+    parser.add_argument("--swap", action=argparse.BooleanOptionalAction, default=True, help="the swap under load")
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     scales = [int(s) for s in args.scales.split(",")]
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    client = LoadClient(args.client, args.wrk_seconds)
     ray_local(2)
     from alsoview.distributed import serve
 
@@ -261,7 +339,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     checked = {}
     bodies_1x, users = user_bodies(make_run(base, SERVING_DATA / "run-1x"), args.requests)
-    rows += floor_rows(bodies_1x, concurrencies)
+    rows += floor_rows(client, bodies_1x, concurrencies)
     for scale in scales:
         prepared = base if scale == 1 else tiled_dataset(base, SERVING_DATA / f"prepared-{scale}x", scale)
         run_dir = make_run(prepared, SERVING_DATA / f"run-{scale}x")
@@ -270,11 +348,11 @@ def main() -> None:
         from alsoview.data.catalog import load_catalog
 
         n_items = load_catalog(prepared).n_items - 1
-        for batch in (32, 1):
-            rows += model_rows(run_dir, bodies, concurrencies, batch, n_items)
-            if batch == 32:
+        for batch in batch_sizes:
+            rows += model_rows(client, run_dir, bodies, concurrencies, batch, n_items)
+            if f"{scale}x" not in checked:
                 checked[f"{scale}x"] = check_answers(f"http://127.0.0.1:{PORT}/recommend", run_dir, users[:20])
-    swap = swap_under_load(SERVING_DATA / "run-1x", bodies_1x[:3000], 8)
+    swap = swap_under_load(client, SERVING_DATA / "run-1x", bodies_1x[:3000], 8) if args.swap else None
     serve.shutdown()
     floor = {r["concurrency"]: r["mean_ms"] for r in rows if r["items"] == 0}
     for row in rows:
@@ -292,19 +370,27 @@ def main() -> None:
         "p99_ms",
         "cost_vs_floor",
     ]
-    table = print_table("POST /recommend, top-10 of a known user, on 127.0.0.1", rows, columns)
+    title = f"POST /recommend, top-10 of a known user, on 127.0.0.1 ({args.client} client)"
+    table = print_table(title, rows, columns)
     print(f"swap under load: {swap}")
     write_json(
-        "serving",
+        "serving" if args.client == "aiohttp" else f"serving-{args.client}",
         {
-            "command": "python benchmarks/serving.py "
-            + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+            "command": "python benchmarks/serving.py " + " ".join(_flag(k, v) for k, v in vars(args).items()),
             "rows": rows,
             "swap_under_load": swap,
             "answers_checked_against_recommender": checked,
             "table": table,
         },
     )
+
+
+def _flag(name: str, value: Any) -> str:
+    """One argument as it is typed: `--name value`, or `--swap` / `--no-swap`."""
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value}"
 
 
 if __name__ == "__main__":
