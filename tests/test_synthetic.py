@@ -127,7 +127,7 @@ def test_summary_and_generation_json(
     gen = json.loads((d / "generation.json").read_text())
     assert "synthetic" in gen["note"].lower()
     assert gen["parameters"] == {"users": USERS, "items": ITEMS, "seed": SEED}
-    assert gen["generator_version"] == GENERATOR_VERSION == 2
+    assert gen["generator_version"] == GENERATOR_VERSION == 3
     assert gen["counts"]["reviews"] == len(reviews)
 
 
@@ -364,6 +364,32 @@ def test_also_view_same_genre_both_styles(world: SyntheticWorld) -> None:
                 styles_same += int(w.item_style[j] == w.item_style[k])
     assert same_pg > 0.4 * reviewable_refs
     assert 0.35 < styles_same / same_pg < 0.8  # both styles appear among the hard negatives
+
+
+def test_neighbours_of_a_large_genre_come_from_fresh_candidates_per_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above NEIGHBOUR_CANDIDATES a block of queries scores a sample of its genre: neighbours stay
+    in the genre, close in the latent space, never the item itself, and each block has its own
+    sample (one shared sample would funnel every also-view link into it)."""
+    from alsoview.data.synthetic import links
+    from alsoview.data.synthetic.world import draw_item_kinds, item_latent
+
+    streams = Streams(0, "world")
+    kinds = draw_item_kinds(streams.generator("item_kinds"), 5 * 3000)
+    latent = item_latent(streams.generator("latent"), kinds)
+    monkeypatch.setattr(links, "NEIGHBOUR_CANDIDATES", 64)
+    monkeypatch.setattr(links, "_QUERY_BLOCK", 200)
+    top = links.similar_reviewable(streams.generator("neighbours"), latent, kinds.genre, 3000)
+    assert top.shape == (5 * 3000, links.ALSO_VIEW_MAX) and (top >= 0).all() and (top < 3000).all()
+    assert (kinds.genre[top] == kinds.genre[:, None]).all()
+    assert not (top == np.arange(len(top))[:, None]).any()
+    assert all(len(set(row)) == len(row) for row in top.tolist())
+    chosen = np.einsum("id,ikd->ik", latent, latent[top]).mean()
+    anyone = np.einsum("id,id->i", latent, latent[np.random.default_rng(0).integers(0, 3000, len(latent))]).mean()
+    assert chosen > anyone + 0.5
+    genre = kinds.genre[:3000]
+    for g in range(int(genre.max()) + 1):
+        linked = np.unique(top[kinds.genre == g])
+        assert len(linked) > 64, f"genre {g}: every block scored the same 64 candidates"
 
 
 # ---------------------------------------------------------------- argument validation

@@ -25,7 +25,7 @@ from alsoview.data.synthetic.world import (
 GENERATION_RECORD = "generation.json"  # written last: its presence marks a complete dataset
 # Bumped whenever the same (users, items, seed) would give other files, so a dataset generated
 # by an older version is recognised and made again rather than reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 
 @dataclass

@@ -15,12 +15,18 @@ from alsoview.data.synthetic.world import ItemKinds
 
 _ALSO_VIEW_PAIR_NOISE_SD = 0.45
 ALSO_VIEW_MAX = 20
+# Candidates scored per block of queries: a genre's whole pool up to this size, else a fresh
+# sample of it per block, so the neighbour search grows linearly with the catalog, not with its
+# square (at 16x the Video Games scale a genre holds about 23,000 reviewable items).
+NEIGHBOUR_CANDIDATES = 4096
+_QUERY_BLOCK = 2048
 
 
 def similar_reviewable(
     rng: np.random.Generator, latent: np.ndarray, genre: np.ndarray, n_reviewable: int
 ) -> np.ndarray:
-    """Top-20 reviewable neighbours of every item (same genre, by noisy latent similarity).
+    """Top-20 reviewable neighbours of every item (same genre, by noisy latent similarity among
+    at most NEIGHBOUR_CANDIDATES of the genre's items).
 
     Returns int (items, 20), -1 padded; never the item itself.
     """
@@ -28,14 +34,16 @@ def similar_reviewable(
     top = np.full((n, ALSO_VIEW_MAX), -1, dtype=np.int64)
     for g in range(len(GENRES)):
         queries = np.flatnonzero(genre == g)
-        pool = np.flatnonzero(genre[:n_reviewable] == g)
-        if len(pool) < 2 * ALSO_VIEW_MAX:
-            pool = np.arange(n_reviewable)
-        pool_latent = latent[pool].T
-        k = min(ALSO_VIEW_MAX, len(pool))
-        for lo in range(0, len(queries), 2048):
-            block = queries[lo : lo + 2048]
-            score = latent[block] @ pool_latent
+        genre_pool = np.flatnonzero(genre[:n_reviewable] == g)
+        if len(genre_pool) < 2 * ALSO_VIEW_MAX:
+            genre_pool = np.arange(n_reviewable)
+        for lo in range(0, len(queries), _QUERY_BLOCK):
+            block = queries[lo : lo + _QUERY_BLOCK]
+            pool = genre_pool
+            if len(pool) > NEIGHBOUR_CANDIDATES:
+                pool = np.sort(rng.choice(genre_pool, NEIGHBOUR_CANDIDATES, replace=False))
+            k = min(ALSO_VIEW_MAX, len(pool))
+            score = latent[block] @ latent[pool].T
             score += rng.standard_normal(score.shape, dtype=np.float32) * np.float32(_ALSO_VIEW_PAIR_NOISE_SD)
             pos = np.minimum(np.searchsorted(pool, block), len(pool) - 1)
             self_hit = np.flatnonzero(pool[pos] == block)
