@@ -392,6 +392,16 @@ def test_neighbours_of_a_large_genre_come_from_fresh_candidates_per_block(monkey
         assert len(linked) > 64, f"genre {g}: every block scored the same 64 candidates"
 
 
+@pytest.mark.parametrize(("users", "items"), [(400, 120), (100, 50), (1000, 60)])
+def test_a_small_catalog_still_gives_every_user_distinct_items(users: int, items: int) -> None:
+    """Narrow tastes reach too few items by the choice model alone here (these sizes ended in an
+    internal error); the rest come uniformly from the items a user lacks."""
+    reviews = synthesize(users=users, items=items, seed=0).reviews
+    pairs = np.unique(reviews["user"].astype(np.int64) * items + reviews["item"])
+    per_user = np.bincount(pairs // items, minlength=users)
+    assert per_user.min() >= 5
+
+
 # ---------------------------------------------------------------- argument validation
 
 

@@ -102,8 +102,21 @@ def sample_reviews(
         )
         need = target - np.bincount(users, minlength=n_users)
     else:
-        raise RuntimeError("synthetic data: could not give every user enough distinct items")
+        users, items = _fill_uniformly(rng, users, items, need, n_items)
     return users, items
+
+
+def _fill_uniformly(
+    rng: np.random.Generator, users: np.ndarray, items: np.ndarray, need: np.ndarray, n_items: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rest of each still-short user's items, uniform over the items they lack: in a small
+    catalog a narrow taste reaches too few distinct items by the choice model alone."""
+    extra_users, extra_items = [], []
+    for user in np.flatnonzero(need > 0):
+        lacking = np.setdiff1d(np.arange(n_items), items[users == user])
+        extra_items.append(rng.choice(lacking, size=min(int(need[user]), len(lacking)), replace=False))
+        extra_users.append(np.full(len(extra_items[-1]), user, dtype=users.dtype))
+    return np.concatenate([users, *extra_users]), np.concatenate([items, *extra_items]).astype(items.dtype)
 
 
 def ensure_item_minimum(
