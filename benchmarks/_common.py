@@ -128,7 +128,7 @@ def write_json(name: str, payload: dict[str, Any], folder: Path = RESULTS) -> Pa
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=str) + "\n")
-    print(f"[bench] wrote {path.relative_to(ROOT)}", flush=True)
+    print(f"[bench] wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", flush=True)
     return path
 
 
