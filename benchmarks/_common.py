@@ -132,6 +132,23 @@ def write_json(name: str, payload: dict[str, Any], folder: Path = RESULTS) -> Pa
     return path
 
 
+def command_line(script: str, args: Any) -> str:
+    """How the results file records the run: `python <script>` and each parsed argument as typed
+    (`--flag` / `--no-flag` for booleans, lists comma-joined, paths in the repository relative)."""
+
+    def typed(name: str, value: Any) -> str:
+        flag = name.replace("_", "-")
+        if isinstance(value, bool):
+            return f"--{flag}" if value else f"--no-{flag}"
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, Path) and value.is_relative_to(ROOT):
+            value = value.relative_to(ROOT)
+        return f"--{flag} {value}"
+
+    return " ".join([f"python {script}", *(typed(k, v) for k, v in vars(args).items())])
+
+
 def median(values: Sequence[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2

@@ -41,7 +41,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import BENCH_DATA, RESULTS, ROOT, PeakMemory, print_table, vg_prepare_command, write_json
+from _common import (
+    BENCH_DATA,
+    RESULTS,
+    ROOT,
+    PeakMemory,
+    command_line,
+    print_table,
+    vg_prepare_command,
+    write_json,
+)
 
 VG_USERS, VG_ITEMS = 55_000, 17_000  # the Video Games 2018 5-core's size, as benchmarks/_common generates it
 # The prepared data is embedded with the hashing encoder; each setting is told so.
@@ -215,7 +224,7 @@ def main() -> None:
     unknown = [s for s in args.settings if s not in SETTINGS]
     if unknown:
         parser.error(f"--settings: unknown {unknown}; known: {list(SETTINGS)}")
-    command = "python benchmarks/scaling.py " + " ".join(_flag(k, v) for k, v in vars(args).items())
+    command = command_line("benchmarks/scaling.py", args)
     results: list[dict[str, Any]] = []
     for scale in scales:  # the results so far written after each scale: a long run that stops keeps them
         results.append(one_scale(scale, args))
@@ -231,15 +240,6 @@ def write_results(args: argparse.Namespace, command: str, results: list[dict[str
     plot(series, args.results / f"{args.name}.png")
     payload = {"command": command, "scales": results, "exponents": rows, "table": table}
     write_json(args.name, payload, args.results)
-
-
-def _flag(name: str, value: Any) -> str:
-    """One argument as typed: lists comma-joined, paths inside the repository relative to it."""
-    if isinstance(value, list):
-        value = ",".join(value)
-    elif isinstance(value, Path) and value.is_relative_to(ROOT):
-        value = value.relative_to(ROOT)
-    return f"--{name.replace('_', '-')} {value}"
 
 
 if __name__ == "__main__":

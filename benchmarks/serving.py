@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import BENCH_DATA, ROOT, ensure_vg_prepared, print_table, ray_local, write_json
+from _common import BENCH_DATA, ROOT, command_line, ensure_vg_prepared, print_table, ray_local, write_json
 
 SERVING_DATA = BENCH_DATA / "serving"
 PORT = 8329
@@ -376,21 +376,13 @@ def main() -> None:
     write_json(
         "serving" if args.client == "aiohttp" else f"serving-{args.client}",
         {
-            "command": "python benchmarks/serving.py " + " ".join(_flag(k, v) for k, v in vars(args).items()),
+            "command": command_line("benchmarks/serving.py", args),
             "rows": rows,
             "swap_under_load": swap,
             "answers_checked_against_recommender": checked,
             "table": table,
         },
     )
-
-
-def _flag(name: str, value: Any) -> str:
-    """One argument as it is typed: `--name value`, or `--swap` / `--no-swap`."""
-    flag = name.replace("_", "-")
-    if isinstance(value, bool):
-        return f"--{flag}" if value else f"--no-{flag}"
-    return f"--{flag} {value}"
 
 
 if __name__ == "__main__":

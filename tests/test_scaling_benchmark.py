@@ -23,6 +23,18 @@ def test_the_growth_exponent_is_the_log_log_slope() -> None:
     assert scaling.slope([1e5], [3.0]) is None
 
 
+def test_the_recorded_command_is_the_one_typed() -> None:
+    import argparse
+
+    from _common import ROOT as BENCH_ROOT
+    from _common import command_line
+
+    args = argparse.Namespace(scales="1,2", settings=["design", "recommended"], swap=False, data=BENCH_ROOT / "data")
+    assert command_line("benchmarks/scaling.py", args) == (
+        "python benchmarks/scaling.py --scales 1,2 --settings design,recommended --no-swap --data data"
+    )
+
+
 def _result(interactions: int, seconds: float) -> dict:
     stage = {"seconds": seconds, "peak_gib": 1.0, "epoch": {"epoch_seconds": seconds / 2, "samples_per_second": 9.0}}
     return {"counts": {"interactions": interactions}, "stages": {"train design": stage}}
