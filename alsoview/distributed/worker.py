@@ -157,10 +157,12 @@ def _train_on_worker(
     rank, world = context.get_world_rank(), context.get_world_size()
     vocab = catalog.vocabulary()
     trainer = Trainer(config, catalog, device, rank)
+    # Each line names its run: Ray folds identical lines of several trials into one, printed late.
+    run = Path(setup.run_storage).name
     if resumed is not None:
         trainer.resume(resumed.saved)
         if rank == 0:
-            log.info("resumed from the checkpoint of epoch %d", trainer.state.resumed_from_epoch)
+            log.info("%s resumed from the checkpoint of epoch %d", run, trainer.state.resumed_from_epoch)
     # Not DDP: it would all-reduce every embedding table each step (see training/gradient_sync.py).
     trainer.distribute()
     batches = BatchPlan.of(config, len(catalog.train), world)
@@ -173,8 +175,9 @@ def _train_on_worker(
         # state again, so a restored Tune experiment records this trial's result and checkpoint.
         if rank == 0:
             log.info(
-                "run already trained to epoch %d, its last: nothing to train, its last result is reported again "
+                "%s already trained to epoch %d, its last: nothing to train, its last result is reported again "
                 "(raise train.epochs to train it further)",
+                run,
                 trainer.state.epoch,
             )
         report(dict(trainer.state.history[-1]))
@@ -184,7 +187,7 @@ def _train_on_worker(
         # collected): report it now, so Ray Train restores it after another failure and Tune
         # counts the epoch (ASHA's rungs are counted in reports).
         if rank == 0:
-            log.info("reporting epoch %d again: Ray had not collected it before the restart", trainer.state.epoch)
+            log.info("%s reporting epoch %d again: Ray had not collected it", run, trainer.state.epoch)
         report(dict(trainer.state.history[-1]))
 
     def feed(epoch: int) -> EpochInputs:
