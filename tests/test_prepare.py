@@ -290,6 +290,35 @@ def test_a_prepared_dataset_is_reused_by_input_contents_not_paths(tmp_path):
     assert why_stale(manifest, config_at(first)) == "made before input files were fingerprinted"
 
 
+def test_the_generated_default_is_not_prepared_over_a_dataset_of_named_files(tmp_path):
+    """No data.reviews means the generated default; pointed by data.prepared_dir at a dataset
+    prepared from named files, the command refuses in one line and leaves it as it was (a
+    dataset prepared from another default is prepared again, as any stale one)."""
+    from alsoview.config import with_absolute_paths
+    from alsoview.distributed.prepare import _refuse_default_over_named, ensure_prepared
+
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    named = [str(tmp_path / "raw" / "reviews.json.gz"), str(tmp_path / "raw" / "more.json.gz")]
+    manifest = {"config": {"data": {"reviews": named, "generated_dir": str(tmp_path / "generated")}}}
+    (prepared / layout.MANIFEST).write_text(json.dumps(manifest))
+    config = load_config(None, [*FAST_TEXT, f"data.prepared_dir={prepared}", f"storage={tmp_path}"])
+    with pytest.raises(UserError) as raised:
+        ensure_prepared(config)
+    assert str(raised.value).startswith(
+        f"data.prepared_dir={prepared} holds a dataset prepared from {named[0]} and 1 more, and this command "
+        "names no data.reviews, so it would prepare the generated default dataset over it"
+    )
+    assert json.loads((prepared / layout.MANIFEST).read_text()) == manifest
+    assert not (tmp_path / "data").exists()  # refused before generating anything
+    default = str(tmp_path / "generated" / "reviews.json.gz")
+    manifest["config"]["data"]["reviews"] = [default]
+    (prepared / layout.MANIFEST).write_text(json.dumps(manifest))
+    _refuse_default_over_named(with_absolute_paths(config))  # another default: the usual rule
+    config.data.reviews = named  # files named: the usual rule too
+    _refuse_default_over_named(with_absolute_paths(config))
+
+
 def test_the_generated_default_is_made_again_by_another_generator_or_settings(tmp_path, caplog):
     """The default folder is reused only when its generation.json records this generator version and
     the config's data.generate_* settings; otherwise it is made again and the log says what differs."""

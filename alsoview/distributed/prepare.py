@@ -226,6 +226,30 @@ def _generated_differs(record: Path, version: int, wanted: dict[str, int]) -> st
     return "; ".join(differences) or None
 
 
+def _refuse_default_over_named(config: Config) -> None:
+    """A command that names no review files means the generated default: it must not prepare that
+    over a dataset prepared from files the user named (hours of work at scale), only because
+    `data.prepared_dir` points there. Preparing over another default, or over named files with
+    other files named, is the usual rule (prepared again, saying why)."""
+    manifest_path = Path(config.data.prepared_dir) / layout.MANIFEST
+    if config.data.reviews or not manifest_path.is_file():
+        return
+    try:
+        recorded = json.loads(manifest_path.read_text()).get("config", {}).get("data", {})
+    except (OSError, ValueError):
+        return  # unreadable: stale, prepared again as before
+    reviews, generated = recorded.get("reviews") or [], recorded.get("generated_dir")
+    if not generated or reviews == [str(Path(generated) / "reviews.json.gz")]:
+        return
+    more = f" and {len(reviews) - 1} more" if len(reviews) > 1 else ""
+    raise UserError(
+        f"data.prepared_dir={config.data.prepared_dir} holds a dataset prepared from {reviews[0]}{more}, and this "
+        "command names no data.reviews, so it would prepare the generated default dataset over it; to train on "
+        "it, name its files (data.reviews=[...] data.meta=[...], or the --config that prepared it); to use the "
+        "default, choose another data.prepared_dir"
+    )
+
+
 def ensure_prepared(config: Config) -> Config:
     """Prepare the configured dataset unless an up-to-date one is already on disk.
 
@@ -235,6 +259,7 @@ def ensure_prepared(config: Config) -> Config:
     log says why, so a changed filter or file never trains on stale data. Returns the config with
     its inputs resolved (the generated default when none are given).
     """
+    _refuse_default_over_named(with_absolute_paths(config))
     config = with_default_inputs(config)
     out = Path(config.data.prepared_dir)
     # One process prepares, the others wait and then find it up to date (jobs, parallel runs).
