@@ -187,12 +187,14 @@ def _replayable_run(epochs: int, start: tuple | None = None) -> tuple:
     from types import SimpleNamespace
 
     from factories import N_ITEMS, N_USERS, tiny_catalog
-    from test_model import make_model
+
+    from alsoview.model import build_model
 
     overrides = ["seed=7", f"train.epochs={epochs}", "train.early_stopping_metric=valid/auc", "train.patience=0"]
     config = load_config(None, overrides)
-    # a restart builds a model, then loads the checkpoint
-    trainer = Trainer(config, tiny_catalog(), model=make_model(seed=1 if start else 0))
+    # a restart builds a model of the same dataset (other initial weights), then loads the checkpoint
+    catalog = tiny_catalog()
+    trainer = Trainer(config, catalog, model=build_model(catalog, config.model, seed=1 if start else 0))
     if start is not None:
         trainer.resume(SimpleNamespace(model=start[0], optimizer=start[1], state=copy.deepcopy(start[2])))
 

@@ -1,14 +1,19 @@
 """The item side features: brand id, normalised price with its missing flag, description vector.
 
 They live in registered buffers and are looked up by item id inside the model, so batches carry
-only ``user`` and ``item`` ids, the features move to the GPU with ``model.to(device)`` and they
-travel in ``state_dict`` with the weights.
+only ``user`` and ``item`` ids and the features move to the GPU with ``model.to(device)``. They
+are the dataset's, not learned: a model is always built from its run's dataset, so they stay out
+of ``state_dict`` (a checkpoint holds the model twice, the latest and the best: the description
+vectors were over 40 % of it, and they grow with items x text dim). A state dict of an older version that carries them
+still loads; the dataset's features are used.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+FEATURE_NAMES = ("brand", "price", "price_missing", "text")
 
 
 class ItemFeatures(nn.Module):
@@ -41,10 +46,9 @@ class ItemFeatures(nn.Module):
         if not (torch.isfinite(price).all() and torch.isfinite(text).all()):
             raise ValueError("item_price and item_text must be finite (use 0 plus the missing flag for gaps)")
         self.n_items, self.n_brands, self.text_dim = n, n_brands, text_dim
-        self.register_buffer("brand", brand.contiguous())
-        self.register_buffer("price", price.contiguous())
-        self.register_buffer("price_missing", missing.contiguous())
-        self.register_buffer("text", text.contiguous())
+        for name, tensor in zip(FEATURE_NAMES, (brand, price, missing, text), strict=True):
+            self.register_buffer(name, tensor.contiguous(), persistent=False)
+        self.register_load_state_dict_pre_hook(_drop_saved_features)
 
     # index_select, not tensor[items]: advanced indexing is ~6x slower on the CPU
     def brands(self, items: torch.Tensor) -> torch.Tensor:
@@ -56,3 +60,9 @@ class ItemFeatures(nn.Module):
 
     def texts(self, items: torch.Tensor) -> torch.Tensor:
         return self.text.index_select(0, items)
+
+
+def _drop_saved_features(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
+    """Older run files saved the features with the weights: they are the dataset's, so drop them."""
+    for name in FEATURE_NAMES:
+        state_dict.pop(prefix + name, None)
