@@ -46,6 +46,28 @@ def test_protocol_negatives(catalog):
     assert mask[0].sum() == catalog.n_items - 2 - len(set(history))
 
 
+def test_rows_scored_in_blocks_count_as_in_one(catalog, monkeypatch):
+    """Blocks bound the memory of a large catalog ([rows, n_items] arrays); each row's counts are its own."""
+    from alsoview.evaluation import protocols
+    from alsoview.evaluation.baselines import CooccurrenceScorer
+
+    cases = build_cases(catalog, "test", seed=0)
+    rows = np.arange(len(cases.users))
+    scorers = [
+        PopularityScorer(catalog.train.users, catalog.train.items, catalog.n_items),  # score_all
+        CooccurrenceScorer(catalog.train.users, catalog.train.items, catalog.n_users, catalog.n_items),
+    ]
+    whole = [score_rows(scorer, cases, rows) for scorer in scorers]
+    monkeypatch.setattr(protocols, "BLOCK_ELEMENTS", 7 * catalog.n_items)  # blocks of 7 rows, the last shorter
+    assert len(rows) % 7
+    for scorer, expected in zip(scorers, whole):
+        blocked = score_rows(scorer, cases, rows)
+        assert blocked.keys() == expected.keys()
+        for key in expected:
+            np.testing.assert_array_equal(blocked[key], expected[key], err_msg=key)
+    assert {k: len(v) for k, v in score_rows(scorers[0], cases, rows[:0]).items()} == dict.fromkeys(whole[0], 0)
+
+
 def test_metrics_of_a_scorer_match_a_brute_force_computation(catalog):
     cases = build_cases(catalog, "test", seed=0)
     scorer = PopularityScorer(catalog.train.users, catalog.train.items, catalog.n_items)

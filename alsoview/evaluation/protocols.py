@@ -162,14 +162,31 @@ def full_candidates(cases: EvalCases, rows: np.ndarray) -> tuple[np.ndarray, np.
     return items, mask
 
 
+# Case rows x items scored at once: the full protocol's arrays are [rows, n_items] (float64 for
+# the ranks), so a block of this many elements bounds the memory whatever the catalog's size.
+BLOCK_ELEMENTS = 1 << 24
+
+
 def score_rows(
     scorer: Scorer, cases: EvalCases, rows: np.ndarray, protocols: tuple[str, ...] = PROTOCOLS
 ) -> dict[str, np.ndarray]:
     """Per case row and protocol: negatives above the positive, equal to it, and in total.
 
     A scorer with `score_all(users) -> [B, n_items]` (every item at once, e.g. a matrix product)
-    is asked once per row for all protocols; others score each protocol's candidates.
+    is asked once per row for all protocols; others score each protocol's candidates. Rows are
+    scored in blocks of at most `BLOCK_ELEMENTS` row-items; each row's counts are its own.
     """
+    per_block = max(1, BLOCK_ELEMENTS // max(1, cases.n_items))
+    starts = range(0, len(rows), per_block) or [0]  # no rows: one empty block, its arrays empty
+    blocks = [_score_block(scorer, cases, rows[i : i + per_block], protocols) for i in starts]
+    if len(blocks) == 1:
+        return blocks[0]
+    return {key: np.concatenate([block[key] for block in blocks]) for key in blocks[0]}
+
+
+def _score_block(
+    scorer: Scorer, cases: EvalCases, rows: np.ndarray, protocols: tuple[str, ...]
+) -> dict[str, np.ndarray]:
     users, positives = cases.users[rows], cases.positives[rows]
     out: dict[str, np.ndarray] = {"row": rows}
     every_item = scorer.score_all(users) if hasattr(scorer, "score_all") else None

@@ -13,6 +13,10 @@ from alsoview.errors import check_setting
 from alsoview.model.part import Part, PartInputs, Users
 from alsoview.model.towers import ItemTower
 
+# The hidden layer's elements in one block of all-items scoring (4 MiB of float32): within a
+# CPU's L2 + L3, so the layers after the first read it from cache (docs/scaling.md).
+HIDDEN_BLOCK_ELEMENTS = 1 << 20
+
 
 @dataclass(frozen=True)
 class MLPConfig(Part):
@@ -100,15 +104,21 @@ class MLPHead(nn.Module):
         user_part = user @ first.weight[:, :d].T  # [B, H]
         product_weight = first.weight[:, d + width :] if self.product else None
         scores = torch.empty(len(user), tower.n_items, device=weight.device, dtype=weight.dtype)
-        chunk = max(1, elements_per_chunk // max(1, tower.n_items * first.out_features))
+        # Blocks of users x items whose hidden layer fits the CPU's cache: one user's row of every
+        # item outgrows it as the catalog grows, and each layer then streams from memory.
+        block = min(elements_per_chunk, HIDDEN_BLOCK_ELEMENTS) // first.out_features
+        users_per_block = max(1, block // max(1, tower.n_items))
+        items_per_block = tower.n_items if users_per_block > 1 else max(1, block)
         was_training = self.training
         self.eval()  # dropout off
-        for start in range(0, len(user), chunk):
-            stop = start + chunk
-            hidden = user_part[start:stop, None, :] + item_part[None]
-            if product_weight is not None:
-                hidden = hidden + (user[start:stop, None, :] * weight[None]) @ product_weight.T
-            scores[start:stop] = rest(hidden).squeeze(-1)
+        for start in range(0, len(user), users_per_block):
+            stop = start + users_per_block
+            for low in range(0, tower.n_items, items_per_block):
+                high = low + items_per_block
+                hidden = user_part[start:stop, None, :] + item_part[None, low:high]
+                if product_weight is not None:
+                    hidden = hidden + (user[start:stop, None, :] * weight[None, low:high]) @ product_weight.T
+                scores[start:stop, low:high] = rest(hidden).squeeze(-1)
         self.train(was_training)
         return scores
 
