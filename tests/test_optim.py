@@ -11,7 +11,7 @@ from factories import model_config
 from test_model import make_model
 from torch import nn
 
-from alsoview.training.optim import RowSparseAdam, build_optimizer
+from alsoview.training.optim import DENSE_ROWS_NOTED, RowSparseAdam, build_optimizer, dense_adam_note
 
 
 def test_dense_optimizer_is_adam_and_rejects_sparse_model() -> None:
@@ -77,3 +77,17 @@ def test_dense_adam_moments_never_become_subnormal_and_the_weights_are_plain_ada
     assert _subnormal(plain_moments) > 0  # the case is real: plain Adam's moments go subnormal
     assert _subnormal(moments) == 0  # so slow arithmetic never starts
     assert torch.equal(ours.weight, plain.weight)  # what they would have moved is below a float's last digit
+
+
+def test_large_tables_under_dense_adam_are_noted_with_the_rows_each_step_moves() -> None:
+    from alsoview.config import load_config
+
+    design = load_config(None, []).model
+    users, items = DENSE_ROWS_NOTED, 17_000
+    note = dense_adam_note(design, users, items)
+    assert note and f"moves all {users + items:,} embedding rows at every step" in note
+    assert "model.sparse_embeddings=true" in note
+    assert dense_adam_note(design, 100, DENSE_ROWS_NOTED - 101) is None  # small tables: no note
+    assert dense_adam_note(load_config(None, ["model.sparse_embeddings=true"]).model, users, items) is None
+    no_user_id = load_config(None, ["model.user.id=false", "model.user.history=true"]).model
+    assert dense_adam_note(no_user_id, users, items) is None  # only the item table: 17,000 rows

@@ -33,6 +33,7 @@ from alsoview.reporting.plots import loss_title
 from alsoview.sampling.blocks import block_sizes, preview_mix
 from alsoview.training import checkpoint as runs
 from alsoview.training.batches import mix_spec
+from alsoview.training.optim import dense_adam_note
 
 log = logging.getLogger("alsoview")
 
@@ -66,6 +67,9 @@ def build_trainer(
     sharing = sharing_cores_warning(config, plan)
     if sharing:
         log.warning(sharing)
+    dense = dense_adam_note(config.model, catalog.n_users, catalog.n_items)
+    if dense:
+        log.info("%s", dense)
     blocks = block_sizes(len(catalog.train), config.sampling.block_rows)
     if len(blocks) < config.train.num_workers:
         raise UserError(

@@ -139,6 +139,27 @@ def build_optimizer(model: nn.Module, lr: float, sparse: bool) -> torch.optim.Op
     return MixedOptimizer(RowSparseAdam(sparse_params, lr=lr), dense)
 
 
+# From about this many rows in the id tables, dense Adam's pass over them is a large share of a
+# step, and the share grows with the tables (docs/scaling.md).
+DENSE_ROWS_NOTED = 50_000
+
+
+def dense_adam_note(model_config: Any, n_users: int, n_items: int) -> str | None:
+    """Why an epoch of dense Adam grows faster than the data, for large id tables: every step
+    moves every row of the user and item tables (a row's moments decay even without a gradient),
+    so a step costs as much as the tables are large and an epoch samples x rows."""
+    if model_config.sparse_embeddings:
+        return None
+    rows = n_items + (n_users if model_config.user.id is not None else 0)
+    if rows < DENSE_ROWS_NOTED:
+        return None
+    return (
+        f"model.sparse_embeddings=false (the design's dense Adam) moves all {rows:,} embedding rows at every "
+        "step, so an epoch's steps cost samples x rows; model.sparse_embeddings=true moves only a batch's rows "
+        "(lazy Adam, docs/scaling.md)"
+    )
+
+
 def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
     """Adam with the fused kernel: one pass over all parameters instead of foreach's several,
     which dominated a CPU training step of this embedding-heavy model (benchmarks/README.md).
