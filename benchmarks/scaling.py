@@ -5,6 +5,7 @@ peak memory of every stage a user runs, with a fitted growth exponent per stage.
     python benchmarks/scaling.py                          # 1x, 2x, 4x; the design and the recommended settings
     python benchmarks/scaling.py --scales 1,2,4,8,16 --epochs 3
     python benchmarks/scaling.py --settings design --scales 1,2
+    python benchmarks/scaling.py --settings design,design-sparse --eval-users 2000 --name scaling-design
 
 Each stage is the CLI command a user runs, in a process of its own with its own private Ray
 (as `alsoview ...` on a laptop): `generate`, `prepare` (hashing text encoder), `train` for
@@ -15,7 +16,8 @@ grows with users x items, the square of the data when both grow, so the sample's
 is what the table shows and the whole test set's cost is that times the users. Wall time is
 the whole command, Ray's start included; peak memory is the largest
 sum of PSS over the command's process tree (driver, Ray's processes, workers; the object store's
-pages counted once), sampled every 0.25 s. Inside `prepare` the manifest's stage times, inside
+pages counted once), sampled every second (every 0.25 s, reading the PSS of a tree of multi-GiB
+processes took a quarter of one of the two cores). Inside `prepare` the manifest's stage times, inside
 `train` the run's history: an epoch's feed and steps (`train/seconds`, the Ray Data mixing runs
 beside the steps and `data wait` is how long the steps waited for it) and the rest of the epoch
 (validation and the checkpoint).
@@ -52,10 +54,13 @@ from _common import (
     write_json,
 )
 
+SAMPLE_SECONDS = 1.0  # the memory sampler's period: a stage's peak lasts longer than that
 VG_USERS, VG_ITEMS = 55_000, 17_000  # the Video Games 2018 5-core's size, as benchmarks/_common generates it
 # The prepared data is embedded with the hashing encoder; each setting is told so.
 SETTINGS = {
     "design": ["text.encoder=hashing"],
+    # The design with lazy Adam on the embeddings: a step moves the batch's rows, not every row.
+    "design-sparse": ["text.encoder=hashing", "model.sparse_embeddings=true"],
     "recommended": ["--config", "configs/video_games.yaml", "text.encoder=hashing"],
 }
 
@@ -65,7 +70,7 @@ def measured(command: list[str], env: dict[str, str], what: str) -> dict[str, An
     print(f"[scaling] {what}: {' '.join(command[2:])}", flush=True)
     begin = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    with PeakMemory(process.pid) as memory:
+    with PeakMemory(process.pid, interval=SAMPLE_SECONDS) as memory:
         _, stderr = process.communicate()
     seconds = time.perf_counter() - begin
     if process.returncode != 0:
