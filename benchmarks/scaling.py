@@ -19,8 +19,8 @@ sum of PSS over the command's process tree (driver, Ray's processes, workers; th
 pages counted once), sampled every second (every 0.25 s, reading the PSS of a tree of multi-GiB
 processes took a quarter of one of the two cores). Inside `prepare` the manifest's stage times, inside
 `train` the run's history: an epoch's feed and steps (`train/seconds`, the Ray Data mixing runs
-beside the steps and `data wait` is how long the steps waited for it) and the rest of the epoch
-(validation and the checkpoint).
+beside the steps and `data wait` is how long the steps waited for it) and the rest of the epoch,
+its validation (`train/epoch_seconds` ends before the checkpoint is written).
 
 The growth exponent of a stage is the slope of log(seconds) (or log(peak bytes)) against
 log(interactions) by least squares over the scales run, and between the two largest scales
@@ -85,7 +85,7 @@ def cli(*args: str) -> list[str]:
 
 def epoch_parts(run_dir: Path) -> dict[str, float]:
     """Median over the run's epochs of its feed-and-steps time, the steps' wait for the feed, and
-    the rest of the epoch (validation, checkpoint), from history.csv."""
+    the rest of the epoch (its validation: the epoch's time ends before its checkpoint), from history.csv."""
     with open(run_dir / "history.csv", newline="") as table:
         rows = list(csv.DictReader(table))
 
@@ -97,7 +97,7 @@ def epoch_parts(run_dir: Path) -> dict[str, float]:
         "epoch_seconds": round(epoch, 2),
         "feed_and_steps_seconds": round(steps, 2),
         "data_wait_seconds": round(median_of("train/data_wait_seconds"), 2),
-        "validation_and_checkpoint_seconds": round(epoch - steps, 2),
+        "validation_seconds": round(epoch - steps, 2),
         "samples_per_second": round(median_of("train/samples_per_second"), 1),
     }
 

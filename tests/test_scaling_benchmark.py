@@ -58,7 +58,7 @@ def test_epoch_parts_are_medians_of_the_run_history(tmp_path: Path) -> None:
         "epoch_seconds": 6.0,
         "feed_and_steps_seconds": 4.5,
         "data_wait_seconds": 0.5,
-        "validation_and_checkpoint_seconds": 1.5,
+        "validation_seconds": 1.5,
         "samples_per_second": 150.0,
     }
 

@@ -7,10 +7,13 @@ emit row-sparse gradients and only the rows a batch touched move (SparseAdam's u
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from alsoview.model.config import ModelConfig
 
 
 class RowSparseAdam(torch.optim.Optimizer):
@@ -144,7 +147,7 @@ def build_optimizer(model: nn.Module, lr: float, sparse: bool) -> torch.optim.Op
 DENSE_ROWS_NOTED = 50_000
 
 
-def dense_adam_note(model_config: Any, n_users: int, n_items: int) -> str | None:
+def dense_adam_note(model_config: ModelConfig, n_users: int, n_items: int) -> str | None:
     """Why an epoch of dense Adam grows faster than the data, for large id tables: every step
     moves every row of the user and item tables (a row's moments decay even without a gradient),
     so a step costs as much as the tables are large and an epoch samples x rows."""
