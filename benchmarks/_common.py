@@ -181,34 +181,76 @@ def process_tree(root: int) -> list[int]:
     return out
 
 
-def pss_bytes(pid: int) -> int:
-    """Proportional set size: shared pages (Ray's object store) are split between their users, not double counted."""
+def pss_parts(pid: int) -> dict[str, int]:
+    """A process's proportional set size and its parts: shared pages (Ray's object store, in
+    /dev/shm: ``Pss_Shmem``) are split between the processes that map them, not double counted."""
+    wanted = {"Pss:": "pss", "Pss_Anon:": "anon", "Pss_Shmem:": "shmem"}
+    parts = dict.fromkeys(wanted.values(), 0)
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
+            key = line.split(maxsplit=1)[0] if line else ""
+            if key in wanted:
+                parts[wanted[key]] = int(line.split()[1]) * 1024
     except OSError:
-        return 0
-    return 0
+        pass
+    return parts
+
+
+def process_role(pid: int, root: int) -> str:
+    """What a process is, from its title: the command itself, a Ray worker by the task or actor it
+    runs (Ray titles them ``ray::<name>``), or Ray's own programs (raylet, gcs_server, ...)."""
+    if pid == root:
+        return "the command"
+    try:
+        argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    except OSError:
+        return "ended"
+    if len(argv) == 1:  # a title set by the process (setproctitle): its words in one string
+        argv = argv[0].split()
+    if not argv:
+        return "unnamed"
+    if argv[0].startswith("ray::"):
+        return argv[0].split("(")[0]
+    if "-c" in argv:  # a program given inline (multiprocessing's helpers, ...): its text is no name
+        return f"{Path(argv[0]).name} -c"
+    programs = [Path(a).name for a in argv[:3] if not a.startswith("-")]
+    scripts = [name for name in programs if name.endswith(".py")]
+    return scripts[0] if scripts else programs[0] if programs else "unnamed"
 
 
 @dataclass
 class PeakMemory:
     """Samples the summed PSS of a process and all its descendants (Ray's raylet, GCS and workers
-    started by a local ``ray.init`` are descendants of the driver). Linux only (/proc)."""
+    started by a local ``ray.init`` are descendants of the driver). Linux only (/proc).
+
+    ``at_peak`` breaks the peak down by process role (``process_role``): for each, the processes
+    counted, their PSS, its anonymous part (the process's own heap) and its shared-memory part
+    (the object store's pages it maps), in bytes, at the sample where the sum was largest."""
 
     root: int
     interval: float = 0.25
     peak_bytes: int = 0
     samples: int = 0
+    at_peak: dict[str, dict[str, int]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
         while not self._stop.is_set():
-            total = sum(pss_bytes(pid) for pid in process_tree(self.root))
-            self.peak_bytes = max(self.peak_bytes, total)
+            parts = {pid: pss_parts(pid) for pid in process_tree(self.root)}
+            total = sum(p["pss"] for p in parts.values())
+            if total > self.peak_bytes:
+                self.peak_bytes, self.at_peak = total, self._by_role(parts)
             self.samples += 1
             self._stop.wait(self.interval)
+
+    def _by_role(self, parts: dict[int, dict[str, int]]) -> dict[str, dict[str, int]]:
+        roles: dict[str, dict[str, int]] = {}
+        for pid, found in parts.items():
+            role = roles.setdefault(process_role(pid, self.root), {"processes": 0, "pss": 0, "anon": 0, "shmem": 0})
+            role["processes"] += 1
+            for key, value in found.items():
+                role[key] += value
+        return dict(sorted(roles.items(), key=lambda kv: -kv[1]["pss"]))
 
     def __enter__(self) -> "PeakMemory":
         self._thread = threading.Thread(target=self.run, daemon=True)

@@ -16,7 +16,9 @@ grows with users x items, the square of the data when both grow, so the sample's
 is what the table shows and the whole test set's cost is that times the users. Wall time is
 the whole command, Ray's start included; peak memory is the largest
 sum of PSS over the command's process tree (driver, Ray's processes, workers; the object store's
-pages counted once), sampled every second (every 0.25 s, reading the PSS of a tree of multi-GiB
+pages counted once), sampled every second, and broken down at that moment by process role
+(`peak_by_process`: the command, each kind of Ray worker by its title, raylet, ...; of each,
+its share of the object store's pages) (every 0.25 s, reading the PSS of a tree of multi-GiB
 processes took a quarter of one of the two cores). Inside `prepare` the manifest's stage times, inside
 `train` the run's history: an epoch's feed and steps (`train/seconds`, the Ray Data mixing runs
 beside the steps and `data wait` is how long the steps waited for it) and the rest of the epoch,
@@ -76,7 +78,24 @@ def measured(command: list[str], env: dict[str, str], what: str) -> dict[str, An
     if process.returncode != 0:
         raise SystemExit(f"{what} failed (exit {process.returncode}):\n{stderr[-4000:]}")
     print(f"[scaling] {what}: {seconds:.1f} s, peak {memory.peak_bytes / 2**30:.2f} GiB", flush=True)
-    return {"seconds": round(seconds, 2), "peak_gib": round(memory.peak_bytes / 2**30, 3)}
+    return {
+        "seconds": round(seconds, 2),
+        "peak_gib": round(memory.peak_bytes / 2**30, 3),
+        "peak_by_process": peak_by_process(memory.at_peak),
+    }
+
+
+def peak_by_process(at_peak: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
+    """The peak's parts by process role, in GiB: all of its PSS, and the object store's share of it."""
+    return {
+        role: {
+            "processes": found["processes"],
+            "gib": round(found["pss"] / 2**30, 3),
+            "object_store_gib": round(found["shmem"] / 2**30, 3),
+        }
+        for role, found in at_peak.items()
+        if found["pss"] >= 2**24  # under 16 MiB: Ray's small helpers, not worth a row
+    }
 
 
 def cli(*args: str) -> list[str]:

@@ -46,6 +46,16 @@ def test_protocol_negatives(catalog):
     assert mask[0].sum() == catalog.n_items - 2 - len(set(history))
 
 
+def test_sampled_negatives_do_not_depend_on_how_many_rows_are_drawn_at_once(catalog, monkeypatch):
+    """The priorities are drawn row after row: the block size bounds the memory, not the draw."""
+    from alsoview.evaluation import protocols
+
+    whole = build_cases(catalog, "test", seed=0).sampled
+    monkeypatch.setattr(protocols, "SAMPLED_BLOCK_ELEMENTS", 3 * catalog.n_items + 1)  # blocks of 3 rows
+    assert len(whole) % 3
+    np.testing.assert_array_equal(build_cases(catalog, "test", seed=0).sampled, whole)
+
+
 def test_rows_scored_in_blocks_count_as_in_one(catalog, monkeypatch):
     """Blocks bound the memory of a large catalog ([rows, n_items] arrays); each row's counts are its own."""
     from alsoview.evaluation import protocols

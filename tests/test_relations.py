@@ -22,11 +22,12 @@ from test_model import make_model
 from torch.nn import functional as F
 
 from alsoview.config import load_config
+from alsoview.data import relations
 from alsoview.data.relations import (
     Neighbours,
     cooccurrence_counts,
-    count_rows,
     relation_counts,
+    relation_rows,
     sequence_cooccurrence_counts,
 )
 from alsoview.errors import UserError
@@ -57,11 +58,25 @@ def test_neighbours_are_the_also_view_graph_in_both_directions():
     assert len(np.unique(NEIGHBOURS.keys)) == len(NEIGHBOURS.keys)
 
 
-def test_relation_counts_and_their_dense_rows_match_a_brute_force_count():
+def as_dense(keys: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    dense = np.zeros((N_USERS, N_ITEMS), dtype=np.int64)
+    dense[keys // N_ITEMS, keys % N_ITEMS] = counts
+    return dense
+
+
+@pytest.mark.parametrize("block_pairs", [1, 3, 1 << 22])
+def test_relation_counts_match_a_brute_force_count_in_blocks_of_any_size(monkeypatch, block_pairs):
+    monkeypatch.setattr(relations, "RELATION_BLOCK_PAIRS", block_pairs)
     keys, counts = relation_counts(HISTORY_INDPTR, HISTORY_ITEMS, NEIGHBOURS)
+    assert np.all(np.diff(keys) > 0)  # sorted and unique, as the blocks are concatenated
+    np.testing.assert_array_equal(as_dense(keys, counts), brute_counts())
+
+
+def test_relation_rows_count_each_users_relations_in_any_order():
     users = np.arange(N_USERS)
-    np.testing.assert_array_equal(count_rows(keys, counts, users, N_ITEMS), brute_counts())
-    np.testing.assert_array_equal(count_rows(keys, counts, users[::-1], N_ITEMS), brute_counts()[::-1])
+    np.testing.assert_array_equal(relation_rows(HISTORY_INDPTR, HISTORY_ITEMS, NEIGHBOURS, users), brute_counts())
+    reversed_rows = relation_rows(HISTORY_INDPTR, HISTORY_ITEMS, NEIGHBOURS, users[::-1])
+    np.testing.assert_array_equal(reversed_rows, brute_counts()[::-1])
 
 
 def test_the_related_scorer_ranks_by_relations_then_popularity():

@@ -51,20 +51,49 @@ def user_items_in_time_order(
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), np.asarray(items)[order]
 
 
+def csr_positions(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, position) of every entry of the CSR rows `rows`: `owner` is the index into `rows`
+    of the row an entry belongs to, `position` its index into the CSR's values, in row order."""
+    indptr = np.asarray(indptr, dtype=np.int64)
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = indptr[rows]
+    lengths = indptr[rows + 1] - starts
+    owners = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
+    return owners, np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+
+
+# (history item, neighbour) pairs `relation_counts` holds at once: its int64 arrays and their sort
+# are sized by this, not by the data (a block of users at a time; their keys do not overlap).
+RELATION_BLOCK_PAIRS = 1 << 22
+
+
 def relation_counts(
     history_indptr: np.ndarray, history_items: np.ndarray, neighbours: Neighbours
 ) -> tuple[np.ndarray, np.ndarray]:
     """(sorted keys ``user * n_items + item``, counts): for every item that is a neighbour of at
-    least one of a user's training items, how many of them. Memory: one int64 per (history item,
-    neighbour) pair while it is built."""
-    n = neighbours.n_items
+    least one of a user's training items, how many of them. Built a block of users at a time,
+    each block at most about `RELATION_BLOCK_PAIRS` pairs (one user's pairs are never split)."""
+    indptr = np.asarray(history_indptr, dtype=np.int64)
     items = np.asarray(history_items, dtype=np.int64)
-    owners = np.repeat(np.arange(len(history_indptr) - 1, dtype=np.int64), np.diff(history_indptr))
-    lengths = neighbours.indptr[items + 1] - neighbours.indptr[items]
-    starts = np.repeat(neighbours.indptr[items], lengths)
-    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    related = neighbours.keys[starts + offsets] % n
-    keys, counts = np.unique(np.repeat(owners, lengths) * n + related, return_counts=True)
+    per_item = neighbours.indptr[items + 1] - neighbours.indptr[items]
+    pairs_before = np.concatenate([[0], np.cumsum(per_item)])[indptr]  # per user boundary
+    bounds = np.searchsorted(pairs_before, np.arange(0, pairs_before[-1], RELATION_BLOCK_PAIRS), side="right") - 1
+    bounds = np.unique(np.concatenate([[0], bounds, [len(indptr) - 1]]))
+    blocks = [_relation_block(indptr, items, neighbours, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    if not blocks:
+        return np.zeros(0, np.int64), np.zeros(0, np.int32)
+    return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
+
+
+def _relation_block(
+    indptr: np.ndarray, items: np.ndarray, neighbours: Neighbours, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`relation_counts` of users lo..hi-1."""
+    owners, positions = csr_positions(indptr, np.arange(lo, hi))
+    mine = items[positions]
+    pair_owner, pair_position = csr_positions(neighbours.indptr, mine)
+    related = neighbours.keys[pair_position] % neighbours.n_items
+    keys, counts = np.unique((owners[pair_owner] + lo) * neighbours.n_items + related, return_counts=True)
     return keys, counts.astype(np.int32)
 
 
@@ -113,15 +142,17 @@ def _ordered_pairs(indptr: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, n
     return a[gap != 0], b[gap != 0], gap[gap != 0]
 
 
-def count_rows(keys: np.ndarray, counts: np.ndarray, users: np.ndarray, n_items: int) -> np.ndarray:
-    """Dense [len(users), n_items] counts of `relation_counts`' output for these users."""
-    out = np.zeros((len(users), n_items), dtype=np.float32)
-    lo = np.searchsorted(keys, users * n_items)
-    lengths = np.searchsorted(keys, (users + 1) * n_items) - lo
-    rows = np.repeat(np.arange(len(users)), lengths)
-    flat = np.repeat(lo - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
-    out[rows, keys[flat] % n_items] = counts[flat]
-    return out
+def relation_rows(
+    history_indptr: np.ndarray, history_items: np.ndarray, neighbours: Neighbours, users: np.ndarray
+) -> np.ndarray:
+    """Dense [len(users), n_items] float32 rows of `relation_counts` for these users, counted from
+    their own histories: scoring a sample of users needs no table of every user's relations."""
+    n = neighbours.n_items
+    users = np.asarray(users, dtype=np.int64).reshape(-1)
+    owners, positions = csr_positions(history_indptr, users)
+    pair_owner, pair_position = csr_positions(neighbours.indptr, np.asarray(history_items, dtype=np.int64)[positions])
+    flat = owners[pair_owner] * n + neighbours.keys[pair_position] % n
+    return np.bincount(flat, minlength=len(users) * n).astype(np.float32).reshape(len(users), n)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Callable, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from alsoview.data.relations import Neighbours, count_rows, relation_counts, user_item_csr
+from alsoview.data.relations import Neighbours, relation_rows, user_item_csr
 
 try:  # scipy is optional: the co-occurrence scorer falls back to dense numpy on small catalogs
     import scipy.sparse as _sparse
@@ -103,13 +103,13 @@ class RelatedItemsScorer:
     ) -> None:
         users, items = _interactions(train_users, train_items, n_users, n_items)
         self.n_items = int(n_items)
-        self.keys, self.counts = relation_counts(*user_item_csr(users, items, n_users, n_items), neighbours)
+        self.history, self.neighbours = user_item_csr(users, items, n_users, n_items), neighbours
         popularity = np.bincount(items, minlength=self.n_items).astype(np.float32)
         self.tie_break = 0.5 * popularity / (popularity.max(initial=0) + 1)  # < log(2), one relation
 
     def score_all(self, users: np.ndarray) -> np.ndarray:
         users = np.asarray(users, dtype=np.int64).reshape(-1)
-        return np.log1p(count_rows(self.keys, self.counts, users, self.n_items)) + self.tie_break
+        return np.log1p(relation_rows(*self.history, self.neighbours, users)) + self.tie_break
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         users, items = _check_batch(users, items, None, self.n_items)

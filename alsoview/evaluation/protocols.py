@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from alsoview.data.catalog import Catalog
-from alsoview.data.relations import Neighbours
+from alsoview.data.relations import Neighbours, csr_positions
 from alsoview.errors import UserError
 from alsoview.evaluation.baselines import RelatedItemsScorer, Scorer, baseline_builders, matrix_factorisation_peers
 from alsoview.evaluation.metrics import expected_rank_metrics, rank_counts
@@ -106,19 +106,25 @@ def _history(catalog: Catalog, users: np.ndarray, splits: tuple[str, ...]) -> tu
     return indptr, pairs_items[gather].astype(np.int64)
 
 
-def _sampled_negatives(catalog: Catalog, users: np.ndarray, rng: np.random.Generator, chunk: int = 512) -> np.ndarray:
+# Case rows x items the sampled negatives are drawn for at once (a float64 priority each).
+SAMPLED_BLOCK_ELEMENTS = 1 << 22
+
+
+def _sampled_negatives(catalog: Catalog, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """100 never-interacted items per user, uniformly without replacement (random priorities),
-    ordered by priority: any first m columns are then a uniform draw of m."""
+    ordered by priority: any first m columns are then a uniform draw of m. The priorities are
+    drawn row after row, so the draw does not depend on the block size."""
     tables = catalog.sampling
+    n_items = catalog.n_items
     out = np.zeros((len(users), SAMPLED_NEGATIVES), dtype=np.int64)
-    all_items = np.arange(catalog.n_items)
-    for start in range(0, len(users), chunk):
-        block = users[start : start + chunk]
-        priority = rng.random((len(block), catalog.n_items))
+    take = min(SAMPLED_NEGATIVES, n_items)
+    per_block = max(1, SAMPLED_BLOCK_ELEMENTS // max(1, n_items))
+    for start in range(0, len(users), per_block):
+        block = users[start : start + per_block]
+        priority = rng.random((len(block), n_items))
         priority[:, 0] = np.inf
-        seen = tables.interacted(np.repeat(block, catalog.n_items), np.tile(all_items, len(block)))
-        priority[seen.reshape(len(block), catalog.n_items)] = np.inf
-        take = min(SAMPLED_NEGATIVES, catalog.n_items)
+        owners, positions = csr_positions(tables.user_items_indptr, block)  # every item the user had
+        priority[owners, tables.user_items_indices[positions]] = np.inf
         chosen = np.argpartition(priority, take - 1, axis=1)[:, :take]
         chosen = np.take_along_axis(chosen, np.argsort(np.take_along_axis(priority, chosen, axis=1), axis=1), axis=1)
         usable = np.isfinite(np.take_along_axis(priority, chosen, axis=1))
@@ -154,11 +160,8 @@ def full_candidates(cases: EvalCases, rows: np.ndarray) -> tuple[np.ndarray, np.
     mask = np.ones((len(rows), n), dtype=bool)
     mask[:, 0] = False
     mask[np.arange(len(rows)), cases.positives[rows]] = False
-    lengths = cases.history_indptr[rows + 1] - cases.history_indptr[rows]
-    owners = np.repeat(np.arange(len(rows)), lengths)
-    starts = np.repeat(cases.history_indptr[rows], lengths)
-    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    mask[owners, cases.history_items[starts + offsets]] = False
+    owners, positions = csr_positions(cases.history_indptr, rows)
+    mask[owners, cases.history_items[positions]] = False
     return items, mask
 
 
