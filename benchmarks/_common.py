@@ -134,7 +134,8 @@ def write_json(name: str, payload: dict[str, Any], folder: Path = RESULTS) -> Pa
 
 def command_line(script: str, args: Any) -> str:
     """How the results file records the run: `python <script>` and each parsed argument as typed
-    (`--flag` / `--no-flag` for booleans, lists comma-joined, paths in the repository relative)."""
+    (`--flag` / `--no-flag` for booleans, lists comma-joined, paths in the repository relative;
+    an option left unset is left out)."""
 
     def typed(name: str, value: Any) -> str:
         flag = name.replace("_", "-")
@@ -146,7 +147,7 @@ def command_line(script: str, args: Any) -> str:
             value = value.relative_to(ROOT)
         return f"--{flag} {value}"
 
-    return " ".join([f"python {script}", *(typed(k, v) for k, v in vars(args).items())])
+    return " ".join([f"python {script}", *(typed(k, v) for k, v in vars(args).items() if v is not None)])
 
 
 def median(values: Sequence[float]) -> float:

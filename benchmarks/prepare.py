@@ -3,12 +3,15 @@ and the transformer encoder's items/s on the same descriptions, measured apart.
 
     python benchmarks/prepare.py
     python benchmarks/prepare.py --minilm-items 256
+    python benchmarks/prepare.py --raw data/bench/scaling-large/16x/raw --minilm-items 0 --name prepare-16x
 
 The prepare runs as its own process (``python -m alsoview.cli prepare``, which starts its own
 local Ray, as a user's run does); its peak memory is the largest sum of PSS over that process
 and all its descendants (Ray's GCS, raylet, dashboard and workers), sampled every 0.25 s, so
-pages shared through Ray's object store count once. Stage times come from the manifest.
-Writes benchmarks/results/prepare.json.
+pages shared through Ray's object store count once; at the peak, its parts by process
+(`peak_by_process`). Stage times come from the manifest. `--raw` prepares other raw files
+(reviews.json.gz and meta.json.gz in a folder, as `alsoview generate` writes them, e.g. a
+scale of benchmarks/scaling.py). Writes benchmarks/results/prepare.json (or `--name`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, PeakMemory, ensure_vg_raw, print_table, vg_prepare_command, write_json
+from _common import ROOT, PeakMemory, command_line, ensure_vg_raw, print_table, vg_prepare_command, write_json
 
 
 def run_prepare(raw: Path, out: Path) -> dict[str, Any]:
@@ -46,6 +49,7 @@ def run_prepare(raw: Path, out: Path) -> dict[str, Any]:
         "meta_lines": manifest["rows"]["meta"]["read"],
         "stages_seconds": manifest["timing_seconds"],
         "counts": manifest["counts"],
+        "peak_by_process": {role: round(found["pss"] / 2**30, 3) for role, found in memory.at_peak.items()},
     }
 
 
@@ -82,9 +86,11 @@ def transformer_items_per_s(prepared: Path, n_items: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minilm-items", type=int, default=256, help="items for the transformer measurement (0: skip)")
+    parser.add_argument("--raw", type=Path, help="folder of reviews.json.gz and meta.json.gz (default: VG scale)")
+    parser.add_argument("--name", default="prepare", help="results file name")
     args = parser.parse_args()
 
-    raw = ensure_vg_raw()
+    raw = args.raw or ensure_vg_raw()
     out = Path(tempfile.mkdtemp(prefix="alsoview-bench-prepare-"))
     try:
         result = run_prepare(raw, out)
@@ -115,13 +121,13 @@ def main() -> None:
     else:
         print(f"[bench] MiniLM: {minilm['status']}", flush=True)
     table = print_table(
-        f"Prepare at Video Games scale ({result['review_lines']:,} review lines, {result['meta_lines']:,} meta lines)",
+        f"Prepare of {'the Video Games scale' if args.raw is None else args.raw.name} "
+        f"({result['review_lines']:,} review lines, {result['meta_lines']:,} meta lines)",
         rows,
         ["step", "seconds", "rows_per_s", "peak_GiB"],
     )
-    write_json(
-        "prepare", {"prepare": result, "minilm": minilm, "table": table, "command": "python benchmarks/prepare.py"}
-    )
+    command = command_line("benchmarks/prepare.py", args)
+    write_json(args.name, {"prepare": result, "minilm": minilm, "table": table, "command": command})
 
 
 if __name__ == "__main__":

@@ -94,13 +94,24 @@ def test_magazine_duplicate_meta_lines(ray_session, realworld, tmp_path):
     assert examples and examples[0].startswith(str(folder / "meta_Magazine_Subscriptions.json.gz") + ":")
 
 
-def test_generate_then_prepare_is_deterministic(ray_session, tmp_path):
+def test_generate_then_prepare_is_deterministic_whatever_its_blocks_and_windows(ray_session, tmp_path, monkeypatch):
     from alsoview.data.synthetic import generate
+    from alsoview.distributed import prepare as prepare_module
 
     generated = generate(tmp_path / "raw", users=150, items=60, seed=3)
     reviews, meta = tmp_path / "raw" / "reviews.json.gz", tmp_path / "raw" / "meta.json.gz"
     first = run_prepare([reviews], [meta], tmp_path / "a")
-    second = run_prepare([reviews], [meta], tmp_path / "b")
+    windows, real_windows = [], prepare_module._windows
+
+    def counted(blocks, size):
+        for window in real_windows(blocks, size):
+            windows.append(len(window))
+            yield window
+
+    monkeypatch.setattr(prepare_module, "PARSE_WINDOW_BLOCKS", 2)  # blocks of 100 lines, 2 a Ray Data execution
+    monkeypatch.setattr(prepare_module, "_windows", counted)
+    second = run_prepare([reviews], [meta], tmp_path / "b", "data.read_chunk_lines=100")
+    assert len(windows) > 2 and max(windows) == 2, windows  # the same dataset from several windows
     m = first.manifest
     assert_accounting(m)
     assert m["counts"]["users"] == 150 and m["counts"]["items"] <= 60

@@ -150,9 +150,9 @@ def _csv_records(file: InputFile, handle: BinaryIO) -> Iterator[tuple[int, str]]
             yield line, json.dumps(fields)
 
 
-def record_tables(files: list[InputFile], chunk_lines: int) -> list[pa.Table]:
-    """Raw records as Arrow blocks of (source, line, format, text): the unit of parallel parsing."""
-    tables: list[pa.Table] = []
+def record_tables(files: list[InputFile], chunk_lines: int) -> Iterator[pa.Table]:
+    """Raw records as Arrow blocks of (source, line, format, text): the unit of parallel parsing,
+    yielded as each is read, so a reader holds only the blocks it has not handed on."""
     for file in files:
         lines: list[int] = []
         texts: list[str] = []
@@ -162,13 +162,12 @@ def record_tables(files: list[InputFile], chunk_lines: int) -> list[pa.Table]:
             texts.append(text)
             file.rows_read += 1
             if len(texts) == chunk_lines:
-                tables.append(_block(file, lines, texts))
+                yield _block(file, lines, texts)
                 progress.advance(len(texts))
                 lines, texts = [], []
         if texts:
-            tables.append(_block(file, lines, texts))
+            yield _block(file, lines, texts)
         log.info("read %s: %d records (%s)", file.path, file.rows_read, file.format)
-    return tables
 
 
 def _block(file: InputFile, lines: list[int], texts: list[str]) -> pa.Table:

@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -35,6 +35,9 @@ from alsoview.errors import UserError
 log = logging.getLogger("alsoview")
 
 PARSE_TASK_CPU = 1.0  # Ray Data's default for a task, said out loud: a stalled parse names it
+# Blocks of raw lines parsed per Ray Data execution: the driver's raw text is a window's (32 x
+# data.read_chunk_lines lines), whatever the files' size; a window is work for 32 parse tasks.
+PARSE_WINDOW_BLOCKS = 32
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -114,39 +117,50 @@ def _prepare_into(config: Config, out: Path, dashboard: bool) -> PrepareResult:
 def _parse_parallel(
     files: list[InputFile], udf: Any, schema: pa.Schema, chunk_lines: int, stall_timeout: float, role: str
 ) -> pd.DataFrame:
-    """The files' records parsed by Ray Data tasks, one block of lines each, under the stall
-    rule: no block parsed for `stall_timeout` seconds ends prepare with what waited."""
+    """The files' records parsed by Ray Data tasks, one block of lines each, `PARSE_WINDOW_BLOCKS`
+    blocks at a time: the driver holds one window's raw lines, not the files' (raw JSON is several
+    times what it parses into). Under the stall rule: no block parsed for `stall_timeout` seconds
+    ends prepare with what waited."""
     import ray.data
 
-    tables = record_tables(files, chunk_lines)
-    if not tables:
-        return schema.empty_table().to_pandas()
-
-    def parsed() -> Any:  # building the dataset already waits for tasks (from_arrow's metadata)
-        blocks = ray.data.from_arrow(tables).map_batches(
-            udf, batch_format="pyarrow", batch_size=None, num_cpus=PARSE_TASK_CPU
-        )
-        return blocks.iter_batches(batch_format="pyarrow", batch_size=None)
-
     parts: list[pa.Table] = []
+    for window in _windows(record_tables(files, chunk_lines), PARSE_WINDOW_BLOCKS):
 
-    def waited() -> str:
-        return stalled_line(
-            "prepare",
-            f"no block of {role} parsed",
-            stall_timeout,
-            f"{len(parts)} of {len(tables)} blocks of {role} lines parsed by Ray Data tasks of "
-            f"{PARSE_TASK_CPU:g} CPU each",
-            f"free {PARSE_TASK_CPU:g} CPU for them",
-        )
+        def parsed(window: list[pa.Table] = window) -> Any:  # building it already waits for tasks
+            blocks = ray.data.from_arrow(window).map_batches(
+                udf, batch_format="pyarrow", batch_size=None, num_cpus=PARSE_TASK_CPU
+            )
+            return blocks.iter_batches(batch_format="pyarrow", batch_size=None)
 
-    for part in watched(parsed, stall_timeout, waited):
-        parts.append(part)
+        def waited() -> str:
+            return stalled_line(
+                "prepare",
+                f"no block of {role} parsed",
+                stall_timeout,
+                f"{len(parts)} blocks of {role} lines parsed by Ray Data tasks of {PARSE_TASK_CPU:g} CPU each",
+                f"free {PARSE_TASK_CPU:g} CPU for them",
+            )
+
+        parts.extend(watched(parsed, stall_timeout, waited))
+    if not parts:
+        return schema.empty_table().to_pandas()
     frame = pa.concat_tables(parts).to_pandas()
     frame = frame.sort_values(["source", "line"], kind="stable").reset_index(drop=True)
     names = {f.source: f.path for f in files}
     frame["file"] = frame["source"].map(names)
     return frame
+
+
+def _windows(blocks: Iterator[pa.Table], size: int) -> Iterator[list[pa.Table]]:
+    """`blocks` in lists of `size` (the last shorter), each read only when the one before is done."""
+    window: list[pa.Table] = []
+    for block in blocks:
+        window.append(block)
+        if len(window) == size:
+            yield window
+            window = []
+    if window:
+        yield window
 
 
 def _enforce_strict(data: CleanDataset) -> None:
