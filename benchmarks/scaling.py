@@ -204,24 +204,18 @@ def exponent_rows(series: dict[str, dict[str, list[float]]]) -> list[dict[str, A
 
 def plot(series: dict[str, dict[str, list[float]]], path: Path) -> None:
     """Seconds of each whole stage against interactions, log-log."""
-    import matplotlib
+    from alsoview.reporting.plots import saved_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 5))
-    for name, entry in series.items():
-        if name.endswith(": seconds"):
-            axis.plot(entry["interactions"], entry["values"], marker="o", label=name.removesuffix(": seconds"))
-    axis.set_xscale("log")
-    axis.set_yscale("log")
-    axis.set_xlabel("interactions")
-    axis.set_ylabel("seconds (whole command)")
-    axis.legend(fontsize=8)
-    axis.grid(True, which="both", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    with saved_figure(path, 110, figsize=(7, 5)) as (_, axis):
+        for name, entry in series.items():
+            if name.endswith(": seconds"):
+                axis.plot(entry["interactions"], entry["values"], marker="o", label=name.removesuffix(": seconds"))
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("interactions")
+        axis.set_ylabel("seconds (whole command)")
+        axis.legend(fontsize=8)
+        axis.grid(True, which="both", alpha=0.3)
 
 
 def main() -> None:

@@ -23,6 +23,22 @@ def test_the_growth_exponent_is_the_log_log_slope() -> None:
     assert scaling.slope([1e5], [3.0]) is None
 
 
+def test_a_process_is_named_by_its_title() -> None:
+    from _common import process_role
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "print(flush=True); import time; time.sleep(30)"], stdout=subprocess.PIPE
+    )
+    try:
+        child.stdout.readline()  # it runs its program: its command line is the one given
+        assert process_role(child.pid, root=child.pid) == "the command"
+        assert process_role(child.pid, root=-1) == f"{Path(sys.executable).name} -c"
+    finally:
+        child.kill()
+        child.wait()
+    assert process_role(child.pid, root=-1) == "ended"
+
+
 def test_the_recorded_command_is_the_one_typed() -> None:
     import argparse
 
@@ -76,6 +92,10 @@ def test_the_benchmark_runs_every_stage_at_a_tiny_scale(tmp_path: Path) -> None:
     (scale,) = written["scales"]
     assert set(scale["stages"]) == {"generate", "prepare", "train design", "evaluate design"}
     assert all(stage["seconds"] > 0 and stage["peak_gib"] > 0 for stage in scale["stages"].values())
+    train = scale["stages"]["train design"]
+    roles = train["peak_by_process"]  # the peak's parts: the command, Ray's workers and programs
+    assert "the command" in roles and any(role.startswith("ray::") for role in roles), roles
+    assert sum(part["gib"] for part in roles.values()) <= train["peak_gib"] + 1e-3
     assert scale["counts"]["users"] == 200
     assert (tmp_path / "data" / "tiny" / "1x" / "home" / "runs" / "scaling-design" / "evaluation.json").is_file()
     assert (tmp_path / "results" / "tiny.png").is_file()

@@ -1,7 +1,7 @@
 """The figures: a run's learning curves, the tuning balance, the comparison of fractions.
 
 matplotlib is imported when a figure is drawn (not when alsoview is), on the Agg backend: the
-figures are files, drawn where there is no display (Ray workers, CI). `_figure` is the one
+figures are files, drawn where there is no display (Ray workers, CI). `saved_figure` is the one
 place a figure is set up, saved and closed.
 """
 
@@ -33,7 +33,7 @@ def _pyplot() -> Any:
 
 
 @contextmanager
-def _figure(path: Path, dpi: int, *grid: int, **options: Any) -> Iterator[tuple[Any, Any]]:
+def saved_figure(path: Path, dpi: int, *grid: int, **options: Any) -> Iterator[tuple[Any, Any]]:
     """A new figure and its axes (`plt.subplots(*grid, **options)`) to draw in; then laid out,
     saved to `path` at `dpi` and closed."""
     plt = _pyplot()
@@ -94,7 +94,7 @@ def plot_learning_curves(history: pd.DataFrame, metric: str, path: Path, loss: s
     groups = [("validation: ranking", ranking), ("validation: AUC", aucs)]
     groups = [(title, columns) for title, columns in groups if columns]
     width = 4.6 * (1 + len(groups))
-    with _figure(path, 100, 1, 1 + len(groups), figsize=(width, 3.8), squeeze=False) as (fig, axes):
+    with saved_figure(path, 100, 1, 1 + len(groups), figsize=(width, 3.8), squeeze=False) as (fig, axes):
         loss_ax, *metric_axes = axes[0]
         loss_ax.plot(history["epoch"], history["train/loss"], marker=".")
         loss_ax.set_title(loss, fontsize=10)
@@ -116,7 +116,7 @@ def plot_learning_curves(history: pd.DataFrame, metric: str, path: Path, loss: s
 
 def plot_balance(trials: pd.DataFrame, metric: str, path: Path) -> None:
     """The tuning metric against the also-view share of negatives, one point per trial."""
-    with _figure(path, 110, figsize=(6.5, 4.2)) as (fig, ax):
+    with saved_figure(path, 110, figsize=(6.5, 4.2)) as (fig, ax):
         if FRACTION_KEY in trials and metric in trials:
             data = trials.dropna(subset=[metric])
             k_key = "sampling.negatives_per_positive"
@@ -154,7 +154,7 @@ def plot_comparison(table: pd.DataFrame, baselines: dict[str, dict[str, float]],
     the baselines and peers as horizontal lines."""
     protocols = [p for p in PROTOCOLS if p != "sampled99"]  # sampled100 less one item: the same curve
     size = (4.2 * len(protocols), 3.4 * len(PLOTTED))
-    with _figure(path, 100, len(PLOTTED), len(protocols), figsize=size, squeeze=False) as (fig, axes):
+    with saved_figure(path, 100, len(PLOTTED), len(protocols), figsize=size, squeeze=False) as (fig, axes):
         styles = {
             "popularity": "--",
             "random": ":",
