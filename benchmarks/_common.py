@@ -219,8 +219,27 @@ def process_role(pid: int, root: int) -> str:
     return scripts[0] if scripts else programs[0] if programs else "unnamed"
 
 
+class BackgroundSampler:
+    """A `with` block during which `run()` samples in a daemon thread of its own, until `_stop`
+    is set on leaving it."""
+
+    _stop: threading.Event
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        self._thread = threading.Thread(target=self.run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @dataclass
-class PeakMemory:
+class PeakMemory(BackgroundSampler):
     """Samples the summed PSS of a process and all its descendants (Ray's raylet, GCS and workers
     started by a local ``ray.init`` are descendants of the driver). Linux only (/proc).
 
@@ -252,15 +271,6 @@ class PeakMemory:
             for key, value in found.items():
                 role[key] += value
         return dict(sorted(roles.items(), key=lambda kv: -kv[1]["pss"]))
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread = threading.Thread(target=self.run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def ray_local(num_cpus: int | None = None) -> None:

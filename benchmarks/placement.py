@@ -34,6 +34,7 @@ from _common import (
     BENCH_DATA,
     RESULTS,
     ROOT,
+    BackgroundSampler,
     command_line,
     print_table,
     process_role,
@@ -61,7 +62,7 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15
 
 
-class Placement:
+class Placement(BackgroundSampler):
     """Samples, every `interval` seconds, the processes below each named root: per (place, role),
     the most processes seen at once and the CPU seconds used since the sampler started."""
 
@@ -95,15 +96,9 @@ class Placement:
         while not self._stop.wait(self.interval):
             self.sample()
 
-    def __enter__(self) -> "Placement":
-        self._thread = threading.Thread(target=self.run, daemon=True)
-        self._thread.start()
-        return self
-
     def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
+        super().__exit__(*exc)
+        self.sample()  # what was used since the last reading
 
 
 def placed(place_roots: dict[str, int], seen: dict[tuple[str, str], dict[str, float]]) -> list[dict[str, Any]]:
